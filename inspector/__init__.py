@@ -1,0 +1,3 @@
+"""stable-inspect: read ic-stable-structures layouts out of raw stable-memory snapshots."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,38 @@
+"""Shared test helpers: where the real-library fixtures live, and a skip when they are absent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+FIXTURES = SHARED / "fixtures"
+
+
+def require_fixtures() -> Path:
+    if not FIXTURES.is_dir():
+        pytest.skip(f"real-library fixtures not found at {FIXTURES} (../shared/fixtures from the project root)")
+    return FIXTURES
+
+
+def expected_files() -> list[Path]:
+    if not FIXTURES.is_dir():
+        return []
+    return sorted(FIXTURES.glob("**/expected.json"))
+
+
+def fixture_ids() -> list[str]:
+    return [str(p.parent.relative_to(FIXTURES)) for p in expected_files()]
+
+
+def load_expected(name: str) -> dict:
+    require_fixtures()
+    return json.loads((FIXTURES / name / "expected.json").read_text())
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    return require_fixtures()
