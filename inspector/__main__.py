@@ -1,0 +1,7 @@
+"""``python -m inspector`` is the ``stable-inspect`` command."""
+
+import sys
+
+from inspector.cli import main
+
+sys.exit(main())

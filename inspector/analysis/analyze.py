@@ -1,0 +1,117 @@
+"""From an opened snapshot to the decoded model: MemoryManager, memories, structures, findings.
+
+``analyze`` is the single entry point every view uses (summary, check, entries, salvage, diff, TUI).
+It reads headers only; deep work (full B-tree walks, orphan scans) happens on demand through the
+structure objects or ``Analysis.deep()``, so ``summary`` of a huge snapshot stays instant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from inspector.detect import MemoryRef, detect_structures
+from inspector.memory_manager import MemoryManagerInfo, read_memory_manager
+from inspector.model import Finding, severity_rank
+from inspector.snapshot import Snapshot, metadata_summary
+from inspector.structures.base import Structure
+
+
+@dataclass
+class Analysis:
+    snapshot: Snapshot
+    mm: MemoryManagerInfo
+    memory_refs: list[MemoryRef]
+    structures: list[Structure]
+    findings: list[Finding] = field(default_factory=list)
+    # Filled by the forensics pass (inspector.analysis.forensics) when it runs.
+    diagnosis: list[str] = field(default_factory=list)
+    reconstructed: Any = None  # a Reconstruction when the layout had to be rebuilt
+    stable_save: Any = None  # a StableSaveBlob when a stable_save message was found
+    extras: dict[str, Any] = field(default_factory=dict)
+    deep_done: bool = False
+
+    @property
+    def has_errors(self) -> bool:
+        return any(f.severity == "error" for f in self.all_findings())
+
+    def all_findings(self) -> list[Finding]:
+        seen: set[int] = set()
+        out: list[Finding] = []
+        for f in [*self.findings, *(f for s in self.structures for f in s.findings)]:
+            if id(f) not in seen:
+                seen.add(id(f))
+                out.append(f)
+        out.sort(key=lambda f: (severity_rank(f.severity), f.physical_ranges[0][0] if f.physical_ranges else -1))
+        return out
+
+    def structure(self, memory_id: int | str) -> Structure | None:
+        for s in self.structures:
+            mid = s.memory_id
+            if mid == memory_id or (isinstance(mid, list) and memory_id in mid):
+                return s
+        return None
+
+    def memory(self, memory_id: int | str) -> Any:
+        for mid, mem in self.memory_refs:
+            if mid == memory_id:
+                return mem
+        return None
+
+    def deep(self) -> None:
+        """Full validated walks of every structure (adds their findings)."""
+        if self.deep_done:
+            return
+        for s in self.structures:
+            walk = getattr(s, "deep", None)
+            if walk is not None:
+                walk()
+        self.deep_done = True
+
+    def to_json(self, *, deep: bool = False) -> dict[str, Any]:
+        if deep:
+            self.deep()
+        snap = self.snapshot
+        out: dict[str, Any] = {
+            "file": {
+                "path": str(snap.file_path or snap.path),
+                "size_bytes": snap.size,
+                "size_pages": snap.size // 65_536,
+            },
+        }
+        if snap.metadata is not None:
+            out["snapshot_metadata"] = metadata_summary(snap.metadata)
+        out["memory_manager"] = self.mm.to_json()
+        out["structures"] = [s.to_json(deep=deep) for s in self.structures]
+        out["findings"] = [f.to_json() for f in self.all_findings()]
+        if self.diagnosis:
+            out["diagnosis"] = self.diagnosis
+        if self.stable_save is not None:
+            out["stable_save"] = self.stable_save.to_json()
+        if self.reconstructed is not None:
+            out["reconstructed"] = self.reconstructed.to_json()
+        out.update(self.extras)
+        return out
+
+
+def memory_refs_for(snapshot: Snapshot, mm: MemoryManagerInfo) -> list[MemoryRef]:
+    if mm.present and mm.bucket_size_in_pages:
+        return [(m.id, m.memory) for m in mm.memories]
+    return [("raw", snapshot.memory)]
+
+
+def analyze(
+    snapshot: Snapshot, *, options: dict[str, Any] | None = None, forensics: bool = True
+) -> Analysis:
+    """Decode the layout of a snapshot. ``options`` maps memory ids (as strings) to decoder settings."""
+    mm = read_memory_manager(snapshot.memory)
+    refs = memory_refs_for(snapshot, mm)
+    structures, findings = detect_structures(refs, options)
+    analysis = Analysis(snapshot, mm, refs, structures, [*snapshot.findings, *mm.findings, *findings])
+    if forensics:
+        try:
+            from inspector.analysis.forensics import run_forensics
+        except ImportError:
+            return analysis
+        run_forensics(analysis)
+    return analysis

@@ -1,0 +1,165 @@
+"""Byte-addressable memories: the physical snapshot and the virtual memories a MemoryManager maps.
+
+Every structure walker reads through the ``Memory`` interface, so the same walker works on a raw
+snapshot (a structure directly on stable memory) and on a MemoryManager virtual memory whose buckets
+are scattered over the file. Reads are bounds-checked against the memory's own size: a read past the
+end raises ``OutOfBounds``, which walkers turn into findings, never into a traceback.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+# Anything with the buffer protocol (mmap, bytes, bytearray, memoryview); collections.abc.Buffer is 3.12+.
+Buffer = Any
+from dataclasses import dataclass, field
+
+from inspector.layouts import BUCKETS_START, WASM_PAGE_SIZE
+
+Range = tuple[int, int]
+
+
+class OutOfBounds(Exception):
+    """A read outside a memory's size, or into bytes the snapshot file does not hold."""
+
+
+class Memory:
+    """Interface shared by the physical and virtual memories."""
+
+    size: int
+    label: str
+
+    def read(self, offset: int, n: int) -> bytes:
+        raise NotImplementedError
+
+    def physical_ranges(self, offset: int, n: int) -> list[Range]:
+        """The physical byte ranges (half-open) that hold virtual bytes [offset, offset+n)."""
+        raise NotImplementedError
+
+    def to_physical(self, offset: int) -> int:
+        raise NotImplementedError
+
+    def contiguous(self, offset: int) -> tuple[Buffer, int, int]:
+        """(buffer, physical offset, bytes available contiguously) for hot loops that unpack in place."""
+        raise NotImplementedError
+
+
+class PhysicalMemory(Memory):
+    """The snapshot file itself (a read-only mmap, or ``bytes`` for empty/small inputs)."""
+
+    def __init__(self, buf: Buffer, size: int, label: str = "raw") -> None:
+        self.buf = buf
+        self.size = size
+        self.label = label
+
+    def read(self, offset: int, n: int) -> bytes:
+        if offset < 0 or n < 0 or offset + n > self.size:
+            raise OutOfBounds(f"read of {n} bytes at {offset:#x} is outside {self.label} ({self.size} bytes)")
+        return bytes(self.buf[offset : offset + n])
+
+    def physical_ranges(self, offset: int, n: int) -> list[Range]:
+        return [(offset, offset + n)] if n > 0 else []
+
+    def to_physical(self, offset: int) -> int:
+        return offset
+
+    def contiguous(self, offset: int) -> tuple[Buffer, int, int]:
+        return self.buf, offset, max(0, self.size - offset)
+
+
+@dataclass
+class VirtualMemory(Memory):
+    """A MemoryManager memory: its buckets in virtual order (FORMAT.md §2.3).
+
+    ``size`` is the memory's declared size (size_pages × 64 KiB). Bytes whose bucket lies beyond the
+    end of the snapshot file raise ``OutOfBounds`` so that a truncated snapshot is reported, not
+    silently read as zeros.
+    """
+
+    phys: PhysicalMemory
+    memory_id: int
+    buckets: list[int]
+    bucket_size_bytes: int
+    size: int
+    label: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            self.label = f"memory {self.memory_id}"
+        self._starts = [BUCKETS_START + b * self.bucket_size_bytes for b in self.buckets]
+
+    @property
+    def size_pages(self) -> int:
+        return self.size // WASM_PAGE_SIZE
+
+    def to_physical(self, offset: int) -> int:
+        k, off = divmod(offset, self.bucket_size_bytes)
+        if offset < 0 or k >= len(self._starts):
+            raise OutOfBounds(f"virtual {offset:#x} is outside {self.label}")
+        return self._starts[k] + off
+
+    def physical_ranges(self, offset: int, n: int) -> list[Range]:
+        out: list[Range] = []
+        end = offset + n
+        pos = offset
+        while pos < end:
+            k, off = divmod(pos, self.bucket_size_bytes)
+            if k >= len(self._starts):
+                raise OutOfBounds(f"virtual {pos:#x} is outside {self.label}")
+            take = min(end - pos, self.bucket_size_bytes - off)
+            start = self._starts[k] + off
+            if out and out[-1][1] == start:
+                out[-1] = (out[-1][0], start + take)
+            else:
+                out.append((start, start + take))
+            pos += take
+        return out
+
+    def read(self, offset: int, n: int) -> bytes:
+        if offset < 0 or n < 0 or offset + n > self.size:
+            raise OutOfBounds(f"read of {n} bytes at virtual {offset:#x} is outside {self.label} ({self.size} bytes)")
+        k, off = divmod(offset, self.bucket_size_bytes)
+        if off + n <= self.bucket_size_bytes:  # the common case: one bucket
+            start = self._starts[k] + off
+            return self.phys.read(start, n)
+        parts = [self.phys.read(s, e - s) for s, e in self.physical_ranges(offset, n)]
+        return b"".join(parts)
+
+    def contiguous(self, offset: int) -> tuple[Buffer, int, int]:
+        k, off = divmod(offset, self.bucket_size_bytes)
+        if offset < 0 or k >= len(self._starts) or offset >= self.size:
+            return self.phys.buf, 0, 0
+        start = self._starts[k] + off
+        avail = min(self.bucket_size_bytes - off, self.size - offset, self.phys.size - start)
+        return self.phys.buf, start, max(0, avail)
+
+    def to_virtual(self, physical: int) -> int | None:
+        """Inverse mapping, for the hex view: which virtual offset a physical byte is, if any."""
+        if physical < BUCKETS_START:
+            return None
+        b, off = divmod(physical - BUCKETS_START, self.bucket_size_bytes)
+        try:
+            k = self.buckets.index(b)
+        except ValueError:
+            return None
+        v = k * self.bucket_size_bytes + off
+        return v if v < self.size else None
+
+
+def merge_ranges(ranges: list[Range]) -> list[Range]:
+    """Sort and merge half-open ranges (touching ranges merge)."""
+    out: list[Range] = []
+    for s, e in sorted(r for r in ranges if r[1] > r[0]):
+        if out and s <= out[-1][1]:
+            if e > out[-1][1]:
+                out[-1] = (out[-1][0], e)
+        else:
+            out.append((s, e))
+    return out
+
+
+def range_contains(ranges: list[Range], pos: int) -> bool:
+    """Whether a sorted, merged list of ranges contains pos."""
+    i = bisect.bisect_right(ranges, (pos, float("inf"))) - 1
+    return i >= 0 and ranges[i][0] <= pos < ranges[i][1]

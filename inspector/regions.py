@@ -1,0 +1,381 @@
+"""The region tree built from an ``Analysis``: what the summary prints and the TUI browses.
+
+Children are lazy wherever they can be large (entries, nodes, bucket tables), so building the tree of
+a snapshot with a million-entry map costs only its top levels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from itertools import islice
+from typing import Any
+
+from construct import Struct
+
+from inspector.layouts import (
+    BUCKET_TABLE_OFFSET,
+    CELL_HEADER,
+    LOG_DATA_HEADER,
+    LOG_INDEX_HEADER,
+    MM_HEADER_SIZE,
+    UNALLOCATED_BUCKET,
+    VEC_HEADER,
+    CellHeader,
+    LogDataHeader,
+    LogIndexHeader,
+    MemoryManagerHeader,
+    VecHeader,
+    field_spans,
+)
+from inspector.memory import Memory, OutOfBounds, Range
+from inspector.model import Field, Finding, Region
+from inspector.structures.base import Element, Structure
+
+ENTRIES_PAGE = 1_000  # entries per lazily built page of the tree
+
+
+def _first_physical(mem: Memory, start: int, size: int) -> Range | None:
+    try:
+        ranges = mem.physical_ranges(start, size)
+    except OutOfBounds:
+        return None
+    return (ranges[0][0], ranges[-1][1]) if len(ranges) == 1 else ranges[0]
+
+
+def _show(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        if len(value) <= 4 and value.isascii() and all(32 <= c < 127 for c in value):
+            return f"{value.decode()!r} ({value.hex()})"
+        return value.hex() if any(value) else f"{len(value)} zero bytes"
+    return None
+
+
+def header_fields(layout: Struct, mem: Memory, base: int, values: dict[str, Any]) -> list[Field]:
+    """Fields of a declared header with their physical spans (taken from the construct declaration)."""
+    out = []
+    for span in field_spans(layout):
+        if span.name not in values:
+            continue
+        v = values[span.name]
+        if isinstance(v, list):
+            continue  # arrays get their own rows (see the MemoryManager's memory sizes)
+        out.append(Field(span.name, v, _first_physical(mem, base + span.offset, span.size), _show(v)))
+    return out
+
+
+def value_ref(structure: Structure, data: bytes, role: str) -> ValueRef:
+    return ValueRef(data, structure, role)
+
+
+class ValueRef:
+    """Stored bytes of a key or value plus how to decode them; decoding happens on demand, in the core."""
+
+    __slots__ = ("data", "structure", "role", "_decoded")
+
+    def __init__(self, data: bytes, structure: Structure | None, role: str) -> None:
+        self.data = data
+        self.structure = structure
+        self.role = role  # "key" | "value"
+        self._decoded: Any = None
+
+    def decoded(self) -> Any:
+        if self._decoded is None:
+            from inspector.decode.values import decode_for
+
+            self._decoded = decode_for(self.structure, self.role, self.data)
+        return self._decoded
+
+
+def element_region(structure: Structure, el: Element) -> Region:
+    vmem = getattr(structure, "value_mem", None) or structure.mem
+    vranges = _phys(vmem, el.value_spans)
+    children: list[Region] = []
+    name = f"[{el.index}]"
+    if el.key is not None:
+        kranges = _phys(structure.mem, el.key_spans)
+        children.append(Region("key", "key", kranges, value=ValueRef(el.key, structure, "key"), detail=f"{len(el.key)} bytes"))
+        name = f"[{el.index}] {_short_key(structure, el.key)}"
+    children.append(Region("value", "value", vranges, value=ValueRef(el.value, structure, "value"), detail=f"{len(el.value)} bytes"))
+    ranges = sorted([r for c in children for r in c.ranges])
+    return Region(
+        name,
+        "entry",
+        ranges,
+        fields=[Field("index", el.index)] + ([Field("source", el.source)] if el.source else []),
+        value=ValueRef(el.value, structure, "value"),
+        children=children,
+        memory_id=_mid(structure),
+    )
+
+
+def _short_key(structure: Structure, key: bytes) -> str:
+    try:
+        from inspector.decode.values import decode_for
+
+        text = decode_for(structure, "key", key).text
+    except Exception:
+        text = key.hex()
+    return text if len(text) <= 48 else text[:47] + "…"
+
+
+def _phys(mem: Memory, spans: list[Range]) -> list[Range]:
+    out: list[Range] = []
+    for s, e in spans:
+        try:
+            out.extend(mem.physical_ranges(s, e - s))
+        except OutOfBounds:
+            continue
+    return out
+
+
+def _mid(structure: Structure) -> int | str | None:
+    mid = structure.memory_id
+    return mid[0] if isinstance(mid, list) else mid
+
+
+def entries_region(structure: Structure, count: int, label: str = "entries") -> Region:
+    """Entries in lazily built pages of ``ENTRIES_PAGE``, so a huge map shows its first page at once."""
+
+    def pages() -> Iterator[Region]:
+        for start in range(0, count, ENTRIES_PAGE):
+            end = min(count, start + ENTRIES_PAGE)
+
+            def page_children(start: int = start, end: int = end) -> Iterator[Region]:
+                for el in islice(structure.elements(start), end - start):
+                    yield element_region(structure, el)
+
+            yield Region(f"{label} {start:,}–{end - 1:,}", "group", children=page_children, memory_id=_mid(structure))
+
+    if count <= ENTRIES_PAGE:
+        return Region(
+            f"{label} ({count:,})",
+            "entries",
+            children=lambda: (element_region(structure, el) for el in islice(structure.elements(0), count)),
+            memory_id=_mid(structure),
+            child_count_hint=count,
+        )
+    return Region(f"{label} ({count:,})", "entries", children=pages, memory_id=_mid(structure), child_count_hint=count)
+
+
+def _finding_regions(findings: list[Finding]) -> list[Region]:
+    return [finding_region(f) for f in findings]
+
+
+def finding_region(f: Finding) -> Region:
+    return Region(
+        f"{f.severity}: {f.code}",
+        "finding",
+        list(f.physical_ranges),
+        fields=[Field("severity", f.severity), Field("code", f.code), Field("message", f.message)],
+        findings=[f],
+        detail=f.message,
+        memory_id=f.memory_id,
+    )
+
+
+def structure_region(structure: Structure) -> Region:
+    """The region of one structure: its header, then its entries (B-trees build their own)."""
+    builder = getattr(structure, "region", None)
+    if builder is not None:
+        return builder()
+    mem = structure.mem
+    kind = structure.kind
+    hj = structure.header_json()
+    children: list[Region] = []
+    layout: Struct | None = None
+    raw_header: dict[str, Any] = {}
+    size = 0
+    if kind == "cell":
+        layout, size = CellHeader, CELL_HEADER.size
+        raw_header = CELL_HEADER.parse_dict(mem.read(0, size))
+    elif kind in ("vec", "minheap"):
+        layout, size = VecHeader, VEC_HEADER.size
+        raw_header = VEC_HEADER.parse_dict(mem.read(0, size))
+    elif kind == "log":
+        index_mem = getattr(structure, "index_mem", None)
+        layout, size = (LogIndexHeader, LOG_INDEX_HEADER.size) if index_mem else (LogDataHeader, LOG_DATA_HEADER.size)
+        fast = LOG_INDEX_HEADER if index_mem else LOG_DATA_HEADER
+        raw_header = fast.parse_dict(mem.read(0, size))
+    if layout is not None:
+        hdr_range = _first_physical(mem, 0, size)
+        children.append(
+            Region(
+                f"{structure.magic or kind} header",
+                "structure_header",
+                [hdr_range] if hdr_range else [],
+                fields=header_fields(layout, mem, 0, raw_header),
+                memory_id=_mid(structure),
+            )
+        )
+        if kind == "log" and getattr(structure, "data_mem", None) is not None and getattr(structure, "index_mem", None):
+            dmem = structure.data_mem  # type: ignore[attr-defined]
+            dr = _first_physical(dmem, 0, LOG_DATA_HEADER.size)
+            children.append(
+                Region(
+                    "GLD header (data memory)",
+                    "structure_header",
+                    [dr] if dr else [],
+                    fields=header_fields(LogDataHeader, dmem, 0, LOG_DATA_HEADER.parse_dict(dmem.read(0, LOG_DATA_HEADER.size))),
+                    memory_id=structure.memory_id[1] if isinstance(structure.memory_id, list) else None,
+                )
+            )
+    count = structure.count()
+    if count:
+        children.append(entries_region(structure, count, "value" if kind == "cell" else "entries"))
+    try:
+        ranges = mem.physical_ranges(0, min(mem.size, max(size, 1)))
+    except OutOfBounds:
+        ranges = []
+    detail = ", ".join(f"{k}={v}" for k, v in hj.items() if k not in ("first_bytes_hex",))
+    if kind == "unknown":
+        detail = "first bytes " + hj.get("first_bytes_hex", "")[:32]
+    return Region(
+        f"{kind} {_label_id(structure.memory_id)}",
+        kind if kind in ("cell", "vec", "minheap", "log", "unknown", "empty") else "unknown",
+        ranges,
+        fields=[Field(k, v) for k, v in hj.items()],
+        findings=list(structure.findings),
+        children=children,
+        memory_id=_mid(structure),
+        detail=detail,
+    )
+
+
+def _label_id(mid: Any) -> str:
+    if isinstance(mid, list):
+        return "memories " + "+".join(str(m) for m in mid)
+    return "raw memory" if mid == "raw" else f"memory {mid}"
+
+
+def build_tree(analysis: Any) -> Region:
+    """The whole snapshot as a region tree (lazy below the top levels)."""
+    snap = analysis.snapshot
+    mm = analysis.mm
+    root_children: list[Region] = []
+    if analysis.diagnosis:
+        root_children.append(
+            Region(
+                "Diagnosis",
+                "diagnosis",
+                fields=[Field(f"{i + 1}", line) for i, line in enumerate(analysis.diagnosis)],
+                detail=analysis.diagnosis[0],
+            )
+        )
+    if mm.present:
+        root_children.append(mm_region(analysis))
+        root_children.append(memories_region(analysis))
+    else:
+        for s in analysis.structures:
+            root_children.append(structure_region(s))
+    extra: Callable[[Any], list[Region]] | None = analysis.extras.get("_unreachable_regions")
+    if extra is not None:
+        root_children.append(Region("Unreachable data", "unreachable", children=lambda: extra(analysis)))
+    findings = analysis.all_findings()
+    root_children.append(
+        Region(
+            f"Findings ({len(findings)})",
+            "findings",
+            children=lambda: _finding_regions(findings),
+            detail=_finding_counts(findings),
+        )
+    )
+    meta = [Field(k, v) for k, v in (snap.metadata or {}).items() if not isinstance(v, dict | list)]
+    return Region(
+        str(snap.path.name or snap.path),
+        "snapshot",
+        [(0, snap.size)] if snap.size else [],
+        fields=[Field("path", str(snap.file_path or snap.path)), Field("size_bytes", snap.size), *meta],
+        children=root_children,
+        detail=f"{snap.size:,} bytes",
+    )
+
+
+def _finding_counts(findings: list[Finding]) -> str:
+    counts = {s: sum(1 for f in findings if f.severity == s) for s in ("error", "warning", "info")}
+    return ", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items() if n) or "none"
+
+
+def mm_region(analysis: Any) -> Region:
+    mm = analysis.mm
+    phys = analysis.snapshot.memory
+    h = {
+        "magic": mm.magic,
+        "layout_version": mm.layout_version,
+        "num_allocated_buckets": mm.num_allocated_buckets,
+        "bucket_size_in_pages": mm.bucket_size_in_pages,
+        "reserved": mm.reserved,
+    }
+    fields = header_fields(MemoryManagerHeader, phys, 0, h)
+    for i, pages in enumerate(mm.memory_sizes_in_pages):
+        if pages:
+            fields.append(Field(f"memory_sizes_in_pages[{i}]", pages, (40 + 8 * i, 48 + 8 * i)))
+
+    def table_rows() -> Iterator[Region]:
+        for b in range(len(mm.table)):
+            owner = mm.table[b]
+            if owner == UNALLOCATED_BUCKET and b >= mm.num_allocated_buckets:
+                continue
+            start = 65_536 + b * mm.bucket_size_bytes
+            yield Region(
+                f"bucket {b} → " + ("unallocated" if owner == UNALLOCATED_BUCKET else f"memory {owner}"),
+                "bucket_table",
+                [(BUCKET_TABLE_OFFSET + b, BUCKET_TABLE_OFFSET + b + 1)],
+                fields=[
+                    Field("bucket", b),
+                    Field("owner", owner),
+                    Field("physical_start", start, display=f"{start:#x}"),
+                ],
+            )
+
+    mm_findings = [f for f in analysis.all_findings() if f.physical_ranges and f.physical_ranges[0][0] < 34_848]
+    table = Region(
+        f"bucket table ({mm.num_allocated_buckets} allocated)",
+        "bucket_table",
+        [(BUCKET_TABLE_OFFSET, BUCKET_TABLE_OFFSET + max(1, mm.num_allocated_buckets))],
+        children=table_rows,
+        detail="owners " + " ".join(str(o) for o in mm.bucket_owners[:24]) + (" …" if mm.num_allocated_buckets > 24 else ""),
+    )
+    title = "MemoryManager (reconstructed)" if mm.reconstructed else "MemoryManager"
+    return Region(
+        title,
+        "mm_header",
+        [(0, MM_HEADER_SIZE)],
+        fields=fields,
+        findings=mm_findings,
+        children=[table],
+        detail=f"v{mm.layout_version}, {mm.num_allocated_buckets} buckets of {mm.bucket_size_in_pages} pages",
+    )
+
+
+def memories_region(analysis: Any) -> Region:
+    mm = analysis.mm
+
+    def rows() -> Iterator[Region]:
+        for m in mm.memories:
+            structure = analysis.structure(m.id)
+            children = [structure_region(structure)] if structure is not None else []
+            if isinstance(structure.memory_id if structure else None, list) and structure.memory_id[0] != m.id:
+                # The data half of a paired log: the log is shown once, under its index memory.
+                children = [Region(f"data half of the log at memories {_label_id(structure.memory_id)[9:]}", "log")]
+            try:
+                used = m.memory.physical_ranges(0, m.memory.size)
+            except OutOfBounds:
+                used = []
+            yield Region(
+                f"memory {m.id}",
+                "memory",
+                used,
+                fields=[Field("id", m.id), Field("size_pages", m.size_pages), Field("buckets", m.buckets)],
+                children=children,
+                memory_id=m.id,
+                detail=f"{m.size_pages} page{'s' if m.size_pages != 1 else ''}, buckets {_bucket_list(m.buckets)}"
+                + (f" · {structure.kind}" if structure is not None else ""),
+            )
+
+    return Region(f"Memories ({len(mm.memories)})", "memories", children=rows)
+
+
+def _bucket_list(buckets: list[int]) -> str:
+    if len(buckets) <= 8:
+        return str(buckets)
+    return "[" + ", ".join(map(str, buckets[:6])) + f", … +{len(buckets) - 6}]"

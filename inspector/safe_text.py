@@ -1,0 +1,110 @@
+"""Make text that came out of a snapshot safe to show on a terminal or in a Rich/Textual widget.
+
+Everything decoded from stable memory is attacker-controlled as far as this tool is concerned: a map key
+can hold ``ESC [2J`` (clear screen), a right-to-left override that makes ``txt.exe`` read as ``exe.txt``,
+zero-width characters that make two different keys look identical, or Rich markup such as ``[red]``.
+The helpers here show such data *literally*:
+
+* :func:`escape_control` turns every invisible or terminal-active character into a visible escape
+  (``\\x1b``, ``\\u202e``, ``\\n`` …). Its output contains only printable characters (and, with
+  ``single_line=False``, tabs and newlines), so it is **idempotent**: escaping twice gives the same text
+  as escaping once. Backslashes are therefore left alone; a literal four-character ``\\x1b`` in the data
+  looks the same as an escaped ESC byte. Use :func:`bytes_preview` on the raw bytes when that matters.
+* :func:`safe_rich_text` wraps the escaped string in a :class:`rich.text.Text`, which never interprets
+  markup, so ``[red]X`` stays the six characters ``[red]X``.
+* :func:`bytes_preview` renders raw bytes as printable ASCII plus ``\\xNN`` escapes, with a length cap.
+
+What counts as "unsafe" (escaped) in :func:`escape_control`:
+
+* C0 controls U+0000–U+001F (ESC, CR, BEL, backspace …) and DEL U+007F, C1 controls U+0080–U+009F.
+  Tab and newline are kept only when ``single_line=False``. CR is always escaped.
+* Unicode format characters (category Cf): bidi embeddings/overrides U+202A–U+202E, isolates
+  U+2066–U+2069, LRM/RLM and zero-width characters U+200B–U+200F, word joiner U+2060, BOM U+FEFF,
+  soft hyphen U+00AD, Arabic letter mark U+061C, tag characters U+E0001–U+E007F and the rest of Cf.
+* Line and paragraph separators U+2028/U+2029 (categories Zl/Zp), lone surrogates (Cs, e.g. from
+  ``surrogateescape`` decoding) and unassigned code points (Cn).
+
+Escape spelling: ``\\t`` ``\\n`` ``\\r`` for those three; ``\\xNN`` below U+0100; ``\\uNNNN`` up to
+U+FFFF; ``\\UNNNNNNNN`` above.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from functools import lru_cache
+
+from rich.style import Style
+from rich.text import Text
+
+__all__ = ["bytes_preview", "escape_char", "escape_control", "is_unsafe_char", "safe_rich_text"]
+
+_SHORT_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Cn", "Zl", "Zp"})
+
+
+@lru_cache(maxsize=4096)
+def is_unsafe_char(ch: str) -> bool:
+    """True if ``ch`` (one code point) must be escaped before display (tab/newline included)."""
+    return unicodedata.category(ch) in _UNSAFE_CATEGORIES
+
+
+def escape_char(ch: str) -> str:
+    """The visible escape for one code point (whether or not it needs escaping)."""
+    short = _SHORT_ESCAPES.get(ch)
+    if short is not None:
+        return short
+    cp = ord(ch)
+    if cp < 0x100:
+        return f"\\x{cp:02x}"
+    if cp < 0x10000:
+        return f"\\u{cp:04x}"
+    return f"\\U{cp:08x}"
+
+
+def escape_control(s: str, single_line: bool = True) -> str:
+    """Return ``s`` with every control, bidi, zero-width/format, separator and lone-surrogate character
+    replaced by a visible escape. Tab and newline are escaped too unless ``single_line`` is False.
+
+    Printable text (including non-ASCII letters, CJK and emoji) is returned unchanged, and the result
+    of escaping is itself safe, so ``escape_control(escape_control(s)) == escape_control(s)``.
+    """
+    # Fast path: the common case is plain printable ASCII.
+    if s.isascii() and s.isprintable():
+        return s
+    out: list[str] = []
+    for ch in s:
+        if ch in "\t\n" and not single_line:
+            out.append(ch)
+        elif is_unsafe_char(ch):
+            out.append(escape_char(ch))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def safe_rich_text(s: str, style: str | Style | None = None, single_line: bool = True) -> Text:
+    """A :class:`rich.text.Text` showing ``s`` literally: escaped with :func:`escape_control` and never
+    parsed for Rich markup or emoji codes (``[red]`` and ``:smile:`` stay as typed)."""
+    return Text(escape_control(s, single_line=single_line), style=style or "")
+
+
+def bytes_preview(b: bytes | bytearray | memoryview, limit: int = 64) -> str:
+    """Printable ASCII shown as is, backslash as ``\\\\``, every other byte as ``\\xNN``.
+
+    At most ``limit`` bytes are shown; when more exist, ``"…(+N bytes)"`` is appended. The result is
+    plain printable ASCII apart from that ellipsis.
+    """
+    data = bytes(b)
+    limit = max(0, limit)
+    shown = data[:limit]
+    parts: list[str] = []
+    for byte in shown:
+        if byte == 0x5C:
+            parts.append("\\\\")
+        elif 0x20 <= byte < 0x7F:
+            parts.append(chr(byte))
+        else:
+            parts.append(f"\\x{byte:02x}")
+    if len(data) > limit:
+        parts.append(f"…(+{len(data) - limit} bytes)")
+    return "".join(parts)

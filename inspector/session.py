@@ -1,0 +1,84 @@
+"""A loaded snapshot plus the user's decoding choices (.did names, schema): what every command works on."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inspector.analysis.analyze import Analysis, analyze
+from inspector.snapshot import InputError, Snapshot, open_snapshot
+
+
+@dataclass
+class Session:
+    snapshot: Snapshot
+    analysis: Analysis
+    names: dict[int, str] = field(default_factory=dict)  # Candid field-id hash → name, from --did
+    schema: dict[str, dict[str, Any]] = field(default_factory=dict)  # memory id (str) → settings
+
+    def close(self) -> None:
+        self.snapshot.close()
+
+
+def load_did(path: str | None) -> dict[int, str]:
+    if not path:
+        return {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read .did file: {exc}") from None
+    from inspector.decode.did import names_from_did
+
+    return names_from_did(text)
+
+
+def load_schema(path: str | None) -> dict[str, dict[str, Any]]:
+    """A TOML file with one table per memory, e.g.::
+
+        [memory.4]
+        kind = "btreemap"
+        key = "text"
+        value = "candid"
+        key_size = 8        # optional: fixed-size B-tree keys of 8 bytes (no length prefix)
+    """
+    if not path:
+        return {}
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read schema: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path}: schema is not valid TOML: {exc}") from None
+    memories = data.get("memory", {})
+    if not isinstance(memories, dict):
+        raise InputError(f"{path}: schema needs [memory.ID] tables")
+    out: dict[str, dict[str, Any]] = {}
+    for mid, settings in memories.items():
+        if not isinstance(settings, dict):
+            raise InputError(f"{path}: [memory.{mid}] must be a table")
+        out[str(mid)] = dict(settings)
+    return out
+
+
+def load(
+    path: str | Path,
+    *,
+    did: str | None = None,
+    schema: str | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    forensics: bool = True,
+) -> Session:
+    names = load_did(did)
+    settings = load_schema(schema)
+    for mid, extra in (overrides or {}).items():
+        settings.setdefault(mid, {}).update(extra)
+    snapshot = open_snapshot(path)
+    analysis = analyze(snapshot, options=settings, forensics=forensics)
+    session = Session(snapshot, analysis, names, settings)
+    for s in analysis.structures:
+        ids = s.memory_id if isinstance(s.memory_id, list) else [s.memory_id]
+        s.settings = next((settings[str(i)] for i in ids if str(i) in settings), {})
+        s.names = names
+    return session

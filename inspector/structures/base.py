@@ -1,0 +1,87 @@
+"""What every structure decoder shares: an element with its byte spans, and the structure interface."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from inspector.memory import Memory, Range
+from inspector.model import Finding
+
+
+@dataclass
+class Element:
+    """One entry of a structure: a map entry (key + value) or a sequence element (value only).
+
+    Spans are *virtual* ranges in the structure's memory; ``Structure.physical`` maps them for views.
+    """
+
+    index: int
+    value: bytes
+    key: bytes | None = None
+    key_spans: list[Range] = field(default_factory=list)
+    value_spans: list[Range] = field(default_factory=list)
+    source: str = ""  # where it came from (e.g. "node 0x74"), for salvage and the TUI
+
+
+class Structure:
+    """A decoded structure at virtual offset 0 of a memory (or physical 0 of a raw snapshot)."""
+
+    kind: str = "unknown"
+    magic: str = ""
+    is_sequence: bool = True
+
+    def __init__(self, mem: Memory, memory_id: int | str | list[int]) -> None:
+        self.mem = mem
+        self.memory_id = memory_id
+        self.findings: list[Finding] = []
+        # Decoding choices from the session: this memory's schema settings and Candid field names.
+        self.settings: dict[str, Any] = {}
+        self.names: dict[int, str] = {}
+
+    @property
+    def physical_start(self) -> int | None:
+        try:
+            return self.mem.to_physical(0)
+        except Exception:
+            return None
+
+    def header_json(self) -> dict[str, Any]:
+        return {}
+
+    def count(self) -> int:
+        return 0
+
+    def elements(self, start: int = 0) -> Iterator[Element]:
+        return iter(())
+
+    def physical(self, spans: list[Range]) -> list[Range]:
+        """Virtual spans → physical ranges in the snapshot file (for highlighting)."""
+        out: list[Range] = []
+        for s, e in spans:
+            try:
+                out.extend(self.mem.physical_ranges(s, e - s))
+            except Exception:
+                continue
+        return out
+
+    def finding(self, severity: str, code: str, message: str, spans: list[Range] | None = None) -> Finding:
+        f = Finding(severity, code, message, self.physical(spans or []), memory_id=_json_id(self.memory_id))
+        self.findings.append(f)
+        return f
+
+    def to_json(self, deep: bool = False) -> dict[str, Any]:
+        return {
+            "memory_id": self.memory_id,
+            "kind": self.kind,
+            "physical_start": self.physical_start,
+            "magic": self.magic,
+            "header": self.header_json(),
+        }
+
+
+def _json_id(memory_id: int | str | list[int]) -> int | str | None:
+    if isinstance(memory_id, list):
+        return memory_id[0] if memory_id else None
+    return memory_id
