@@ -87,6 +87,9 @@ class ValueRef:
 
 
 def element_region(structure: Structure, el: Element) -> Region:
+    spans = getattr(structure, "element_spans", None)
+    if spans is not None and not el.value_spans:
+        el.key_spans, el.value_spans = spans(el)
     vmem = getattr(structure, "value_mem", None) or structure.mem
     vranges = _phys(vmem, el.value_spans)
     children: list[Region] = []

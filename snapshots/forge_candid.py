@@ -230,10 +230,8 @@ def _encode_value(t: CandidType, v: Any, out: bytearray) -> None:
         _encode_value(t.fields[i][1], payload, out)
 
 
-def candid_message(arg_types: Sequence[CandidType], args: Sequence[Any]) -> bytes:
-    """A complete Candid message: "DIDL", type table, argument types, then the values."""
-    if len(arg_types) != len(args):
-        raise ValueError("one value per argument type")
+def candid_type_section(arg_types: Sequence[CandidType]) -> bytes:
+    """ "DIDL", the type table and the argument type list: everything before the values."""
     table = _TypeTable()
     refs = [table.ref(t) for t in arg_types]
     out = bytearray(MAGIC)
@@ -243,9 +241,22 @@ def candid_message(arg_types: Sequence[CandidType], args: Sequence[Any]) -> byte
     out += leb128(len(refs))
     for r in refs:
         out += sleb128(r)
+    return bytes(out)
+
+
+def candid_values(arg_types: Sequence[CandidType], args: Sequence[Any]) -> bytes:
+    """The value section alone (the same bytes whatever order an encoder gives its type table)."""
+    if len(arg_types) != len(args):
+        raise ValueError("one value per argument type")
+    out = bytearray()
     for t, v in zip(arg_types, args, strict=True):
         _encode_value(t, v, out)
     return bytes(out)
+
+
+def candid_message(arg_types: Sequence[CandidType], args: Sequence[Any]) -> bytes:
+    """A complete Candid message: "DIDL", type table, argument types, then the values."""
+    return candid_type_section(arg_types) + candid_values(arg_types, args)
 
 
 def stable_save_message(arg_types: Sequence[CandidType], args: Sequence[Any]) -> bytes:

@@ -140,8 +140,14 @@ def run_engine(pa: str, pb: str, overrides: dict[str, int]) -> dict[str, object]
     sys.path.insert(0, str(ROOT))
     from inspector import byte_diff
 
+    dense_mib = overrides.pop("_dense_mib", 0)
     for name, value in overrides.items():
         setattr(byte_diff, name, value)
+    if dense_mib:
+        with open(pa, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            with memoryview(mm) as view:
+                res = byte_diff.changed_ranges(view[: dense_mib * MIB], view[1 : dense_mib * MIB + 1])
+        return {"count": res.count, "total_bytes": res.total_bytes}
     calls: list[int] = []
     res = byte_diff.diff_files(pa, pb, progress=lambda done, total: calls.append(done))
     return {
@@ -242,6 +248,9 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="reuse/keep files in this directory instead of a temp dir")
     ap.add_argument("--skip-candidates", action="store_true")
     ap.add_argument("--sparse-gib", type=int, default=64)
+    ap.add_argument(
+        "--dense-mib", type=int, default=0, help="also diff N MiB of A against A shifted by a byte"
+    )
     args = ap.parse_args()
     size = args.size_mib * MIB
 
@@ -271,11 +280,13 @@ def main() -> None:
         if not args.skip_candidates:
             for name in CANDIDATES:
                 for bs in (64 << 10, 1 << 20):
-                    show(f"{name} bs={bs >> 10}K (1000 diffs)", spawn("cand", name, a, b, str(bs), args.repeat))
+                    show(
+                        f"{name} bs={bs >> 10}K (1000 diffs)", spawn("cand", name, a, b, str(bs), args.repeat)
+                    )
 
         variants: dict[str, dict[str, int]] = {
             "engine default": {},
-            "engine block=256K": {"BLOCK_SIZE": 256 << 10},
+            "engine block=64K": {"BLOCK_SIZE": 64 << 10},
             "engine block=1M": {"BLOCK_SIZE": 1 << 20},
             "engine block=16K": {"BLOCK_SIZE": 16 << 10},
             "engine leaf=1K": {"LEAF_SIZE": 1 << 10},
@@ -286,6 +297,11 @@ def main() -> None:
         for label, over in variants.items():
             show(f"{label} (identical)", spawn("engine", label, a, a2, json.dumps(over), args.repeat))
             show(f"{label} (diffs)", spawn("engine", label, a, b, json.dumps(over), args.repeat))
+
+        if args.dense_mib:
+            # Worst case: nearly every byte differs, so the result itself has millions of ranges.
+            got = spawn("engine", "dense", a, a, json.dumps({"_dense_mib": args.dense_mib}), 1)
+            print(f"engine, {args.dense_mib} MiB where nearly every byte differs: {got}")
 
         if args.sparse_gib:
             sa, sb = make_sparse(tmp, args.sparse_gib << 30)

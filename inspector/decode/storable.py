@@ -217,13 +217,13 @@ def split_tuple2(data: bytes, a: Bound, b: Bound) -> tuple[bytes, bytes]:
 
 
 def encode_tuple2(a_bytes: bytes, a: Bound, b_bytes: bytes, b: Bound) -> bytes:
-    """Inverse of :func:`split_tuple2` (what upstream ``to_bytes`` writes)."""
+    """What upstream ``to_bytes`` writes for a bounded 2-tuple; :func:`split_tuple2` reverses it."""
     if a.max_size is None or b.max_size is None:
         raise StorableError("2-tuples with an unbounded member cannot be stored (upstream todo!())")
     if len(a_bytes) > a.max_size or len(b_bytes) > b.max_size:
         raise StorableError("member longer than its max size")
-    if (a.is_fixed_size and len(a_bytes) != a.max_size) or (b.is_fixed_size and len(b_bytes) != b.max_size):
-        raise StorableError("fixed-size member of the wrong length")
+    # Like upstream, a member shorter than its slot is zero-padded even when it claims to be fixed-size
+    # (only Option<fixed T> = None does that), and no size is stored for it.
     a_w, b_w = bounded_size_width(a), bounded_size_width(b)
     out = bytearray(a_bytes.ljust(a.max_size, b"\0") + b_bytes.ljust(b.max_size, b"\0"))
     if a_w:

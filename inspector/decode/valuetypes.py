@@ -15,28 +15,28 @@ Grammar (names are case-insensitive, whitespace is ignored)::
 
 Types (canonical name first, then accepted aliases), with their Storable bound:
 
-================  ================================  ===========================  =====================
-canonical         aliases                           Rust type                    bound (max, fixed)
-================  ================================  ===========================  =====================
-``u8`` … ``u128``                                   u8, u16, u32, u64, u128      (1/2/4/8/16, fixed)
-``f32`` ``f64``                                     f32, f64                     (4/8, fixed)
-``bool``                                            bool                         (1, fixed)
-``text``          ``string``, ``str``               String                       unbounded
-``text<N>``       ``string<N>``                     custom UTF-8 type, max N     (N, not fixed)
-``blob``          ``vec<u8>``                       Vec<u8>                      unbounded
-``blob<N>``                                         Blob<N>, BoundedVecN<N>      (N, not fixed)
-``bytes<N>``      ``[u8; N]``                       [u8; N]                      (N, fixed)
-``principal``                                       Principal                    (29, not fixed)
-``unit``          ``()``                            ()                           (0, not fixed)
-``candid``                                          custom type, ``Encode!``     unbounded
-``candid<N>``                                       same, declared max N         (N, not fixed)
-``cbor``          (also ``cbor<N>``)                custom type, ciborium        unbounded
-``raw``           (also ``raw<N>``)                 anything: shown as hex       unbounded
-``opt<T>``        ``option<T>``                     Option<T>                    (T.max + 1, T.fixed)
-``tuple<A,B>``    ``(A, B)``                        (A, B); both bounded         see FORMAT.md §7
-``tuple<A,B,C>``  ``(A, B, C)``                     (A, B, C) (v0.6.4+)          see FORMAT.md §7
-(``reverse<T>``)  parses to T                       Reverse<T>                   same as T
-================  ================================  ===========================  =====================
+====================  ================================  ===========================  =====================
+canonical             aliases                           Rust type                    bound (max, fixed)
+====================  ================================  ===========================  =====================
+``u8`` … ``u128``                                       u8, u16, u32, u64, u128      (1/2/4/8/16, fixed)
+``f32`` ``f64``                                         f32, f64                     (4/8, fixed)
+``bool``                                                bool                         (1, fixed)
+``text``              ``string``, ``str``               String                       unbounded
+``text<N>``           ``string<N>``                     custom UTF-8 type, max N     (N, not fixed)
+``blob``              ``vec<u8>``                       Vec<u8>                      unbounded
+``blob<N>``                                             Blob<N>, BoundedVecN<N>      (N, not fixed)
+``bytes<N>``          ``[u8; N]``                       [u8; N]                      (N, fixed)
+``principal``                                           Principal                    (29, not fixed)
+``unit``              ``()``                            ()                           (0, not fixed)
+``candid``                                              custom type, ``Encode!``     unbounded
+``candid<N>``                                           same, declared max N         (N, not fixed)
+``cbor``              (also ``cbor<N>``)                custom type, ciborium        unbounded
+``raw``               (also ``raw<N>``)                 anything: shown as hex       unbounded
+``opt<T>``            ``option<T>``                     Option<T>                    (T.max + 1, T.fixed)
+``tuple<A,B>``        ``(A, B)``                        (A, B); both bounded         see FORMAT.md §7
+``tuple<A,B,C>``      ``(A, B, C)``                     (A, B, C) (v0.6.4+)          see FORMAT.md §7
+``reverse<T>``        parses to T                       Reverse<T>                   same as T
+====================  ================================  ===========================  =====================
 
 ``<N>`` on text/candid/cbor/raw declares a custom type's ``Bound::Bounded { max_size: N, is_fixed_size:
 false }``; this only matters inside a 2-tuple (which needs bounded members) and for the reported bound.
@@ -47,7 +47,10 @@ Decoded` with ``ok=False`` and an ``error`` (wrong length, invalid UTF-8, bad Op
 sizes, malformed CBOR …). JSON forms: u8/u16/u32 numbers; u64/u128 decimal strings; floats numbers
 (NaN/±inf as ``{"float": "NaN"}`` …); bool; text string; blob/bytes/raw lowercase hex; principal its
 textual form; unit null; opt ``[]`` or ``[v]`` (as Candid JS does); tuples lists; cbor per
-:mod:`inspector.decode.cbor`; candid whatever ``inspector.decode.candid`` returns.
+:mod:`inspector.decode.cbor`; candid is ``CandidMessage.to_json(names)`` of
+:mod:`inspector.decode.candid`, unwrapped when the message has exactly one argument (the usual
+``Encode!(&self)``), and its text is the didc-style rendering folded onto one line. A Candid message
+followed by extra bytes decodes with ``ok=False`` ("trailing bytes") but keeps its value.
 
 Auto-detection (:func:`guess_type`) and the quick_start length-prefixed blob detector
 (:func:`detect_length_prefixed`) are at the end of the module.
@@ -103,6 +106,7 @@ __all__ = [
     "TypeSyntaxError",
     "UIntType",
     "UnitType",
+    "LENGTH_PREFIX_HEAD_BYTES",
     "detect_length_prefixed",
     "guess_type",
     "parse_type",
@@ -168,6 +172,9 @@ def _bytes_text(data: bytes) -> str:
 
 class TypeExpr(ABC):
     """A decodable Storable type. Instances are frozen and hashable; ``str()`` is the canonical form."""
+
+    def __post_init__(self) -> None:
+        _ = self.bound  # constructing the Bound validates sizes (u32 range, fixed implies bounded)
 
     @property
     @abstractmethod
@@ -367,8 +374,9 @@ class CandidType(TypeExpr):
             return Decoded.failure("Candid decoder is not available", data)
         try:
             message = decode_message(data)
-            value = message.to_json(names)
-            text = _clip(escape_control(message.to_text(names)))
+            args_json = message.to_json(names)
+            value = args_json[0] if isinstance(args_json, list) and len(args_json) == 1 else args_json
+            text = _candid_one_line(message, names)
             end = int(message.end)
         except Exception as exc:  # noqa: BLE001 - any failure of the Candid decoder is a decode result
             return Decoded.failure(f"not a Candid message: {exc}", data)
@@ -377,6 +385,16 @@ class CandidType(TypeExpr):
                 value, text, ok=False, error=f"{len(data) - end} trailing bytes after the Candid message"
             )
         return Decoded(value, text)
+
+
+def _candid_one_line(message: Any, names: Any) -> str:
+    """didc-style text of a message on one line (the renderer escapes newlines inside strings, so the
+    only newlines are layout and can be folded)."""
+    try:
+        text = message.to_text(names, width=10 * TEXT_LIMIT, max_vec_items=16, max_text_len=TEXT_LIMIT)
+    except TypeError:  # a renderer without layout options
+        text = message.to_text(names)
+    return _clip(escape_control(re.sub(r"\n\s*", " ", str(text))))
 
 
 @dataclass(frozen=True, repr=False)
@@ -753,6 +771,9 @@ PayloadKind = Literal["cbor", "candid", "unknown"]
 _STRUCTURE_MAGICS = (b"MGR", b"BTR", b"SCL", b"SVC", b"SMH", b"GLI", b"GLD", b"BTN", b"CHK", b"NOF")
 _ZERO_TAIL_EVIDENCE = 16
 
+LENGTH_PREFIX_HEAD_BYTES = 64 * 1024
+"""Suggested ``head`` size for :func:`detect_length_prefixed`: payloads up to this size are verified."""
+
 
 @dataclass(frozen=True)
 class LengthPrefixed:
@@ -806,8 +827,9 @@ def _candid_end(payload: bytes) -> int | None:
 def detect_length_prefixed(head: bytes | bytearray | memoryview, memory_size: int) -> LengthPrefixed | None:
     """Recognise the quick_start upgrade pattern at the start of a memory: u32 LE length L, then L bytes.
 
-    ``head`` is the first ``min(memory_size, a few KiB or more)`` bytes of the memory; ``memory_size`` its
-    size in bytes. The detector is conservative; it returns None unless:
+    ``head`` is the start of the memory, for example its first ``min(memory_size,
+    LENGTH_PREFIX_HEAD_BYTES)`` bytes; ``memory_size`` is the memory's size in bytes. The detector is
+    conservative; it returns None unless:
 
     * ``L > 0`` and ``4 + L <= memory_size``, and the memory does not start with a structure magic
       (MGR, BTR, SCL, SVC, SMH, GLI, GLD …), and one of these holds:

@@ -23,6 +23,8 @@ class Element:
     key_spans: list[Range] = field(default_factory=list)
     value_spans: list[Range] = field(default_factory=list)
     source: str = ""  # where it came from (e.g. "node 0x74"), for salvage and the TUI
+    node_addr: int | None = None  # B-tree entries: the node holding it, and its slot in that node
+    slot: int = 0
 
 
 class Structure:

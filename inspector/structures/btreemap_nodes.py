@@ -20,7 +20,6 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from inspector.layouts import (
-    CAPACITY,
     CHUNK_HEADER,
     CHUNK_HEADER_SIZE,
     FIRST_CHUNK_OFFSET,
@@ -142,7 +141,7 @@ class Node:
 
 
 @lru_cache(maxsize=64)
-def _children_struct(n: int) -> struct.Struct:
+def children_struct(n: int) -> struct.Struct:
     return struct.Struct(f"<{n}Q")
 
 
@@ -212,7 +211,7 @@ def parse_v2_body(
         n = 8 * (k + 1)
         if p + n > end:
             raise NodeError("child addresses run past the end of the node stream")
-        children = _children_struct(k + 1).unpack_from(buf, p)
+        children = children_struct(k + 1).unpack_from(buf, p)
         p += n
     else:
         children = ()
@@ -287,7 +286,7 @@ def parse_v1_body(
             overflowing.append(i)
         keys.append(kbytes[:klen] if klen < max_key else kbytes)
         values.append(vbytes[:vlen] if vlen < max_value else vbytes)
-    children = _children_struct(k + 1).unpack_from(buf, p + k * stride) if internal else ()
+    children = children_struct(k + 1).unpack_from(buf, p + k * stride) if internal else ()
     return children, keys, values, overflowing
 
 
@@ -326,17 +325,3 @@ def logical_ranges(addr: int, overflows: list[int], page_size: int, start: int, 
 
 def strictly_increasing(keys: list[bytes]) -> bool:
     return all(a < b for a, b in zip(keys, keys[1:], strict=False))
-
-
-__all__ = [
-    "CAPACITY",
-    "CHUNK_NODE",
-    "Entry",
-    "Node",
-    "NodeEntry",
-    "NodeError",
-    "logical_ranges",
-    "overflow_pages_needed",
-    "parse_v1_body",
-    "parse_v2_body",
-]

@@ -1,0 +1,62 @@
+"""Choosing and applying the decoder for a structure's keys and values.
+
+The choice is made once per structure and role: the schema (``--schema`` / the TUI's "switch
+decoder") wins; otherwise ``guess_type`` looks at the first few elements. Decoding itself never raises
+for bad bytes: a failure is a ``Decoded`` with ``ok=False``.
+"""
+
+from __future__ import annotations
+
+from itertools import islice
+from typing import Any
+
+from inspector.decode.storable import Decoded
+from inspector.decode.valuetypes import TypeExpr, TypeSyntaxError, guess_type, parse_type
+
+SAMPLE_SIZE = 16  # elements looked at to guess a type
+
+
+def type_for(structure: Any, role: str) -> TypeExpr:
+    """The type expression used for a structure's keys ("key") or values ("value")."""
+    cache: dict[str, TypeExpr] = structure.__dict__.setdefault("_types", {})
+    chosen = (structure.settings or {}).get(role) if structure is not None else None
+    cache_key = f"{role}:{chosen}"
+    if cache_key in cache:
+        return cache[cache_key]
+    expr: TypeExpr | None = None
+    if isinstance(chosen, str) and chosen not in ("", "auto"):
+        try:
+            expr = parse_type(chosen)
+        except TypeSyntaxError:
+            expr = None  # the CLI validates schema types up front; the TUI only offers valid ones
+    if expr is None:
+        samples: list[bytes] = []
+        for el in islice(structure.elements(0), SAMPLE_SIZE):
+            data = el.key if role == "key" else el.value
+            if data is not None:
+                samples.append(data)
+        expr = guess_type(samples, "key" if role == "key" else "value")
+    cache[cache_key] = expr
+    return expr
+
+
+def decode_for(structure: Any, role: str, data: bytes) -> Decoded:
+    if structure is None:
+        return parse_type("raw").decode(data)
+    names = getattr(structure, "names", None) or None
+    return type_for(structure, role).decode(data, names=names)
+
+
+def validate_schema_types(settings: dict[str, dict[str, Any]]) -> list[str]:
+    """Problems with the key/value type expressions of a schema, as messages for the user."""
+    problems = []
+    for mid, s in settings.items():
+        for role in ("key", "value"):
+            t = s.get(role)
+            if t is None or t == "auto":
+                continue
+            try:
+                parse_type(str(t))
+            except TypeSyntaxError as exc:
+                problems.append(f"[memory.{mid}] {role} = {t!r}: {exc}")
+    return problems

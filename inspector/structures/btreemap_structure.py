@@ -1,0 +1,210 @@
+"""The BTreeMap as a ``Structure``: the walker (``btreemap.py``) seen through the common interface, and
+its region tree (header, allocator and free list, nodes, entries) for the views."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from inspector.layouts import (
+    ALLOCATOR_HEADER,
+    ALLOCATOR_OFFSET,
+    BTREE_HEADER,
+    CHUNK_HEADER_SIZE,
+    AllocatorHeader,
+    BTreeMapHeader,
+)
+from inspector.memory import Memory, OutOfBounds
+from inspector.model import Field, Region
+from inspector.structures.base import Element, Structure
+from inspector.structures.btreemap import BTreeMap
+from inspector.structures.btreemap_nodes import NodeError
+
+
+class BTreeMapStructure(Structure):
+    kind = "btreemap"
+    magic = "BTR"
+    is_sequence = False
+
+    def __init__(self, mem: Memory, memory_id: int | str, options: dict[str, Any] | None = None) -> None:
+        super().__init__(mem, memory_id)
+        options = options or {}
+        key_size = options.get("key_size", "auto")
+        self.map = BTreeMap(mem, memory_id=memory_id, key_fixed_size=key_size)
+        self._deep = False
+
+    @property
+    def findings(self) -> list[Any]:  # type: ignore[override]
+        # Header findings are known at once; the full walk's findings once it has run (deep/check).
+        if self._deep:
+            return self.map.walk().findings
+        return [*self._own, *self._header_findings()]
+
+    @findings.setter
+    def findings(self, value: list[Any]) -> None:
+        self._own = value
+
+    def _header_findings(self) -> list[Any]:
+        from inspector.model import Finding
+
+        out = []
+        for severity, code, message, (s, e), details in getattr(self.map, "_header_findings", []):
+            out.append(Finding(severity, code, message, self.map._phys(s, e - s), self.memory_id, details))
+        return out
+
+    def deep(self) -> None:
+        self.map.walk()
+        self._deep = True
+
+    def header_json(self) -> dict[str, Any]:
+        return self.map.header
+
+    def to_json(self, deep: bool = False) -> dict[str, Any]:
+        out = super().to_json(deep)
+        if deep:
+            self.deep()
+            result = self.map.walk()
+            alloc = self.map.allocator
+            out["allocator"] = {
+                k: alloc[k] for k in ("allocation_size", "num_allocated_chunks", "free_list_head", "free_list_len")
+            }
+            out["nodes"] = dict(result.nodes)
+            out["count"] = result.entry_count
+            out["entries_sha256"] = result.entries_sha256
+            out["key_layout"] = result.key_layout
+        return out
+
+    def count(self) -> int:
+        if self._deep:
+            return self.map.walk().entry_count
+        return self.map.length if self.map.root_addr else 0
+
+    def elements(self, start: int = 0) -> Iterator[Element]:
+        i = start
+        for e in self.map.iter_entries(start):
+            yield Element(i, e.value, e.key, source=f"node {e.node_addr:#x}", node_addr=e.node_addr, slot=e.index_in_node)
+            i += 1
+
+    def element_spans(self, el: Element) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """Virtual ranges of an element's key and value bytes (looked up in its node on demand)."""
+        if el.node_addr is None:
+            return [], []
+        try:
+            ne = self.map.node(el.node_addr).entries[el.slot]
+        except (NodeError, IndexError):
+            return [], []
+        return list(ne.key_ranges), list(ne.value_ranges)
+
+    # --- regions ---------------------------------------------------------------------------------------
+
+    def region(self) -> Region:
+        from inspector.regions import entries_region, header_fields
+
+        mem = self.mem
+        children: list[Region] = []
+        try:
+            hdr = BTREE_HEADER.parse_dict(mem.read(0, BTREE_HEADER.size))
+            children.append(
+                Region(
+                    "BTR header",
+                    "structure_header",
+                    mem.physical_ranges(0, BTREE_HEADER.size),
+                    fields=header_fields(BTreeMapHeader, mem, 0, hdr),
+                    memory_id=_mid(self),
+                )
+            )
+            alloc = ALLOCATOR_HEADER.parse_dict(mem.read(ALLOCATOR_OFFSET, ALLOCATOR_HEADER.size))
+            children.append(
+                Region(
+                    "allocator (BTA)",
+                    "allocator",
+                    mem.physical_ranges(ALLOCATOR_OFFSET, ALLOCATOR_HEADER.size),
+                    fields=header_fields(AllocatorHeader, mem, ALLOCATOR_OFFSET, alloc),
+                    children=self._free_list_regions,
+                    memory_id=_mid(self),
+                    detail=f"{alloc['num_allocated_chunks']:,} allocated chunks of {alloc['allocation_size']:,} bytes",
+                )
+            )
+        except OutOfBounds:
+            pass
+        if self.map.root_addr:
+            children.append(
+                Region("nodes", "group", children=lambda: [self._node_region(self.map.root_addr, 0)], memory_id=_mid(self))
+            )
+        n = self.count()
+        if n:
+            children.append(entries_region(self, n))
+        h = self.map.header
+        detail = f"v{h['layout_version']}, page {h['page_size']}, {h['length']:,} entries"
+        try:
+            ranges = mem.physical_ranges(0, min(mem.size, ALLOCATOR_OFFSET + ALLOCATOR_HEADER.size))
+        except OutOfBounds:
+            ranges = []
+        return Region(
+            f"BTreeMap {'raw memory' if self.memory_id == 'raw' else f'memory {self.memory_id}'}",
+            "btreemap",
+            ranges,
+            fields=[Field(k, v) for k, v in h.items()],
+            findings=list(self.findings),
+            children=children,
+            memory_id=_mid(self),
+            detail=detail,
+        )
+
+    def _free_list_regions(self) -> Iterator[Region]:
+        chain = self.map.allocator["free_list"]
+        for i, addr in enumerate(chain[:10_000]):
+            yield Region(
+                f"free chunk {i} @ {addr:#x}" + (" (frontier)" if i == len(chain) - 1 else ""),
+                "free_chunk",
+                self.map._phys(addr, CHUNK_HEADER_SIZE),
+                fields=[Field("addr", addr, display=f"{addr:#x}")],
+                memory_id=_mid(self),
+            )
+
+    def _node_region(self, addr: int, depth: int) -> Region:
+        from inspector.regions import element_region
+
+        try:
+            node = self.map.node(addr)
+        except NodeError as exc:
+            return Region(f"node @ {addr:#x} (invalid)", "node", self.map._phys(addr, 16), detail=str(exc))
+
+        def kids() -> Iterator[Region]:
+            for i, ne in enumerate(node.entries):
+                el = Element(i, ne.value, ne.key, list(ne.key_ranges), list(ne.value_ranges), f"node {addr:#x}")
+                yield element_region(self, el)
+            for ovf in node.overflows:
+                yield Region(
+                    f"overflow page @ {ovf:#x}", "overflow", self.map._phys(ovf - CHUNK_HEADER_SIZE, CHUNK_HEADER_SIZE + 11)
+                )
+            if depth < 64:
+                for c in node.children:
+                    yield self._node_region(c, depth + 1)
+
+        return Region(
+            f"{node.type} node @ {addr:#x}",
+            "node",
+            self.map.physical_ranges(node.ranges) or self.map._phys(addr, 7),
+            fields=[
+                Field("addr", addr, display=f"{addr:#x}"),
+                Field("version", node.version),
+                Field("type", node.type),
+                Field("num_entries", node.num_entries),
+                Field("children", [f"{c:#x}" for c in node.children]),
+                Field("overflow_pages", [f"{o:#x}" for o in node.overflows]),
+            ],
+            children=kids,
+            memory_id=_mid(self),
+            virtual_start=addr,
+            detail=f"v{node.version}, {node.num_entries} entries"
+            + (f", {len(node.overflows)} overflow pages" if node.overflows else ""),
+        )
+
+
+def _mid(s: Structure) -> int | str | None:
+    return s.memory_id if not isinstance(s.memory_id, list) else s.memory_id[0]
+
+
+def open_btreemap(mem: Memory, memory_id: int | str, options: dict[str, Any] | None = None) -> BTreeMapStructure:
+    return BTreeMapStructure(mem, memory_id, options)

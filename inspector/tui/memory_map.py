@@ -1,0 +1,357 @@
+"""The memory map: the whole snapshot as a strip of cells coloured by owner and state.
+
+One cell per 64 KiB page when the pages fit, else one per bucket (after the MemoryManager's page 0),
+else one per group of pages. A cell shows the most telling state of the bytes it covers: overwritten by
+a ``stable_save`` message, covered by an error finding, in a bucket nobody owns yet non-zero, owned by
+memory N, … so a person sees at a glance that bucket 0 was overwritten or that three buckets belong to
+no one. Whether an unowned page holds data is found by a background scan (holes of sparse files are
+skipped); until then those cells show as "not scanned yet".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.geometry import Size
+from textual.message import Message
+from textual.strip import Strip
+from textual.widget import Widget
+
+from inspector.layouts import BUCKETS_START, WASM_PAGE_SIZE
+from inspector.memory import merge_ranges
+from inspector.tui.palette import MAP_CLASSES, MAP_STATES, memory_role
+
+Range = tuple[int, int]
+MAX_CELL_WIDTH = 6
+MAX_ROWS = 4
+
+# Page states found by the scan.
+UNSCANNED, ZERO, DATA = 0, 1, 2
+
+
+@dataclass
+class MapCell:
+    start: int
+    end: int
+    state: str
+    label: str
+    note: str
+
+
+def _overlaps(ranges: list[Range], a: int, b: int) -> bool:
+    return any(s < b and a < e for s, e in ranges)
+
+
+class MapModel:
+    """Cells of the map for a given number of cells available; knows nothing about Textual."""
+
+    def __init__(self, analysis: Any, stable_save: list[Range] | None = None, stale: list[Range] | None = None) -> None:
+        self.analysis = analysis
+        self.size = analysis.snapshot.size
+        self.pages = -(-self.size // WASM_PAGE_SIZE)
+        mm = analysis.mm
+        self.mm_present = bool(mm.present and mm.bucket_size_bytes)
+        self.mm_live = self.mm_present and not getattr(mm, "reconstructed", False)
+        self.bucket_size = mm.bucket_size_bytes if self.mm_present else 0
+        self.table: bytes = mm.table if self.mm_present else b""
+        self.errors = merge_ranges(
+            [r for f in analysis.all_findings() if f.severity == "error" for r in f.physical_ranges]
+        )
+        self.stable_save = merge_ranges(list(stable_save or []))
+        self.stale = merge_ranges(list(stale or []))
+        # Per-page scan result; pages whose state the owner already tells are not scanned.
+        self.page_state = bytearray(self.pages)
+
+    # ------------------------------------------------------------ geometry
+
+    def units(self, capacity: int) -> list[Range]:
+        size = self.size
+        if size <= 0 or capacity <= 0:
+            return []
+        if self.pages <= capacity:
+            return [(p * WASM_PAGE_SIZE, min(size, (p + 1) * WASM_PAGE_SIZE)) for p in range(self.pages)]
+        if self.mm_present:
+            n_buckets = -(-max(0, size - BUCKETS_START) // self.bucket_size)
+            if n_buckets + 1 <= capacity:
+                out = [(0, min(size, BUCKETS_START))]
+                for b in range(n_buckets):
+                    s = BUCKETS_START + b * self.bucket_size
+                    out.append((s, min(size, s + self.bucket_size)))
+                return out
+        per = -(-self.pages // capacity)
+        step = per * WASM_PAGE_SIZE
+        return [(s, min(size, s + step)) for s in range(0, size, step)]
+
+    def pages_to_scan(self) -> list[int]:
+        """Pages whose data/zero state matters: unowned buckets, or everything without a live manager."""
+        if not self.mm_present:
+            return list(range(self.pages))
+        out = [] if self.mm_live else [0]
+        for p in range(1, self.pages):
+            b = (p * WASM_PAGE_SIZE - BUCKETS_START) // self.bucket_size
+            if b >= len(self.table) or self.table[b] == 0xFF:
+                out.append(p)
+        return out
+
+    def scan(self, progress: Callable[[int, int], bool] | None = None) -> None:
+        """Fill ``page_state`` for the pages that need it. ``progress(done, total)`` returns False to stop."""
+        from inspector.sparse import data_ranges, is_zero
+
+        snap = self.analysis.snapshot
+        todo = self.pages_to_scan()
+        fd = getattr(snap, "fd", None)
+        data = data_ranges(fd, self.size) if fd is not None else [(0, self.size)]
+        starts = [s for s, _ in data]
+        from bisect import bisect_right
+
+        buf = snap.buf
+        for n, p in enumerate(todo):
+            a, b = p * WASM_PAGE_SIZE, min(self.size, (p + 1) * WASM_PAGE_SIZE)
+            i = bisect_right(starts, a) - 1
+            in_data = (i >= 0 and data[i][1] > a) or (i + 1 < len(data) and data[i + 1][0] < b)
+            if not in_data:
+                self.page_state[p] = ZERO
+            else:
+                view = memoryview(buf)[a:b]
+                try:
+                    self.page_state[p] = ZERO if is_zero(view) else DATA
+                finally:
+                    view.release()
+            if progress is not None and n % 64 == 63 and not progress(n + 1, len(todo)):
+                return
+        if progress is not None:
+            progress(len(todo), len(todo))
+
+    # -------------------------------------------------------------- states
+
+    def _data_state(self, a: int, b: int) -> str:
+        pages = range(a // WASM_PAGE_SIZE, -(-b // WASM_PAGE_SIZE))
+        states = {self.page_state[p] for p in pages if p < self.pages}
+        if DATA in states:
+            return "data"
+        if UNSCANNED in states:
+            return "unknown"
+        return "empty"
+
+    def cell(self, a: int, b: int) -> MapCell:
+        where = f"{a:#x}–{b - 1:#x}"
+        if self.stable_save and _overlaps(self.stable_save, a, b):
+            return MapCell(a, b, "stable-save", "SS", f"{where} · overwritten by a stable_save message")
+        if self.errors and _overlaps(self.errors, a, b):
+            base = self._owner_cell(a, b)
+            return MapCell(a, b, "error", "!!", f"{base.note} · covered by an error finding")
+        cell = self._owner_cell(a, b)
+        if cell.state in ("empty", "page0") and self.stale and _overlaps(self.stale, a, b):
+            return MapCell(a, b, "stale", "st", f"{cell.note} · stale data")
+        return cell
+
+    def _owner_cell(self, a: int, b: int) -> MapCell:
+        where = f"{a:#x}–{b - 1:#x}"
+        if not self.mm_present or (a < BUCKETS_START and not self.mm_live):
+            state = self._data_state(a, b)
+            if state == "data":
+                return MapCell(a, b, "raw", "··", f"{where} · raw memory, non-zero")
+            if state == "unknown":
+                return MapCell(a, b, "unknown", "..", f"{where} · not scanned yet")
+            return MapCell(a, b, "empty", "", f"{where} · zero")
+        if a < BUCKETS_START:
+            return MapCell(a, b, "mm-header", "MM", f"{where} · MemoryManager header and bucket table (page 0)")
+        first = (a - BUCKETS_START) // self.bucket_size
+        last = (b - 1 - BUCKETS_START) // self.bucket_size
+        owners = [self.table[k] if k < len(self.table) else 0xFF for k in range(first, last + 1)]
+        owned = [o for o in owners if o != 0xFF]
+        buckets = f"bucket {first}" if first == last else f"buckets {first}–{last}"
+        if owned:
+            o = owned[0]
+            more = "+" if len(set(owned)) > 1 else ""
+            return MapCell(a, b, memory_role(o), f"m{o}{more}", f"{where} · {buckets} → memory {o}{more and ' and others'}")
+        state = self._data_state(a, b)
+        if state == "data":
+            return MapCell(a, b, "unallocated", "??", f"{where} · {buckets}, no owner, non-zero bytes")
+        if state == "unknown":
+            return MapCell(a, b, "unknown", "..", f"{where} · {buckets}, no owner (not scanned yet)")
+        return MapCell(a, b, "empty", "", f"{where} · {buckets}, no owner, zero")
+
+    def cells(self, capacity: int) -> list[MapCell]:
+        return [self.cell(a, b) for a, b in self.units(capacity)]
+
+
+class MemoryMap(Widget, can_focus=True):
+    """The map widget: cells in rows, a caption for the cell under the map cursor."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = set(MAP_CLASSES) | {
+        "map--cursor",
+        "map--position",
+        "map--caption",
+    }
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("left", "move(-1)", "Previous cell", show=False, id="map.left"),
+        Binding("right", "move(1)", "Next cell", show=False, id="map.right"),
+        Binding("up", "row(-1)", "Row up", show=False, id="map.up"),
+        Binding("down", "row(1)", "Row down", show=False, id="map.down"),
+        Binding("home", "edge(0)", "First cell", show=False, id="map.first"),
+        Binding("end", "edge(1)", "Last cell", show=False, id="map.last"),
+        Binding("enter", "jump", "Jump to cell", show=False, id="map.jump"),
+    ]
+
+    class Jump(Message):
+        """The user picked a cell: show its first byte."""
+
+        def __init__(self, offset: int) -> None:
+            super().__init__()
+            self.offset = offset
+
+    def __init__(self, model: MapModel, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.model = model
+        self.map_cursor = 0
+        self.position = 0  # physical offset of the hex cursor, marked on the map
+        self._cells: list[MapCell] = []
+        self._layout: tuple[int, int] = (1, 1)  # (cell width, cells per row)
+        self._for_width = -1
+
+    def set_model(self, model: MapModel) -> None:
+        self.model = model
+        self.map_cursor = 0
+        self.relayout()
+
+    def relayout(self) -> None:
+        self._for_width = -1
+        self.refresh(layout=True)
+
+    # ------------------------------------------------------------ geometry
+
+    def _compute(self, width: int) -> None:
+        if width == self._for_width:
+            return
+        width = max(1, width)
+        n = len(self.model.units(width * MAX_ROWS))
+        cell_w, per_row = 1, width
+        for cw in range(MAX_CELL_WIDTH, 0, -1):
+            per = max(1, width // cw)
+            if -(-n // per) <= MAX_ROWS:
+                cell_w, per_row = cw, per
+                break
+        self._cells = self.model.cells(per_row * MAX_ROWS)
+        self._layout = (cell_w, per_row)
+        self._for_width = width
+        self.map_cursor = min(self.map_cursor, max(0, len(self._cells) - 1))
+
+    @property
+    def cells(self) -> list[MapCell]:
+        self._compute(self.content_size.width or self.size.width)
+        return self._cells
+
+    def rows(self) -> int:
+        _, per_row = self._layout
+        return max(1, -(-len(self._cells) // per_row))
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        self._compute(width)
+        return self.rows() + 1
+
+    def cell_index_at(self, pos: int) -> int | None:
+        for i, c in enumerate(self.cells):
+            if c.start <= pos < c.end:
+                return i
+        return None
+
+    def refresh_states(self) -> None:
+        """Recompute cell states (after the scan or new findings) at the same geometry."""
+        self._for_width = -1
+        self.refresh()
+
+    def set_position(self, pos: int) -> None:
+        self.position = pos
+        i = self.cell_index_at(pos)
+        if i is not None and not self.has_focus:
+            self.map_cursor = i
+        self.refresh()
+
+    # -------------------------------------------------------------- render
+
+    def _cell_style(self, cell: MapCell, cursor: bool, position: bool) -> Style:
+        style = self.rich_style + self.get_component_rich_style(f"map--{cell.state}", partial=True)
+        if position:
+            style += self.get_component_rich_style("map--position", partial=True)
+        if cursor and self.has_focus:
+            style += self.get_component_rich_style("map--cursor", partial=True)
+        return style
+
+    def render_line(self, y: int) -> Strip:
+        width = self.content_size.width
+        cells = self.cells
+        cell_w, per_row = self._layout
+        rows = self.rows()
+        if y == rows:
+            return self._caption(width)
+        if y > rows:
+            return Strip.blank(width, self.rich_style)
+        segs: list[Segment] = []
+        pos_cell = self.cell_index_at(self.position)
+        for i in range(y * per_row, min(len(cells), (y + 1) * per_row)):
+            cell = cells[i]
+            prev = cells[i - 1] if i else None
+            # A label only where a run of same-owner cells starts, so the strip stays readable.
+            starts_run = prev is None or (prev.state, prev.label) != (cell.state, cell.label)
+            label = cell.label if starts_run and len(cell.label) <= cell_w else ""
+            text = label.ljust(cell_w)[:cell_w] if cell_w > 1 else (label[:1] if label else " ")
+            segs.append(Segment(text, self._cell_style(cell, i == self.map_cursor, i == pos_cell)))
+        return Strip(segs).extend_cell_length(width, self.rich_style)
+
+    def _caption(self, width: int) -> Strip:
+        style = self.rich_style + self.get_component_rich_style("map--caption", partial=True)
+        if not self._cells:
+            return Strip([Segment("(empty snapshot)", style)]).crop_extend(0, width, self.rich_style)
+        cell = self._cells[self.map_cursor]
+        return Strip([Segment(cell.note, style)]).crop_extend(0, width, self.rich_style)
+
+    # --------------------------------------------------------------- input
+
+    def _set_cursor(self, i: int, jump: bool = True) -> None:
+        if not self._cells:
+            return
+        self.map_cursor = max(0, min(len(self._cells) - 1, i))
+        self.refresh()
+        if jump:
+            self.post_message(self.Jump(self._cells[self.map_cursor].start))
+
+    def action_move(self, delta: int) -> None:
+        self._set_cursor(self.map_cursor + delta)
+
+    def action_row(self, delta: int) -> None:
+        self._set_cursor(self.map_cursor + delta * self._layout[1])
+
+    def action_edge(self, end: int) -> None:
+        self._set_cursor(len(self._cells) - 1 if end else 0)
+
+    def action_jump(self) -> None:
+        self._set_cursor(self.map_cursor)
+
+    def _on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return
+        cell_w, per_row = self._layout
+        col = offset.x // cell_w
+        if col >= per_row:
+            return
+        i = offset.y * per_row + col
+        if i < len(self._cells):
+            self._set_cursor(i)
+
+    def on_focus(self) -> None:
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self.refresh()
+
+
+__all__ = ["MAP_STATES", "MapCell", "MapModel", "MemoryMap"]
