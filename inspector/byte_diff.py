@@ -58,9 +58,13 @@ class DiffCancelled(Exception):
     """Raised by :func:`changed_ranges` when its ``cancel`` callback returned True."""
 
     def __init__(self, done_bytes: int, total_bytes: int) -> None:
-        super().__init__(f"byte diff cancelled after {done_bytes} of {total_bytes} bytes")
+        # Both values go to Exception.args so the exception pickles (e.g. across a process pool).
+        super().__init__(done_bytes, total_bytes)
         self.done_bytes = done_bytes
         self.total_bytes = total_bytes
+
+    def __str__(self) -> str:
+        return f"byte diff cancelled after {self.done_bytes} of {self.total_bytes} bytes"
 
 
 class ChangedRange(NamedTuple):

@@ -177,19 +177,19 @@ def plan_shape(n: int, fill: int = CAPACITY) -> list[_Level]:
 class ForgedBTreeMap:
     """A planned BTreeMap image. ``segments()`` yields its bytes; the attributes describe it."""
 
-    keys: Sequence[bytes]
-    values: Sequence[bytes]
+    keys: Sequence[bytes] = field(repr=False)
+    values: Sequence[bytes] = field(repr=False)
     layout_version: int  # header version byte: 1 (max key/value sizes) or 2 (page size + marker)
     allocation_size: int  # chunk payload = v2 page size, or the fixed v1 node size
     fixed_key_size: int | None  # v2: keys stored raw (no length prefix) when the key type is fixed-size
     max_key_size: int = 0  # v1 only
     max_value_size: int = 0  # v1 only
-    levels: list[_Level] = field(default_factory=list)
-    # Filled in by _allocate:
-    node_addrs: list[list[int]] = field(default_factory=list)  # per level, left to right
-    node_overflows: list[list[int]] = field(default_factory=list)  # per level: overflow page count
-    overflow_addrs: list[int] = field(default_factory=list)
-    free_list: list[int] = field(default_factory=list)  # chunk-header addresses, ending at the frontier
+    levels: list[_Level] = field(default_factory=list, repr=False)
+    # Filled in by _allocate (kept out of repr: a million-entry map has ~100k of each):
+    node_addrs: list[list[int]] = field(default_factory=list, repr=False)  # per level, left to right
+    node_overflows: list[list[int]] = field(default_factory=list, repr=False)  # per level: page counts
+    overflow_addrs: list[int] = field(default_factory=list, repr=False)
+    free_list: list[int] = field(default_factory=list, repr=False)  # chunk headers, ending at the frontier
     root_addr: int = 0
     num_allocated_chunks: int = 0
 
@@ -534,14 +534,6 @@ def forge_btreemap_v1(
     )
     fm._allocate(free_chunks)
     return fm
-
-
-def node_index_of(fm: ForgedBTreeMap, addr: int) -> int:
-    """Chunk index of a node/overflow address (addr − 116 is a multiple of the chunk size)."""
-    off = addr - FIRST_CHUNK_OFFSET - CHUNK_HEADER_LEN
-    if off < 0 or off % fm.chunk_size:
-        raise ValueError(f"{addr} is not a chunk payload address")
-    return off // fm.chunk_size
 
 
 __all__ = [

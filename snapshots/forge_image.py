@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol, overload
+from typing import BinaryIO, Protocol, TypeVar, overload
 
 from inspector.layouts import (
     BUCKET_TABLE_OFFSET,
@@ -75,6 +75,9 @@ class Written:
 
     def to_bytes(self) -> bytes:
         return content_bytes(self)
+
+
+C = TypeVar("C", bound=MemoryContent)
 
 
 def content_bytes(content: MemoryContent) -> bytes:
@@ -198,7 +201,7 @@ class RawImage(_Image):
         self.ensure_size(offset + len(data))
         self.write_physical(offset, data)
 
-    def place(self, content: MemoryContent) -> MemoryContent:
+    def place(self, content: C) -> C:
         self.ensure_size(content.size)
         self._ops.append(content.segments)
         return content
@@ -339,7 +342,7 @@ class MemoryManagerImage(_Image):
         payload = bytes(data)
         self._ops.append(lambda: self._map(memory_id, [(vaddr, payload)]))
 
-    def place(self, memory_id: int, content: MemoryContent) -> MemoryContent:
+    def place(self, memory_id: int, content: C) -> C:
         """Grow a memory to hold a structure, then log the structure's writes (mapped at output time)."""
         self.ensure_size(memory_id, content.size)
         self._ops.append(lambda: self._map(memory_id, content.segments()))

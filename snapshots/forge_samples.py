@@ -188,7 +188,6 @@ def build_samples() -> tuple[dict[str, bytes], dict[str, Any]]:
     cell_value = candid_message([DATA], [cell_data])
     mm.place(STABLE_DATA_MEMORY_ID, cell(cell_value))
     old_map = mm.place(ENTRIES_MEMORY_ID, member_map(old_members, fill=MAP_FILL, free_chunks=MAP_FREE_CHUNKS))
-    assert isinstance(old_map, ForgedBTreeMap)
     healthy = mm.to_bytes()
     healthy_layout = _mm_layout(mm)
 
@@ -201,7 +200,6 @@ def build_samples() -> tuple[dict[str, bytes], dict[str, Any]]:
     new_cell_value = candid_message([DATA], [default_data()])
     mm2.place(STABLE_DATA_MEMORY_ID, cell(new_cell_value))
     new_map = mm2.place(ENTRIES_MEMORY_ID, member_map(new_members))
-    assert isinstance(new_map, ForgedBTreeMap)
     post = mm2.to_bytes()
 
     images = {
@@ -306,6 +304,31 @@ def snapshot_metadata(stable_memory_size: int) -> dict[str, Any]:
     }
 
 
+README = f"""# Sample stable-memory snapshots (forged)
+
+Written by `python -m snapshots.forge samples` (snapshots/forge_samples.py); do not edit by hand, re-run
+the command instead (a test checks these files are up to date). Deterministic: seed {SEED}, no clock.
+These were written by this project's forge, not by the real library; the real-library fixtures live in
+../shared/fixtures. Details (bucket owners, map shape, sha256 of each file) are in MANIFEST.json.
+
+MemoryManager with {BUCKET_SIZE_PAGES}-page buckets.
+MemoryId {STABLE_DATA_MEMORY_ID}: `StableCell<Data>` holding a Candid record.
+MemoryId {ENTRIES_MEMORY_ID}: `StableBTreeMap<String, Member>` (Candid `Member` values, v2 nodes, page 1024).
+
+* `healthy/`: the canister before the upgrade, {HEALTHY_MEMBERS} members.
+  Buckets: 0 → memory {STABLE_DATA_MEMORY_ID}, 1 and 2 → memory {ENTRIES_MEMORY_ID}.
+* `after_stable_save/`: `healthy` after ic-cdk `stable_save((heap_data,))`. A ~90 KB Candid message
+  sits at physical 0, over the MemoryManager header, the bucket table, the rest of page 0 and
+  bucket 0 (the Cell). The map's buckets are untouched.
+* `post_upgrade/`: then `MemoryManager::init` found no "MGR" and started a fresh manager; the Cell was
+  re-created with `Data::default()` and the map re-created with {NEW_MEMBERS} new members. Old map nodes
+  remain, stale, in bucket 1 and in bucket 2 (now unallocated, 0xFF); the middle of the message is
+  still visible in page 0 after byte 34,848.
+* `snapshot_dir/`: `post_upgrade` laid out like `dfx canister snapshot download`: `metadata.json`,
+  `stable_memory.bin`, and empty `wasm_memory.bin` / `wasm_module.bin` placeholders.
+"""
+
+
 def _dump_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
@@ -329,6 +352,9 @@ def write_samples(out_dir: str | Path) -> list[Path]:
         _dump_json(snapshot_metadata(len(images["snapshot_dir/stable_memory.bin"]))), encoding="utf-8"
     )
     written.append(meta)
+    readme = out / "README.md"
+    readme.write_text(README, encoding="utf-8")
+    written.append(readme)
     man = out / "MANIFEST.json"
     man.write_text(_dump_json(manifest), encoding="utf-8")
     written.append(man)

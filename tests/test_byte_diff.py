@@ -6,6 +6,7 @@ import array
 import functools
 import mmap
 import os
+import pickle
 import random
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -448,6 +449,9 @@ def test_cancel_raises_and_releases_mappings(tmp_path: Path) -> None:
             changed_ranges(ma, mb, cancel=cancel)
         assert info.value.done_bytes == byte_diff.CHUNK_SIZE
         assert info.value.total_bytes == len(data)
+        again = pickle.loads(pickle.dumps(info.value))
+        assert (again.done_bytes, again.total_bytes) == (byte_diff.CHUNK_SIZE, len(data))
+        assert "cancelled" in str(again)
         # No memoryview export may outlive the call, or closing the caller's maps would fail.
         ma.close()
         mb.close()

@@ -80,21 +80,25 @@ def decode_or_error(buf: bytes) -> Any:
 def test_fourteen_byte_vector_of_a_billion_nulls() -> None:
     bomb = didl([t_vec(NULL)], [0], leb(2**30))
     assert len(bomb) == 14
-    err = raises_quickly(bomb, "max_zero_sized_vec")
+    err = raises_quickly(bomb, "max_zero_sized_elements")
     assert err.offset == 9  # the vector's length
     # Under the cap it decodes without materialising anything per element.
     msg = decode_message(didl([t_vec(NULL)], [0], leb(1_000_000)))
     assert isinstance(msg.args[0].value, RepeatedVector) and len(msg.args[0].value) == 1_000_000
-    assert msg.value_count == 1_000_001
+    assert msg.value_count == 2  # the vector and the one node standing for all its nulls
+    assert len(msg.to_json()[0]) == 1_000_000
 
 
 def test_zero_sized_records_count_too() -> None:
     # vec record { null; reserved; record {} } is zero-sized as a whole.
     table = [t_vec(1), t_record([(0, NULL), (1, RESERVED), (2, 2)]), t_record([])]
-    raises_quickly(didl(table, [0], leb(2**40)), "max_zero_sized_vec")
-    # 3 vectors of 1M such records (5 nodes each) blow the value budget long before any work is done.
-    outer = didl([t_vec(1), t_vec(2), t_record([])], [0], leb(3) + leb(1_000_000) * 3)
-    raises_quickly(outer, "max_values")
+    raises_quickly(didl(table, [0], leb(2**40)), "max_zero_sized_elements")
+    # 200k such records are 800k nodes: fine. 300k are 1.2M: too many to render, though none is built.
+    assert len(decode_message(didl(table, [0], leb(200_000))).args[0].value) == 200_000
+    raises_quickly(didl(table, [0], leb(300_000)), "max_zero_sized_elements")
+    # The budget is per message: three vectors of 400k nulls are over it together.
+    outer = didl([t_vec(1), t_vec(NULL)], [0], leb(3) + leb(400_000) * 3)
+    raises_quickly(outer, "max_zero_sized_elements")
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ Rendering (JSON-able and Candid text forms) lives in :mod:`inspector.decode.cand
 from __future__ import annotations
 
 import base64
+import gc
 import mmap
 import struct
 import zlib
@@ -129,26 +130,27 @@ class CandidError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Resource bounds. The defaults decode any realistic message (the 386 KB fixture uses ~35 k values,
-    depth 3) while keeping hostile input to well under a second and a few hundred MB.
+    """Resource bounds. The defaults decode any realistic message (the 386 KB fixture makes ~34 k values,
+    depth 3) while keeping hostile input to about a second and ~100 MB (a value node costs ~100 bytes).
 
     * ``max_type_table``: type-table entries; 10 000 like the Rust decoder's ``MAX_TYPE_TABLE_LEN``.
     * ``max_depth``: nesting of opt/vec/record/variant values. Decoding and rendering use explicit stacks,
-      so this is not about Python's stack; it keeps the trees small enough for consumers that recurse
+      so this is not about Python's stack; it keeps trees small enough for consumers that recurse
       (``json.dumps`` included, which shares Python's recursion limit).
-    * ``max_values``: value nodes created. Elements of packed vectors (fixed-width primitives, whose
-      cost is bounded by the bytes present) are not counted; elements of vectors of zero-sized types
-      are (they cost no bytes, so this is what bounds them).
-    * ``max_zero_sized_vec``: length of a vector whose elements occupy no bytes (null, reserved,
-      ``record {}``...): nothing else bounds it.
-    * ``max_bignum_bytes``: leb128 bytes of one ``nat``/``int`` (1024 bytes = 7168 bits). Keeps
-      conversion linear-ish and ``str()`` below Python's 4300-digit limit.
+    * ``max_values``: value nodes materialised. Elements of packed vectors (fixed-width primitives: one
+      byte of memory per input byte, no objects) are not counted.
+    * ``max_zero_sized_elements``: elements of vectors whose element type encodes to no bytes at all
+      (null, reserved, ``record {}``, ...), counted as nodes per element and summed over the message.
+      Nothing else bounds them (a 14-byte message can claim 2^30 nulls); they are not materialised (one
+      shared node stands for all of a vector's elements) but every rendering visits each of them.
+    * ``max_bignum_bytes``: leb128 bytes of one ``nat``/``int`` (1024 bytes = 7168 bits). Keeps the
+      conversion cheap and ``str()`` below Python's 4300-digit limit.
     """
 
     max_type_table: int = 10_000
     max_depth: int = 256
-    max_values: int = 2_000_000
-    max_zero_sized_vec: int = 1_000_000
+    max_values: int = 1_000_000
+    max_zero_sized_elements: int = 1_000_000
     max_bignum_bytes: int = 1_024
 
 
@@ -280,7 +282,9 @@ class CandidValue:
     * opt: ``CandidValue`` or ``None``
     * vec: a sequence of ``CandidValue`` (a ``list``, a :class:`PackedVector` for fixed-width primitive
       elements, or a :class:`RepeatedVector` for zero-sized elements)
-    * record: ``list[tuple[field_id, CandidValue]]`` in wire (ascending id) order
+    * record: ``tuple[CandidValue, ...]`` aligned with ``type.fields`` (ascending field id);
+      :meth:`fields` pairs them with their ids. (No per-field pair objects: they would double the memory
+      of a big message.)
     * variant: :class:`VariantValue`
     """
 
@@ -296,13 +300,19 @@ class CandidValue:
     def kind(self) -> str:
         return self.type.kind
 
+    def fields(self) -> list[tuple[int, CandidValue]]:
+        """A record's ``(field_id, value)`` pairs in wire order; empty for other kinds."""
+        if self.type.opcode != RECORD:
+            return []
+        return [(fid, child) for (fid, _), child in zip(self.type.fields, self.value, strict=True)]
+
     def children(self) -> list[tuple[int, CandidValue]]:
         """Direct child values as ``(label, child)``: field id for records and variants, index for
         vectors, 0 for a present opt. Builds a list, so for huge vectors index ``value`` directly."""
         t = self.type.opcode
         v = self.value
         if t == RECORD:
-            return list(v)
+            return self.fields()
         if t == VARIANT:
             return [(v.field_id, v.value)]
         if t == OPT:
@@ -316,38 +326,44 @@ class CandidValue:
 
 
 class PackedVector(Sequence[CandidValue]):
-    """Elements of a vector of a fixed-width primitive, stored as scalars (``bytes`` for ``vec nat8``).
+    """Elements of a vector of a fixed-width primitive (bool, nat8..nat64, int8..int64, float32/64).
 
-    Element nodes are built on access: element ``i`` occupies ``[start + i*size, start + (i+1)*size)``.
-    This keeps a multi-megabyte blob at one byte per element instead of one object per element.
+    Only the encoded bytes are kept (``raw``; for ``vec nat8`` that is the blob itself), and element
+    nodes are built on access: element ``i`` occupies ``[start + i*size, start + (i+1)*size)``. Memory is
+    therefore one byte per input byte, never one object per element: a multi-megabyte blob, or a hostile
+    length that the remaining bytes happen to cover, costs no more than the bytes themselves.
     """
 
-    __slots__ = ("elem_type", "start", "elem_size", "scalars")
+    __slots__ = ("elem_type", "start", "elem_size", "raw", "_unpack")
 
-    def __init__(self, elem_type: CandidType, start: int, elem_size: int, scalars: Sequence[Any]) -> None:
+    def __init__(self, elem_type: CandidType, start: int, raw: bytes) -> None:
+        assert elem_type.fixed is not None
         self.elem_type = elem_type
         self.start = start
-        self.elem_size = elem_size
-        self.scalars = scalars
+        self.elem_size, letter = elem_type.fixed
+        self.raw = raw
+        self._unpack = struct.Struct("<" + letter).unpack_from
 
     def __len__(self) -> int:
-        return len(self.scalars)
+        return len(self.raw) // self.elem_size
+
+    def scalar(self, i: int) -> Any:
+        """Element ``i`` as a Python value (``bool`` for ``vec bool``), without building a node."""
+        v = self._unpack(self.raw, i * self.elem_size)[0]
+        return v == 1 if self.elem_type.opcode == BOOL else v
 
     def _node(self, i: int) -> CandidValue:
         s = self.start + i * self.elem_size
-        scalar = self.scalars[i]
-        if self.elem_type.opcode == BOOL:
-            scalar = scalar == 1
-        return CandidValue(self.elem_type, s, s + self.elem_size, scalar)
+        return CandidValue(self.elem_type, s, s + self.elem_size, self.scalar(i))
 
     @overload
     def __getitem__(self, i: int) -> CandidValue: ...
     @overload
     def __getitem__(self, i: slice) -> list[CandidValue]: ...
     def __getitem__(self, i: int | slice) -> CandidValue | list[CandidValue]:
+        n = len(self)
         if isinstance(i, slice):
-            return [self._node(j) for j in range(*i.indices(len(self.scalars)))]
-        n = len(self.scalars)
+            return [self._node(j) for j in range(*i.indices(n))]
         if i < 0:
             i += n
         if not 0 <= i < n:
@@ -355,14 +371,18 @@ class PackedVector(Sequence[CandidValue]):
         return self._node(i)
 
     def __iter__(self) -> Iterator[CandidValue]:
-        for i in range(len(self.scalars)):
+        for i in range(len(self)):
             yield self._node(i)
 
     def python_values(self) -> list[Any]:
-        """The element values as plain Python scalars (``bool`` for ``vec bool``)."""
-        if self.elem_type.opcode == BOOL:
-            return [b == 1 for b in self.scalars]
-        return list(self.scalars)
+        """All elements as Python values (``bool`` for ``vec bool``). Allocates one object per element."""
+        op = self.elem_type.opcode
+        if op == NAT8:
+            return list(self.raw)
+        if op == BOOL:
+            return [b == 1 for b in self.raw]
+        letter = self.elem_type.fixed[1]  # type: ignore[index]
+        return list(struct.unpack(f"<{len(self)}{letter}", self.raw))
 
 
 class RepeatedVector(Sequence[CandidValue]):
@@ -461,9 +481,7 @@ class CandidMessage:
                 return path
             path.append(hit)
             t = hit.type.opcode
-            if t == RECORD:
-                candidates = [c for _, c in hit.value]
-            elif t == VEC:
+            if t == RECORD or t == VEC:
                 candidates = hit.value
             elif t == OPT:
                 candidates = [] if hit.value is None else [hit.value]
@@ -829,11 +847,12 @@ class _ValueDecoder(_Reader):
     """Decodes values with an explicit stack: each composite value is a generator that yields the types of
     its composite children and receives their decoded nodes, so input depth never reaches the C stack."""
 
-    __slots__ = ("count", "_leaf_readers")
+    __slots__ = ("count", "zero_sized_count", "_leaf_readers")
 
     def __init__(self, data: Any, pos: int, end: int, limits: Limits) -> None:
         super().__init__(data, pos, end, limits)
         self.count = 0
+        self.zero_sized_count = 0
         fixed = {op: self._fixed_reader(op, size, letter) for op, (size, letter) in _FIXED.items()}
         self._leaf_readers: dict[int, Callable[[], Any]] = {
             **fixed,
@@ -873,8 +892,8 @@ class _ValueDecoder(_Reader):
         principal = Principal(self.principal_bytes("func service reference"))
         return FuncRef(principal, self.text())
 
-    def _bump(self, n: int = 1) -> None:
-        self.count += n
+    def _bump(self) -> None:
+        self.count += 1
         if self.count > self.limits.max_values:
             self.fail(f"more than {self.limits.max_values} values (Limits.max_values)")
 
@@ -917,7 +936,7 @@ class _ValueDecoder(_Reader):
 
     def _composite(self, t: CandidType) -> _ValueGen:
         if not t.inhabited:
-            self.fail(f"{t.name} is a record that contains itself: no value of it can exist")
+            self.fail(f"no value of {t.name} can exist: it contains itself (through records) or empty")
         op = t.opcode
         if op == RECORD:
             return self._record(t)
@@ -930,11 +949,10 @@ class _ValueDecoder(_Reader):
     def _record(self, t: CandidType) -> _ValueGen:
         start = self.pos
         self._bump()
-        items: list[tuple[int, CandidValue]] = []
-        for fid, ft in t.fields:
-            node = self.leaf(ft) if ft.leaf else (yield ft)
-            items.append((fid, node))
-        return CandidValue(t, start, self.pos, items)
+        items: list[CandidValue] = []
+        for _, ft in t.fields:
+            items.append(self.leaf(ft) if ft.leaf else (yield ft))
+        return CandidValue(t, start, self.pos, tuple(items))
 
     def _opt(self, t: CandidType) -> _ValueGen:
         start = self.pos
@@ -972,32 +990,30 @@ class _ValueDecoder(_Reader):
         if not el.inhabited:
             self.fail(f"vector of {n} elements of {el.name}, a type with no values", start)
         if el.fixed is not None:
-            size, letter = el.fixed
+            size = el.fixed[0]
             if n * size > remaining:
                 self.fail(
                     f"vector of {n} {el.kind} needs {n * size} bytes but only {remaining} remain", start
                 )
-            if el.opcode == NAT8:
-                scalars: Sequence[Any] = bytes(self.data[data_start : data_start + n])
-            elif el.opcode == BOOL:
-                scalars = bytes(self.data[data_start : data_start + n])
-                if max(scalars) > 1:
-                    bad = next(i for i, b in enumerate(scalars) if b > 1)
-                    self.fail(f"bool byte {scalars[bad]:#04x} is neither 0 nor 1", data_start + bad)
-            else:
-                scalars = struct.unpack_from(f"<{n}{letter}", self.data, data_start)
+            raw = bytes(self.data[data_start : data_start + n * size])
+            if el.opcode == BOOL and max(raw) > 1:
+                bad = next(i for i, b in enumerate(raw) if b > 1)
+                self.fail(f"bool byte {raw[bad]:#04x} is neither 0 nor 1", data_start + bad)
             self.pos = data_start + n * size
-            return CandidValue(t, start, self.pos, PackedVector(el, data_start, size, scalars))
+            return CandidValue(t, start, self.pos, PackedVector(el, data_start, raw))
         if el.zero_sized:
-            if n > self.limits.max_zero_sized_vec:
+            cap = self.limits.max_zero_sized_elements
+            if self.zero_sized_count + n > cap:  # each element is at least one node
                 self.fail(
-                    f"vector of {n} zero-sized {el.name} exceeds {self.limits.max_zero_sized_vec} "
-                    "(Limits.max_zero_sized_vec)",
-                    start,
+                    f"vector of {n} zero-sized {el.name}: over {cap} (Limits.max_zero_sized_elements)", start
                 )
             before = self.count
             template = self.leaf(el) if el.leaf else (yield el)
-            self._bump((self.count - before) * (n - 1))
+            self.zero_sized_count += n * (self.count - before)
+            if self.zero_sized_count > cap:
+                self.fail(
+                    f"vector of {n} zero-sized {el.name}: over {cap} (Limits.max_zero_sized_elements)", start
+                )
             return CandidValue(t, start, self.pos, RepeatedVector(template, n))
         if n * el.min_size > remaining:
             self.fail(
@@ -1061,6 +1077,10 @@ def decode_message(
     data, stop = _bounds(buf, offset, end)
     lim = limits or DEFAULT_LIMITS
     dec = _ValueDecoder(data, offset, stop, lim)
+    # The tree is acyclic, yet allocating up to a million container objects triggers the cyclic collector
+    # over and over (measured: 4x slower for 500k records). Pause it while building; restore it always.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         header = _read_header(dec)
         args = tuple(dec.value(t) for t in header.arg_types)
@@ -1070,6 +1090,9 @@ def decode_message(
         # Safety net only: every read is bounds-checked above. If this fires it is a decoder bug, but the
         # caller still gets the one exception type it was promised.
         raise CandidError(f"malformed Candid ({type(exc).__name__}: {exc})", dec.pos) from exc
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     return CandidMessage(
         start=offset,
         values_start=header.values_start,

@@ -115,7 +115,7 @@ def _json_gen(node: CandidValue, names: Mapping[int, str] | None) -> _JsonGen:
         if isinstance(v, PackedVector):
             el = v.elem_type
             if el.opcode in _BIGINT_OPS:
-                return [str(x) for x in v.scalars]
+                return [str(x) for x in v.python_values()]
             return v.python_values()
         out: list[Any] = []
         for item in v:
@@ -124,11 +124,11 @@ def _json_gen(node: CandidValue, names: Mapping[int, str] | None) -> _JsonGen:
     if op == RECORD:
         if t.is_tuple:
             items: list[Any] = []
-            for _, child in v:
+            for child in v:
                 items.append(_json_leaf(child.type, child.value) if child.type.leaf else (yield child))
             return items
         obj: dict[str, Any] = {}
-        for fid, child in v:
+        for (fid, _), child in zip(t.fields, v, strict=True):
             obj[json_label(fid, names)] = (
                 _json_leaf(child.type, child.value) if child.type.leaf else (yield child)
             )
@@ -283,7 +283,7 @@ class _TextRenderer:
         return items, 0
 
     def blob(self, node: CandidValue, limit: int) -> str:
-        data = node.value.scalars
+        data = node.value.raw
         cap = self.max_vec_items
         if cap is not None and len(data) > cap:
             return _blob_text(data[:cap], limit) + f"… /* {len(data):_} bytes */"
@@ -335,7 +335,7 @@ class _TextRenderer:
         elif op == RECORD:
             parts = []
             used = 11  # "record {  }"
-            for fid, child in v:
+            for (fid, _), child in zip(t.fields, v, strict=True):
                 prefix = "" if t.is_tuple else self.label(fid) + " = "
                 piece = self.compact(child, budget - used - len(prefix), depth + 1)
                 if piece is None:
@@ -403,7 +403,7 @@ class _TextRenderer:
             yield v, col + 4, level
         elif op == VEC:
             if self.is_blob(node):
-                out.append(self.blob(node, len(node.value.scalars) * 4 + 8))
+                out.append(self.blob(node, len(node.value.raw) * 4 + 8))
                 return
             items, hidden = self.vec_items(node)
             out.append("vec {")
@@ -416,7 +416,7 @@ class _TextRenderer:
             out.append(close)
         elif op == RECORD:
             out.append("record {")
-            for fid, child in v:
+            for (fid, _), child in zip(t.fields, v, strict=True):
                 prefix = "" if t.is_tuple else self.label(fid) + " = "
                 out.append("\n" + inner + prefix)
                 yield child, len(inner) + len(prefix), level + 1

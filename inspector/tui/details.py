@@ -1,0 +1,163 @@
+"""The details panel: what the selected region is, its decoded fields, findings and decoded value.
+
+Fields and findings are shown at once; the value is decoded in a thread worker (a Candid value can be
+hundreds of KB), replacing a "decoding…" line when it is ready. Everything from the snapshot is
+rendered as literal ``Text`` (``safe_rich_text``), never as markup.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual import work
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from inspector.model import Region
+from inspector.safe_text import escape_control, safe_rich_text
+from inspector.tui.decoding import Shown, show_value
+from inspector.tui.palette import ROLE_CLASSES, label_role
+
+MAX_VALUE_LINES = 300
+MAX_RANGES_SHOWN = 6
+SEVERITY_ROLE = {"error": "role--corrupt", "warning": "details--warning", "info": "details--info"}
+
+
+def _json_lines(value: Any) -> str:
+    try:
+        dumped = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        dumped = repr(value)
+    lines = dumped.splitlines()
+    if len(lines) > MAX_VALUE_LINES:
+        lines = lines[:MAX_VALUE_LINES] + [f"… {len(lines) - MAX_VALUE_LINES:,} more lines (export to see all)"]
+    # json.dumps leaves bidi marks, C1 controls and the like in place: escape them, keep the newlines.
+    return escape_control("\n".join(lines), single_line=False)
+
+
+class DetailsPanel(VerticalScroll):
+    COMPONENT_CLASSES: ClassVar[set[str]] = set(ROLE_CLASSES) | {
+        "details--label",
+        "details--dim",
+        "details--warning",
+        "details--info",
+        "details--error",
+    }
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.region: Region | None = None
+        self._head = Static(markup=False, id="details-head")
+        self._value = Static(markup=False, id="details-value")
+
+    def compose(self) -> Any:
+        yield self._head
+        yield self._value
+
+    def _s(self, name: str) -> Any:
+        return self.get_component_rich_style(name, partial=True)
+
+    def show(self, region: Region | None) -> None:
+        self.region = region
+        if region is None:
+            self._head.update(Text(""))
+            self._value.update(Text(""))
+            return
+        self._head.update(self._render_head(region))
+        targets = self._value_targets(region)
+        if targets:
+            self._value.update(Text("decoding…", style=self._s("details--dim")))
+            self._decode(region, targets)
+        else:
+            self._value.update(Text(""))
+        self.scroll_home(animate=False)
+
+    def _value_targets(self, region: Region) -> list[tuple[str, Any]]:
+        """(label, value ref) pairs to decode: an entry shows its key and its value."""
+        out: list[tuple[str, Any]] = []
+        if region.kind == "entry" and region.children_loaded:
+            for child in region.children():
+                if child.kind in ("key", "value") and child.value is not None:
+                    out.append((child.kind, child.value))
+        if not out and region.value is not None:
+            out.append(("value" if region.kind != "key" else "key", region.value))
+        return out
+
+    @work(thread=True, exclusive=True, group="details", exit_on_error=False)
+    def _decode(self, region: Region, targets: list[tuple[str, Any]]) -> None:
+        shown = [(label, show_value(ref)) for label, ref in targets]
+        self.app.call_from_thread(self._show_values, region, shown)
+
+    def _show_values(self, region: Region, shown: list[tuple[str, Shown | None]]) -> None:
+        if region is not self.region:
+            return
+        parts: list[RenderableType] = []
+        for label, s in shown:
+            if s is None:
+                continue
+            head = Text()
+            head.append(f"{label}", style=self._s(f"role--{label}") if label in ("key", "value") else "")
+            if s.decoder:
+                head.append_text(safe_rich_text(f" ({s.decoder})", self._s("details--dim")))
+            if s.data is not None:
+                head.append(f"  {len(s.data):,} bytes", style=self._s("details--dim"))
+            parts.append(head)
+            parts.append(safe_rich_text(s.text or "(empty)"))
+            if not s.ok and s.error:
+                parts.append(safe_rich_text(f"decode error: {s.error}", self._s("details--error")))
+            if s.value is not None and not isinstance(s.value, str | int | float | bool):
+                parts.append(Text(_json_lines(s.value), style=self._s("details--dim")))
+            parts.append(Text(""))
+        self._value.update(Group(*parts) if parts else Text(""))
+
+    def _render_head(self, region: Region) -> RenderableType:
+        role = label_role(region.kind, region.memory_id)
+        parts: list[RenderableType] = []
+        title = safe_rich_text(region.name, self._s(f"role--{role}"))
+        title.append(f"  ({region.kind})", style=self._s("details--dim"))
+        parts.append(title)
+        facts: list[str] = []
+        if region.memory_id is not None:
+            facts.append(f"memory {region.memory_id}")
+        if region.virtual_start is not None:
+            facts.append(f"virtual @{region.virtual_start:#x}")
+        total = sum(e - s for s, e in region.ranges)
+        if region.ranges:
+            facts.append(f"{total:,} bytes in {len(region.ranges)} range{'s' if len(region.ranges) != 1 else ''}")
+        if facts:
+            parts.append(safe_rich_text(" · ".join(facts), self._s("details--dim")))
+        for s, e in region.ranges[:MAX_RANGES_SHOWN]:
+            parts.append(Text(f"  {s:#x}–{e:#x}  ({e - s:,} bytes)", style=self._s("details--dim")))
+        if len(region.ranges) > MAX_RANGES_SHOWN:
+            parts.append(Text(f"  … {len(region.ranges) - MAX_RANGES_SHOWN} more ranges", style=self._s("details--dim")))
+        if region.detail and region.kind != "diagnosis":
+            parts.append(safe_rich_text(region.detail))
+        if region.fields:
+            parts.append(Text(""))
+            if region.kind == "diagnosis":
+                for f in region.fields:
+                    line = Text(f"{f.name}. ", style=self._s("details--label"))
+                    line.append_text(safe_rich_text(f.text()))
+                    parts.append(line)
+            else:
+                table = Table.grid(padding=(0, 1))
+                table.add_column(no_wrap=True)
+                table.add_column(overflow="fold")
+                table.add_column(no_wrap=True)
+                for f in region.fields:
+                    span = Text(f"@{f.span[0]:#x}", style=self._s("details--dim")) if f.span else Text("")
+                    table.add_row(safe_rich_text(f.name, self._s("details--label")), safe_rich_text(f.text()), span)
+                parts.append(table)
+        if region.findings:
+            parts.append(Text(""))
+            for finding in region.findings:
+                line = Text(f"{finding.severity}: ", style=self._s(SEVERITY_ROLE.get(finding.severity, "details--info")))
+                line.append_text(safe_rich_text(finding.code, self._s("details--label")))
+                parts.append(line)
+                parts.append(safe_rich_text("  " + finding.message))
+        parts.append(Text(""))
+        return Group(*parts)

@@ -1,0 +1,250 @@
+"""The region tree: snapshot → MemoryManager → memories → structures → … → key / value.
+
+Children are loaded only when a node is expanded. Regions whose children are already built are added
+at once; the others (entry pages that decode 1,000 keys, B-tree node lists) are built in a thread
+worker behind a "loading…" placeholder, so the UI never waits for them. Every label is a ``Text``
+built with ``safe_rich_text``: names and details come from snapshot bytes and are never parsed as
+markup nor allowed to carry control characters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.binding import Binding, BindingType
+from textual.widgets import Tree
+from textual.widgets.tree import TreeNode
+
+from inspector.model import Region
+from inspector.safe_text import safe_rich_text
+from inspector.tui.decoding import CORE_LOCK
+from inspector.tui.palette import ROLE_CLASSES, label_role
+
+# Above this many children a node shows the first ones and says how many it left out: the Tree widget
+# keeps every line in Python, and the core already pages big maps by 1,000 entries.
+MAX_CHILDREN = 5_000
+SEVERITY_CLASS = {"error": "role--corrupt", "warning": "regiontree--warning", "info": "regiontree--info"}
+
+TreeData = Region | None
+
+
+def region_label(region: Region, style_of: Callable[[str], Any]) -> Text:
+    """The one-line label of a region: name in its colour, start offset, detail (all literal)."""
+    role = label_role(region.kind, region.memory_id)
+    if region.kind == "finding" and region.findings:
+        sev = region.findings[0].severity
+        text = safe_rich_text(f"{sev}: ", style_of(SEVERITY_CLASS.get(sev, "regiontree--info")))
+        text.append_text(safe_rich_text(region.findings[0].code, style_of("regiontree--name")))
+        text.append_text(safe_rich_text("  " + region.detail, style_of("regiontree--detail")))
+        return text
+    text = safe_rich_text(region.name, style_of(f"role--{role}"))
+    if region.start is not None and region.kind not in ("snapshot", "diagnosis", "findings"):
+        text.append(f"  @{region.start:#x}", style=style_of("regiontree--offset"))
+    errors = sum(1 for f in region.findings if f.severity == "error")
+    if errors:
+        text.append(f"  ⚠{errors}", style=style_of("role--corrupt"))
+    if region.detail:
+        text.append_text(safe_rich_text("  " + region.detail, style_of("regiontree--detail")))
+    return text
+
+
+class RegionTree(Tree[TreeData]):
+    """A ``Tree`` of regions that loads children lazily and reports every region it registers."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = (
+        set(Tree.COMPONENT_CLASSES)
+        | set(ROLE_CLASSES)
+        | {"regiontree--offset", "regiontree--detail", "regiontree--name", "regiontree--warning", "regiontree--info"}
+    )
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("right", "expand_cursor", "Expand", show=False, id="tree.expand"),
+        Binding("left", "collapse_cursor", "Collapse / parent", show=False, id="tree.collapse"),
+    ]
+
+    def __init__(
+        self,
+        root: Region,
+        on_register: Callable[[Region, Region | None, int], None],
+        on_loaded: Callable[[TreeNode[TreeData]], None],
+        *,
+        id: str | None = None,
+    ) -> None:
+        self._on_register = on_register
+        self._on_loaded = on_loaded
+        self._populated: set[int] = set()
+        self._loading: set[int] = set()
+        self._nodes: dict[int, TreeNode[TreeData]] = {}  # id(region) -> node
+        super().__init__(Text(root.name), data=root, id=id)
+        self.guide_depth = 2
+        self.auto_expand = True
+        self.set_root(root)
+
+    def _style(self, name: str) -> Any:
+        try:
+            return self.get_component_rich_style(name, partial=True)
+        except KeyError:
+            return ""
+
+    # ---------------------------------------------------------------- build
+
+    def set_root(self, root: Region) -> None:
+        self.clear()
+        self._populated.clear()
+        self._loading.clear()
+        self._nodes.clear()
+        self.root.data = root
+        self.root.set_label(region_label(root, self._style))
+        self._nodes[id(root)] = self.root
+        self._on_register(root, None, 0)
+
+    def node_for(self, region: Region) -> TreeNode[TreeData] | None:
+        return self._nodes.get(id(region))
+
+    def relabel_all(self) -> None:
+        """Labels take their colours from the stylesheet, which is only known after mounting."""
+        for node in list(self._nodes.values()):
+            if isinstance(node.data, Region):
+                node.set_label(region_label(node.data, self._style))
+
+    def is_populated(self, node: TreeNode[TreeData]) -> bool:
+        return node.id in self._populated
+
+    def populate(self, node: TreeNode[TreeData]) -> bool:
+        """Add the node's children if they are built already; True when done, False if a worker must."""
+        region = node.data
+        if node.id in self._populated or not isinstance(region, Region):
+            return True
+        if not region.children_loaded:
+            self._load(node)
+            return False
+        self._add_children(node, region.children())
+        return True
+
+    def populate_now(self, node: TreeNode[TreeData]) -> None:
+        """Build and add the children on this thread (only for regions known to be cheap)."""
+        region = node.data
+        if node.id in self._populated or not isinstance(region, Region):
+            return
+        with CORE_LOCK:
+            try:
+                children = region.children()
+            except Exception as exc:
+                self._add_error(node, exc)
+                return
+        self._add_children(node, children)
+
+    def _load(self, node: TreeNode[TreeData]) -> None:
+        if node.id in self._loading:
+            return
+        self._loading.add(node.id)
+        node.add_leaf(Text("loading…", style="italic"), data=None)
+        self._load_worker(node)
+
+    @work(thread=True, group="tree-load", exit_on_error=False)
+    def _load_worker(self, node: TreeNode[TreeData]) -> None:
+        region = node.data
+        assert isinstance(region, Region)
+        try:
+            with CORE_LOCK:
+                children = region.children()
+        except Exception as exc:  # a decoder bug must show up as a line, not end the app
+            self.app.call_from_thread(self._finish_load, node, None, exc)
+            return
+        self.app.call_from_thread(self._finish_load, node, children, None)
+
+    def _finish_load(self, node: TreeNode[TreeData], children: list[Region] | None, error: Exception | None) -> None:
+        self._loading.discard(node.id)
+        if node.tree is not self or node.data is None or node.id in self._populated:
+            return
+        node.remove_children()
+        if error is not None or children is None:
+            self._add_error(node, error)
+        else:
+            self._add_children(node, children)
+        self._on_loaded(node)
+
+    def _add_error(self, node: TreeNode[TreeData], error: Exception | None) -> None:
+        self._populated.add(node.id)
+        msg = f"could not load: {type(error).__name__}: {error}" if error else "could not load"
+        node.add_leaf(safe_rich_text(msg, self._style("role--corrupt")), data=None)
+
+    def _add_children(self, node: TreeNode[TreeData], children: list[Region]) -> None:
+        self._populated.add(node.id)
+        parent = node.data if isinstance(node.data, Region) else None
+        depth = self._depth(node) + 1
+        for child in children[:MAX_CHILDREN]:
+            self._add_child(node, child, parent, depth)
+        if len(children) > MAX_CHILDREN:
+            node.add_leaf(Text(f"… {len(children) - MAX_CHILDREN:,} more not shown", style="italic"), data=None)
+        if not children:
+            node.allow_expand = False
+
+    def _add_child(self, node: TreeNode[TreeData], child: Region, parent: Region | None, depth: int) -> None:
+        label = region_label(child, self._style)
+        expandable = child.has_children and not (child.children_loaded and not child.children())
+        child_node = node.add(label, data=child, allow_expand=expandable)
+        self._nodes[id(child)] = child_node
+        self._on_register(child, parent, depth)
+        # Children built eagerly with their parent (an entry's key and value) are registered too, so
+        # the hex view colours them and the cursor can select them before anyone expands the entry.
+        if child.children_loaded:
+            stack = [(c, child, depth + 1) for c in child.children()[:64]]
+            while stack:
+                c, p, d = stack.pop()
+                self._on_register(c, p, d)
+                if c.children_loaded and d < depth + 3:
+                    stack.extend((g, c, d + 1) for g in c.children()[:64])
+
+    @staticmethod
+    def _depth(node: TreeNode[TreeData]) -> int:
+        d = 0
+        p = node.parent
+        while p is not None:
+            d += 1
+            p = p.parent
+        return d
+
+    def replace_subtree(self, node: TreeNode[TreeData], region: Region) -> None:
+        """Swap the region under a node (after the decoder changed) and forget its children."""
+        self._forget(node)
+        node.remove_children()
+        self._populated.discard(node.id)
+        node.data = region
+        self._nodes[id(region)] = node
+        node.set_label(region_label(region, self._style))
+        node.allow_expand = region.has_children
+
+    def _forget(self, node: TreeNode[TreeData]) -> None:
+        for child in node.children:
+            self._forget(child)
+            if isinstance(child.data, Region):
+                self._nodes.pop(id(child.data), None)
+            self._populated.discard(child.id)
+
+    # ------------------------------------------------------------- actions
+
+    def action_expand_cursor(self) -> None:
+        node = self.cursor_node
+        if node is None:
+            return
+        if node.allow_expand and not node.is_expanded:
+            node.expand()
+        elif node.children:
+            self.move_cursor(node.children[0])
+
+    def action_collapse_cursor(self) -> None:
+        node = self.cursor_node
+        if node is None:
+            return
+        if node.is_expanded:
+            node.collapse()
+        elif node.parent is not None:
+            self.move_cursor(node.parent)
+
+    def ensure_lines(self) -> None:
+        """Make node line numbers current after expanding (``move_cursor`` reads them directly)."""
+        self.get_node_at_line(0)
