@@ -41,12 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="print the decoded layout (MemoryManager, memories, structures)")
     p.add_argument("path", help="stable_memory.bin, any raw stable-memory file, or a snapshot directory")
     p.add_argument("--json", action="store_true", help="print JSON instead of a tree")
-    p.add_argument("--deep", action="store_true", help="walk every structure fully (node and allocator figures)")
+    p.add_argument(
+        "--deep", action="store_true", help="walk every structure fully (node and allocator figures)"
+    )
     _add_decoder_options(p)
 
     p = sub.add_parser("extract", help="write one memory's virtual bytes to a file")
     p.add_argument("path")
-    p.add_argument("--memory", required=True, help="MemoryId (0-254), or 'raw' for a snapshot without a MemoryManager")
+    p.add_argument(
+        "--memory", required=True, help="MemoryId (0-254), or 'raw' for a snapshot without a MemoryManager"
+    )
     p.add_argument("-o", "--output", required=True, help="output file (never the input; see --force)")
     p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
 
@@ -55,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", required=True, help="MemoryId or 'raw' (for a log, either half)")
     p.add_argument("--format", choices=("table", "jsonl"), default="table")
     p.add_argument("--limit", type=int, default=None, help="stop after N entries")
-    p.add_argument("--key-size", type=int, default=None, help="B-tree keys are fixed-size N bytes (no length prefix)")
+    p.add_argument(
+        "--key-size", type=int, default=None, help="B-tree keys are fixed-size N bytes (no length prefix)"
+    )
     _add_decoder_options(p)
 
     p = sub.add_parser("check", help="diagnose corruption; exit 1 when there is an error finding")
@@ -101,7 +107,9 @@ def _parse_memory_id(text: str) -> int | str:
     return value
 
 
-def _write_output(out: Path, inputs: Sequence[Path | None], force: bool, writer: Callable[[Any], None]) -> None:
+def _write_output(
+    out: Path, inputs: Sequence[Path | None], force: bool, writer: Callable[[Any], None]
+) -> None:
     """Write an output file without ever touching an input, and without clobbering unless --force."""
     for src in inputs:
         if src is not None and out.exists() and os.path.samefile(out, src):
@@ -215,7 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("STABLE_INSPECT_DEBUG"):
             raise
-        print(f"stable-inspect: internal error: {type(exc).__name__}: {exc} (set STABLE_INSPECT_DEBUG=1 for details)", file=sys.stderr)
+        print(
+            f"stable-inspect: internal error: {type(exc).__name__}: {exc} (set STABLE_INSPECT_DEBUG=1 for details)",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -68,7 +68,9 @@ def open_structure(
     except OutOfBounds as exc:
         raw = RawContent(mem, memory_id, "unknown", note=f"{magic.decode('latin-1')} header cut off")
         f = raw.finding(
-            "error", "structure_truncated", f"memory {memory_id} starts with {magic!r} but its header is cut off: {exc}"
+            "error",
+            "structure_truncated",
+            f"memory {memory_id} starts with {magic!r} but its header is cut off: {exc}",
         )
         return raw, [f]
     if mem.size == 0:

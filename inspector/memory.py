@@ -9,13 +9,13 @@ end raises ``OutOfBounds``, which walkers turn into findings, never into a trace
 from __future__ import annotations
 
 import bisect
+from dataclasses import dataclass, field
 from typing import Any
+
+from inspector.layouts import BUCKETS_START, WASM_PAGE_SIZE
 
 # Anything with the buffer protocol (mmap, bytes, bytearray, memoryview); collections.abc.Buffer is 3.12+.
 Buffer = Any
-from dataclasses import dataclass, field
-
-from inspector.layouts import BUCKETS_START, WASM_PAGE_SIZE
 
 Range = tuple[int, int]
 
@@ -118,7 +118,9 @@ class VirtualMemory(Memory):
 
     def read(self, offset: int, n: int) -> bytes:
         if offset < 0 or n < 0 or offset + n > self.size:
-            raise OutOfBounds(f"read of {n} bytes at virtual {offset:#x} is outside {self.label} ({self.size} bytes)")
+            raise OutOfBounds(
+                f"read of {n} bytes at virtual {offset:#x} is outside {self.label} ({self.size} bytes)"
+            )
         k, off = divmod(offset, self.bucket_size_bytes)
         if off + n <= self.bucket_size_bytes:  # the common case: one bucket
             start = self._starts[k] + off

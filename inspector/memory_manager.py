@@ -40,7 +40,10 @@ class MemoryInfo:
             "size_bytes": self.size_bytes,
             "buckets": list(self.buckets),
             "bucket_physical_ranges": [
-                [BUCKETS_START + b * self.memory.bucket_size_bytes, BUCKETS_START + (b + 1) * self.memory.bucket_size_bytes]
+                [
+                    BUCKETS_START + b * self.memory.bucket_size_bytes,
+                    BUCKETS_START + (b + 1) * self.memory.bucket_size_bytes,
+                ]
                 for b in self.buckets
             ],
         }
@@ -99,9 +102,7 @@ class MemoryManagerInfo:
             "bucket_size_in_pages": self.bucket_size_in_pages,
             "bucket_size_in_bytes": self.bucket_size_bytes,
             "bucket_owners": self.bucket_owners,
-            "memory_sizes_in_pages": {
-                str(i): s for i, s in enumerate(self.memory_sizes_in_pages) if s
-            },
+            "memory_sizes_in_pages": {str(i): s for i, s in enumerate(self.memory_sizes_in_pages) if s},
             "memories": [m.to_json() for m in self.memories],
             "reconstructed": self.reconstructed,
         }
@@ -138,15 +139,26 @@ def build_memories(
 def read_memory_manager(phys: PhysicalMemory) -> MemoryManagerInfo:
     """Parse physical page 0 as a MemoryManager, validating every field against FORMAT.md §2 and §11."""
     if phys.size < 3:
-        return MemoryManagerInfo(False, reason=f"the snapshot is only {phys.size} bytes: too small for a header")
+        return MemoryManagerInfo(
+            False, reason=f"the snapshot is only {phys.size} bytes: too small for a header"
+        )
     magic = phys.read(0, 3)
     if magic != MM_MAGIC:
         shown = magic.decode("latin-1").encode("unicode_escape").decode()
-        return MemoryManagerInfo(False, reason=f"bytes 0..3 are '{shown}', not 'MGR'", magic=phys.read(0, min(4, phys.size)))
+        return MemoryManagerInfo(
+            False, reason=f"bytes 0..3 are '{shown}', not 'MGR'", magic=phys.read(0, min(4, phys.size))
+        )
     if phys.size < MM_HEADER_PAGE_USED:
-        info = MemoryManagerInfo(False, reason=f"'MGR' magic, but the snapshot ({phys.size} bytes) ends inside page 0")
+        info = MemoryManagerInfo(
+            False, reason=f"'MGR' magic, but the snapshot ({phys.size} bytes) ends inside page 0"
+        )
         info.findings.append(
-            Finding("error", "memory_manager_clobbered", info.reason + ": header or bucket table cut off", [(0, phys.size)])
+            Finding(
+                "error",
+                "memory_manager_clobbered",
+                info.reason + ": header or bucket table cut off",
+                [(0, phys.size)],
+            )
         )
         return info
 
@@ -198,7 +210,9 @@ def _check_table(info: MemoryManagerInfo, file_size: int) -> None:
     if beyond or holes:
         parts = []
         if beyond:
-            parts.append(f"{len(beyond)} bucket(s) at or past num_allocated_buckets={nb} have owners (first: {beyond[0]})")
+            parts.append(
+                f"{len(beyond)} bucket(s) at or past num_allocated_buckets={nb} have owners (first: {beyond[0]})"
+            )
         if holes:
             parts.append(
                 f"{len(holes)} bucket(s) below num_allocated_buckets are unallocated (first: {holes[0]}); "

@@ -96,9 +96,21 @@ def element_region(structure: Structure, el: Element) -> Region:
     name = f"[{el.index}]"
     if el.key is not None:
         kranges = _phys(structure.mem, el.key_spans)
-        children.append(Region("key", "key", kranges, value=ValueRef(el.key, structure, "key"), detail=f"{len(el.key)} bytes"))
+        children.append(
+            Region(
+                "key", "key", kranges, value=ValueRef(el.key, structure, "key"), detail=f"{len(el.key)} bytes"
+            )
+        )
         name = f"[{el.index}] {_short_key(structure, el.key)}"
-    children.append(Region("value", "value", vranges, value=ValueRef(el.value, structure, "value"), detail=f"{len(el.value)} bytes"))
+    children.append(
+        Region(
+            "value",
+            "value",
+            vranges,
+            value=ValueRef(el.value, structure, "value"),
+            detail=f"{len(el.value)} bytes",
+        )
+    )
     ranges = sorted([r for c in children for r in c.ranges])
     return Region(
         name,
@@ -147,7 +159,9 @@ def entries_region(structure: Structure, count: int, label: str = "entries") -> 
                 for el in islice(structure.elements(start), end - start):
                     yield element_region(structure, el)
 
-            yield Region(f"{label} {start:,}–{end - 1:,}", "group", children=page_children, memory_id=_mid(structure))
+            yield Region(
+                f"{label} {start:,}–{end - 1:,}", "group", children=page_children, memory_id=_mid(structure)
+            )
 
     if count <= ENTRIES_PAGE:
         return Region(
@@ -157,7 +171,9 @@ def entries_region(structure: Structure, count: int, label: str = "entries") -> 
             memory_id=_mid(structure),
             child_count_hint=count,
         )
-    return Region(f"{label} ({count:,})", "entries", children=pages, memory_id=_mid(structure), child_count_hint=count)
+    return Region(
+        f"{label} ({count:,})", "entries", children=pages, memory_id=_mid(structure), child_count_hint=count
+    )
 
 
 def _finding_regions(findings: list[Finding]) -> list[Region]:
@@ -196,7 +212,9 @@ def structure_region(structure: Structure) -> Region:
         raw_header = VEC_HEADER.parse_dict(mem.read(0, size))
     elif kind == "log":
         index_mem = getattr(structure, "index_mem", None)
-        layout, size = (LogIndexHeader, LOG_INDEX_HEADER.size) if index_mem else (LogDataHeader, LOG_DATA_HEADER.size)
+        layout, size = (
+            (LogIndexHeader, LOG_INDEX_HEADER.size) if index_mem else (LogDataHeader, LOG_DATA_HEADER.size)
+        )
         fast = LOG_INDEX_HEADER if index_mem else LOG_DATA_HEADER
         raw_header = fast.parse_dict(mem.read(0, size))
     if layout is not None:
@@ -210,7 +228,11 @@ def structure_region(structure: Structure) -> Region:
                 memory_id=_mid(structure),
             )
         )
-        if kind == "log" and getattr(structure, "data_mem", None) is not None and getattr(structure, "index_mem", None):
+        if (
+            kind == "log"
+            and getattr(structure, "data_mem", None) is not None
+            and getattr(structure, "index_mem", None)
+        ):
             dmem = structure.data_mem  # type: ignore[attr-defined]
             dr = _first_physical(dmem, 0, LOG_DATA_HEADER.size)
             children.append(
@@ -218,7 +240,9 @@ def structure_region(structure: Structure) -> Region:
                     "GLD header (data memory)",
                     "structure_header",
                     [dr] if dr else [],
-                    fields=header_fields(LogDataHeader, dmem, 0, LOG_DATA_HEADER.parse_dict(dmem.read(0, LOG_DATA_HEADER.size))),
+                    fields=header_fields(
+                        LogDataHeader, dmem, 0, LOG_DATA_HEADER.parse_dict(dmem.read(0, LOG_DATA_HEADER.size))
+                    ),
                     memory_id=structure.memory_id[1] if isinstance(structure.memory_id, list) else None,
                 )
             )
@@ -330,13 +354,17 @@ def mm_region(analysis: Any) -> Region:
                 ],
             )
 
-    mm_findings = [f for f in analysis.all_findings() if f.physical_ranges and f.physical_ranges[0][0] < 34_848]
+    mm_findings = [
+        f for f in analysis.all_findings() if f.physical_ranges and f.physical_ranges[0][0] < 34_848
+    ]
     table = Region(
         f"bucket table ({mm.num_allocated_buckets} allocated)",
         "bucket_table",
         [(BUCKET_TABLE_OFFSET, BUCKET_TABLE_OFFSET + max(1, mm.num_allocated_buckets))],
         children=table_rows,
-        detail="owners " + " ".join(str(o) for o in mm.bucket_owners[:24]) + (" …" if mm.num_allocated_buckets > 24 else ""),
+        detail="owners "
+        + " ".join(str(o) for o in mm.bucket_owners[:24])
+        + (" …" if mm.num_allocated_buckets > 24 else ""),
     )
     title = "MemoryManager (reconstructed)" if mm.reconstructed else "MemoryManager"
     return Region(
@@ -357,9 +385,14 @@ def memories_region(analysis: Any) -> Region:
         for m in mm.memories:
             structure = analysis.structure(m.id)
             children = [structure_region(structure)] if structure is not None else []
-            if isinstance(structure.memory_id if structure else None, list) and structure.memory_id[0] != m.id:
+            if (
+                isinstance(structure.memory_id if structure else None, list)
+                and structure.memory_id[0] != m.id
+            ):
                 # The data half of a paired log: the log is shown once, under its index memory.
-                children = [Region(f"data half of the log at memories {_label_id(structure.memory_id)[9:]}", "log")]
+                children = [
+                    Region(f"data half of the log at memories {_label_id(structure.memory_id)[9:]}", "log")
+                ]
             try:
                 used = m.memory.physical_ranges(0, m.memory.size)
             except OutOfBounds:

@@ -33,8 +33,25 @@ KIND_STYLE = {
     "unreachable": "bold yellow",
 }
 # How deep the summary expands each kind of region (entries stay collapsed: they can be millions).
-EXPAND = {"snapshot", "mm_header", "memories", "memory", "btreemap", "cell", "vec", "minheap", "log", "unknown",
-          "empty", "raw", "diagnosis", "findings", "unreachable", "structure_header", "allocator"}
+EXPAND = {
+    "snapshot",
+    "mm_header",
+    "memories",
+    "memory",
+    "btreemap",
+    "cell",
+    "vec",
+    "minheap",
+    "log",
+    "unknown",
+    "empty",
+    "raw",
+    "diagnosis",
+    "findings",
+    "unreachable",
+    "structure_header",
+    "allocator",
+}
 
 
 def _label(region: Region) -> Text:
@@ -49,7 +66,11 @@ def _label(region: Region) -> Text:
 
 
 def _fill(tree: Tree, region: Region, depth: int, max_children: int = 40) -> None:
-    if region.kind in ("structure_header", "mm_header", "diagnosis") or region.kind == "snapshot" and depth == 0:
+    if (
+        region.kind in ("structure_header", "mm_header", "diagnosis")
+        or region.kind == "snapshot"
+        and depth == 0
+    ):
         for f in region.fields:
             line = Text()
             line.append(f"{f.name}: ", style="dim")

@@ -37,11 +37,11 @@ def load_did(path: str | None) -> dict[int, str]:
 def load_schema(path: str | None) -> dict[str, dict[str, Any]]:
     """A TOML file with one table per memory, e.g.::
 
-        [memory.4]
-        kind = "btreemap"
-        key = "text"
-        value = "candid"
-        key_size = 8        # optional: fixed-size B-tree keys of 8 bytes (no length prefix)
+    [memory.4]
+    kind = "btreemap"
+    key = "text"
+    value = "candid"
+    key_size = 8        # optional: fixed-size B-tree keys of 8 bytes (no length prefix)
     """
     if not path:
         return {}

@@ -26,7 +26,13 @@ METADATA_FILE = "metadata.json"
 DOWNLOAD_PROGRESS_FILE = ".download_progress.json"
 # icp-cli downloads snapshot blobs in chunks of this many bytes and records completed chunk offsets.
 DOWNLOAD_CHUNK_SIZE = 2_000_000
-SNAPSHOT_DIR_MARKERS = (METADATA_FILE, STABLE_MEMORY_FILE, "wasm_memory.bin", "wasm_module.bin", "wasm_chunk_store")
+SNAPSHOT_DIR_MARKERS = (
+    METADATA_FILE,
+    STABLE_MEMORY_FILE,
+    "wasm_memory.bin",
+    "wasm_module.bin",
+    "wasm_chunk_store",
+)
 METADATA_KEYS = (
     "source",
     "taken_at_timestamp",
@@ -84,7 +90,9 @@ def _read_json(path: Path, what: str, findings: list[Finding]) -> dict[str, Any]
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        findings.append(Finding("warning", "metadata_unreadable", f"{what} {path.name} cannot be read: {exc}"))
+        findings.append(
+            Finding("warning", "metadata_unreadable", f"{what} {path.name} cannot be read: {exc}")
+        )
         return None
     if not isinstance(data, dict):
         findings.append(Finding("warning", "metadata_unreadable", f"{what} {path.name} is not a JSON object"))

@@ -14,7 +14,9 @@ FIXTURES = SHARED / "fixtures"
 
 def require_fixtures() -> Path:
     if not FIXTURES.is_dir():
-        pytest.skip(f"real-library fixtures not found at {FIXTURES} (../shared/fixtures from the project root)")
+        pytest.skip(
+            f"real-library fixtures not found at {FIXTURES} (../shared/fixtures from the project root)"
+        )
     return FIXTURES
 
 

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURES, expected_files, require_fixtures
 
-from conftest import FIXTURES, expected_files, fixture_ids, require_fixtures
 from inspector.cli import main
 
 KINDS = ("cell", "btreemap", "vec", "minheap", "log")
@@ -83,7 +83,9 @@ def test_limit_stops_early(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_table_output_lists_decoded_candid(capsys: pytest.CaptureFixture[str]) -> None:
     require_fixtures()
-    assert main(["entries", str(FIXTURES / "migration" / "pre_upgrade"), "--memory", "4", "--limit", "3"]) == 0
+    assert (
+        main(["entries", str(FIXTURES / "migration" / "pre_upgrade"), "--memory", "4", "--limit", "3"]) == 0
+    )
     out = capsys.readouterr().out
     assert "200 entries" in out and "record" in out
 

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURES, expected_files, fixture_ids, require_fixtures
+
 from inspector.cli import main
 
 MM_FIELDS = ("layout_version", "bucket_size_in_pages", "num_allocated_buckets", "bucket_owners")
@@ -122,7 +122,9 @@ def test_stability_golden_virtual_bytes_follow_the_write_pattern() -> None:
                 (65_536 * (1 + m.buckets[k]) + 65_528, 65_536 * (2 + m.buckets[k])),
                 (65_536 * (1 + m.buckets[k + 1]), 65_536 * (1 + m.buckets[k + 1]) + 8),
             ]
-            assert m.memory.read(at, 16) == snap.memory.read(*_span(phys[0])) + snap.memory.read(*_span(phys[1]))
+            assert m.memory.read(at, 16) == snap.memory.read(*_span(phys[0])) + snap.memory.read(
+                *_span(phys[1])
+            )
 
 
 def _span(r: tuple[int, int]) -> tuple[int, int]:
@@ -151,7 +153,9 @@ def test_standalone_images_detected(name: str, capsys: pytest.CaptureFixture[str
     if kind == "empty-or-unknown":
         assert got["memory_manager"]["present"] is True
         mem0 = got["structures"][0]
-        assert mem0["kind"] == "unknown" and mem0["header"]["first_bytes_hex"].startswith("48454c4c4f")  # HELLO
+        assert mem0["kind"] == "unknown" and mem0["header"]["first_bytes_hex"].startswith(
+            "48454c4c4f"
+        )  # HELLO
         return
     assert got["memory_manager"]["present"] is False
     (s,) = got["structures"]
@@ -164,7 +168,12 @@ def test_standalone_headers(capsys: pytest.CaptureFixture[str]) -> None:
     cell = summary_json(sa / "cell_string.bin", capsys)["structures"][0]
     assert cell["header"] == {"layout_version": 1, "value_length": len("hello cell")}
     vec = summary_json(sa / "vec_blob300.bin", capsys)["structures"][0]["header"]
-    assert (vec["length"], vec["max_entry_size"], vec["is_fixed_size"], vec["slot_size"]) == (5, 300, False, 302)
+    assert (vec["length"], vec["max_entry_size"], vec["is_fixed_size"], vec["slot_size"]) == (
+        5,
+        300,
+        False,
+        302,
+    )
     log = summary_json(sa / "log_index.bin", capsys)["structures"][0]
     assert log["header"]["length"] == 4 and log["header"]["role"] == "index"
     quick = summary_json(sa / "mm_quickstart.bin", capsys)

@@ -42,7 +42,9 @@ class Analysis:
             if id(f) not in seen:
                 seen.add(id(f))
                 out.append(f)
-        out.sort(key=lambda f: (severity_rank(f.severity), f.physical_ranges[0][0] if f.physical_ranges else -1))
+        out.sort(
+            key=lambda f: (severity_rank(f.severity), f.physical_ranges[0][0] if f.physical_ranges else -1)
+        )
         return out
 
     def structure(self, memory_id: int | str) -> Structure | None:
@@ -100,9 +102,7 @@ def memory_refs_for(snapshot: Snapshot, mm: MemoryManagerInfo) -> list[MemoryRef
     return [("raw", snapshot.memory)]
 
 
-def analyze(
-    snapshot: Snapshot, *, options: dict[str, Any] | None = None, forensics: bool = True
-) -> Analysis:
+def analyze(snapshot: Snapshot, *, options: dict[str, Any] | None = None, forensics: bool = True) -> Analysis:
     """Decode the layout of a snapshot. ``options`` maps memory ids (as strings) to decoder settings."""
     mm = read_memory_manager(snapshot.memory)
     refs = memory_refs_for(snapshot, mm)

@@ -21,7 +21,12 @@ def describe_unknown_memory(mem: Memory) -> dict[str, Any] | None:
             msg = decode_message(mem.read(0, mem.size) if mem.size <= 1 << 24 else head)
         except (CandidError, OutOfBounds):
             return {"kind": "candid", "verified": False, "reason": "starts with DIDL but does not decode"}
-        return {"kind": "candid", "verified": True, "length": msg.end, "reason": "a whole Candid message at offset 0"}
+        return {
+            "kind": "candid",
+            "verified": True,
+            "length": msg.end,
+            "reason": "a whole Candid message at offset 0",
+        }
     lp = detect_length_prefixed(head, mem.size)
     if lp is None:
         return None

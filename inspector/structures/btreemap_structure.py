@@ -66,7 +66,8 @@ class BTreeMapStructure(Structure):
             result = self.map.walk()
             alloc = self.map.allocator
             out["allocator"] = {
-                k: alloc[k] for k in ("allocation_size", "num_allocated_chunks", "free_list_head", "free_list_len")
+                k: alloc[k]
+                for k in ("allocation_size", "num_allocated_chunks", "free_list_head", "free_list_len")
             }
             out["nodes"] = dict(result.nodes)
             out["count"] = result.entry_count
@@ -82,7 +83,14 @@ class BTreeMapStructure(Structure):
     def elements(self, start: int = 0) -> Iterator[Element]:
         i = start
         for e in self.map.iter_entries(start):
-            yield Element(i, e.value, e.key, source=f"node {e.node_addr:#x}", node_addr=e.node_addr, slot=e.index_in_node)
+            yield Element(
+                i,
+                e.value,
+                e.key,
+                source=f"node {e.node_addr:#x}",
+                node_addr=e.node_addr,
+                slot=e.index_in_node,
+            )
             i += 1
 
     def element_spans(self, el: Element) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
@@ -129,7 +137,12 @@ class BTreeMapStructure(Structure):
             pass
         if self.map.root_addr:
             children.append(
-                Region("nodes", "group", children=lambda: [self._node_region(self.map.root_addr, 0)], memory_id=_mid(self))
+                Region(
+                    "nodes",
+                    "group",
+                    children=lambda: [self._node_region(self.map.root_addr, 0)],
+                    memory_id=_mid(self),
+                )
             )
         n = self.count()
         if n:
@@ -172,11 +185,15 @@ class BTreeMapStructure(Structure):
 
         def kids() -> Iterator[Region]:
             for i, ne in enumerate(node.entries):
-                el = Element(i, ne.value, ne.key, list(ne.key_ranges), list(ne.value_ranges), f"node {addr:#x}")
+                el = Element(
+                    i, ne.value, ne.key, list(ne.key_ranges), list(ne.value_ranges), f"node {addr:#x}"
+                )
                 yield element_region(self, el)
             for ovf in node.overflows:
                 yield Region(
-                    f"overflow page @ {ovf:#x}", "overflow", self.map._phys(ovf - CHUNK_HEADER_SIZE, CHUNK_HEADER_SIZE + 11)
+                    f"overflow page @ {ovf:#x}",
+                    "overflow",
+                    self.map._phys(ovf - CHUNK_HEADER_SIZE, CHUNK_HEADER_SIZE + 11),
                 )
             if depth < 64:
                 for c in node.children:
@@ -206,5 +223,7 @@ def _mid(s: Structure) -> int | str | None:
     return s.memory_id if not isinstance(s.memory_id, list) else s.memory_id[0]
 
 
-def open_btreemap(mem: Memory, memory_id: int | str, options: dict[str, Any] | None = None) -> BTreeMapStructure:
+def open_btreemap(
+    mem: Memory, memory_id: int | str, options: dict[str, Any] | None = None
+) -> BTreeMapStructure:
     return BTreeMapStructure(mem, memory_id, options)

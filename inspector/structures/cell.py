@@ -20,7 +20,12 @@ class Cell(Structure):
         if magic != CELL_MAGIC:
             self.finding("error", "structure_bad_magic", f"cell magic is {magic!r}, not b'SCL'", [(0, 3)])
         if self.layout_version != 1:
-            self.finding("error", "structure_bad_magic", f"cell layout version {self.layout_version} (expected 1)", [(3, 4)])
+            self.finding(
+                "error",
+                "structure_bad_magic",
+                f"cell layout version {self.layout_version} (expected 1)",
+                [(3, 4)],
+            )
         self.value_end = CELL_HEADER.size + self.value_length
         if self.value_end > mem.size:
             self.finding(

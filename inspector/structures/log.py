@@ -43,7 +43,9 @@ class Log(Structure):
                 index_mem.read(0, LOG_INDEX_HEADER.size)
             )
             if magic != LOG_INDEX_MAGIC:
-                self.finding("error", "structure_bad_magic", f"log index magic is {magic!r}, not b'GLI'", [(0, 3)])
+                self.finding(
+                    "error", "structure_bad_magic", f"log index magic is {magic!r}, not b'GLI'", [(0, 3)]
+                )
             room = max(0, (index_mem.size - LOG_INDEX_ENTRIES_OFFSET) // 8)
             self.readable = min(self.length, room)
             if self.length > room:

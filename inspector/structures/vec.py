@@ -16,21 +16,30 @@ _BATCH_BYTES = 1 << 20
 class BaseVec(Structure):
     def __init__(self, mem: Memory, memory_id: int | str) -> None:
         super().__init__(mem, memory_id)
-        (magic, self.layout_version, self.length, self.max_entry_size, fixed, reserved) = VEC_HEADER.unpack_from(
-            mem.read(0, VEC_HEADER.size)
+        (magic, self.layout_version, self.length, self.max_entry_size, fixed, reserved) = (
+            VEC_HEADER.unpack_from(mem.read(0, VEC_HEADER.size))
         )
         expected = VEC_MAGIC if self.kind == "vec" else MINHEAP_MAGIC
         if magic != expected:
-            self.finding("error", "structure_bad_magic", f"{self.kind} magic is {magic!r}, not {expected!r}", [(0, 3)])
+            self.finding(
+                "error", "structure_bad_magic", f"{self.kind} magic is {magic!r}, not {expected!r}", [(0, 3)]
+            )
         if self.layout_version != 1:
             self.finding(
-                "error", "structure_bad_magic", f"{self.kind} layout version {self.layout_version} (expected 1)", [(3, 4)]
+                "error",
+                "structure_bad_magic",
+                f"{self.kind} layout version {self.layout_version} (expected 1)",
+                [(3, 4)],
             )
         self.is_fixed_size = fixed == 1
         if fixed not in (0, 1):
-            self.finding("error", "structure_header_invalid", f"is_fixed_size byte is {fixed}, not 0 or 1", [(16, 17)])
+            self.finding(
+                "error", "structure_header_invalid", f"is_fixed_size byte is {fixed}, not 0 or 1", [(16, 17)]
+            )
         if any(reserved):
-            self.finding("warning", "structure_header_invalid", "reserved header bytes 17..64 are not zero", [(17, 64)])
+            self.finding(
+                "warning", "structure_header_invalid", "reserved header bytes 17..64 are not zero", [(17, 64)]
+            )
         self.prefix_width = vec_slot_prefix_width(self.max_entry_size, self.is_fixed_size)
         self.slot_size = self.max_entry_size + self.prefix_width
         self.data_end = VEC_DATA_OFFSET + self.length * self.slot_size
