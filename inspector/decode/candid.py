@@ -37,7 +37,10 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, NoReturn, overload
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "MAGIC",
+    "MAX_PRINCIPAL_LEN",
+    "PRIMITIVES",
     "CandidError",
     "CandidHeader",
     "CandidMessage",
