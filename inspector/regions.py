@@ -254,6 +254,8 @@ def structure_region(structure: Structure) -> Region:
     except OutOfBounds:
         ranges = []
     detail = ", ".join(f"{k}={v}" for k, v in hj.items() if k not in ("first_bytes_hex",))
+    if count and kind in ("cell", "vec", "minheap", "log"):
+        detail += _value_detail(structure)
     if kind == "unknown":
         detail = "first bytes " + hj.get("first_bytes_hex", "")[:32]
     return Region(
@@ -266,6 +268,22 @@ def structure_region(structure: Structure) -> Region:
         memory_id=_mid(structure),
         detail=detail,
     )
+
+
+def _value_detail(structure: Structure) -> str:
+    """The decoder in use and, for a cell, its decoded value on one line."""
+    try:
+        from inspector.decode.values import decode_for, type_for
+
+        out = f" · {type_for(structure, 'value')}"
+        if structure.kind == "cell":
+            first = next(structure.elements(0), None)
+            if first is not None:
+                text = decode_for(structure, "value", first.value).text
+                out += ": " + (text if len(text) <= 100 else text[:99] + "…")
+        return out
+    except Exception:  # a structure too broken to sample: the header line says enough
+        return ""
 
 
 def _label_id(mid: Any) -> str:

@@ -548,6 +548,8 @@ def test_bad_magics() -> None:
     bad = _standalone("x", _patch(data, 0, b"XYZ"))
     assert _codes(bad) == {"structure_bad_magic"}
     assert bad.header["page_size_kind"] is None and list(bad.iter_entries()) == []
+    assert [f.code for f in bad.header_findings()] == ["structure_bad_magic"]
+    assert bad.header_findings()[0].physical_ranges == [(0, 3)]
     bad_alloc = _standalone("x", _patch(data, 52, b"XYZ"))
     assert "structure_bad_magic" in _codes(bad_alloc)
     assert bad_alloc.walk().entry_count == 17_000  # nodes are still followed

@@ -184,15 +184,17 @@ class BTreeMap:
         self._v2_seen = False
         self._v2_in_grid: bool | None = None
 
+        # The v2 key layout: None = not decided yet (inferred when first needed), 0 = length-prefixed,
+        # N > 0 = fixed N bytes.
+        self._kfix: int | None
         if key_fixed_size == "auto":
-            self._kfix: int | None = None  # unresolved until a v2 node needs it
-            self._key_forced = False
+            self._kfix = None
         elif key_fixed_size is None:
-            self._kfix, self._key_forced = 0, True
+            self._kfix = 0
         else:
             if key_fixed_size <= 0:
                 raise ValueError("key_fixed_size must be positive, None or 'auto'")
-            self._kfix, self._key_forced = int(key_fixed_size), True
+            self._kfix = int(key_fixed_size)
         self._read_headers()
 
     # --- headers -----------------------------------------------------------------------------------------
@@ -467,7 +469,13 @@ class BTreeMap:
         if payload + 3 > self._size:
             return "none"
         buf, phys, avail = self._contig(payload)
-        magic = bytes(buf[phys : phys + 3]) if avail >= 3 else self.mem.read(payload, 3)
+        if avail >= 3:
+            magic = bytes(buf[phys : phys + 3])
+        else:
+            try:
+                magic = self.mem.read(payload, 3)
+            except OutOfBounds:  # a bucket missing from a truncated snapshot
+                return "none"
         if magic == NODE_MAGIC:
             return "BTN"
         if magic == OVERFLOW_MAGIC:
@@ -972,6 +980,17 @@ class BTreeMap:
             return self.mem.physical_ranges(start, end - start)
         except OutOfBounds:
             return []
+
+    def physical_span(self, start: int, n: int) -> list[Range]:
+        """Physical ranges of memory bytes [start, start+n), clipped to the memory; never raises."""
+        return self._phys(start, n)
+
+    def header_findings(self) -> list[Finding]:
+        """Findings about the BTR/BTA headers alone (known at construction, no walk needed)."""
+        return [
+            Finding(severity, code, message, self._phys(s, e - s), self.memory_id, details)
+            for severity, code, message, (s, e), details in self._header_findings
+        ]
 
     def physical_ranges(self, ranges: list[Range]) -> list[Range]:
         """Physical ranges of memory ranges (e.g. ``NodeEntry.value_ranges``), for the hex view."""

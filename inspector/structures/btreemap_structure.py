@@ -45,12 +45,7 @@ class BTreeMapStructure(Structure):
         self._own = value
 
     def _header_findings(self) -> list[Any]:
-        from inspector.model import Finding
-
-        out = []
-        for severity, code, message, (s, e), details in getattr(self.map, "_header_findings", []):
-            out.append(Finding(severity, code, message, self.map._phys(s, e - s), self.memory_id, details))
-        return out
+        return list(self.map.header_findings())
 
     def deep(self) -> None:
         self.map.walk()
@@ -112,12 +107,23 @@ class BTreeMapStructure(Structure):
         children: list[Region] = []
         try:
             hdr = BTREE_HEADER.parse_dict(mem.read(0, BTREE_HEADER.size))
+            fields = header_fields(BTreeMapHeader, mem, 0, hdr)
+            # The two u32 fields mean different things per layout version (FORMAT.md §3.1).
+            names = (
+                {"size_a": "page_size", "size_b": "page_size_marker"}
+                if hdr["layout_version"] == 2
+                else {"size_a": "max_key_size", "size_b": "max_value_size"}
+            )
+            for f in fields:
+                f.name = names.get(f.name, f.name)
+                if f.name == "page_size_marker":
+                    f.display = f"{f.value:#x}"
             children.append(
                 Region(
                     "BTR header",
                     "structure_header",
                     mem.physical_ranges(0, BTREE_HEADER.size),
-                    fields=header_fields(BTreeMapHeader, mem, 0, hdr),
+                    fields=fields,
                     memory_id=_mid(self),
                 )
             )
@@ -149,6 +155,7 @@ class BTreeMapStructure(Structure):
             children.append(entries_region(self, n))
         h = self.map.header
         detail = f"v{h['layout_version']}, page {h['page_size']}, {h['length']:,} entries"
+        detail += _types_detail(self)
         try:
             ranges = mem.physical_ranges(0, min(mem.size, ALLOCATOR_OFFSET + ALLOCATOR_HEADER.size))
         except OutOfBounds:
@@ -170,7 +177,7 @@ class BTreeMapStructure(Structure):
             yield Region(
                 f"free chunk {i} @ {addr:#x}" + (" (frontier)" if i == len(chain) - 1 else ""),
                 "free_chunk",
-                self.map._phys(addr, CHUNK_HEADER_SIZE),
+                self.map.physical_span(addr, CHUNK_HEADER_SIZE),
                 fields=[Field("addr", addr, display=f"{addr:#x}")],
                 memory_id=_mid(self),
             )
@@ -181,7 +188,9 @@ class BTreeMapStructure(Structure):
         try:
             node = self.map.node(addr)
         except NodeError as exc:
-            return Region(f"node @ {addr:#x} (invalid)", "node", self.map._phys(addr, 16), detail=str(exc))
+            return Region(
+                f"node @ {addr:#x} (invalid)", "node", self.map.physical_span(addr, 16), detail=str(exc)
+            )
 
         def kids() -> Iterator[Region]:
             for i, ne in enumerate(node.entries):
@@ -193,7 +202,7 @@ class BTreeMapStructure(Structure):
                 yield Region(
                     f"overflow page @ {ovf:#x}",
                     "overflow",
-                    self.map._phys(ovf - CHUNK_HEADER_SIZE, CHUNK_HEADER_SIZE + 11),
+                    self.map.physical_span(ovf - CHUNK_HEADER_SIZE, CHUNK_HEADER_SIZE + 11),
                 )
             if depth < 64:
                 for c in node.children:
@@ -202,7 +211,7 @@ class BTreeMapStructure(Structure):
         return Region(
             f"{node.type} node @ {addr:#x}",
             "node",
-            self.map.physical_ranges(node.ranges) or self.map._phys(addr, 7),
+            self.map.physical_ranges(node.ranges) or self.map.physical_span(addr, 7),
             fields=[
                 Field("addr", addr, display=f"{addr:#x}"),
                 Field("version", node.version),
@@ -217,6 +226,16 @@ class BTreeMapStructure(Structure):
             detail=f"v{node.version}, {node.num_entries} entries"
             + (f", {len(node.overflows)} overflow pages" if node.overflows else ""),
         )
+
+
+def _types_detail(s: Structure) -> str:
+    """ " · key text → value candid", the decoders in use (guessed or from the schema)."""
+    try:
+        from inspector.decode.values import type_for
+
+        return f" · key {type_for(s, 'key')} → value {type_for(s, 'value')}"
+    except Exception:  # a map too broken to sample has no types to show
+        return ""
 
 
 def _mid(s: Structure) -> int | str | None:
