@@ -180,3 +180,33 @@ def test_standalone_headers(capsys: pytest.CaptureFixture[str]) -> None:
     assert quick["memory_manager"]["bucket_owners"] == [1, 0]
     kinds = {s["memory_id"]: s["kind"] for s in quick["structures"]}
     assert kinds == {0: "unknown", 1: "btreemap"}
+
+
+@pytest.mark.parametrize("expected_path", expected_files(), ids=fixture_ids())
+def test_summary_deep_allocator_and_node_figures(
+    expected_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    expected = json.loads(expected_path.read_text())
+    maps = [s for s in expected["structures"] if s["kind"] == "btreemap"]
+    if not maps:
+        pytest.skip("no B-tree in this fixture")
+    got = summary_json(expected_path.parent, capsys, "--deep")
+    mine = {json.dumps(s["memory_id"]): s for s in got["structures"]}
+    for s in maps:
+        m = mine[json.dumps(s["memory_id"])]
+        for key in ("allocation_size", "num_allocated_chunks", "free_list_head", "free_list_len"):
+            assert m["allocator"][key] == s["allocator"][key], key
+        for key in (
+            "count",
+            "leaf_count",
+            "internal_count",
+            "v1_node_count",
+            "v2_node_count",
+            "overflow_page_count",
+            "depth",
+        ):
+            assert m["nodes"][key] == s["nodes"][key], key
+        assert m["count"] == s["count"] and m["entries_sha256"] == s["entries_sha256"]
+    # Healthy fixtures: no error finding even after the full validated walk.
+    if not expected["fixture"].startswith("migration/"):
+        assert [f for f in got["findings"] if f["severity"] == "error"] == []
