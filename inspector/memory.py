@@ -121,6 +121,8 @@ class VirtualMemory(Memory):
             raise OutOfBounds(
                 f"read of {n} bytes at virtual {offset:#x} is outside {self.label} ({self.size} bytes)"
             )
+        if n == 0:
+            return b""  # also for a memory that has a size but no buckets
         k, off = divmod(offset, self.bucket_size_bytes)
         if off + n <= self.bucket_size_bytes:  # the common case: one bucket
             start = self._starts[k] + off

@@ -29,6 +29,7 @@ class Analysis:
     reconstructed: Any = None  # a Reconstruction when the layout had to be rebuilt
     stable_save: Any = None  # a StableSaveBlob when a stable_save message was found
     extras: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # per-memory decoder settings (schema)
     deep_done: bool = False
 
     @property
@@ -67,6 +68,8 @@ class Analysis:
         for s in self.structures:
             walk = getattr(s, "deep", None)
             if walk is not None:
+                # A walk reads the mapped file; one that shrank meanwhile would end in SIGBUS.
+                self.snapshot.check_unchanged()
                 walk()
         self.deep_done = True
 
@@ -92,7 +95,8 @@ class Analysis:
             out["stable_save"] = self.stable_save.to_json()
         if self.reconstructed is not None:
             out["reconstructed"] = self.reconstructed.to_json()
-        out.update(self.extras)
+        # Keys starting with "_" are in-process hooks for the views (callables), not output.
+        out.update({k: v for k, v in self.extras.items() if not k.startswith("_")})
         return out
 
 
@@ -104,10 +108,13 @@ def memory_refs_for(snapshot: Snapshot, mm: MemoryManagerInfo) -> list[MemoryRef
 
 def analyze(snapshot: Snapshot, *, options: dict[str, Any] | None = None, forensics: bool = True) -> Analysis:
     """Decode the layout of a snapshot. ``options`` maps memory ids (as strings) to decoder settings."""
+    snapshot.check_unchanged()
     mm = read_memory_manager(snapshot.memory)
     refs = memory_refs_for(snapshot, mm)
     structures, findings = detect_structures(refs, options)
-    analysis = Analysis(snapshot, mm, refs, structures, [*snapshot.findings, *mm.findings, *findings])
+    analysis = Analysis(
+        snapshot, mm, refs, structures, [*snapshot.findings, *mm.findings, *findings], options=dict(options or {})
+    )
     if forensics:
         try:
             from inspector.analysis.forensics import run_forensics

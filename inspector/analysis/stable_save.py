@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from inspector.decode.candid import MAGIC as DIDL, CandidError, CandidMessage, decode_message
+from inspector.decode.candid import MAGIC as DIDL
+from inspector.decode.candid import CandidError, CandidMessage, decode_message
 from inspector.layouts import (
     BUCKET_TABLE_OFFSET,
     BUCKETS_START,
@@ -35,6 +36,13 @@ MAX_JSON_MESSAGE_BYTES = 16 << 20
 MAX_COPY_BYTES = 64 << 20
 
 _SIZE_SLOTS_START = 40  # memory_sizes_in_pages[0] (FORMAT.md §2.1)
+_FIELD_LABELS = {
+    "magic": "magic",
+    "layout_version": "layout version",
+    "num_allocated_buckets": "bucket count",
+    "bucket_size_in_pages": "bucket size",
+    "reserved": "reserved bytes",
+}
 
 
 @dataclass
@@ -71,6 +79,9 @@ class StableSaveBlob:
     physical_ranges: list[Range] = field(default_factory=list)
     overwritten: list[Overwritten] = field(default_factory=list)
     names: dict[int, str] = field(default_factory=dict)
+    # What to add to the message's own offsets to get physical offsets: 0 when it was decoded straight
+    # from the snapshot, None when it was decoded from a copy of bytes spread over several buckets.
+    message_phys_base: int | None = 0
 
     @property
     def complete(self) -> bool:
@@ -138,7 +149,7 @@ class StableSaveBlob:
             fields.append(Field("types", self.message.types_text(self.names or None)))
             text = self.value_text()
             value = Decoded(self.value_json(), text if len(text) <= 400 else text[:399] + "…")
-            base = self.physical_ranges[0][0] - self.start if len(self.physical_ranges) == 1 else None
+            base = self.message_phys_base
             for i, arg in enumerate(self.message.args):
                 ranges = [(base + arg.start, base + arg.end)] if base is not None else []
                 children.append(
@@ -178,35 +189,36 @@ def find_at_physical_zero(phys: PhysicalMemory) -> StableSaveBlob | None:
     return StableSaveBlob(0, msg.end, None, False, msg, None, [(0, msg.end)])
 
 
-def _decode_in_memory(mem: Memory, offset: int, end: int) -> tuple[CandidMessage | None, int, str | None]:
+def _decode_in_memory(
+    mem: Memory, offset: int, end: int
+) -> tuple[CandidMessage | None, int, str | None, int | None]:
     """Decode a message at virtual ``offset`` that may not extend past ``end``.
 
-    Returns (message, end offset reached, error). Decodes straight from the snapshot mmap when the
-    bytes are contiguous there (the usual case: inside one bucket), else from a bounded copy.
+    Returns (message, virtual end reached, error, physical base of the message's offsets). Decodes
+    straight from the snapshot mmap when the bytes are contiguous there (the usual case: inside one
+    bucket), else from a bounded copy (whose offsets are not physical: base None).
     """
     buf, phys, avail = mem.contiguous(offset)
     if avail >= end - offset:
         try:
             msg = decode_message(buf, phys, end=phys + (end - offset))
         except CandidError as exc:
-            return None, offset + max(0, exc.offset - phys), str(exc)
-        shift = phys - offset
-        # Rebase onto virtual offsets: CandidMessage is frozen, so keep the physical one and report the
-        # virtual end separately.
-        return msg, msg.end - shift, None
+            return None, offset + max(0, exc.offset - phys), str(exc), 0
+        # The message's offsets are physical here; the virtual end is the same distance from offset.
+        return msg, offset + (msg.end - phys), None, 0
     n = min(end - offset, MAX_COPY_BYTES)
     try:
         data = mem.read(offset, n)
     except OutOfBounds as exc:
-        return None, offset, str(exc)
+        return None, offset, str(exc), None
     try:
         msg = decode_message(data, 0)
     except CandidError as exc:
         error = str(exc)
         if n < end - offset:
             error += f" (only the first {n:,} bytes were examined)"
-        return None, offset + exc.offset, error
-    return msg, offset + msg.end, None
+        return None, offset + exc.offset, error, None
+    return msg, offset + msg.end, None, None
 
 
 def find_in_memory(mem: Memory, memory_id: int | str) -> StableSaveBlob | None:
@@ -224,7 +236,7 @@ def find_in_memory(mem: Memory, memory_id: int | str) -> StableSaveBlob | None:
         start, limit, prefixed = 4, 4 + length, True
     else:
         return None
-    msg, end, error = _decode_in_memory(mem, start, limit)
+    msg, end, error, base = _decode_in_memory(mem, start, limit)
     if prefixed and msg is not None and end != limit:
         # The length prefix is the delimiter (FORMAT.md §8.4): a message that ends elsewhere is not it.
         error = f"the Candid message ends at {end:,}, not at the {limit - 4:,} bytes its length prefix says"
@@ -233,7 +245,7 @@ def find_in_memory(mem: Memory, memory_id: int | str) -> StableSaveBlob | None:
         ranges = mem.physical_ranges(0, max(end, start + 4))
     except OutOfBounds:
         ranges = []
-    return StableSaveBlob(start, end, memory_id, prefixed, msg, error, ranges)
+    return StableSaveBlob(start, end, memory_id, prefixed, msg, error, ranges, message_phys_base=base)
 
 
 # --- what a message at physical 0 overwrote --------------------------------------------------------------
@@ -271,31 +283,42 @@ def describe_overwritten(end: int, layout: Any | None, header_bytes: bytes = b""
         if span.name == "memory_sizes_in_pages":
             out.extend(_sizes_overwritten(end, layout))
             continue
-        part = " (partly)" if e > end else ""
+        label = _FIELD_LABELS.get(span.name, span.name)
         now = ""
-        if len(hb) >= e and span.name != "reserved":
+        if span.name == "reserved":
+            now = "no longer zero" if len(hb) < e or any(hb[s:e]) else ""
+        elif len(hb) >= e:
             raw = hb[s:e]
             if span.name == "magic":
-                now = f", now {raw.decode('latin-1')!r}"
+                now = f"now {raw.decode('latin-1')!r}"
             else:
-                now = f", now {int.from_bytes(raw, 'little')}"
-        elif span.name == "reserved":
-            now = ", no longer zero"
-        out.append(Overwritten("mm_header_field", f"MemoryManager {span.name}{part}{now}", (s, min(e, end))))
+                now = f"now {int.from_bytes(raw, 'little'):,}"
+        if e > end:
+            now = "partly" + (f", {now}" if now else "")
+        text = label + (f" ({now})" if now else "")
+        out.append(
+            Overwritten(
+                "mm_header_field", text, (s, min(e, end)), {"field": span.name, "label": label, "now": now}
+            )
+        )
     if end > BUCKET_TABLE_OFFSET:
         n = min(end, MM_HEADER_PAGE_USED) - BUCKET_TABLE_OFFSET
         nb = getattr(layout, "num_buckets", None)
+        nb_known = getattr(getattr(layout, "table", None), "num_buckets", None) is not None
         text = f"bucket-table entries of buckets 0–{n - 1}" if n > 1 else "the bucket-table entry of bucket 0"
         if n >= MAX_NUM_BUCKETS:
             text = "the whole bucket table (32,768 entries)"
         details: dict[str, Any] = {"entries": n}
         if nb:
             lost = min(n, nb)
-            text += (
-                f": the owners of all {nb} allocated buckets are gone"
-                if lost >= nb
-                else f": the owners of buckets 0–{lost - 1} of the {nb} allocated are gone"
-            )
+            if lost >= nb:
+                text += (
+                    f": the owners of all {nb} allocated buckets are gone"
+                    if nb_known
+                    else ": every owner is gone"
+                )
+            else:
+                text += f": the owners of buckets 0–{lost - 1} of the {nb} allocated are gone"
             details["allocated_entries_lost"] = lost
         out.append(Overwritten("bucket_table", text, (BUCKET_TABLE_OFFSET, BUCKET_TABLE_OFFSET + n), details))
     if end > MM_HEADER_PAGE_USED:
@@ -318,7 +341,7 @@ def _sizes_overwritten(end: int, layout: Any | None) -> list[Overwritten]:
     partial = (last_byte - _SIZE_SLOTS_START + 1) % 8 != 0 and end < BUCKET_TABLE_OFFSET
     if last < 0:
         return []
-    text = f"MemoryManager memory_sizes_in_pages of memories 0–{last}" if last else "the size of memory 0"
+    text = f"the sizes of memories 0–{last}" if last else "the size of memory 0"
     if partial:
         text += f" ({last} only partly)"
     used = [m.id for m in getattr(layout, "memories", []) if isinstance(m.id, int) and m.id <= last]
@@ -345,11 +368,64 @@ def _buckets_overwritten(end: int, layout: Any | None) -> list[Overwritten]:
         s = BUCKETS_START + b * bs
         e = min(end, s + bs)
         owner = layout.owner_text(b) if hasattr(layout, "owner_text") else "owner unknown"
-        whole = e - s == bs
         text = f"bucket {b} ({owner}): " + (
-            f"all {bs:,} bytes" if whole else f"bytes {s:,}..{e:,}, the first {e - s:,} of its {bs:,}"
+            f"all {bs:,} bytes" if e - s == bs else f"bytes {s:,}..{e:,}, the first {e - s:,} of its {bs:,}"
         )
-        text += ", including the header of the structure that started there" if b == 0 or whole else ""
         out.append(Overwritten("bucket", text, (s, e), {"bucket": b, "bytes": e - s}))
         b += 1
     return out
+
+
+def summarize_overwritten(parts: list[Overwritten]) -> str:
+    """One sentence fragment naming everything in ``parts``, header fields grouped."""
+    fields = [p.text for p in parts if p.what == "mm_header_field"]
+    out: list[str] = []
+    if fields:
+        out.append("the MemoryManager header's " + ", ".join(fields))
+    out.extend(p.text for p in parts if p.what != "mm_header_field")
+    if parts and not any(p.what == "bucket_table" for p in parts):
+        out.append("(the bucket table is intact)")
+    return "; ".join(out)
+
+
+def compact_overwritten(parts: list[Overwritten]) -> str:
+    """A short fragment for the diagnosis: "the header (magic now 'DID', …), the whole bucket table, …"."""
+    out: list[str] = []
+    fields = [p for p in parts if p.what == "mm_header_field"]
+    if fields:
+        shown = []
+        for p in fields:
+            now = str(p.details.get("now", ""))
+            label = str(p.details.get("label", p.text))
+            if now.startswith("now "):
+                shown.append(f"{label} {now[4:]}")
+            elif now == "no longer zero":
+                shown.append(f"{label} non-zero")
+            else:
+                shown.append(f"{label} ({now})" if now else label)
+        out.append("the MemoryManager header (now: " + ", ".join(shown) + ")")
+    for p in parts:
+        if p.what == "memory_sizes":
+            first, last = p.details["memories"]
+            used = p.details.get("in_use") or []
+            text = f"the sizes of memories {first}–{last}" if last else "the size of memory 0"
+            extras = []
+            if p.details.get("partial_last"):
+                extras.append(f"{last} only partly")
+            if used:
+                extras.append(f"{_runs(sorted(used))} in use")
+            out.append(text + (f" ({'; '.join(extras)})" if extras else ""))
+        elif p.what == "bucket_table":
+            n = p.details.get("entries", 0)
+            out.append(
+                "the whole bucket table" if n >= MAX_NUM_BUCKETS else f"bucket-table entries 0–{n - 1}"
+            )
+        elif p.what == "page0_tail":
+            out.append("the rest of page 0")
+        elif p.what == "bucket":
+            out.append(f"the first {p.details['bytes']:,} bytes of bucket {p.details['bucket']}")
+    if parts and not any(p.what == "bucket_table" for p in parts):
+        out.append("but not the bucket table")
+    if len(out) > 1:
+        return ", ".join(out[:-1]) + (", " if out[-1].startswith("but ") else " and ") + out[-1]
+    return out[0] if out else "nothing known"
