@@ -1,0 +1,955 @@
+"""Layout level of a snapshot diff: MemoryManager fields, bucket owners, memories, and *attribution*.
+
+Attribution answers "what did this changed byte range hit?" for one snapshot's layout. It never walks a
+structure: every question is answered from the MemoryManager geometry (header, table, each memory's
+buckets) and, inside a memory, from the structure's own fixed layout. For a B-tree that is the chunk
+grid: chunk ``j`` starts at ``100 + j × (allocation_size + 16)`` (FORMAT.md §3.3), so one 16-byte chunk
+header read says whether the bytes are a node, an overflow page, a free chunk or lie past the
+allocator frontier. Attributing a handful of ranges in a map of millions of entries therefore costs a
+handful of reads.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from inspector.layouts import (
+    ALLOCATOR_OFFSET,
+    BUCKET_TABLE_OFFSET,
+    BUCKETS_START,
+    CELL_HEADER,
+    CHUNK_HEADER,
+    CHUNK_HEADER_SIZE,
+    CHUNK_MAGIC,
+    FIRST_CHUNK_OFFSET,
+    LOG_DATA_ENTRIES_OFFSET,
+    LOG_INDEX_ENTRIES_OFFSET,
+    MAX_NUM_BUCKETS,
+    MM_HEADER,
+    MM_HEADER_PAGE_USED,
+    MM_HEADER_SIZE,
+    NODE_MAGIC,
+    OVERFLOW_MAGIC,
+    UNALLOCATED_BUCKET,
+    VEC_DATA_OFFSET,
+)
+from inspector.memory import Memory, OutOfBounds
+
+Range = tuple[int, int]
+MemoryId = int | str | None
+
+BTREE_PACKED_HEADER = 28  # bytes of the BTreeMap header that carry fields; 28..52 are reserved
+ALLOCATOR_END = FIRST_CHUNK_OFFSET  # the allocator header ends where the first chunk starts
+MEMORY_SIZE_SLOTS = 40  # offset of memory_sizes_in_pages[0] in the MemoryManager header
+MAX_LABEL_KEY = 40  # characters of a decoded key quoted in an attribution label
+END_OF_TIME = 1 << 62  # "to the end" for the tail beyond a snapshot
+
+# The MemoryManager header's fields, for labelling which of them a range hit (FORMAT.md §2.1).
+_MM_FIELDS: tuple[tuple[int, int, str], ...] = (
+    (0, 3, "magic"),
+    (3, 4, "layout version"),
+    (4, 6, "bucket count"),
+    (6, 8, "bucket size"),
+    (8, 40, "reserved bytes"),
+)
+
+
+class RangeSet:
+    """Sorted, disjoint half-open ranges (e.g. the changed bytes) with overlap queries by bisection."""
+
+    def __init__(self, ranges: Sequence[Sequence[int]]) -> None:
+        self.ranges = ranges
+        # A flat array rather than a list of ints: a diff of unrelated snapshots has millions of ranges.
+        self.starts = array("Q", (r[0] for r in ranges))
+        self.ends = array("Q", (r[1] for r in ranges))
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def _first_at_or_after(self, a: int) -> int:
+        """Index of the first range that ends after ``a``."""
+        return bisect_right(self.ends, a)
+
+    def overlaps(self, a: int, b: int) -> bool:
+        i = self._first_at_or_after(a)
+        return i < len(self.starts) and self.starts[i] < b
+
+    def clip(self, a: int, b: int) -> Iterable[Range]:
+        """The parts of the ranges inside ``[a, b)``, in order."""
+        i = self._first_at_or_after(a)
+        starts, ends = self.starts, self.ends
+        while i < len(starts) and starts[i] < b:
+            yield max(a, starts[i]), min(b, ends[i])
+            i += 1
+
+    def bytes_in(self, a: int, b: int) -> int:
+        return sum(e - s for s, e in self.clip(a, b))
+
+    def any_overlap(self, ranges: Iterable[Range]) -> bool:
+        return any(self.overlaps(s, e) for s, e in ranges)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A part of a physical range that hit one thing in a layout.
+
+    ``area`` names the kind of thing without addresses ("memory 4 · BTreeMap node"), so bytes can be
+    totalled per area; ``what`` is the full description ("memory 4 · BTreeMap node at virtual 0x2f14").
+    """
+
+    start: int
+    end: int
+    area: str
+    what: str
+    memory_id: MemoryId = None
+    virtual: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"range": [self.start, self.end], "what": self.what, "area": self.area}
+        if self.memory_id is not None:
+            out["memory_id"] = self.memory_id
+        if self.virtual is not None:
+            out["virtual"] = self.virtual
+        return out
+
+
+# A locator answers, for a virtual offset in one memory: (end of the part that starts there, area, what).
+Located = tuple[int, str, str]
+Locator = Callable[[int, bool], Located]
+
+
+def effective_layout(analysis: Any) -> tuple[str, dict[Any, Any], int]:
+    """(kind, memories by id, bucket size in bytes) of the layout that maps this snapshot's buckets.
+
+    ``kind`` is "memory_manager" for a header read from disk, "reconstructed" when the forensics pass
+    rebuilt the layout from what survived (``analysis.reconstructed``), "none" for raw memory. Memory
+    objects have ``id``, ``size_pages`` and ``buckets`` either way.
+    """
+    mm = analysis.mm
+    if mm.present and mm.bucket_size_bytes:
+        kind = "reconstructed" if getattr(mm, "reconstructed", False) else "memory_manager"
+        return kind, {m.id: m for m in mm.memories}, mm.bucket_size_bytes
+    recon = getattr(analysis, "reconstructed", None)
+    bs = getattr(recon, "bucket_size_bytes", 0) or 0
+    if recon is not None and bs:
+        return "reconstructed", {m.id: m for m in getattr(recon, "memories", [])}, bs
+    return "none", {}, 0
+
+
+def stable_save_span(analysis: Any) -> Range | None:
+    """Where a ``stable_save`` Candid message sits in this snapshot, if anything says so.
+
+    The forensics pass (``analysis.stable_save``) is asked first; its object is read defensively since
+    only its ``to_json`` is a shared contract. Without it, an unrecognised raw memory that holds a whole
+    Candid message at offset 0 is that message (what ``stable_save`` writes, FORMAT.md §8.1).
+    """
+    ss = getattr(analysis, "stable_save", None)
+    if ss is not None:
+        span = _span_of(ss)
+        if span is None and hasattr(ss, "to_json"):
+            try:
+                span = _span_of(ss.to_json())
+            except Exception:
+                span = None
+        if span is not None:
+            return span
+    for s in getattr(analysis, "structures", []):
+        content = getattr(s, "content", None)
+        if s.memory_id == "raw" and isinstance(content, dict) and content.get("kind") == "candid":
+            length = content.get("length")
+            if content.get("verified") and isinstance(length, int) and length > 0:
+                return 0, length
+    return None
+
+
+def _span_of(obj: Any) -> Range | None:
+    get = obj.get if isinstance(obj, dict) else (lambda k: getattr(obj, k, None))
+    for name in ("range", "physical_range", "span"):
+        r = get(name)
+        if isinstance(r, list | tuple) and len(r) == 2 and all(isinstance(x, int) for x in r) and r[1] > r[0]:
+            return int(r[0]), int(r[1])
+    length = get("length")
+    start = get("start") if get("start") is not None else get("offset")
+    if isinstance(length, int) and length > 0:
+        base = start if isinstance(start, int) else 0
+        return base, base + length
+    return None
+
+
+def mm_fields_hit(start: int, end: int) -> list[str]:
+    """Names of the MemoryManager header fields that ``[start, end)`` touches, sizes folded into one."""
+    out = [name for a, b, name in _MM_FIELDS if start < b and a < end]
+    s, e = max(start, MEMORY_SIZE_SLOTS), min(end, MM_HEADER_SIZE)
+    if s < e:
+        first = (s - MEMORY_SIZE_SLOTS) // 8
+        last = (e - 1 - MEMORY_SIZE_SLOTS) // 8
+        partial = (e - MEMORY_SIZE_SLOTS) % 8 != 0 and e < MM_HEADER_SIZE
+        if first == last:
+            text = f"size slot of memory {first}"
+        elif first == 0 and last == 254:
+            text = "all memory size slots"
+        else:
+            text = f"size slots of memories {first}–{last}"
+        out.append(text + (f" ({last} only partly)" if partial and first != last else ""))
+    return out
+
+
+def _bucket_span_text(first: int, last: int) -> str:
+    return f"bucket {first}" if first == last else f"buckets {first}–{last}"
+
+
+class LayoutIndex:
+    """Attribution of physical bytes to one snapshot's layout (see the module docstring)."""
+
+    def __init__(self, analysis: Any, *, name: str = "") -> None:
+        self.analysis = analysis
+        self.name = name
+        snap = analysis.snapshot
+        self.size = snap.size
+        self.layout, memories, self.bs = effective_layout(analysis)
+        # A reconstructed layout (forensics) still tells which bucket is whose, but no header is on disk.
+        self.has_buckets = self.layout != "none"
+        self.mm_live = self.layout == "memory_manager"
+        mm = analysis.mm
+        if self.mm_live:
+            self.nb, self.table = mm.num_allocated_buckets, mm.table
+        else:
+            recon = getattr(analysis, "reconstructed", None)
+            self.nb, self.table = (getattr(recon, "num_buckets", None) or 0), b""
+        self.stable_save = stable_save_span(analysis)
+        self._bucket_owner: dict[int, tuple[Any, int]] = {}
+        for m in memories.values():
+            for k, b in enumerate(m.buckets):
+                self._bucket_owner[b] = (m, k)
+        self._locators: dict[Any, tuple[Locator, Memory]] = {}
+        self._build_locators()
+
+    # ----------------------------------------------------------------- locators
+
+    def _build_locators(self) -> None:
+        for s in self.analysis.structures:
+            mid = s.memory_id
+            if isinstance(mid, list):
+                # A paired log: its index half and data half live in two memories.
+                index_mem = getattr(s, "index_mem", None)
+                data_mem = getattr(s, "data_mem", None)
+                if index_mem is not None and mid:
+                    self._locators[mid[0]] = (_log_index_locator(s), index_mem)
+                if data_mem is not None and len(mid) > 1:
+                    self._locators[mid[1]] = (_log_data_locator(s), data_mem)
+                continue
+            self._locators[mid] = (structure_locator(s), s.mem)
+
+    def _prefix(self, mid: Any) -> str:
+        return "raw memory" if mid == "raw" else f"memory {mid}"
+
+    # -------------------------------------------------------------------- locate
+
+    def locate(self, pos: int) -> tuple[int, str, str, MemoryId, int | None]:
+        """(end, area, what, memory id, virtual offset) of the layout part that holds byte ``pos``."""
+        if pos >= self.size:
+            what = f"past the end of {self.name or 'this'} snapshot ({self.size:,} bytes)"
+            return END_OF_TIME, "past the end of the snapshot", what, None, None
+        ss = self.stable_save
+        if ss is not None and not self.mm_live and ss[0] <= pos < ss[1]:
+            n = ss[1] - ss[0]
+            return ss[1], "stable_save message", f"stable_save message (Candid, {n:,} bytes)", None, None
+        if not self.has_buckets:
+            return self._in_memory("raw", pos, pos, self.size)
+        if pos < MM_HEADER_SIZE:
+            # Without 'MGR' a reader ignores what is left of the header and table (FORMAT.md §11.1).
+            area = "MemoryManager header" if self.mm_live else "MemoryManager header (no longer valid)"
+            return MM_HEADER_SIZE, area, area, None, None
+        if pos < MM_HEADER_PAGE_USED:
+            area = "bucket table" if self.mm_live else "bucket table (unread: the header is not valid)"
+            split = BUCKET_TABLE_OFFSET + min(self.nb, MAX_NUM_BUCKETS)
+            if pos < split:
+                return split, area, f"{area} · entries of allocated buckets", None, None
+            return MM_HEADER_PAGE_USED, area, f"{area} · entries of unallocated buckets", None, None
+        if pos < BUCKETS_START:
+            what = "page 0 · unused by the MemoryManager"
+            if ss is not None and ss[0] <= pos < ss[1]:
+                what += " (remains of a stable_save message)"
+            return BUCKETS_START, "page 0 · unused by the MemoryManager", what, None, None
+        b, off = divmod(pos - BUCKETS_START, self.bs)
+        bucket_end = pos - off + self.bs
+        owner = self._bucket_owner.get(b)
+        if owner is None:
+            if b < len(self.table) and self.table[b] != UNALLOCATED_BUCKET:
+                # Owned in the table but not mapped (the owner id is out of range): say what the byte says.
+                what = f"bucket {b} (table says memory {self.table[b]}, not mapped)"
+                return bucket_end, "buckets with an unmapped owner", what, None, None
+            return bucket_end, "unallocated buckets", f"bucket {b} (unallocated)", None, None
+        m, k = owner
+        v = k * self.bs + off
+        return self._in_memory(m.id, v, pos, bucket_end, bucket=b, declared=m.size_pages * 65_536)
+
+    def _in_memory(
+        self,
+        mid: Any,
+        v: int,
+        pos: int,
+        phys_limit: int,
+        *,
+        bucket: int | None = None,
+        declared: int | None = None,
+    ) -> tuple[int, str, str, MemoryId, int | None]:
+        prefix = self._prefix(mid)
+        if declared is not None and v >= declared:
+            where = f" (bucket {bucket})" if bucket is not None else ""
+            return (
+                phys_limit,
+                f"{prefix} · past its declared size",
+                f"{prefix} · past its declared size{where}",
+                mid,
+                v,
+            )
+        entry = self._locators.get(mid)
+        if entry is None:
+            return phys_limit, f"{prefix} · data", f"{prefix} · data", mid, v
+        locator, _mem = entry
+        try:
+            vend, area, what = locator(v, False)
+        except OutOfBounds:
+            vend, area, what = v + 1, "unreadable", "unreadable bytes"
+        if vend <= v:
+            vend = v + 1
+        end = min(phys_limit, pos + (vend - v))
+        if declared is not None:
+            end = min(end, pos + (declared - v))
+        return end, f"{prefix} · {area}", f"{prefix} · {what}", mid, v
+
+    def describe(self, piece: Piece) -> Piece:
+        """Re-describe one piece in detail (header fields, node address, entry keys): for listed ranges."""
+        if piece.memory_id is None or piece.virtual is None:
+            return self._page0_detail(piece)
+        entry = self._locators.get(piece.memory_id)
+        if entry is None:
+            return piece
+        locator, _mem = entry
+        try:
+            _vend, _area, what = locator(piece.virtual, True)
+            # Entry-level detail covers the whole piece: ask again with the piece's extent where the
+            # locator supports ranges (B-tree nodes, vec slots).
+            ranged = getattr(locator, "describe_range", None)
+            if ranged is not None:
+                what = ranged(piece.virtual, piece.virtual + (piece.end - piece.start))
+        except Exception:  # a label is never worth failing the diff for
+            return piece
+        return Piece(
+            piece.start,
+            piece.end,
+            piece.area,
+            f"{self._prefix(piece.memory_id)} · {what}",
+            piece.memory_id,
+            piece.virtual,
+        )
+
+    def _page0_detail(self, piece: Piece) -> Piece:
+        s, e = piece.start, piece.end
+        if self.has_buckets and s < MM_HEADER_SIZE and self.mm_live:
+            fields = mm_fields_hit(s, e)
+            return Piece(s, e, piece.area, f"MemoryManager header ({', '.join(fields)})")
+        if self.has_buckets and BUCKET_TABLE_OFFSET <= s < MM_HEADER_PAGE_USED and self.mm_live:
+            first, last = s - BUCKET_TABLE_OFFSET, e - 1 - BUCKET_TABLE_OFFSET
+            state = "allocated" if first < self.nb else "unallocated"
+            return Piece(
+                s, e, piece.area, f"bucket table · entries of {_bucket_span_text(first, last)} ({state})"
+            )
+        return piece
+
+    # -------------------------------------------------------------------- pieces
+
+    def pieces(self, start: int, end: int, *, detail: bool = False, max_pieces: int = 4096) -> list[Piece]:
+        """Split ``[start, end)`` at the layout's boundaries; neighbouring parts with one label merge.
+
+        After ``max_pieces`` the rest of the range becomes one piece labelled by its first byte's area.
+        """
+        out: list[Piece] = []
+        pos = start
+        while pos < end:
+            seg_end, area, what, mid, virt = self.locate(pos)
+            e = min(end, max(seg_end, pos + 1))
+            if len(out) >= max_pieces:
+                out.append(Piece(pos, end, area, f"{area} and more (not itemised)", mid, virt))
+                break
+            last = out[-1] if out else None
+            if last is not None and last.what == what and last.end == pos:
+                out[-1] = Piece(last.start, e, area, what, last.memory_id, last.virtual)
+            else:
+                out.append(Piece(pos, e, area, what, mid, virt))
+            pos = e
+        if detail:
+            out = [self.describe(p) for p in out]
+        return out
+
+
+# --------------------------------------------------------------------------- structure locators
+
+
+def structure_locator(s: Any) -> Locator:
+    kind = s.kind
+    if kind == "cell":
+        return _cell_locator(s)
+    if kind == "btreemap":
+        return _BTreeLocator(s)
+    if kind in ("vec", "minheap"):
+        return _VecLocator(s)
+    label = {"empty": "zero-filled memory", "unknown": "unrecognised bytes"}.get(kind, f"{kind} bytes")
+    content = getattr(s, "content", None)
+    size = s.mem.size
+    if (
+        isinstance(content, dict)
+        and content.get("kind") == "candid"
+        and isinstance(content.get("length"), int)
+    ):
+        n = content["length"]
+
+        def candid(v: int, detail: bool) -> Located:
+            if v < n:
+                return n, "Candid message", f"Candid message at offset 0 ({n:,} bytes)"
+            return size, label, f"{label} (after the Candid message)"
+
+        return candid
+
+    def plain(v: int, detail: bool) -> Located:
+        return size, label, label
+
+    return plain
+
+
+def _cell_locator(s: Any) -> Locator:
+    hdr = CELL_HEADER.size
+    value_end = hdr + s.value_length
+    size = s.mem.size
+
+    def locate(v: int, detail: bool) -> Located:
+        if v < hdr:
+            return hdr, "Cell header", "Cell header"
+        if v < value_end:
+            return value_end, "Cell value", f"Cell value ({s.value_length:,} bytes)"
+        return size, "unused (past the Cell value)", "unused (past the Cell value)"
+
+    return locate
+
+
+class _VecLocator:
+    def __init__(self, s: Any) -> None:
+        self.s = s
+        self.name = "Vec" if s.kind == "vec" else "MinHeap"
+        self.slot = s.slot_size
+        self.data_end = VEC_DATA_OFFSET + s.length * s.slot_size
+        self.size = s.mem.size
+
+    def __call__(self, v: int, detail: bool) -> Located:
+        if v < VEC_DATA_OFFSET:
+            return VEC_DATA_OFFSET, f"{self.name} header", f"{self.name} header"
+        if v < self.data_end and self.slot:
+            i = (v - VEC_DATA_OFFSET) // self.slot
+            end = self.data_end if not detail else VEC_DATA_OFFSET + (i + 1) * self.slot
+            return end, f"{self.name} elements", f"{self.name} element {i}"
+        return (
+            self.size,
+            f"{self.name} unused slots (past its length)",
+            f"{self.name} unused slots (past its length)",
+        )
+
+    def describe_range(self, a: int, b: int) -> str:
+        if a < VEC_DATA_OFFSET or a >= self.data_end or not self.slot:
+            return self(a, True)[2]
+        first = (a - VEC_DATA_OFFSET) // self.slot
+        last = (min(b, self.data_end) - 1 - VEC_DATA_OFFSET) // self.slot
+        return f"{self.name} element {first}" if first == last else f"{self.name} elements {first}–{last}"
+
+
+def _log_index_locator(s: Any) -> Locator:
+    end = LOG_INDEX_ENTRIES_OFFSET + 8 * s.length
+    size = s.index_mem.size
+
+    def locate(v: int, detail: bool) -> Located:
+        if v < LOG_INDEX_ENTRIES_OFFSET:
+            return LOG_INDEX_ENTRIES_OFFSET, "Log index header", "Log index header"
+        if v < end:
+            i = (v - LOG_INDEX_ENTRIES_OFFSET) // 8
+            return (v - v % 8 + 8 if detail else end), "Log index entries", f"Log index entry {i}"
+        return size, "Log index unused", "Log index unused"
+
+    return locate
+
+
+def _log_data_locator(s: Any) -> Locator:
+    size = s.data_mem.size
+
+    def locate(v: int, detail: bool) -> Located:
+        if v < LOG_DATA_ENTRIES_OFFSET:
+            return LOG_DATA_ENTRIES_OFFSET, "Log data header", "Log data header"
+        return size, "Log entry data", "Log entry data"
+
+    return locate
+
+
+class _BTreeLocator:
+    """The BTreeMap's fixed layout plus its chunk grid (FORMAT.md §3.1–3.3)."""
+
+    def __init__(self, s: Any) -> None:
+        self.s = s
+        self.map = s.map
+        self.mem: Memory = s.mem
+        self.size = self.mem.size
+        self._frontier: int | None = None
+
+    @property
+    def frontier(self) -> int:
+        if self._frontier is None:
+            try:
+                self._frontier = int(self.map.frontier)
+            except Exception:
+                self._frontier = -1
+        return self._frontier
+
+    def _chunk(self, c: int) -> tuple[bool, int, bytes] | None:
+        """(header is CHK v1, allocated flag, payload magic) of the chunk whose header is at ``c``."""
+        buf, phys, avail = self.mem.contiguous(c)
+        if avail >= CHUNK_HEADER_SIZE + 3:
+            # The usual case: header and magic in one bucket, unpacked in place (no copies).
+            magic, version, allocated, _pad, _next = CHUNK_HEADER.unpack_from(buf, phys)
+            start = phys + CHUNK_HEADER_SIZE
+            return magic == CHUNK_MAGIC and version == 1, allocated, bytes(buf[start : start + 3])
+        try:
+            magic, version, allocated, _pad, _next = CHUNK_HEADER.unpack_from(
+                self.mem.read(c, CHUNK_HEADER_SIZE)
+            )
+        except OutOfBounds:
+            return None
+        try:
+            payload = self.mem.read(c + CHUNK_HEADER_SIZE, 3)
+        except OutOfBounds:
+            payload = b""
+        return magic == CHUNK_MAGIC and version == 1, allocated, payload
+
+    def __call__(self, v: int, detail: bool) -> Located:
+        m = self.map
+        if v < BTREE_PACKED_HEADER:
+            return BTREE_PACKED_HEADER, "BTreeMap header", "BTreeMap header"
+        if v < ALLOCATOR_OFFSET:
+            return ALLOCATOR_OFFSET, "BTreeMap header", "BTreeMap header (reserved bytes)"
+        if v < ALLOCATOR_END:
+            return ALLOCATOR_END, "BTreeMap allocator header", "BTreeMap allocator header"
+        if not getattr(m, "allocator_ok", False) or not m.chunk_size:
+            return (
+                self.size,
+                "BTreeMap chunks (allocator unreadable)",
+                "BTreeMap chunks (allocator unreadable)",
+            )
+        cs = m.chunk_size
+        c = FIRST_CHUNK_OFFSET + (v - FIRST_CHUNK_OFFSET) // cs * cs
+        payload = c + CHUNK_HEADER_SIZE
+        in_header = v < payload
+        part_end = payload if in_header else c + cs
+        frontier = self.frontier
+        if frontier >= 0 and c > frontier:
+            area = "BTreeMap · past the allocator frontier"
+            if not detail:
+                return self.size, area, area
+            what = area
+            info = self._chunk(c)
+            if info is not None and info[0] and info[2] == NODE_MAGIC:
+                what += f" · stale node at virtual {payload:#x}"
+            elif info is not None and info[0] and info[2] == OVERFLOW_MAGIC:
+                what += f" · stale overflow page at virtual {payload:#x}"
+            return part_end, area, what
+        suffix = " (chunk header)" if in_header else ""
+        if c == frontier:
+            return (
+                part_end,
+                "BTreeMap frontier chunk",
+                f"BTreeMap frontier chunk at virtual {payload:#x}{suffix}",
+            )
+        info = self._chunk(c)
+        if info is None:
+            return self.size, "BTreeMap chunks (unreadable)", "BTreeMap chunks (unreadable)"
+        ok, allocated, magic = info
+        if not ok:
+            area, thing = "BTreeMap chunk with a bad header", "BTreeMap chunk with a bad header"
+        elif allocated != 1:
+            area, thing = "BTreeMap free chunk", "BTreeMap free chunk"
+        elif magic == NODE_MAGIC:
+            area, thing = "BTreeMap node", "BTreeMap node"
+        elif magic == OVERFLOW_MAGIC:
+            area, thing = "BTreeMap overflow page", "BTreeMap overflow page"
+        else:
+            area, thing = "BTreeMap allocated chunk (no node magic)", "BTreeMap allocated chunk"
+        return part_end, area, f"{thing} at virtual {payload:#x}{suffix}"
+
+    def describe_range(self, a: int, b: int) -> str:
+        """The detailed label, plus which entries of a node ``[a, b)`` touched (read from the node)."""
+        base = self(a, True)[2]
+        m = self.map
+        if a < ALLOCATOR_END or not m.chunk_size:
+            return base
+        cs = m.chunk_size
+        c = FIRST_CHUNK_OFFSET + (a - FIRST_CHUNK_OFFSET) // cs * cs
+        payload = c + CHUNK_HEADER_SIZE
+        if a < payload or not base.startswith("BTreeMap node"):
+            return base
+        try:
+            node = m.node(payload)
+        except Exception:
+            return base
+        hit: list[str] = []
+        for e in node.entries:
+            parts = []
+            if any(s < b and a < t for s, t in e.key_ranges):
+                parts.append("key")
+            if any(s < b and a < t for s, t in e.value_ranges):
+                parts.append("value")
+            if parts:
+                hit.append(f"{' and '.join(parts)} of {self._key_text(e.key)}")
+        if not hit:
+            return base + " · node header or free space"
+        if len(hit) <= 2:
+            return base + " · " + "; ".join(hit)
+        return base + f" · {len(hit)} entries, first {hit[0]}"
+
+    def _key_text(self, key: bytes) -> str:
+        try:
+            from inspector.decode.values import decode_for
+
+            text = decode_for(self.s, "key", key).text
+        except Exception:
+            text = key.hex()
+        return text if len(text) <= MAX_LABEL_KEY else text[: MAX_LABEL_KEY - 1] + "…"
+
+
+# --------------------------------------------------------------------------- header / table / memories
+
+
+def _magic_text(raw: bytes) -> str:
+    return "".join(chr(c) if 32 <= c < 127 else f"\\x{c:02x}" for c in raw)
+
+
+def mm_header_fields(analysis: Any) -> dict[str, Any]:
+    """The MemoryManager header as a reader sees it, read from the bytes even when the magic is wrong
+    (a stable_save message turns "MGR", 1, 2 buckets … into "DID", 76, 27,905 buckets, FORMAT.md §11.1)."""
+    snap = analysis.snapshot
+    mm = analysis.mm
+    out: dict[str, Any] = {
+        "present": bool(mm.present and not getattr(mm, "reconstructed", False)),
+        "reconstructed": bool(getattr(mm, "reconstructed", False)),
+    }
+    if snap.size < MM_HEADER_SIZE:
+        return out
+    h = MM_HEADER.parse_dict(snap.buf, 0)
+    out["magic"] = _magic_text(h["magic"])
+    out["layout_version"] = h["layout_version"]
+    out["num_allocated_buckets"] = h["num_allocated_buckets"]
+    out["bucket_size_in_pages"] = h["bucket_size_in_pages"]
+    out["reserved"] = "zero" if not any(h["reserved"]) else h["reserved"].hex()
+    for i, pages in enumerate(h["memory_sizes_in_pages"]):
+        out[f"memory_sizes_in_pages[{i}]"] = pages
+    return out
+
+
+def mm_field_changes(old: Any, new: Any) -> dict[str, list[Any]]:
+    a, b = mm_header_fields(old), mm_header_fields(new)
+    out: dict[str, list[Any]] = {}
+    for key in list(a) + [k for k in b if k not in a]:
+        if a.get(key) != b.get(key):
+            out[key] = [a.get(key), b.get(key)]
+    return out
+
+
+@dataclass
+class BucketChange:
+    bucket: int
+    old: int | None  # owning memory id, None = unallocated (0xFF)
+    new: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"bucket": self.bucket, "old": self.old, "new": self.new}
+
+
+def bucket_owner_changes(old: Any, new: Any, changed: RangeSet, limit: int) -> tuple[int, list[BucketChange]]:
+    """(how many table bytes changed, the first ``limit`` of them), read only where bytes changed."""
+    count = 0
+    items: list[BucketChange] = []
+    ob, nb = old.snapshot.buf, new.snapshot.buf
+    top = min(old.snapshot.size, new.snapshot.size, MM_HEADER_PAGE_USED)
+    for s, e in changed.clip(BUCKET_TABLE_OFFSET, top):
+        count += e - s
+        for pos in range(s, min(e, s + max(0, limit - len(items)))):
+            o, n = ob[pos], nb[pos]
+            items.append(
+                BucketChange(
+                    pos - BUCKET_TABLE_OFFSET,
+                    None if o == UNALLOCATED_BUCKET else o,
+                    None if n == UNALLOCATED_BUCKET else n,
+                )
+            )
+    return count, items
+
+
+@dataclass
+class MemoryChange:
+    id: int | str  # a MemoryId, or the forensics' "?b<N>" label for a memory whose id is lost
+    change: str  # appeared | vanished | grew | shrank | moved | unidentified | identified
+    old_size_pages: int | None
+    new_size_pages: int | None
+    old_buckets: list[int]
+    new_buckets: list[int]
+    new_label: str | None = None  # "unidentified"/"identified": the other side's label for the memory
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "change": self.change,
+            "old_size_pages": self.old_size_pages,
+            "new_size_pages": self.new_size_pages,
+            "old_buckets": _cap_list(self.old_buckets),
+            "new_buckets": _cap_list(self.new_buckets),
+        }
+        if self.new_label is not None:
+            out["new_label"] = self.new_label
+        return out
+
+    def describe(self) -> str:
+        if self.change == "appeared":
+            return f"memory {self.id} appeared ({_pages(self.new_size_pages)})"
+        if self.change == "vanished":
+            return f"memory {self.id} vanished (was {_pages(self.old_size_pages)})"
+        if self.change == "moved":
+            return f"memory {self.id} moved to other buckets ({_cap_list(self.old_buckets)} → {_cap_list(self.new_buckets)})"
+        if self.change == "unidentified":
+            return f"memory {self.id} lost its MemoryId: only its bucket identifies it now ({self.new_label})"
+        if self.change == "identified":
+            return f"memory {self.id} is readable again (the old snapshot knew it only as {self.new_label})"
+        return f"memory {self.id} {self.change} from {self.old_size_pages} to {_pages(self.new_size_pages)}"
+
+
+def _pages(n: int | None) -> str:
+    return f"{n} page{'s' if n != 1 else ''}" if n is not None else "unknown size"
+
+
+def _cap_list(values: list[int], n: int = 32) -> list[int]:
+    return list(values[:n])
+
+
+def _id_order(mid: Any) -> tuple[int, str]:
+    return (0, f"{mid:05d}") if isinstance(mid, int) else (1, str(mid))
+
+
+def memory_changes(old: Any, new: Any) -> tuple[list[MemoryChange], dict[str, str]]:
+    """Memories that appeared, vanished, grew, shrank or moved, and which layout each side used.
+
+    Each side's effective layout is used (a reconstructed one when the header is gone), so a memory the
+    forensics found again under an unknown id ("?b1") is matched to the old memory with those buckets.
+    """
+    kind_a, a, _ = effective_layout(old)
+    kind_b, b, _ = effective_layout(new)
+    # A memory whose id only one side knows (the other has the forensics' "?b<N>" label for it) is
+    # paired by its first bucket: old id → new id.
+    twins: dict[Any, Any] = {}
+    only_b = {k: m for k, m in b.items() if k not in a and m.buckets}
+    for k, m in a.items():
+        if k in b or not m.buckets:
+            continue
+        for k2, t in only_b.items():
+            if (
+                t.buckets[0] == m.buckets[0]
+                and isinstance(k, str) != isinstance(k2, str)
+                and k2 not in twins.values()
+            ):
+                twins[k] = k2
+                break
+    estimated_sizes = "reconstructed" in (kind_a, kind_b)
+    out: list[MemoryChange] = []
+    for mid in sorted(set(a) | set(b), key=_id_order):
+        m0, m1 = a.get(mid), b.get(mid)
+        if m0 is None:
+            if mid not in twins.values():
+                out.append(MemoryChange(mid, "appeared", None, m1.size_pages, [], list(m1.buckets)))
+        elif mid in twins:
+            other = twins[mid]
+            t = b[other]
+            change = "unidentified" if isinstance(other, str) else "identified"
+            shown = mid if change == "unidentified" else other
+            out.append(
+                MemoryChange(
+                    shown,
+                    change,
+                    m0.size_pages,
+                    t.size_pages,
+                    list(m0.buckets),
+                    list(t.buckets),
+                    str(other if change == "unidentified" else mid),
+                )
+            )
+        elif m1 is None:
+            out.append(MemoryChange(mid, "vanished", m0.size_pages, None, list(m0.buckets), []))
+        elif m0.size_pages != m1.size_pages and estimated_sizes:
+            # A reconstructed memory's size is an estimate from its buckets: not a change worth naming.
+            if list(m0.buckets) != list(m1.buckets):
+                out.append(
+                    MemoryChange(
+                        mid, "moved", m0.size_pages, m1.size_pages, list(m0.buckets), list(m1.buckets)
+                    )
+                )
+        elif m0.size_pages != m1.size_pages:
+            change = "grew" if m1.size_pages > m0.size_pages else "shrank"
+            out.append(
+                MemoryChange(mid, change, m0.size_pages, m1.size_pages, list(m0.buckets), list(m1.buckets))
+            )
+        elif list(m0.buckets) != list(m1.buckets):
+            out.append(
+                MemoryChange(mid, "moved", m0.size_pages, m1.size_pages, list(m0.buckets), list(m1.buckets))
+            )
+    return out, {"old": kind_a, "new": kind_b}
+
+
+# --------------------------------------------------------------------------- attribution of all ranges
+
+
+@dataclass
+class AreaTotal:
+    area: str
+    bytes: int = 0
+    ranges: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"area": self.area, "bytes": self.bytes, "ranges": self.ranges}
+
+
+def area_totals(index: LayoutIndex, changes: RangeSet, budget: int) -> tuple[list[AreaTotal], bool]:
+    """Changed bytes per area of one layout, over every range; (totals, complete).
+
+    One layout lookup covers every range inside the part it names (summed in C over the range arrays),
+    so a page with thousands of scattered differences costs one lookup. ``budget`` bounds the lookups;
+    bytes past it are totalled as "not attributed", so two unrelated multi-GiB snapshots (millions of
+    ranges) still answer promptly.
+    """
+    totals: dict[str, AreaTotal] = {}
+    starts, ends = changes.starts, changes.ends
+    n = len(starts)
+    used = 0
+
+    def add(area: str, nbytes: int, nranges: int) -> None:
+        t = totals.get(area)
+        if t is None:
+            t = totals[area] = AreaTotal(area)
+        t.bytes += nbytes
+        t.ranges += nranges
+
+    i = 0
+    complete = True
+    while i < n:
+        if used >= budget:
+            complete = False
+            add(NOT_ATTRIBUTED, sum(ends[i:]) - sum(starts[i:]), n - i)
+            break
+        seg_end, area, _what, _mid, _v = index.locate(starts[i])
+        used += 1
+        j = bisect_right(starts, seg_end - 1, i)  # ranges i..j-1 start inside this part
+        k = j - 1 if ends[j - 1] > seg_end else j  # range k (if < j) runs past the part's end
+        if k > i:
+            add(area, sum(ends[i:k]) - sum(starts[i:k]), k - i)
+        if k < j:
+            pos, end = starts[k], ends[k]
+            while pos < end:
+                if used >= budget:
+                    add(NOT_ATTRIBUTED, end - pos, 1)
+                    break
+                part_end, part_area, _w, _m, _v = index.locate(pos)
+                used += 1
+                stop = min(end, max(part_end, pos + 1))
+                add(part_area, stop - pos, 1)
+                pos = stop
+        i = j
+    return sorted(totals.values(), key=lambda t: (-t.bytes, t.area)), complete
+
+
+NOT_ATTRIBUTED = "(not attributed: too many ranges)"
+
+
+# --------------------------------------------------------------------------- grouping ranges into changes
+
+
+@dataclass(frozen=True)
+class ChangeGroup:
+    """Consecutive changed ranges that hit the same part of the layout on both sides.
+
+    A few thousand scattered byte differences inside one unused page or one node read as one change
+    ("page 0 · unused by the MemoryManager: 7,000 ranges, 29,995 bytes"), which is what a person steps
+    through; the exact ranges stay available by index (``first``..``last`` inclusive).
+    """
+
+    index: int
+    first: int
+    last: int
+    start: int
+    end: int
+    bytes: int
+    old_area: str
+    new_area: str
+    old_what: str
+    new_what: str
+    tail: bool = False
+
+    @property
+    def ranges(self) -> int:
+        return self.last - self.first + 1
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "range": [self.start, self.end],
+            "ranges": self.ranges,
+            "first_range": self.first,
+            "bytes": self.bytes,
+            "old": self.old_what,
+            "new": self.new_what,
+        }
+        if self.tail:
+            out["tail"] = True
+        return out
+
+
+def next_group(
+    changes: RangeSet, tails: int, old: LayoutIndex, new: LayoutIndex, first: int, index: int
+) -> ChangeGroup:
+    """The group that starts at changed range ``first`` (``tails``: index of the size tail, or -1).
+
+    Costs two layout lookups and a bisection whatever the number of ranges it swallows.
+    """
+    starts, ends = changes.starts, changes.ends
+    s0, e0 = starts[first], ends[first]
+    o_end, o_area, o_what, _, _ = old.locate(s0)
+    n_end, n_area, n_what, _, _ = new.locate(s0)
+    seg_end = min(o_end, n_end)
+    if first == tails or e0 > seg_end:
+        last = first  # one range over several parts (or the tail): a group of its own
+    else:
+        j = bisect_right(starts, seg_end - 1, lo=first)  # ranges starting inside the segment
+        last = j - 1
+        while last > first and (ends[last] > seg_end or last == tails):
+            last -= 1
+    total = sum(ends[first : last + 1]) - sum(starts[first : last + 1])
+    if last == first and e0 > seg_end:
+        # One range over several parts: name the parts it runs through (a few of them).
+        o_what = _parts_text(old.pieces(s0, e0, max_pieces=GROUP_PARTS))
+        n_what = _parts_text(new.pieces(s0, e0, max_pieces=GROUP_PARTS))
+    return ChangeGroup(
+        index, first, last, s0, ends[last], total, o_area, n_area, o_what, n_what, first == tails
+    )
+
+
+GROUP_PARTS = 3  # parts named for one range that runs through several
+
+
+def _parts_text(pieces: list[Piece]) -> str:
+    shown = [p.what for p in pieces[:GROUP_PARTS]]
+    if len(pieces) > GROUP_PARTS:
+        shown.append("…")
+    return "; ".join(shown)
