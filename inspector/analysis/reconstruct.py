@@ -23,6 +23,7 @@ The scan reads only page starts and skips holes of sparse files.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,11 +117,17 @@ def scan_page_starts(phys: PhysicalMemory, fd: int | None, first_page: int) -> l
     ranges = data_ranges(fd, size) if fd is not None else [(0, size)]
     out: list[StructureStart] = []
     buf = phys.buf
+
+    # Touching one byte per page through the map makes the kernel fault in whole read-ahead windows, so
+    # RSS would grow with the file; pread of 3 bytes per page keeps memory flat.
+    def magic_at(pos: int) -> bytes:
+        return os.pread(fd, 3, pos) if fd is not None else bytes(buf[pos : pos + 3])
+
     for lo, hi in ranges:
         p = max(first_page, -(-lo // WASM_PAGE_SIZE))
         while p * WASM_PAGE_SIZE < hi:
             pos = p * WASM_PAGE_SIZE
-            if bytes(buf[pos : pos + 3]) in _MAGICS:
+            if magic_at(pos) in _MAGICS:
                 head = bytes(buf[pos : min(size, pos + HEADER_PROBE)])
                 found = probe_structure_header(head)
                 if found is not None:
