@@ -66,11 +66,21 @@ def show_value(ref: Any) -> Shown | None:
             ok=bool(getattr(decoded, "ok", True)),
             error=None if err is None else str(err),
             data=data,
-            decoder=str(getattr(decoded, "type", "") or getattr(decoded, "decoder", "") or ""),
+            decoder=_decoder_name(ref),
         )
     if isinstance(decoded, str | int | float | bool):
         return Shown(text=escape_control(str(decoded)), value=decoded, data=data)
     return Shown(text=escape_control(repr(decoded)), value=None, data=data)
+
+
+def _decoder_name(ref: Any) -> str:
+    """The decoder the user chose for this key/value's structure ("auto" when the core guesses)."""
+    structure = getattr(ref, "structure", None)
+    role = getattr(ref, "role", None)
+    if structure is None or role not in ("key", "value"):
+        return ""
+    settings = getattr(structure, "settings", None) or {}
+    return escape_control(str(settings.get(role, "auto")))
 
 
 def short_text(text: str, limit: int = 48) -> str:

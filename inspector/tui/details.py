@@ -34,7 +34,9 @@ def _json_lines(value: Any) -> str:
         dumped = repr(value)
     lines = dumped.splitlines()
     if len(lines) > MAX_VALUE_LINES:
-        lines = lines[:MAX_VALUE_LINES] + [f"… {len(lines) - MAX_VALUE_LINES:,} more lines (export to see all)"]
+        lines = lines[:MAX_VALUE_LINES] + [
+            f"… {len(lines) - MAX_VALUE_LINES:,} more lines (export to see all)"
+        ]
     # json.dumps leaves bidi marks, C1 controls and the like in place: escape them, keep the newlines.
     return escape_control("\n".join(lines), single_line=False)
 
@@ -50,9 +52,12 @@ class DetailsPanel(VerticalScroll):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.region: Region | None = None
+        self.current: Region | None = None
         self._head = Static(markup=False, id="details-head")
         self._value = Static(markup=False, id="details-value")
+        # What the two parts show right now (kept for tests and exports: Static does not expose it).
+        self.head_renderable: RenderableType = Text("")
+        self.value_renderable: RenderableType = Text("")
 
     def compose(self) -> Any:
         yield self._head
@@ -62,19 +67,25 @@ class DetailsPanel(VerticalScroll):
         return self.get_component_rich_style(name, partial=True)
 
     def show(self, region: Region | None) -> None:
-        self.region = region
+        self.current = region
         if region is None:
-            self._head.update(Text(""))
-            self._value.update(Text(""))
+            self._set(Text(""), Text(""))
             return
-        self._head.update(self._render_head(region))
         targets = self._value_targets(region)
+        self._set(
+            self._render_head(region),
+            Text("decoding…", style=self._s("details--dim")) if targets else Text(""),
+        )
         if targets:
-            self._value.update(Text("decoding…", style=self._s("details--dim")))
             self._decode(region, targets)
-        else:
-            self._value.update(Text(""))
         self.scroll_home(animate=False)
+
+    def _set(self, head: RenderableType | None, value: RenderableType) -> None:
+        if head is not None:
+            self.head_renderable = head
+            self._head.update(head)
+        self.value_renderable = value
+        self._value.update(value)
 
     def _value_targets(self, region: Region) -> list[tuple[str, Any]]:
         """(label, value ref) pairs to decode: an entry shows its key and its value."""
@@ -93,7 +104,7 @@ class DetailsPanel(VerticalScroll):
         self.app.call_from_thread(self._show_values, region, shown)
 
     def _show_values(self, region: Region, shown: list[tuple[str, Shown | None]]) -> None:
-        if region is not self.region:
+        if region is not self.current:
             return
         parts: list[RenderableType] = []
         for label, s in shown:
@@ -112,7 +123,7 @@ class DetailsPanel(VerticalScroll):
             if s.value is not None and not isinstance(s.value, str | int | float | bool):
                 parts.append(Text(_json_lines(s.value), style=self._s("details--dim")))
             parts.append(Text(""))
-        self._value.update(Group(*parts) if parts else Text(""))
+        self._set(None, Group(*parts) if parts else Text(""))
 
     def _render_head(self, region: Region) -> RenderableType:
         role = label_role(region.kind, region.memory_id)
@@ -127,13 +138,19 @@ class DetailsPanel(VerticalScroll):
             facts.append(f"virtual @{region.virtual_start:#x}")
         total = sum(e - s for s, e in region.ranges)
         if region.ranges:
-            facts.append(f"{total:,} bytes in {len(region.ranges)} range{'s' if len(region.ranges) != 1 else ''}")
+            facts.append(
+                f"{total:,} bytes in {len(region.ranges)} range{'s' if len(region.ranges) != 1 else ''}"
+            )
         if facts:
             parts.append(safe_rich_text(" · ".join(facts), self._s("details--dim")))
         for s, e in region.ranges[:MAX_RANGES_SHOWN]:
             parts.append(Text(f"  {s:#x}–{e:#x}  ({e - s:,} bytes)", style=self._s("details--dim")))
         if len(region.ranges) > MAX_RANGES_SHOWN:
-            parts.append(Text(f"  … {len(region.ranges) - MAX_RANGES_SHOWN} more ranges", style=self._s("details--dim")))
+            parts.append(
+                Text(
+                    f"  … {len(region.ranges) - MAX_RANGES_SHOWN} more ranges", style=self._s("details--dim")
+                )
+            )
         if region.detail and region.kind != "diagnosis":
             parts.append(safe_rich_text(region.detail))
         if region.fields:
@@ -150,12 +167,17 @@ class DetailsPanel(VerticalScroll):
                 table.add_column(no_wrap=True)
                 for f in region.fields:
                     span = Text(f"@{f.span[0]:#x}", style=self._s("details--dim")) if f.span else Text("")
-                    table.add_row(safe_rich_text(f.name, self._s("details--label")), safe_rich_text(f.text()), span)
+                    table.add_row(
+                        safe_rich_text(f.name, self._s("details--label")), safe_rich_text(f.text()), span
+                    )
                 parts.append(table)
         if region.findings:
             parts.append(Text(""))
             for finding in region.findings:
-                line = Text(f"{finding.severity}: ", style=self._s(SEVERITY_ROLE.get(finding.severity, "details--info")))
+                line = Text(
+                    f"{finding.severity}: ",
+                    style=self._s(SEVERITY_ROLE.get(finding.severity, "details--info")),
+                )
                 line.append_text(safe_rich_text(finding.code, self._s("details--label")))
                 parts.append(line)
                 parts.append(safe_rich_text("  " + finding.message))

@@ -103,7 +103,12 @@ def region_json(region: Region, *, depth: int = 3) -> dict[str, Any]:
         out["detail"] = region.detail
     if region.fields:
         out["fields"] = [
-            {"name": f.name, "value": _jsonable(f.value), "text": f.text(), **({"span": list(f.span)} if f.span else {})}
+            {
+                "name": f.name,
+                "value": _jsonable(f.value),
+                "text": f.text(),
+                **({"span": list(f.span)} if f.span else {}),
+            }
             for f in region.fields
         ]
     if region.findings:

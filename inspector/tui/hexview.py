@@ -24,7 +24,13 @@ from textual.strip import Strip
 from inspector.layouts import BUCKETS_START, MM_HEADER_PAGE_USED, MM_HEADER_SIZE
 from inspector.memory import merge_ranges
 from inspector.model import Region
-from inspector.tui.palette import EXPLAINING_ROLES, ROLE_CLASSES, kind_role, memory_role
+from inspector.tui.palette import (
+    EXPLAINING_ROLES,
+    ROLE_CLASSES,
+    forensic_ranges,
+    memory_role,
+    unexplained_errors,
+)
 from inspector.tui.region_index import RegionIndex
 
 BYTES_PER_LINE = 16
@@ -73,7 +79,9 @@ class HexView(ScrollView, can_focus=True):
             self.offset = offset
             self.by_user = by_user
 
-    def __init__(self, analysis: Any, index: RegionIndex, *, name: str | None = None, id: str | None = None) -> None:
+    def __init__(
+        self, analysis: Any, index: RegionIndex, *, name: str | None = None, id: str | None = None
+    ) -> None:
         super().__init__(name=name, id=id)
         self.index = index
         self.cursor = 0
@@ -83,7 +91,10 @@ class HexView(ScrollView, can_focus=True):
         self._err_starts: list[int] = []
         self._cache: OrderedDict[int, Strip] = OrderedDict()
         self._generation = 0
+        # Rich styles are rebuilt only when the stylesheet or focus changes (``notify_style_update``):
+        # computing ``rich_style`` walks the DOM, far too slow to do per byte.
         self._styles: dict[tuple[str, bool, bool, bool], Style] = {}
+        self._named: dict[str, Style] = {}
         self.set_analysis(analysis)
 
     # ------------------------------------------------------------------ data
@@ -100,7 +111,12 @@ class HexView(ScrollView, can_focus=True):
         self._mm_live = bool(mm.present and not getattr(mm, "reconstructed", False) and mm.bucket_size_bytes)
         self._bucket_size = mm.bucket_size_bytes if mm.present else 0
         self._table = mm.table if mm.present else b""
-        errors = [r for f in analysis.all_findings() if f.severity == "error" for r in f.physical_ranges]
+        explained = forensic_ranges(analysis)
+        self._explained: list[tuple[list[int], list[Range], str]] = []
+        for role in ("stable-save", "stale"):
+            ranges = merge_ranges(explained[role])
+            self._explained.append(([s for s, _ in ranges], ranges, role))
+        errors = unexplained_errors(analysis, explained["stable-save"] + explained["stale"])
         self._errors = merge_ranges([(max(0, s), e) for s, e in errors])
         self._err_starts = [s for s, _ in self._errors]
         self.cursor = min(self.cursor, max(0, self.size_bytes - 1))
@@ -108,9 +124,19 @@ class HexView(ScrollView, can_focus=True):
         self.invalidate()
 
     def set_selection(self, ranges: list[Range]) -> None:
+        old = self._selection
         self._selection = merge_ranges(list(ranges))
         self._sel_starts = [s for s, _ in self._selection]
-        self.invalidate()
+        # Only lines that were or become selected change: keep the rest of the cache (moving through
+        # a list of entries re-renders two or three lines, not the whole view).
+        for s, e in old + self._selection:
+            first, last = s // BYTES_PER_LINE, (e - 1) // BYTES_PER_LINE
+            if last - first > CACHE_LINES:
+                self._cache.clear()
+                break
+            for line in range(first, last + 1):
+                self._cache.pop(line, None)
+        self.refresh()
 
     @property
     def selection(self) -> list[Range]:
@@ -125,6 +151,7 @@ class HexView(ScrollView, can_focus=True):
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._styles.clear()
+        self._named.clear()
         self._cache.clear()
 
     # ---------------------------------------------------------------- cursor
@@ -223,8 +250,22 @@ class HexView(ScrollView, can_focus=True):
                 style = style + self.get_component_rich_style("hexview--selection", partial=True)
             if cursor:
                 style = style + self.get_component_rich_style("hexview--cursor", partial=True)
-            style = self.rich_style + style
+            style = self._base + style
             self._styles[key] = style
+        return style
+
+    @property
+    def _base(self) -> Style:
+        style = self._named.get("")
+        if style is None:
+            style = self._named[""] = self.rich_style
+        return style
+
+    def _part(self, name: str) -> Style:
+        """The base style plus one of this widget's component classes (cached)."""
+        style = self._named.get(name)
+        if style is None:
+            style = self._named[name] = self._base + self.get_component_rich_style(name, partial=True)
         return style
 
     def _base_role(self, pos: int, byte: int) -> tuple[str, bool]:
@@ -254,12 +295,21 @@ class HexView(ScrollView, can_focus=True):
             role: str | None = None
             if si < len(segments) and segments[si][0] <= pos:
                 region: Region = segments[si][2]
-                role = kind_role(region.kind, region.memory_id)
+                role = self.index.role_of(region)
+            dim = False
+            if role is None:
+                # No loaded region says more than "part of this memory": what forensics found wins
+                # over plain ownership (a stable_save message over bucket 0 is not "memory 0").
+                role = next(
+                    (r for starts, ranges, r in self._explained if _in_ranges(starts, ranges, pos)), None
+                )
             if role is None:
                 role, dim = self._base_role(pos, byte)
-            else:
-                dim = False
-            if role not in EXPLAINING_ROLES and self._errors and _in_ranges(self._err_starts, self._errors, pos):
+            if (
+                role not in EXPLAINING_ROLES
+                and self._errors
+                and _in_ranges(self._err_starts, self._errors, pos)
+            ):
                 role, dim = "corrupt", False
             out.append((role, dim))
         return out
@@ -276,52 +326,56 @@ class HexView(ScrollView, can_focus=True):
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(line)
-        return strip.crop_extend(round(scroll_x), round(scroll_x) + width, self.rich_style)
+        return strip.crop_extend(round(scroll_x), round(scroll_x) + width, self._base)
 
     def _render_full_line(self, line: int) -> Strip:
         start = line * BYTES_PER_LINE
         if start >= self.size_bytes:
-            return Strip.blank(self.line_width, self.rich_style)
+            return Strip.blank(self.line_width, self._base)
         end = min(self.size_bytes, start + BYTES_PER_LINE)
         data = bytes(self.buf[start:end])
         roles = self._roles(start, data)
         on_cursor_line = start <= self.cursor < start + BYTES_PER_LINE
-        blank = self.rich_style
+        blank = self._base
         segs: list[Segment] = [
             Segment(
                 f"{start:0{self.digits}x}",
-                self.rich_style
-                + self.get_component_rich_style(
-                    "hexview--offset-cursor" if on_cursor_line else "hexview--offset", partial=True
-                ),
+                self._part("hexview--offset-cursor" if on_cursor_line else "hexview--offset"),
             ),
             Segment("  ", blank),
         ]
-        selected = [bool(self._selection) and _in_ranges(self._sel_starts, self._selection, start + i) for i in range(len(data))]
+        selected = [
+            bool(self._selection) and _in_ranges(self._sel_starts, self._selection, start + i)
+            for i in range(len(data))
+        ]
         for i in range(BYTES_PER_LINE):
             if i == 8:
                 segs.append(Segment(" ", self._gap_style(selected, i)))
             if i < len(data):
                 role, dim = roles[i]
-                segs.append(Segment(f"{data[i]:02x}", self._style(role, dim, selected[i], start + i == self.cursor)))
+                segs.append(
+                    Segment(f"{data[i]:02x}", self._style(role, dim, selected[i], start + i == self.cursor))
+                )
             else:
                 segs.append(Segment("  ", blank))
             segs.append(Segment(" ", self._gap_style(selected, i + 1) if i + 1 < len(data) else blank))
-        segs.append(Segment("│ ", self.rich_style + self.get_component_rich_style("hexview--offset", partial=True)))
+        segs.append(Segment("│ ", self._part("hexview--offset")))
         for i in range(len(data)):
             byte = data[i]
             # Only printable ASCII reaches the screen; everything else is a dot (no control bytes).
             ch = chr(byte) if 0x20 <= byte < 0x7F else "."
             role, dim = roles[i]
-            segs.append(Segment(ch, self._style(role, dim or ch == ".", selected[i], start + i == self.cursor)))
+            segs.append(
+                Segment(ch, self._style(role, dim or ch == ".", selected[i], start + i == self.cursor))
+            )
         strip = Strip(segs).simplify()
         return strip.extend_cell_length(self.line_width, blank)
 
     def _gap_style(self, selected: list[bool], i: int) -> Style:
         """The space between byte i-1 and byte i is highlighted when both are selected."""
         if 0 < i < len(selected) and selected[i - 1] and selected[i]:
-            return self.rich_style + self.get_component_rich_style("hexview--selection", partial=True)
-        return self.rich_style
+            return self._part("hexview--selection")
+        return self._base
 
     # ------------------------------------------------------------ inspection
 
@@ -329,4 +383,3 @@ class HexView(ScrollView, can_focus=True):
         first = round(self.scroll_offset.y) * BYTES_PER_LINE
         height = max(1, self.scrollable_content_region.height)
         return first, min(self.size_bytes, first + height * BYTES_PER_LINE)
-

@@ -25,7 +25,7 @@ from textual.widget import Widget
 
 from inspector.layouts import BUCKETS_START, WASM_PAGE_SIZE
 from inspector.memory import merge_ranges
-from inspector.tui.palette import MAP_CLASSES, MAP_STATES, memory_role
+from inspector.tui.palette import MAP_CLASSES, MAP_STATES, forensic_ranges, memory_role, unexplained_errors
 
 Range = tuple[int, int]
 MAX_CELL_WIDTH = 6
@@ -51,7 +51,7 @@ def _overlaps(ranges: list[Range], a: int, b: int) -> bool:
 class MapModel:
     """Cells of the map for a given number of cells available; knows nothing about Textual."""
 
-    def __init__(self, analysis: Any, stable_save: list[Range] | None = None, stale: list[Range] | None = None) -> None:
+    def __init__(self, analysis: Any) -> None:
         self.analysis = analysis
         self.size = analysis.snapshot.size
         self.pages = -(-self.size // WASM_PAGE_SIZE)
@@ -60,13 +60,30 @@ class MapModel:
         self.mm_live = self.mm_present and not getattr(mm, "reconstructed", False)
         self.bucket_size = mm.bucket_size_bytes if self.mm_present else 0
         self.table: bytes = mm.table if self.mm_present else b""
-        self.errors = merge_ranges(
-            [r for f in analysis.all_findings() if f.severity == "error" for r in f.physical_ranges]
-        )
-        self.stable_save = merge_ranges(list(stable_save or []))
-        self.stale = merge_ranges(list(stale or []))
+        # Without a readable header, the forensics' reconstruction (if any) still knows the geometry
+        # and, for some buckets, the owners: the map shows what it can.
+        self.recon_owners: list[Any] | None = None
+        recon = getattr(analysis, "reconstructed", None)
+        if not self.mm_present and recon is not None and getattr(recon, "bucket_size_bytes", 0):
+            self.mm_present, self.mm_live = True, False
+            self.bucket_size = recon.bucket_size_bytes
+            self.recon_owners = list(recon.owners)
+        explained = forensic_ranges(analysis)
+        self.stable_save = merge_ranges(explained["stable-save"])
+        self.stale = merge_ranges(explained["stale"])
+        self.errors = merge_ranges(unexplained_errors(analysis, self.stable_save + self.stale))
         # Per-page scan result; pages whose state the owner already tells are not scanned.
         self.page_state = bytearray(self.pages)
+
+    def title(self) -> str:
+        """One line about the geometry, for the map's border (says so when there is no manager)."""
+        pages = f"{self.pages:,} page{'s' if self.pages != 1 else ''}"
+        if self.recon_owners is not None:
+            return f"Memory map · {pages} · no MemoryManager header (buckets of {self.bucket_size // WASM_PAGE_SIZE} pages reconstructed)"
+        if not self.mm_present:
+            return f"Memory map · {pages} · no MemoryManager"
+        n = self.analysis.mm.num_allocated_buckets
+        return f"Memory map · {pages} · MemoryManager: {n} bucket{'s' if n != 1 else ''} of {self.bucket_size // WASM_PAGE_SIZE} pages"
 
     # ------------------------------------------------------------ geometry
 
@@ -76,14 +93,13 @@ class MapModel:
             return []
         if self.pages <= capacity:
             return [(p * WASM_PAGE_SIZE, min(size, (p + 1) * WASM_PAGE_SIZE)) for p in range(self.pages)]
-        if self.mm_present:
-            n_buckets = -(-max(0, size - BUCKETS_START) // self.bucket_size)
-            if n_buckets + 1 <= capacity:
-                out = [(0, min(size, BUCKETS_START))]
-                for b in range(n_buckets):
-                    s = BUCKETS_START + b * self.bucket_size
-                    out.append((s, min(size, s + self.bucket_size)))
-                return out
+        if self.mm_present and capacity > 1 and size > BUCKETS_START:
+            # Page 0 always gets its own cell, and cells never straddle a bucket boundary, so that the
+            # header page and each bucket's owner stay visible however large the snapshot is.
+            n_buckets = -(-(size - BUCKETS_START) // self.bucket_size)
+            per = -(-n_buckets // (capacity - 1))
+            step = per * self.bucket_size
+            return [(0, BUCKETS_START)] + [(s, min(size, s + step)) for s in range(BUCKETS_START, size, step)]
         per = -(-self.pages // capacity)
         step = per * WASM_PAGE_SIZE
         return [(s, min(size, s + step)) for s in range(0, size, step)]
@@ -95,9 +111,16 @@ class MapModel:
         out = [] if self.mm_live else [0]
         for p in range(1, self.pages):
             b = (p * WASM_PAGE_SIZE - BUCKETS_START) // self.bucket_size
-            if b >= len(self.table) or self.table[b] == 0xFF:
+            if self.bucket_owner(b) is None:
                 out.append(p)
         return out
+
+    def bucket_owner(self, bucket: int) -> int | str | None:
+        """The MemoryId owning a bucket ("?bN" when the reconstruction only knows a structure is there)."""
+        if self.recon_owners is not None:
+            return self.recon_owners[bucket] if bucket < len(self.recon_owners) else None
+        owner = self.table[bucket] if bucket < len(self.table) else 0xFF
+        return None if owner == 0xFF else owner
 
     def scan(self, progress: Callable[[int, int], bool] | None = None) -> None:
         """Fill ``page_state`` for the pages that need it. ``progress(done, total)`` returns False to stop."""
@@ -111,6 +134,8 @@ class MapModel:
         from bisect import bisect_right
 
         buf = snap.buf
+        # About a hundred progress reports at most: each one repaints the status bar.
+        every = max(64, len(todo) // 100)
         for n, p in enumerate(todo):
             a, b = p * WASM_PAGE_SIZE, min(self.size, (p + 1) * WASM_PAGE_SIZE)
             i = bisect_right(starts, a) - 1
@@ -123,7 +148,7 @@ class MapModel:
                     self.page_state[p] = ZERO if is_zero(view) else DATA
                 finally:
                     view.release()
-            if progress is not None and n % 64 == 63 and not progress(n + 1, len(todo)):
+            if progress is not None and n % every == every - 1 and not progress(n + 1, len(todo)):
                 return
         if progress is not None:
             progress(len(todo), len(todo))
@@ -147,8 +172,8 @@ class MapModel:
             base = self._owner_cell(a, b)
             return MapCell(a, b, "error", "!!", f"{base.note} · covered by an error finding")
         cell = self._owner_cell(a, b)
-        if cell.state in ("empty", "page0") and self.stale and _overlaps(self.stale, a, b):
-            return MapCell(a, b, "stale", "st", f"{cell.note} · stale data")
+        if cell.state != "unallocated" and self.stale and _overlaps(self.stale, a, b):
+            return MapCell(a, b, "stale", "st", f"{cell.note} · stale data nothing points to")
         return cell
 
     def _owner_cell(self, a: int, b: int) -> MapCell:
@@ -161,22 +186,39 @@ class MapModel:
                 return MapCell(a, b, "unknown", "..", f"{where} · not scanned yet")
             return MapCell(a, b, "empty", "", f"{where} · zero")
         if a < BUCKETS_START:
-            return MapCell(a, b, "mm-header", "MM", f"{where} · MemoryManager header and bucket table (page 0)")
+            return MapCell(
+                a, b, "mm-header", "MM", f"{where} · MemoryManager header and bucket table (page 0)"
+            )
         first = (a - BUCKETS_START) // self.bucket_size
         last = (b - 1 - BUCKETS_START) // self.bucket_size
-        owners = [self.table[k] if k < len(self.table) else 0xFF for k in range(first, last + 1)]
-        owned = [o for o in owners if o != 0xFF]
         buckets = f"bucket {first}" if first == last else f"buckets {first}–{last}"
-        if owned:
-            o = owned[0]
-            more = "+" if len(set(owned)) > 1 else ""
-            return MapCell(a, b, memory_role(o), f"m{o}{more}", f"{where} · {buckets} → memory {o}{more and ' and others'}")
-        state = self._data_state(a, b)
-        if state == "data":
-            return MapCell(a, b, "unallocated", "??", f"{where} · {buckets}, no owner, non-zero bytes")
-        if state == "unknown":
-            return MapCell(a, b, "unknown", "..", f"{where} · {buckets}, no owner (not scanned yet)")
-        return MapCell(a, b, "empty", "", f"{where} · {buckets}, no owner, zero")
+        owners: list[int | str] = []
+        unowned: list[str] = []
+        for k in range(first, last + 1):
+            owner = self.bucket_owner(k)
+            if owner is not None:
+                if owner not in owners:
+                    owners.append(owner)
+                continue
+            ks = BUCKETS_START + k * self.bucket_size
+            unowned.append(self._data_state(max(a, ks), min(b, ks + self.bucket_size)))
+        # Most telling first: stray data in a bucket nobody owns, then the owners.
+        if "data" in unowned:
+            return MapCell(a, b, "unallocated", "??", f"{where} · {buckets}: no owner, non-zero bytes")
+        if owners:
+            o = owners[0]
+            more = "+" if len(owners) > 1 else ""
+            name = "?" if isinstance(o, str) else str(o)
+            who = f"memory {name}" + (f" and {len(owners) - 1} more" if more else "")
+            if self.recon_owners is not None:
+                who += " (reconstructed)"
+            state = memory_role(o)
+            # A memory whose id is lost has no colour of its own: it shows as plain data.
+            state = "raw" if state not in MAP_STATES else state
+            return MapCell(a, b, state, f"m{name}{more}", f"{where} · {buckets} → {who}")
+        if "unknown" in unowned:
+            return MapCell(a, b, "unknown", "..", f"{where} · {buckets}: no owner (not scanned yet)")
+        return MapCell(a, b, "empty", "", f"{where} · {buckets}: no owner, zero")
 
     def cells(self, capacity: int) -> list[MapCell]:
         return [self.cell(a, b) for a, b in self.units(capacity)]
@@ -216,6 +258,8 @@ class MemoryMap(Widget, can_focus=True):
         self._cells: list[MapCell] = []
         self._layout: tuple[int, int] = (1, 1)  # (cell width, cells per row)
         self._for_width = -1
+        self._styles: dict[tuple[str, bool, bool], Style] = {}
+        self._base_style: Style | None = None
 
     def set_model(self, model: MapModel) -> None:
         self.model = model
@@ -233,10 +277,12 @@ class MemoryMap(Widget, can_focus=True):
             return
         width = max(1, width)
         n = len(self.model.units(width * MAX_ROWS))
+        # As few rows as the cells need at width 1, then the widest cells that still fit those rows.
+        rows = max(1, min(MAX_ROWS, -(-n // width)))
         cell_w, per_row = 1, width
         for cw in range(MAX_CELL_WIDTH, 0, -1):
             per = max(1, width // cw)
-            if -(-n // per) <= MAX_ROWS:
+            if -(-n // per) <= rows:
                 cell_w, per_row = cw, per
                 break
         self._cells = self.model.cells(per_row * MAX_ROWS)
@@ -278,12 +324,28 @@ class MemoryMap(Widget, can_focus=True):
     # -------------------------------------------------------------- render
 
     def _cell_style(self, cell: MapCell, cursor: bool, position: bool) -> Style:
-        style = self.rich_style + self.get_component_rich_style(f"map--{cell.state}", partial=True)
-        if position:
-            style += self.get_component_rich_style("map--position", partial=True)
-        if cursor and self.has_focus:
-            style += self.get_component_rich_style("map--cursor", partial=True)
+        key = (cell.state, cursor and self.has_focus, position)
+        style = self._styles.get(key)
+        if style is None:
+            style = self._base + self.get_component_rich_style(f"map--{cell.state}", partial=True)
+            if position:
+                style += self.get_component_rich_style("map--position", partial=True)
+            if key[1]:
+                style += self.get_component_rich_style("map--cursor", partial=True)
+            self._styles[key] = style
         return style
+
+    @property
+    def _base(self) -> Style:
+        # rich_style walks the DOM: computed once per style change, not once per cell.
+        if self._base_style is None:
+            self._base_style = self.rich_style
+        return self._base_style
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._styles.clear()
+        self._base_style = None
 
     def render_line(self, y: int) -> Strip:
         width = self.content_size.width
@@ -293,7 +355,7 @@ class MemoryMap(Widget, can_focus=True):
         if y == rows:
             return self._caption(width)
         if y > rows:
-            return Strip.blank(width, self.rich_style)
+            return Strip.blank(width, self._base)
         segs: list[Segment] = []
         pos_cell = self.cell_index_at(self.position)
         for i in range(y * per_row, min(len(cells), (y + 1) * per_row)):
@@ -304,14 +366,14 @@ class MemoryMap(Widget, can_focus=True):
             label = cell.label if starts_run and len(cell.label) <= cell_w else ""
             text = label.ljust(cell_w)[:cell_w] if cell_w > 1 else (label[:1] if label else " ")
             segs.append(Segment(text, self._cell_style(cell, i == self.map_cursor, i == pos_cell)))
-        return Strip(segs).extend_cell_length(width, self.rich_style)
+        return Strip(segs).extend_cell_length(width, self._base)
 
     def _caption(self, width: int) -> Strip:
-        style = self.rich_style + self.get_component_rich_style("map--caption", partial=True)
+        style = self._base + self.get_component_rich_style("map--caption", partial=True)
         if not self._cells:
-            return Strip([Segment("(empty snapshot)", style)]).crop_extend(0, width, self.rich_style)
+            return Strip([Segment("(empty snapshot)", style)]).crop_extend(0, width, self._base)
         cell = self._cells[self.map_cursor]
-        return Strip([Segment(cell.note, style)]).crop_extend(0, width, self.rich_style)
+        return Strip([Segment(cell.note, style)]).crop_extend(0, width, self._base)
 
     # --------------------------------------------------------------- input
 

@@ -8,14 +8,19 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from inspector.layouts import BUCKET_TABLE_OFFSET, BUCKETS_START, MM_HEADER_PAGE_USED, MM_HEADER_SIZE, WASM_PAGE_SIZE
+from inspector.layouts import (
+    BUCKET_TABLE_OFFSET,
+    BUCKETS_START,
+    MM_HEADER_PAGE_USED,
+    MM_HEADER_SIZE,
+    WASM_PAGE_SIZE,
+)
 from inspector.memory import OutOfBounds
 
 GOTO_HELP = (
     "0x2f14 or 12068 (physical) · m4:0x2f14 (virtual offset in memory 4) · b3 or b3:0x10 (bucket 3) · "
     "p5 (page 5) · +0x40 / -16 (relative to the cursor)"
 )
-
 
 
 class GotoError(ValueError):

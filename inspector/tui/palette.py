@@ -131,6 +131,34 @@ MAP_LEGEND: tuple[tuple[str, str], ...] = (
 )
 
 
+# Finding codes whose bytes are explained by forensics (the hex view and map show them as stale data,
+# not as anonymous corruption).
+STALE_CODES = frozenset({"orphaned_data"})
+
+
+def forensic_ranges(analysis: Any) -> dict[str, list[tuple[int, int]]]:
+    """Physical ranges the forensics explained: {"stable-save": [...], "stale": [...]}."""
+    blob = getattr(analysis, "stable_save", None)
+    saved = [tuple(r) for r in getattr(blob, "physical_ranges", None) or []] if blob is not None else []
+    stale = [r for f in analysis.all_findings() if f.code in STALE_CODES for r in f.physical_ranges]
+    return {
+        "stable-save": [(int(s), int(e)) for s, e in saved],
+        "stale": [(int(s), int(e)) for s, e in stale],
+    }
+
+
+def unexplained_errors(analysis: Any, explained: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Ranges of error findings, less those wholly inside a range the forensics explained."""
+    out = []
+    for f in analysis.all_findings():
+        if f.severity != "error":
+            continue
+        for s, e in f.physical_ranges:
+            if not any(a <= s and e <= b for a, b in explained):
+                out.append((s, e))
+    return out
+
+
 def memory_role(memory_id: Any) -> str:
     """The colour role of a memory id (ints cycle over MEMORY_COLOURS; "raw" and lists get neutral)."""
     if isinstance(memory_id, list):

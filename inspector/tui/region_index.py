@@ -17,7 +17,12 @@ from bisect import bisect_right
 from typing import Any
 
 from inspector.model import Region
-from inspector.tui.palette import NOT_LAYOUT_KINDS
+from inspector.tui.palette import NOT_LAYOUT_KINDS, kind_role
+
+# Kinds whose whole subtree takes their colour: a stable_save message's arguments are "value" regions,
+# and salvaged nodes under "Unreachable data" hold keys and values, but what matters about those bytes
+# is that they are a stable_save message / stale data.
+LINEAGE_ROLES = {"stable_save": "stable-save", "unreachable": "stale", "orphan": "stale"}
 
 Segment = tuple[int, int, Region]
 
@@ -26,6 +31,7 @@ class RegionIndex:
     def __init__(self) -> None:
         self._items: dict[int, tuple[Region, int]] = {}
         self._parents: dict[int, Region | None] = {}
+        self._lineage: dict[int, str] = {}
         self._segments: list[Segment] = []
         self._starts: list[int] = []
         self._dirty = False
@@ -37,10 +43,15 @@ class RegionIndex:
     def __contains__(self, region: Region) -> bool:
         return id(region) in self._parents
 
-    def add(self, region: Region, parent: Region | None, depth: int) -> None:
+    def add(self, region: Region, parent: Region | None, depth: int, *, layout: bool = True) -> None:
         """Register a loaded region (every region gets a parent link; only layout regions get bytes)."""
         self._parents[id(region)] = parent
-        if region.kind in NOT_LAYOUT_KINDS or not region.ranges:
+        lineage = LINEAGE_ROLES.get(region.kind) or (
+            self._lineage.get(id(parent)) if parent is not None else None
+        )
+        if lineage is not None:
+            self._lineage[id(region)] = lineage
+        if not layout or region.kind in NOT_LAYOUT_KINDS or not region.ranges:
             return
         self._items[id(region)] = (region, depth)
         self._dirty = True
@@ -52,6 +63,7 @@ class RegionIndex:
         while stack:
             r = stack.pop()
             self._parents.pop(id(r), None)
+            self._lineage.pop(id(r), None)
             if self._items.pop(id(r), None) is not None:
                 self._dirty = True
             if r.children_loaded:
@@ -61,9 +73,14 @@ class RegionIndex:
     def clear(self) -> None:
         self._items.clear()
         self._parents.clear()
+        self._lineage.clear()
         self._segments, self._starts = [], []
         self._dirty = False
         self.generation += 1
+
+    def role_of(self, region: Region) -> str | None:
+        """The colour role of a region's bytes (None: colour them by owner)."""
+        return self._lineage.get(id(region)) or kind_role(region.kind, region.memory_id)
 
     def parent(self, region: Region) -> Region | None:
         return self._parents.get(id(region))

@@ -59,7 +59,10 @@ class HelpScreen(ModalScreen[None]):
             )
             section = row.section
         with Vertical(id="help-box", classes="dialog"):
-            yield Static(Text("Keys and actions  (every action is also in the command palette, ctrl+p)"), classes="title")
+            yield Static(
+                Text("Keys and actions  (every action is also in the command palette, ctrl+p)"),
+                classes="title",
+            )
             with VerticalScroll(id="help-scroll"):
                 yield Static(table, id="help-table")
             yield Static(Text("escape closes"), classes="hint")
@@ -88,10 +91,14 @@ class LegendView(Static):
         table.add_row(Text("memory map", style="bold"), Text(""))
         for state, meaning in MAP_LEGEND:
             label, _, text = meaning.partition("  ")
-            swatch = Text(f" {label:<2} ".ljust(10), style=self.get_component_rich_style(f"map--{state}", partial=True))
+            swatch = Text(
+                f" {label:<2} ".ljust(10), style=self.get_component_rich_style(f"map--{state}", partial=True)
+            )
             table.add_row(swatch, Text(text.strip()))
         table.add_row(Text(""), Text(""))
-        table.add_row(Text("selection", style="bold"), Text("the selected region's bytes have a highlighted background"))
+        table.add_row(
+            Text("selection", style="bold"), Text("the selected region's bytes have a highlighted background")
+        )
         table.add_row(Text("cursor", style="bold"), Text("the byte under the cursor is shown in reverse"))
         return table
 
@@ -114,7 +121,15 @@ class PromptScreen(ModalScreen[str | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="prompt.cancel")]
 
-    def __init__(self, title: str, hint: str, *, value: str = "", placeholder: str = "", validate: Validator | None = None) -> None:
+    def __init__(
+        self,
+        title: str,
+        hint: str,
+        *,
+        value: str = "",
+        placeholder: str = "",
+        validate: Validator | None = None,
+    ) -> None:
         super().__init__()
         self.title_text = title
         self.hint = hint
@@ -168,7 +183,13 @@ class ExportRequest:
 class ExportScreen(ModalScreen[ExportRequest | None]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel", id="export.cancel")]
 
-    def __init__(self, region_name: str, structure_name: str | None, default_path: Callable[[str, str], str], validate: Callable[[ExportRequest], str | None]) -> None:
+    def __init__(
+        self,
+        region_name: str,
+        structure_name: str | None,
+        default_path: Callable[[str, str], str],
+        validate: Callable[[ExportRequest], str | None],
+    ) -> None:
         super().__init__()
         self.region_name = region_name
         self.structure_name = structure_name
@@ -180,14 +201,21 @@ class ExportScreen(ModalScreen[ExportRequest | None]):
             yield Static(Text("Export"), classes="title")
             with Horizontal(classes="choices"):
                 with RadioSet(id="export-what"):
-                    yield RadioButton(safe_rich_text(f"selected region: {self.region_name}"), value=True, id="what-region")
+                    yield RadioButton(
+                        safe_rich_text(f"selected region: {self.region_name}"), value=True, id="what-region"
+                    )
                     if self.structure_name is not None:
-                        yield RadioButton(safe_rich_text(f"whole structure: {self.structure_name}"), id="what-structure")
+                        yield RadioButton(
+                            safe_rich_text(f"whole structure: {self.structure_name}"), id="what-structure"
+                        )
                 with RadioSet(id="export-format"):
                     yield RadioButton(Text("JSON (decoded)"), value=True, id="fmt-json")
                     yield RadioButton(Text("raw bytes"), id="fmt-raw")
             yield Input(value=self.default_path("region", "json"), id="export-path")
-            yield Static(Text("enter exports · an existing file is only replaced after you confirm · escape cancels"), classes="hint")
+            yield Static(
+                Text("enter exports · an existing file is only replaced after you confirm · escape cancels"),
+                classes="hint",
+            )
             yield Static(Text(""), classes="error", id="export-error")
             with Horizontal(classes="buttons"):
                 yield Button("Export", variant="primary", id="export-ok")

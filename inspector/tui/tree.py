@@ -57,7 +57,13 @@ class RegionTree(Tree[TreeData]):
     COMPONENT_CLASSES: ClassVar[set[str]] = (
         set(Tree.COMPONENT_CLASSES)
         | set(ROLE_CLASSES)
-        | {"regiontree--offset", "regiontree--detail", "regiontree--name", "regiontree--warning", "regiontree--info"}
+        | {
+            "regiontree--offset",
+            "regiontree--detail",
+            "regiontree--name",
+            "regiontree--warning",
+            "regiontree--info",
+        }
     )
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -77,17 +83,26 @@ class RegionTree(Tree[TreeData]):
         self._on_loaded = on_loaded
         self._populated: set[int] = set()
         self._loading: set[int] = set()
-        self._nodes: dict[int, TreeNode[TreeData]] = {}  # id(region) -> node
+        self._region_nodes: dict[int, TreeNode[TreeData]] = {}  # id(region) -> node
+        self._label_styles: dict[str, Any] = {}
         super().__init__(Text(root.name), data=root, id=id)
         self.guide_depth = 2
         self.auto_expand = True
-        self.set_root(root)
 
     def _style(self, name: str) -> Any:
-        try:
-            return self.get_component_rich_style(name, partial=True)
-        except KeyError:
-            return ""
+        # Cached: get_component_rich_style walks the DOM each call, and a page adds 1,000 labels.
+        style = self._label_styles.get(name)
+        if style is None:
+            try:
+                style = self.get_component_rich_style(name, partial=True)
+            except KeyError:
+                style = ""
+            self._label_styles[name] = style
+        return style
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._label_styles.clear()
 
     # ---------------------------------------------------------------- build
 
@@ -95,20 +110,14 @@ class RegionTree(Tree[TreeData]):
         self.clear()
         self._populated.clear()
         self._loading.clear()
-        self._nodes.clear()
+        self._region_nodes.clear()
         self.root.data = root
         self.root.set_label(region_label(root, self._style))
-        self._nodes[id(root)] = self.root
+        self._region_nodes[id(root)] = self.root
         self._on_register(root, None, 0)
 
     def node_for(self, region: Region) -> TreeNode[TreeData] | None:
-        return self._nodes.get(id(region))
-
-    def relabel_all(self) -> None:
-        """Labels take their colours from the stylesheet, which is only known after mounting."""
-        for node in list(self._nodes.values()):
-            if isinstance(node.data, Region):
-                node.set_label(region_label(node.data, self._style))
+        return self._region_nodes.get(id(region))
 
     def is_populated(self, node: TreeNode[TreeData]) -> bool:
         return node.id in self._populated
@@ -121,7 +130,7 @@ class RegionTree(Tree[TreeData]):
         if not region.children_loaded:
             self._load(node)
             return False
-        self._add_children(node, region.children())
+        self._add_region_children(node, region.children())
         return True
 
     def populate_now(self, node: TreeNode[TreeData]) -> None:
@@ -135,7 +144,7 @@ class RegionTree(Tree[TreeData]):
             except Exception as exc:
                 self._add_error(node, exc)
                 return
-        self._add_children(node, children)
+        self._add_region_children(node, children)
 
     def _load(self, node: TreeNode[TreeData]) -> None:
         if node.id in self._loading:
@@ -156,7 +165,9 @@ class RegionTree(Tree[TreeData]):
             return
         self.app.call_from_thread(self._finish_load, node, children, None)
 
-    def _finish_load(self, node: TreeNode[TreeData], children: list[Region] | None, error: Exception | None) -> None:
+    def _finish_load(
+        self, node: TreeNode[TreeData], children: list[Region] | None, error: Exception | None
+    ) -> None:
         self._loading.discard(node.id)
         if node.tree is not self or node.data is None or node.id in self._populated:
             return
@@ -164,7 +175,7 @@ class RegionTree(Tree[TreeData]):
         if error is not None or children is None:
             self._add_error(node, error)
         else:
-            self._add_children(node, children)
+            self._add_region_children(node, children)
         self._on_loaded(node)
 
     def _add_error(self, node: TreeNode[TreeData], error: Exception | None) -> None:
@@ -172,22 +183,26 @@ class RegionTree(Tree[TreeData]):
         msg = f"could not load: {type(error).__name__}: {error}" if error else "could not load"
         node.add_leaf(safe_rich_text(msg, self._style("role--corrupt")), data=None)
 
-    def _add_children(self, node: TreeNode[TreeData], children: list[Region]) -> None:
+    def _add_region_children(self, node: TreeNode[TreeData], children: list[Region]) -> None:
         self._populated.add(node.id)
         parent = node.data if isinstance(node.data, Region) else None
         depth = self._depth(node) + 1
         for child in children[:MAX_CHILDREN]:
-            self._add_child(node, child, parent, depth)
+            self._add_region_child(node, child, parent, depth)
         if len(children) > MAX_CHILDREN:
-            node.add_leaf(Text(f"… {len(children) - MAX_CHILDREN:,} more not shown", style="italic"), data=None)
+            node.add_leaf(
+                Text(f"… {len(children) - MAX_CHILDREN:,} more not shown", style="italic"), data=None
+            )
         if not children:
             node.allow_expand = False
 
-    def _add_child(self, node: TreeNode[TreeData], child: Region, parent: Region | None, depth: int) -> None:
+    def _add_region_child(
+        self, node: TreeNode[TreeData], child: Region, parent: Region | None, depth: int
+    ) -> None:
         label = region_label(child, self._style)
         expandable = child.has_children and not (child.children_loaded and not child.children())
         child_node = node.add(label, data=child, allow_expand=expandable)
-        self._nodes[id(child)] = child_node
+        self._region_nodes[id(child)] = child_node
         self._on_register(child, parent, depth)
         # Children built eagerly with their parent (an entry's key and value) are registered too, so
         # the hex view colours them and the cursor can select them before anyone expands the entry.
@@ -214,7 +229,7 @@ class RegionTree(Tree[TreeData]):
         node.remove_children()
         self._populated.discard(node.id)
         node.data = region
-        self._nodes[id(region)] = node
+        self._region_nodes[id(region)] = node
         node.set_label(region_label(region, self._style))
         node.allow_expand = region.has_children
 
@@ -222,7 +237,7 @@ class RegionTree(Tree[TreeData]):
         for child in node.children:
             self._forget(child)
             if isinstance(child.data, Region):
-                self._nodes.pop(id(child.data), None)
+                self._region_nodes.pop(id(child.data), None)
             self._populated.discard(child.id)
 
     # ------------------------------------------------------------- actions

@@ -1,0 +1,26 @@
+"""SVG snapshots of the main screen on the incident trio (fixed size, no clock, workers finished).
+
+Baselines live in tests/__snapshots__/ (pytest-textual-snapshot); update them with
+``pytest tests/test_tui_snapshots.py --snapshot-update`` after an intended change of the screen.
+The snapshot is opened by a path relative to the project root (``../shared/fixtures/…``, the same on
+every machine), because the diagnosis quotes the path the user typed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from conftest import FIXTURES, ROOT, require_fixtures
+from test_tui_support import SIZE, settle
+
+from inspector.tui.app import create_app
+
+
+@pytest.mark.parametrize("name", ["pre_upgrade", "after_stable_save", "post_upgrade"])
+def test_main_screen(name: str, snap_compare: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    require_fixtures()
+    monkeypatch.chdir(ROOT)
+    app = create_app(os.path.relpath(FIXTURES / "migration" / name, ROOT))
+    assert snap_compare(app, terminal_size=SIZE, run_before=settle)
