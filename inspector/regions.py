@@ -249,8 +249,10 @@ def structure_region(structure: Structure) -> Region:
     count = structure.count()
     if count:
         children.append(entries_region(structure, count, "value" if kind == "cell" else "entries"))
+    if not size:  # no declared header: cover the bytes the summary shows (the first bytes)
+        size = len(getattr(structure, "head", b"")) or 1
     try:
-        ranges = mem.physical_ranges(0, min(mem.size, max(size, 1)))
+        ranges = mem.physical_ranges(0, min(mem.size, size))
     except OutOfBounds:
         ranges = []
     detail = ", ".join(f"{k}={v}" for k, v in hj.items() if k not in ("first_bytes_hex",))

@@ -32,20 +32,19 @@ class BTreeMapStructure(Structure):
         key_size = options.get("key_size", "auto")
         self.map = BTreeMap(mem, memory_id=memory_id, key_fixed_size=key_size)
         self._deep = False
+        # Built once, so that every view sees the same Finding objects.
+        self._header = list(self.map.header_findings())
 
     @property
     def findings(self) -> list[Any]:  # type: ignore[override]
         # Header findings are known at once; the full walk's findings once it has run (deep/check).
         if self._deep:
             return self.map.walk().findings
-        return [*self._own, *self._header_findings()]
+        return [*self._own, *self._header]
 
     @findings.setter
     def findings(self, value: list[Any]) -> None:
         self._own = value
-
-    def _header_findings(self) -> list[Any]:
-        return list(self.map.header_findings())
 
     def deep(self) -> None:
         self.map.walk()
