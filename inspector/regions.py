@@ -394,7 +394,8 @@ def mm_region(analysis: Any) -> Region:
         fields=fields,
         findings=mm_findings,
         children=[table],
-        detail=f"v{mm.layout_version}, {mm.num_allocated_buckets} buckets of {mm.bucket_size_in_pages} pages",
+        detail=f"v{mm.layout_version}, {_plural(mm.num_allocated_buckets, 'bucket')} of "
+        f"{_plural(mm.bucket_size_in_pages, 'page')}",
     )
 
 
@@ -429,6 +430,10 @@ def memories_region(analysis: Any) -> Region:
             )
 
     return Region(f"Memories ({len(mm.memories)})", "memories", children=rows)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
 def _bucket_list(buckets: list[int]) -> str:
