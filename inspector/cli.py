@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from inspector import __version__
+from inspector.memory import OutOfBounds
 from inspector.snapshot import InputError
 
 COMMANDS = ("summary", "extract", "entries", "check", "salvage", "diff", "open", "bench")
@@ -120,25 +121,35 @@ def _write_output(
         raise UsageError(f"{out}: already exists (use --force to overwrite)")
     tmp = out.with_name(out.name + ".partial")
     try:
-        with open(tmp, "wb") as fh:
+        # A leftover (or planted) OUT.partial may be a symlink or hard link to the input: unlink the name
+        # and create afresh ("x": O_EXCL), so opening it can never truncate some other file.
+        tmp.unlink(missing_ok=True)
+        with open(tmp, "xb") as fh:
             writer(fh)
         os.replace(tmp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise UsageError(f"{out}: cannot write: {exc.strerror or exc}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from inspector.session import load
 
     session = load(args.path, did=args.did, schema=args.schema)
-    if args.json:
-        print(json.dumps(session.analysis.to_json(deep=args.deep), indent=2, default=_json_default))
-    else:
-        from inspector.render import print_summary
+    try:
+        session.snapshot.check_unchanged()
+        if args.json:
+            print(json.dumps(session.analysis.to_json(deep=args.deep), indent=2, default=_json_default))
+        else:
+            from inspector.render import print_summary
 
-        print_summary(session, deep=args.deep)
-    return 0
+            print_summary(session, deep=args.deep)
+        return 0
+    finally:
+        session.close()
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
@@ -146,21 +157,32 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
     memory_id = _parse_memory_id(args.memory)
     session = load(args.path)
-    mem = session.analysis.memory(memory_id)
-    if mem is None:
-        known = ", ".join(str(m) for m, _ in session.analysis.memory_refs) or "none"
-        raise UsageError(f"memory {args.memory} is not in this snapshot (memories: {known})")
-    total = mem.size
+    try:
+        mem = session.analysis.memory(memory_id)
+        if mem is None:
+            known = ", ".join(str(m) for m, _ in session.analysis.memory_refs) or "none"
+            raise UsageError(f"memory {args.memory} is not in this snapshot (memories: {known})")
+        total = mem.size
 
-    def write(fh: Any) -> None:
-        step = 1 << 22
-        pos = 0
-        while pos < total:
-            n = min(step, total - pos)
-            fh.write(mem.read(pos, n))
-            pos += n
+        def write(fh: Any) -> None:
+            step = 1 << 22
+            pos = 0
+            while pos < total:
+                # A file that shrank while mapped would kill the process on the next read (SIGBUS).
+                session.snapshot.check_unchanged()
+                n = min(step, total - pos)
+                try:
+                    data = mem.read(pos, n)
+                except OutOfBounds as exc:
+                    raise InputError(
+                        f"memory {memory_id} is cut off by the end of the snapshot (truncated?): {exc}"
+                    ) from None
+                fh.write(data)
+                pos += n
 
-    _write_output(Path(args.output), [session.snapshot.file_path], args.force, write)
+        _write_output(Path(args.output), [session.snapshot.file_path], args.force, write)
+    finally:
+        session.close()
     print(f"wrote {total:,} bytes of memory {memory_id} to {args.output}", file=sys.stderr)
     return 0
 
@@ -204,11 +226,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help(sys.stderr)
         return 2
-    handler = HANDLERS.get(args.command) or _lazy_handler(args.command)
     try:
+        # Inside the try: a command module that fails to import is an internal error, not a traceback.
+        handler = HANDLERS.get(args.command) or _lazy_handler(args.command)
         return handler(args)
     except (InputError, UsageError) as exc:
-        print(f"stable-inspect: {exc}", file=sys.stderr)
+        from inspector.safe_text import escape_control
+
+        # One line, whatever the path or the data in the message holds (newlines, escape sequences).
+        print(f"stable-inspect: {escape_control(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("stable-inspect: interrupted", file=sys.stderr)
@@ -223,8 +249,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("STABLE_INSPECT_DEBUG"):
             raise
+        from inspector.safe_text import escape_control
+
         print(
-            f"stable-inspect: internal error: {type(exc).__name__}: {exc} (set STABLE_INSPECT_DEBUG=1 for details)",
+            f"stable-inspect: internal error: {type(exc).__name__}: {escape_control(str(exc))} "
+            "(set STABLE_INSPECT_DEBUG=1 for details)",
             file=sys.stderr,
         )
         return 2

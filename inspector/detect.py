@@ -121,12 +121,13 @@ def pair_logs(indexes: Sequence[MemoryRef], datas: Sequence[MemoryRef]) -> list[
     """
     if len(indexes) == 1 and len(datas) == 1:
         return [(indexes[0], datas[0])]
-    options = {i: [d for d in datas if _log_pair_consistent(i[1], d[1])] for i in indexes}
+    # A list, not a dict keyed by MemoryRef: a VirtualMemory (a dataclass with eq) is not hashable.
+    options = [(i, [d for d in datas if _log_pair_consistent(i[1], d[1])]) for i in indexes]
     pairs = []
-    for i, ds in options.items():
+    for i, ds in options:
         if len(ds) == 1:
             d = ds[0]
-            if sum(1 for other in options.values() if d in other) == 1:
+            if sum(1 for _i, other in options if d in other) == 1:
                 pairs.append((i, d))
     return pairs
 

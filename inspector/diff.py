@@ -291,6 +291,7 @@ def diff_sessions(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
     lock: AbstractContextManager[Any] | None = None,
+    byte_result: DiffResult | None = None,
 ) -> SnapshotDiff:
     """Compare two loaded sessions (``inspector.session.load``) at every level.
 
@@ -298,7 +299,7 @@ def diff_sessions(
     ("memory N"); ``cancel()`` is polled throughout and makes the diff raise ``DiffCancelled``.
     ``lock`` is held while structures are read (their walkers keep caches that are not thread-safe, so
     a UI that also browses them passes its lock); the byte compare only reads the maps and runs
-    without it.
+    without it. ``byte_result`` is a byte compare of the same two files computed beforehand.
     """
     limits = limits or DiffLimits()
     so, sn = old.snapshot, new.snapshot
@@ -307,9 +308,13 @@ def diff_sessions(
         if progress is not None:
             progress("bytes", done, total)
 
-    result = changed_ranges(
-        _buf(so), _buf(sn), a_file=so.fd, b_file=sn.fd, progress=byte_progress, cancel=cancel
-    )
+    # A byte compare already done elsewhere (``diff_prefetch``, overlapped with loading) is reused
+    # when it covers exactly these two files.
+    result = byte_result
+    if result is None or (result.size_a, result.size_b) != (so.size, sn.size):
+        result = changed_ranges(
+            _buf(so), _buf(sn), a_file=so.fd, b_file=sn.fd, progress=byte_progress, cancel=cancel
+        )
     changes = RangeSet(result.ranges)
     with lock if lock is not None else nullcontext():
         return _layout_and_structures(old, new, result, changes, limits, progress, cancel)

@@ -30,13 +30,14 @@ U+FFFF; ``\\UNNNNNNNN`` above.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from functools import lru_cache
 
 from rich.style import Style
 from rich.text import Text
 
-__all__ = ["bytes_preview", "escape_char", "escape_control", "is_unsafe_char", "safe_rich_text"]
+__all__ = ["bytes_preview", "escape_char", "escape_control", "is_unsafe_char", "json_safe", "safe_rich_text"]
 
 _SHORT_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Cn", "Zl", "Zp"})
@@ -80,6 +81,32 @@ def escape_control(s: str, single_line: bool = True) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+# JSON written with ``ensure_ascii=False`` escapes C0 controls but leaves DEL, C1 controls (U+009B is a CSI
+# on some terminals), bidi overrides and the like raw. Only these characters need a second look.
+_JSON_SUSPECT = re.compile("[\x7f-\U0010ffff]")
+
+
+def _json_escape_char(m: re.Match[str]) -> str:
+    ch = m.group()
+    if not is_unsafe_char(ch):
+        return ch
+    cp = ord(ch)
+    if cp > 0xFFFF:  # JSON spells astral characters as a UTF-16 surrogate pair
+        cp -= 0x10000
+        return f"\\u{0xD800 + (cp >> 10):04x}\\u{0xDC00 + (cp & 0x3FF):04x}"
+    return f"\\u{cp:04x}"
+
+
+def json_safe(text: str) -> str:
+    """JSON text (as ``json.dumps(..., ensure_ascii=False)`` writes it) with every character that
+    :func:`is_unsafe_char` flags spelled as a ``\\uXXXX`` escape. It decodes to the same value, keeps
+    readable non-ASCII text as it is, and can no longer drive a terminal. The JSON must not hold raw
+    controls other than the newlines between lines (``json.dumps`` never writes any inside strings)."""
+    if text.isascii() and "\x7f" not in text:
+        return text
+    return _JSON_SUSPECT.sub(_json_escape_char, text)
 
 
 def safe_rich_text(s: str, style: str | Style | None = None, single_line: bool = True) -> Text:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +24,27 @@ class Session:
         self.snapshot.close()
 
 
+# A .did or schema file is a few KiB: a FIFO given instead would block the read forever, and a huge file
+# would be read whole, so both are refused up front.
+MAX_TEXT_FILE_BYTES = 16 << 20
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{path}: cannot read {what}: not a regular file")
+        if st.st_size > MAX_TEXT_FILE_BYTES:
+            raise InputError(f"{path}: cannot read {what}: {st.st_size:,} bytes is too big for one")
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read {what}: {exc}") from None
+
+
 def load_did(path: str | None) -> dict[int, str]:
     if not path:
         return {}
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read .did file: {exc}") from None
+    text = _read_text(path, ".did file")
     from inspector.decode.did import names_from_did
 
     return names_from_did(text)
@@ -45,12 +61,13 @@ def load_schema(path: str | None) -> dict[str, dict[str, Any]]:
     """
     if not path:
         return {}
+    text = _read_text(path, "schema")
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read schema: {exc}") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path}: schema is not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses per nesting level of arrays and inline tables
+        raise InputError(f"{path}: schema is not valid TOML: nested too deeply") from None
     memories = data.get("memory", {})
     if not isinstance(memories, dict):
         raise InputError(f"{path}: schema needs [memory.ID] tables")

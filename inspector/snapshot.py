@@ -67,6 +67,26 @@ class Snapshot:
     def fd(self) -> int | None:
         return self._fd
 
+    def check_unchanged(self) -> None:
+        """Raise ``InputError`` if the file shrank since it was mapped.
+
+        Reading a mapped page that now lies past the end of the file kills the process with SIGBUS, and
+        Python cannot turn that into an exception (the faulting read restarts after any handler). So the
+        size is checked again before each long walk; after a shrink, reads are also bounded by the new
+        size (they raise ``OutOfBounds``) in case a caller catches the error and goes on.
+        """
+        if self._fd is None:
+            return
+        try:
+            now = os.fstat(self._fd).st_size
+        except OSError as exc:
+            raise InputError(f"{self.file_path}: cannot read: {exc.strerror or exc}") from None
+        if now < self.size:
+            self.memory.size = min(self.memory.size, now)
+            raise InputError(
+                f"{self.file_path}: the file shrank from {self.size:,} to {now:,} bytes while it was being read"
+            )
+
     def close(self) -> None:
         if self._mmap is not None:
             try:
@@ -85,11 +105,32 @@ class Snapshot:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def __del__(self) -> None:
+        # Commands run in one process (tests, the TUI's diff) must not leak a descriptor per snapshot.
+        # Only the descriptor: the map may still be read through a structure that outlives this object,
+        # and it unmaps itself when the last reference goes.
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+# metadata.json and the download progress file are a few hundred bytes; anything far bigger is not one.
+MAX_JSON_BYTES = 16 << 20
+
 
 def _read_json(path: Path, what: str, findings: list[Finding]) -> dict[str, Any] | None:
     try:
+        st = path.stat()
+        # A FIFO (or device) here would block the read forever; a huge file would be read whole.
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        if st.st_size > MAX_JSON_BYTES:
+            raise OSError(f"{st.st_size:,} bytes is too big for a {what} file")
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         findings.append(
             Finding("warning", "metadata_unreadable", f"{what} {path.name} cannot be read: {exc}")
         )

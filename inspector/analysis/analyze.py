@@ -113,7 +113,12 @@ def analyze(snapshot: Snapshot, *, options: dict[str, Any] | None = None, forens
     refs = memory_refs_for(snapshot, mm)
     structures, findings = detect_structures(refs, options)
     analysis = Analysis(
-        snapshot, mm, refs, structures, [*snapshot.findings, *mm.findings, *findings], options=dict(options or {})
+        snapshot,
+        mm,
+        refs,
+        structures,
+        [*snapshot.findings, *mm.findings, *findings],
+        options=dict(options or {}),
     )
     if forensics:
         try:

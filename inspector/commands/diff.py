@@ -11,15 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from inspector.diff import SnapshotDiff, diff_sessions
-from inspector.safe_text import safe_rich_text
+from inspector.safe_text import json_safe, safe_rich_text
+
+if TYPE_CHECKING:  # the engine is imported after the byte compare has been started (see run)
+    from inspector.diff import SnapshotDiff
 
 REPORT_RANGES = 20  # changes (groups of ranges) listed in the report
 REPORT_AREAS = 12  # areas listed per side
@@ -46,10 +48,12 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     return old, new
 
 
-def _compute(old: Any, new: Any) -> SnapshotDiff:
+def _compute(old: Any, new: Any, byte_result: Any = None) -> SnapshotDiff:
     """The diff, with a progress bar on an interactive stderr (a multi-GiB compare takes seconds)."""
-    if not sys.stderr.isatty():
-        return diff_sessions(old, new)
+    from inspector.diff import diff_sessions
+
+    if byte_result is not None or not sys.stderr.isatty():
+        return diff_sessions(old, new, byte_result=byte_result)
     from rich.progress import BarColumn, Progress, TextColumn
 
     with Progress(
@@ -72,7 +76,18 @@ def _json_default(o: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    old, new = _load(args)
+    pending = None
+    if args.json or args.report:
+        # Compare bytes in a child process while this one loads both snapshots (see diff_prefetch).
+        from inspector.diff_prefetch import start_byte_diff
+
+        pending = start_byte_diff(args.old, args.new)
+    try:
+        old, new = _load(args)
+    except BaseException:
+        if pending is not None:
+            pending.result()  # reap the child
+        raise
     if not args.json and not args.report:
         from inspector.tui.diff_app import create_diff_app
 
@@ -84,9 +99,15 @@ def run(args: argparse.Namespace) -> int:
             new.close()
         return int(app.return_code or 0)
     try:
-        diff = _compute(old, new)
+        byte_result = pending.result() if pending is not None else None
+        # The comparison reads both mapped files; one that shrank since it was opened would end in SIGBUS.
+        old.snapshot.check_unchanged()
+        new.snapshot.check_unchanged()
+        diff = _compute(old, new, byte_result)
         if args.json:
-            json.dump(diff.to_json(), sys.stdout, indent=2, default=_json_default, ensure_ascii=False)
+            text = json.dumps(diff.to_json(), indent=2, default=_json_default, ensure_ascii=False)
+            # ensure_ascii=False leaves bidi overrides and C1 controls raw: json_safe escapes those.
+            sys.stdout.write(json_safe(text))
             sys.stdout.write("\n")
         else:
             Console(highlight=False).print(render_report(diff))

@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from inspector.analysis.salvage import SalvagedEntry, SalvageResult, compare_with_reference, salvage_structure
-from inspector.safe_text import safe_rich_text
+from inspector.safe_text import json_safe, safe_rich_text
 
 TABLE_VALUE_CHARS = 120
 SAMPLE_SIZE = 16
@@ -204,7 +204,8 @@ def write_jsonl(result: SalvageResult, out: TextIO) -> int:
     rec = result.recovered()
     dec = _Decoders(result.structure, rec)
     for e in rec:
-        out.write(json.dumps(entry_json(e, result, dec), ensure_ascii=False))
+        # ensure_ascii=False leaves bidi overrides and C1 controls raw: json_safe escapes those.
+        out.write(json_safe(json.dumps(entry_json(e, result, dec), ensure_ascii=False)))
         out.write("\n")
     return len(rec)
 
@@ -286,6 +287,8 @@ def run(args: argparse.Namespace) -> int:
     key = parse_memory(args.memory)
     session = load(args.path, did=getattr(args, "did", None), schema=getattr(args, "schema", None))
     try:
+        # The scans read the mapped file; one that shrank since it was opened would end in SIGBUS.
+        session.snapshot.check_unchanged()
         analysis = session.analysis
         structure, label, layout, notes = resolve_map(analysis, key)
         for note in notes:

@@ -10,6 +10,7 @@ from inspector.layouts import (
     ALLOCATOR_HEADER,
     ALLOCATOR_OFFSET,
     BTREE_HEADER,
+    CAPACITY,
     CHUNK_HEADER_SIZE,
     AllocatorHeader,
     BTreeMapHeader,
@@ -72,7 +73,12 @@ class BTreeMapStructure(Structure):
     def count(self) -> int:
         if self._deep:
             return self.map.walk().entry_count
-        return self.map.length if self.map.root_addr else 0
+        if not self.map.root_addr:
+            return 0
+        # The header's length is a claim (up to 2^64 - 1), and views build one region per page of entries
+        # from this count. Every entry lives in a node of at most CAPACITY entries, one node per chunk, so
+        # the chunks that fit in the memory bound it.
+        return min(self.map.length, CAPACITY * self.map._max_chunks)
 
     def elements(self, start: int = 0) -> Iterator[Element]:
         i = start

@@ -11,6 +11,9 @@ from inspector.structures.base import Element, Structure
 
 # Read slots in batches so a million-element vec costs a few hundred reads, not a million.
 _BATCH_BYTES = 1 << 20
+# Zero-sized elements (``()``, max size 0) take no bytes, so no memory size bounds a claimed length (up
+# to 2^64 - 1): list at most this many, like the Candid decoder's cap on zero-sized vector elements.
+MAX_ZERO_SIZED_ELEMENTS = 1_000_000
 
 
 class BaseVec(Structure):
@@ -45,7 +48,17 @@ class BaseVec(Structure):
         self.data_end = VEC_DATA_OFFSET + self.length * self.slot_size
         # Elements that fit in the memory; the rest are reported, not read.
         room = max(0, mem.size - VEC_DATA_OFFSET)
-        self.readable = self.length if self.slot_size == 0 else min(self.length, room // self.slot_size)
+        if self.slot_size == 0:
+            self.readable = min(self.length, MAX_ZERO_SIZED_ELEMENTS)
+            if self.length > MAX_ZERO_SIZED_ELEMENTS:
+                self.finding(
+                    "warning",
+                    "vec_out_of_bounds",
+                    f"{self.length:,} zero-sized elements claimed; only the first {self.readable:,} are listed",
+                    [(4, 12)],
+                )
+        else:
+            self.readable = min(self.length, room // self.slot_size)
         if self.data_end > mem.size:
             self.finding(
                 "error",

@@ -57,7 +57,10 @@ def check_output(path: str | Path, inputs: list[Path | None], *, overwrite: bool
 def write_atomic(out: Path, writer: Callable[[BinaryIO], None]) -> None:
     tmp = out.with_name(out.name + ".partial")
     try:
-        with open(tmp, "wb") as fh:
+        # A leftover (or planted) NAME.partial may be a symlink or hard link to the input: unlink the name
+        # and create afresh ("x": O_EXCL), so opening it can never write into some other file.
+        tmp.unlink(missing_ok=True)
+        with open(tmp, "xb") as fh:
             writer(fh)
         os.replace(tmp, out)
     except BaseException:

@@ -1,0 +1,152 @@
+"""Smoke test of the benchmark harness (``stable-inspect bench``) on tiny inputs.
+
+Nothing here asserts a time: figures depend on the machine and its load. The tests check that every
+target produces a row, that inputs are checked against the decoder and cached, and that the fast
+paths the benchmark relies on give exactly what the general code gives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inspector import bench
+from inspector.commands.entries import jsonl_lines, map_jsonl_chunks
+from inspector.decode.valuetypes import parse_type
+from inspector.session import load
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path, int]:
+    """One whole tiny benchmark through the command-line entry point, JSON output."""
+    workdir = tmp_path_factory.mktemp("bench")
+    capture = workdir / "out.json"
+    with open(capture, "w") as fh, contextlib.redirect_stdout(fh):
+        rc = bench.main(["--tiny", "--json", "--workdir", str(workdir)])
+    return json.loads(capture.read_text()), workdir, rc
+
+
+def test_every_target_has_a_row(tiny_run: tuple[dict[str, Any], Path, int]) -> None:
+    report, _workdir, rc = tiny_run
+    assert rc in (0, 1)  # 1 only says a target missed: tiny inputs are not what the limits are for
+    targets = [r["target"] for r in report["rows"]]
+    for needle in (
+        "summary (",
+        "summary peak RSS",
+        "summary --deep",
+        "(raw)",
+        "entries --format jsonl",
+        "cmp -s",
+        "diff",
+        "check (",
+        "check peak RSS",
+        "never imports textual",
+        "TUI first screen",
+        "TUI scroll",
+    ):
+        assert any(needle in t for t in targets), f"no row for {needle!r}: {targets}"
+    for row in report["rows"]:
+        assert row["result"] in ("pass", "FAIL", "n/a", "ref")
+        assert not row["note"].startswith("error:"), row
+        if row["figure"] is not None:
+            assert row["figure"] >= 0
+        if row["unit"] == "s" and row["result"] != "n/a":
+            assert row["samples"] and all(x > 0 for x in row["samples"])
+    assert report["config"]["name"] == "tiny"
+    assert report["machine"]["cores"] >= 1
+
+
+def test_cli_path_never_imports_textual(tiny_run: tuple[dict[str, Any], Path, int]) -> None:
+    report, _workdir, _rc = tiny_run
+    (row,) = [r for r in report["rows"] if "never imports textual" in r["target"]]
+    assert row["result"] == "pass", row["note"]
+
+
+def test_inputs_are_cached_and_checked(tiny_run: tuple[dict[str, Any], Path, int]) -> None:
+    _report, workdir, _rc = tiny_run
+    first = {p.name: p.stat().st_mtime_ns for p in workdir.glob("*.bin")}
+    inputs = bench.prepare_inputs(bench.TINY, workdir)
+    assert {p.name: p.stat().st_mtime_ns for p in workdir.glob("*.bin")} == first  # nothing rebuilt
+    assert inputs.map_count == bench.TINY.entries
+    # The sidecar's digest is what the decoder sees (raises BenchError otherwise).
+    bench.check_map_input(inputs.map_mm, inputs.map_count, inputs.map_sha256)
+    bench.check_map_input(inputs.map_raw, inputs.map_count, inputs.map_sha256)
+    assert len(inputs.patch_offsets) == bench.TINY.patches
+    a, b = inputs.dense_a.read_bytes(), inputs.dense_b.read_bytes()
+    assert [i for i in range(len(a)) if a[i] != b[i]] == inputs.patch_offsets
+    assert inputs.dense_a2.read_bytes() == a
+    with pytest.raises(bench.BenchError):
+        bench.check_map_input(inputs.map_mm, inputs.map_count + 1, inputs.map_sha256)
+
+
+def test_tables_render(
+    tiny_run: tuple[dict[str, Any], Path, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    report, workdir, _rc = tiny_run
+    rows = bench.rows_from_report(report)
+    md = bench.markdown_table(rows)
+    assert md.count("\n") == len(rows) + 1 and "| target |" in md
+    bench.print_table(rows, bench.TINY, report["machine"], report["elapsed_s"])
+    assert "summary --deep" in capsys.readouterr().out
+    # A saved report renders again without running anything.
+    saved = workdir / "report.json"
+    saved.write_text(json.dumps(report))
+    bench.main(["--from-json", str(saved), "--markdown"])
+    assert capsys.readouterr().out.strip() == md
+
+
+def test_workdir_inside_the_project_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(["--tiny", "--workdir", str(bench.PROJECT_ROOT / "bench-inputs")]) == 2
+    assert "outside the project" in capsys.readouterr().err
+    assert not (bench.PROJECT_ROOT / "bench-inputs").exists()
+
+
+# --- the fast paths the benchmark measures give what the general code gives -------------------------
+
+
+def test_map_jsonl_fast_path_matches_per_element_lines(tmp_path: Path) -> None:
+    from snapshots.forge import MemoryManagerImage, forge_btreemap
+
+    mm = MemoryManagerImage(1)
+    mm.place(0, bench._u64_map(500))
+    # Text keys, values of mixed lengths (some spill into overflow pages): the per-item fallback.
+    pairs = [(f"k{i:04d}".encode(), b"v" * (i % 7) * (1 + i % 300)) for i in range(300)]
+    mm.place(1, forge_btreemap(pairs))
+    path = tmp_path / "maps.bin"
+    mm.write_to(path)
+    session = load(path)
+    try:
+        for mid in (0, 1):
+            s = session.analysis.structure(mid)
+            assert s is not None
+            slow = [line + "\n" for line in jsonl_lines(s, s.elements(0))]
+            chunks = map_jsonl_chunks(s, None)
+            assert chunks is not None
+            assert "".join(chunks) == "".join(slow)
+            limited = map_jsonl_chunks(s, 17)
+            assert limited is not None and "".join(limited) == "".join(slow[:17])
+            batches = [kv for keys, values in s.map.iter_batches(5) for kv in zip(keys, values, strict=True)]
+            assert batches == [(e.key, e.value) for e in islice(s.map.iter_entries(5), None)]
+    finally:
+        session.close()
+
+
+@pytest.mark.parametrize(
+    "type_text",
+    ["u8", "u16", "u32", "u64", "u128", "bool", "text", "text<3>", "blob", "blob<2>", "bytes<4>", "raw"],
+)
+def test_json_texts_equals_decode(type_text: str) -> None:
+    t = parse_type(type_text)
+    samples = [b"", b"\x00", b"\x01", b"\x02", b"ab", b'a"\\\n', "é\u2028".encode(), b"\xff\xfe", b"\x00" * 4]
+    samples += [bytes(range(8)), bytes(range(16))]
+    for i in range(len(samples)):
+        for j in range(i, len(samples) + 1):
+            items = samples[i:j]
+            fast = t.json_texts(items)
+            slow = [json.dumps(t.decode(d).value, ensure_ascii=False) for d in items]
+            assert fast is None or fast == slow, (type_text, items)
