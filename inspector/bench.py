@@ -151,31 +151,22 @@ def _log(message: str) -> None:
 # --- running children -----------------------------------------------------------------------------------
 
 
-_PYCACHE: Path | None = None  # where the measured commands find their bytecode (see compile_bytecode)
-
-
 def _child_env() -> dict[str, str]:
     # Children import this very tree, whatever is installed elsewhere.
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-    if _PYCACHE is not None:
-        env["PYTHONPYCACHEPREFIX"] = str(_PYCACHE)
     return env
 
 
-def compile_bytecode(workdir: Path) -> None:
-    """Compile the package once, as any installation does, into a cache outside the source tree.
+def compile_bytecode() -> None:
+    """Compile the package once, as any installation does (into its usual ``__pycache__``).
 
     Without it, an environment with PYTHONDONTWRITEBYTECODE set (this one has it) recompiles every
-    module on every run, and each timed command would pay ~0.1 s that no installed tool pays.
+    module of the package on every run, and each timed command would pay ~0.1 s that no installed tool
+    pays. (A PYTHONPYCACHEPREFIX would be worse: it hides the installed libraries' bytecode too.)
     """
-    global _PYCACHE
-    _PYCACHE = workdir / "pycache"
-    env = dict(os.environ, PYTHONPYCACHEPREFIX=str(_PYCACHE))
     dirs = [str(PROJECT_ROOT / "inspector"), str(PROJECT_ROOT / "snapshots")]
-    subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", *dirs], env=env, check=False, capture_output=True
-    )
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *dirs], check=False, capture_output=True)
 
 
 # Peak RSS needs care. Linux keeps a process's RSS high-water mark across fork *and* exec: a child
@@ -1191,7 +1182,7 @@ def run_benchmark(cfg: Config, workdir: Path) -> dict[str, Any]:
     start = time.perf_counter()
     machine = machine_info()
     workdir.mkdir(parents=True, exist_ok=True)
-    compile_bytecode(workdir)
+    compile_bytecode()
     inputs = prepare_inputs(cfg, workdir)
     rows = Bench(cfg, inputs, workdir).run_all()
     elapsed = time.perf_counter() - start

@@ -228,6 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         # Inside the try: a command module that fails to import is an internal error, not a traceback.
+        if args.command == "diff" and (args.json or args.report):
+            # Start the byte compare in a child before the heavy imports, so they overlap with it.
+            from inspector.diff_prefetch import start_byte_diff
+
+            args.pending_bytes = start_byte_diff(args.old, args.new)
         handler = HANDLERS.get(args.command) or _lazy_handler(args.command)
         return handler(args)
     except (InputError, UsageError) as exc:

@@ -295,7 +295,7 @@ def test_blind_mutation_never_crashes(data: st.DataObject) -> None:
     _run_checked(data.draw(st.sampled_from(commands), label="command"))
 
 
-@_settings(30)
+@_settings(25)
 @given(data=st.data())
 def test_mutated_candid_never_crashes(data: st.DataObject) -> None:
     """Candid values inside map/cell/vec values, and the stable_save message at physical 0."""

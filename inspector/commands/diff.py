@@ -76,9 +76,10 @@ def _json_default(o: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    pending = None
-    if args.json or args.report:
-        # Compare bytes in a child process while this one loads both snapshots (see diff_prefetch).
+    # The CLI starts the byte compare in a child before importing this module (see diff_prefetch);
+    # callers that come here directly get the same overlap from here.
+    pending = getattr(args, "pending_bytes", None)
+    if pending is None and (args.json or args.report):
         from inspector.diff_prefetch import start_byte_diff
 
         pending = start_byte_diff(args.old, args.new)
