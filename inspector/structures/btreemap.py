@@ -951,8 +951,8 @@ class BTreeMap:
             else:
                 stack.pop()
 
-    def iter_entries(self, start_index: int = 0) -> Iterator[Entry]:
-        """Entries in key order from the ``start_index``-th, lazily (stop consuming to stop reading)."""
+    def _runs_from(self, start_index: int) -> Iterator[tuple[int, list[bytes], list[bytes], int, int]]:
+        """The in-order node runs (addr, keys, values, i0, i1), the first ``start_index`` entries skipped."""
         skip = max(0, start_index)
         for addr, keys, values, i0, i1 in self._inorder():
             if skip:
@@ -961,6 +961,11 @@ class BTreeMap:
                     continue
                 i0 += skip
                 skip = 0
+            yield addr, keys, values, i0, i1
+
+    def iter_entries(self, start_index: int = 0) -> Iterator[Entry]:
+        """Entries in key order from the ``start_index``-th, lazily (stop consuming to stop reading)."""
+        for addr, keys, values, i0, i1 in self._runs_from(start_index):
             for i in range(i0, i1):
                 yield Entry(keys[i], values[i], addr, i)
 
@@ -970,14 +975,7 @@ class BTreeMap:
         For bulk consumers (the jsonl export): a run is a leaf's entries or one separator, so the
         caller can work list-at-a-time instead of creating an ``Entry`` per entry.
         """
-        skip = max(0, start_index)
-        for _addr, keys, values, i0, i1 in self._inorder():
-            if skip:
-                if skip >= i1 - i0:
-                    skip -= i1 - i0
-                    continue
-                i0 += skip
-                skip = 0
+        for _addr, keys, values, i0, i1 in self._runs_from(start_index):
             if i0 == 0 and i1 == len(keys):
                 yield keys, values
             else:
