@@ -297,26 +297,9 @@ def _page_releaser(obj: ByteSource) -> Callable[[int, int], None]:
         return _no_release
     with memoryview(obj) as view:
         if not view.readonly:
+            # On a writable (e.g. ACCESS_COPY) map, DONTNEED would throw away the caller's writes.
             return _no_release
-    size = len(obj)
-    page = mmap.PAGESIZE
-    enabled = True
-
-    def release(start: int, end: int) -> None:
-        nonlocal enabled
-        if not enabled:
-            return
-        start -= start % page
-        end = min(end, size)
-        if end <= start:
-            return
-        try:
-            obj.madvise(mmap.MADV_DONTNEED, start, end - start)
-        except (OSError, ValueError):
-            # Only an optimisation: if the kernel refuses, keep comparing without it.
-            enabled = False
-
-    return release
+    return _advise(obj, mmap.MADV_DONTNEED)
 
 
 def _no_release(start: int, end: int) -> None:
@@ -333,11 +316,20 @@ def _page_loader(obj: ByteSource) -> Callable[[int, int], None]:
     """Return a function that maps ``[start, end)`` of a file mapping in before it is compared."""
     if not isinstance(obj, mmap.mmap) or not hasattr(obj, "madvise") or not sys.platform.startswith("linux"):
         return _no_release
+    return _advise(obj, MADV_POPULATE_READ)
+
+
+def _advise(obj: mmap.mmap, advice: int) -> Callable[[int, int], None]:
+    """``madvise(advice)`` over page-aligned ``[start, end)``; stops trying after the first refusal.
+
+    Both advices are only optimisations: an older kernel (EINVAL) or an I/O error, which the
+    comparison itself will meet, just turns them off.
+    """
     size = len(obj)
     page = mmap.PAGESIZE
     enabled = True
 
-    def load(start: int, end: int) -> None:
+    def advise(start: int, end: int) -> None:
         nonlocal enabled
         if not enabled:
             return
@@ -346,13 +338,11 @@ def _page_loader(obj: ByteSource) -> Callable[[int, int], None]:
         if end <= start:
             return
         try:
-            obj.madvise(MADV_POPULATE_READ, start, end - start)
+            obj.madvise(advice, start, end - start)
         except (OSError, ValueError):
-            # An older kernel (EINVAL) or an I/O error, which the comparison itself will meet: only
-            # an optimisation, so stop trying.
             enabled = False
 
-    return load
+    return advise
 
 
 def _regions_to_scan(
