@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -96,13 +97,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# A memory of a reconstructed layout whose MemoryId was lost is named by its first bucket: "?b1".
+_BUCKET_KEY = re.compile(r"^\??b(?:ucket:)?(\d+)$")
+
+
 def _parse_memory_id(text: str) -> int | str:
-    if text == "raw":
+    t = text.strip()
+    if t == "raw":
         return "raw"
+    m = _BUCKET_KEY.match(t)
+    if m:
+        return f"?b{int(m.group(1))}"
     try:
-        value = int(text, 0)
+        value = int(t, 0)
     except ValueError:
-        raise UsageError(f"--memory must be a MemoryId (0-254) or 'raw', not {text!r}") from None
+        raise UsageError(
+            f"--memory must be a MemoryId (0-254), 'raw' or '?b<bucket>', not {text!r}"
+        ) from None
     if not 0 <= value <= 254:
         raise UsageError(f"--memory {value} is out of range: MemoryIds are 0-254")
     return value

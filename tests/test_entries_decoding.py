@@ -74,3 +74,13 @@ def test_fixed_key_size_override(capsys: pytest.CaptureFixture[str]) -> None:
     assert [int(x["value_hex"], 16) for x in right] == [k * k for k in range(50)]
     assert main(["entries", path, "--memory", "raw", "--key-size", "4", "--format", "jsonl"]) == 0
     capsys.readouterr()
+
+
+def test_reconstructed_memory_by_first_bucket(capsys: pytest.CaptureFixture[str]) -> None:
+    """after_stable_save lost the bucket table: the surviving map is memory '?b1' (its first bucket)."""
+    require_fixtures()
+    lines = jsonl(capsys, str(FIXTURES / "migration" / "after_stable_save"), "--memory", "?b1")
+    pre = json.loads((FIXTURES / "migration" / "pre_upgrade" / "expected.json").read_text())
+    old = next(s for s in pre["structures"] if s["kind"] == "btreemap")
+    assert len(lines) == old["count"] == 200
+    assert {line["key_hex"] for line in lines} == {e["key_hex"] for e in old["entries"]}

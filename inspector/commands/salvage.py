@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from itertools import islice
 from typing import Any, TextIO
@@ -33,27 +32,12 @@ from inspector.safe_text import json_safe, safe_rich_text
 
 TABLE_VALUE_CHARS = 120
 SAMPLE_SIZE = 16
-_BUCKET_KEY = re.compile(r"^\??b(?:ucket:)?(\d+)$")
 
 
 def parse_memory(text: str) -> int | str:
-    from inspector.cli import UsageError
+    from inspector.cli import _parse_memory_id
 
-    t = text.strip()
-    if t == "raw":
-        return "raw"
-    m = _BUCKET_KEY.match(t)
-    if m:
-        return f"?b{int(m.group(1))}"
-    try:
-        value = int(t, 0)
-    except ValueError:
-        raise UsageError(
-            f"--memory must be a MemoryId (0-254), 'raw' or '?b<bucket>', not {text!r}"
-        ) from None
-    if not 0 <= value <= 254:
-        raise UsageError(f"--memory {value} is out of range: MemoryIds are 0-254")
-    return value
+    return _parse_memory_id(text)
 
 
 def _known(analysis: Any) -> str:
@@ -210,13 +194,17 @@ def write_jsonl(result: SalvageResult, out: TextIO) -> int:
     return len(rec)
 
 
+TABLE_ROWS = 1_000  # rows of the table output, as for `entries`
+
+
 def print_table(result: SalvageResult, console: Console) -> int:
     rec = result.recovered()
     dec = _Decoders(result.structure, rec)
-    table = Table(
-        title=f"salvage of {result.label} ({result.layout} layout): {len(rec):,} entries recovered",
-        title_justify="left",
-    )
+    title = f"salvage of {result.label} ({result.layout} layout): {len(rec):,} entries recovered"
+    if len(rec) > TABLE_ROWS:
+        # The table is for people; a big salvage is for `--format jsonl`, which streams everything.
+        title += f" (first {TABLE_ROWS:,} shown; use --format jsonl for all)"
+    table = Table(title=title, title_justify="left")
     table.add_column("#", justify="right", style="dim")
     table.add_column(f"key ({dec.types['key']})", overflow="fold")
     table.add_column(f"value ({dec.types['value']})", overflow="fold")
@@ -225,7 +213,7 @@ def print_table(result: SalvageResult, console: Console) -> int:
     with_ref = result.reference_summary is not None
     if with_ref:
         table.add_column("vs reference")
-    for i, e in enumerate(rec):
+    for i, e in enumerate(rec[:TABLE_ROWS]):
         value = dec.decode("value", e.value).text
         if len(value) > TABLE_VALUE_CHARS:
             value = value[: TABLE_VALUE_CHARS - 1] + "…"
