@@ -27,14 +27,14 @@ Rendering (JSON-able and Candid text forms) lives in :mod:`inspector.decode.cand
 
 from __future__ import annotations
 
-import base64
 import gc
 import mmap
 import struct
-import zlib
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, NoReturn, overload
+
+from inspector.decode.principal import principal_to_text  # the decoder caps principals at 29 bytes
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -415,12 +415,6 @@ class RepeatedVector(Sequence[CandidValue]):
     def __iter__(self) -> Iterator[CandidValue]:
         for _ in range(self.count):
             yield self.template
-
-
-def principal_to_text(raw: bytes) -> str:
-    """Textual principal: base32 (lowercase, unpadded) of CRC32-BE(raw) + raw, a dash every 5 chars."""
-    b32 = base64.b32encode(zlib.crc32(raw).to_bytes(4, "big") + raw).decode("ascii").lower().rstrip("=")
-    return "-".join(b32[i : i + 5] for i in range(0, len(b32), 5))
 
 
 @dataclass(frozen=True, slots=True)
