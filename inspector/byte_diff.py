@@ -48,6 +48,8 @@ CHUNK_SIZE = 4 << 20  # unit of cancel checks, progress and page release
 BLOCK_SIZE = 256 << 10  # first-pass comparison unit
 LEAF_SIZE = 4 << 10  # refinement stops splitting here and finds exact boundaries
 FANOUT = 16  # a differing block is split into this many parts
+# At most this many ranges are kept; past it, nearby ranges are merged into runs (DiffResult.gap).
+MAX_RUNS = 1 << 16
 
 PROGRESS_CALLS = 100
 
@@ -69,15 +71,24 @@ class DiffCancelled(Exception):
 
 
 class ChangedRange(NamedTuple):
-    """Half-open physical range ``[start, end)``; ``tail`` marks the part only the longer file has."""
+    """Half-open physical range ``[start, end)``; ``tail`` marks the part only the longer file has.
+
+    When the diff had to merge nearby ranges into runs (see :class:`DiffResult`), ``differing`` is the
+    exact number of differing bytes inside the run; ``None`` means every byte of the range differs.
+    """
 
     start: int
     end: int
     tail: bool = False
+    differing: int | None = None
 
     @property
     def length(self) -> int:
         return self.end - self.start
+
+    @property
+    def changed_bytes(self) -> int:
+        return self.length if self.differing is None else self.differing
 
 
 @dataclass(frozen=True)
@@ -97,15 +108,30 @@ class DiffResult:
     ranges: tuple[ChangedRange, ...]
     bytes_compared: int
     hole_bytes_skipped: int
+    # Ranges closer than ``gap`` bytes were merged into one run (0: every range is exact and maximal).
+    # The gap starts at 0 and only grows when more than ``MAX_RUNS`` runs would have to be kept, so
+    # memory stays flat however many bytes differ; the counts below stay exact either way.
+    gap: int = 0
+    exact_range_count: int | None = None  # maximal differing ranges before merging (tail included)
 
     @property
     def count(self) -> int:
+        """How many (possibly merged) ranges are listed in ``ranges``."""
         return len(self.ranges)
+
+    @property
+    def range_count(self) -> int:
+        """The exact number of maximal differing ranges, however they were merged."""
+        return self.count if self.exact_range_count is None else self.exact_range_count
+
+    @property
+    def merged(self) -> bool:
+        return self.gap > 0
 
     @cached_property
     def total_bytes(self) -> int:
-        # Cached: a diff of unrelated snapshots can have millions of ranges.
-        return sum(r.end - r.start for r in self.ranges)
+        # The exact number of differing bytes (plus the tail); cached: ranges can be many.
+        return sum(r.changed_bytes for r in self.ranges)
 
     @property
     def tail(self) -> ChangedRange | None:
@@ -156,29 +182,69 @@ def changed_ranges(
         equal = _block_equality(a, b, va, vb)
         release_a, release_b = _page_releaser(a), _page_releaser(b)
         load_a, load_b = _page_loader(a), _page_loader(b)
-        # Two flat arrays (16 bytes a range) rather than a list of tuples: a diff of unrelated
-        # snapshots yields millions of ranges, and the final tuple of ChangedRange is built once.
-        starts, ends = array("Q"), array("Q")
+        # Flat arrays (8 bytes a value) rather than a list of tuples, and at most MAX_RUNS of them: a
+        # diff of unrelated snapshots has millions of differing ranges. Past the cap, nearby ranges are
+        # merged into runs (the gap grows) and each run keeps its exact count of differing bytes.
+        starts, ends, diffs = array("Q"), array("Q"), array("Q")
         report = _ProgressReporter(progress, common)
+        max_runs = max(2, MAX_RUNS)
+        gap = 0
+        raw_count = 0  # maximal differing ranges, exact
+        raw_end = -1  # one past the last differing byte seen
 
-        def add(start: int, end: int) -> None:
-            if ends and ends[-1] == start:
+        def coalesce() -> None:
+            nonlocal gap, starts, ends, diffs
+            while len(starts) > max_runs // 2:
+                gap = 8 if gap == 0 else gap * 4
+                s2, e2, d2 = array("Q"), array("Q"), array("Q")
+                for st, en, df in zip(starts, ends, diffs, strict=True):
+                    if e2 and st - e2[-1] <= gap:
+                        e2[-1] = en
+                        d2[-1] += df
+                    else:
+                        s2.append(st)
+                        e2.append(en)
+                        d2.append(df)
+                starts, ends, diffs = s2, e2, d2
+
+        def add(start: int, end: int, differing: int, raw: int) -> None:
+            nonlocal raw_count, raw_end
+            raw_count += raw - (1 if start == raw_end else 0)
+            raw_end = end
+            if ends and start - ends[-1] <= gap:
                 ends[-1] = end
+                diffs[-1] += differing
             else:
                 starts.append(start)
                 ends.append(end)
+                diffs.append(differing)
+                if len(starts) > max_runs:
+                    coalesce()
 
         def exact(off: int, n: int) -> None:
             # The XOR of the two blocks is non-zero exactly at the differing bytes.
             x = int.from_bytes(va[off : off + n], "little") ^ int.from_bytes(vb[off : off + n], "little")
             mask = x.to_bytes(n, "little").translate(_NONZERO_TO_ONE)
             i = mask.find(1)
+            if gap == 0:
+                while i >= 0:
+                    j = mask.find(0, i)
+                    if j < 0:
+                        j = n
+                    add(off + i, off + j, j - i, 1)
+                    i = mask.find(1, j)
+                return
+            # Merging: a run ends only where more than ``gap`` equal bytes follow; counting its
+            # differing bytes and its maximal ranges (0→1 steps) stays in C.
+            sep = bytes(gap + 1)
             while i >= 0:
-                j = mask.find(0, i)
-                if j < 0:
-                    j = n
-                add(off + i, off + j)
-                i = mask.find(1, j)
+                p = mask.find(sep, i)
+                end = mask.rfind(1) + 1 if p < 0 else p
+                seg = mask[i:end]
+                add(off + i, off + end, seg.count(1), seg.count(b"\x00\x01") + 1)
+                if p < 0:
+                    break
+                i = mask.find(1, end)
 
         def refine(off: int, n: int) -> None:
             leaf = LEAF_SIZE
@@ -211,15 +277,21 @@ def changed_ranges(
                 report.advance_to(ce)
         report.finish()
 
-    ranges = list(map(ChangedRange, starts, ends))
+    if gap:
+        ranges = [ChangedRange(s, e, False, d) for s, e, d in zip(starts, ends, diffs, strict=True)]
+    else:
+        ranges = list(map(ChangedRange, starts, ends))
     if size_a != size_b:
         ranges.append(ChangedRange(common, max(size_a, size_b), tail=True))
+        raw_count += 1
     return DiffResult(
         size_a=size_a,
         size_b=size_b,
         ranges=tuple(ranges),
         bytes_compared=compared,
         hole_bytes_skipped=common - compared,
+        gap=gap,
+        exact_range_count=raw_count,
     )
 
 

@@ -18,7 +18,7 @@ what ``stable-inspect diff --json`` prints. Nothing here imports Textual.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +61,7 @@ class DiffLimits:
 
     max_items: int = 100  # entry differences listed per structure and kind (added, removed, changed)
     max_listed_ranges: int = 200  # changed ranges listed with their attribution (JSON, report)
+    max_changed_ranges: int = 10_000  # changed ranges (runs) listed as plain [start, end] in the JSON
     max_pieces_listed: int = 8  # attributed parts listed per range and side
     max_bucket_changes: int = 64  # bucket-table entries listed
     area_budget: int = 50_000  # layout lookups per side when totalling changed bytes per area
@@ -232,37 +233,63 @@ class SnapshotDiff:
     # ------------------------------------------------------------------- json
 
     def to_json(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, Iterator) else v) for k, v in self.iter_json()}
+
+    def iter_json(self) -> Iterator[tuple[str, Any]]:
+        """The JSON object key by key, each value computed only when its key is reached, so a writer
+        can stream it (``stable-inspect diff --json``). Long lists come as iterators."""
         b = self.bytes
         listed = min(len(b.ranges), self.limits.max_listed_ranges)
-        areas_old, complete_old = self.area_totals("old")
-        areas_new, complete_new = self.area_totals("new")
         tail = b.tail
-        groups = self.groups(self.limits.max_listed_ranges)
-        return {
-            "old": _side_json(self.old),
-            "new": _side_json(self.new),
-            "identical": self.identical,
-            "verdict": self.verdict,
-            "incident": self.incident.kind,
-            "facts": self.incident.facts,
-            "changed_ranges": [[r.start, r.end] for r in b.ranges],
-            "changed_range_count": b.count,
-            "changed_bytes": b.total_bytes,
-            "size": {"old": b.size_a, "new": b.size_b, "tail": [tail.start, tail.end] if tail else None},
-            "layouts": self.layouts,
-            "memory_manager": self.memory_manager,
-            "bucket_owners_changed": {
+        yield "old", _side_json(self.old)
+        yield "new", _side_json(self.new)
+        yield "identical", self.identical
+        yield "verdict", self.verdict
+        yield "incident", self.incident.kind
+        yield "facts", self.incident.facts
+        cap = self.limits.max_changed_ranges
+        shown = b.ranges[:cap]
+        yield "changed_ranges", ([r.start, r.end] for r in shown)
+        yield "changed_range_count", b.range_count
+        yield "changed_bytes", b.total_bytes
+        yield (
+            "changed_runs",
+            {
+                # Ranges closer than merge_gap bytes are listed as one run (0: every range is exact).
+                "merge_gap": b.gap,
+                "count": b.count,
+                "listed": len(shown),
+                "cap": cap,
+                "truncated": len(shown) < b.count,
+                "differing_bytes": [r.changed_bytes for r in shown],
+            },
+        )
+        yield "size", {"old": b.size_a, "new": b.size_b, "tail": [tail.start, tail.end] if tail else None}
+        yield "layouts", self.layouts
+        yield "memory_manager", self.memory_manager
+        yield (
+            "bucket_owners_changed",
+            {
                 "count": self.bucket_changes_count,
                 "items": [c.to_json() for c in self.bucket_changes],
                 "truncated": self.bucket_changes_count > len(self.bucket_changes),
             },
-            "memories": [m.to_json() for m in self.memories],
-            "changes": {
+        )
+        yield "memories", [m.to_json() for m in self.memories]
+        groups = self.groups(self.limits.max_listed_ranges)
+        yield (
+            "changes",
+            {
                 "groups": [g.to_json() for g in groups],
                 "listed": len(groups),
                 "complete": self.groups_complete,
             },
-            "attribution": {
+        )
+        areas_old, complete_old = self.area_totals("old")
+        areas_new, complete_new = self.area_totals("new")
+        yield (
+            "attribution",
+            {
                 "old": [t.to_json() for t in areas_old],
                 "new": [t.to_json() for t in areas_new],
                 "complete": complete_old and complete_new,
@@ -271,11 +298,11 @@ class SnapshotDiff:
                 "total": b.count,
                 "truncated": listed < b.count,
             },
-            "structures": [sd.to_json() for sd in self.structures],
-            "salvage": [s.to_json() for s in self.incident.salvage],
-            "stable_save": self.incident.stable_save,
-            "new_diagnosis": list(getattr(self.new.analysis, "diagnosis", []) or []),
-        }
+        )
+        yield "structures", [sd.to_json() for sd in self.structures]
+        yield "salvage", [s.to_json() for s in self.incident.salvage]
+        yield "stable_save", self.incident.stable_save
+        yield "new_diagnosis", list(getattr(self.new.analysis, "diagnosis", []) or [])
 
 
 def _side_json(session: Any) -> dict[str, Any]:

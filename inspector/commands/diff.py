@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
@@ -75,6 +76,33 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
+def _dump(value: Any, indent: str) -> str:
+    text = json.dumps(value, indent=2, default=_json_default, ensure_ascii=False)
+    # ensure_ascii=False leaves bidi overrides and C1 controls raw: json_safe escapes those.
+    return json_safe(text).replace("\n", "\n" + indent)
+
+
+def write_json_stream(diff: SnapshotDiff, out: TextIO) -> None:
+    """Write ``diff --json`` key by key and long lists item by item, so the output never exists whole
+    in memory (it can list thousands of ranges); the text parses to ``diff.to_json()``."""
+    out.write("{")
+    first = True
+    for key, value in diff.iter_json():
+        out.write("" if first else ",")
+        first = False
+        out.write(f"\n  {json.dumps(key)}: ")
+        if isinstance(value, Iterator):
+            out.write("[")
+            sep = "\n    "
+            for item in value:
+                out.write(sep + _dump(item, "    "))
+                sep = ",\n    "
+            out.write("\n  ]" if sep != "\n    " else "]")
+        else:
+            out.write(_dump(value, "  "))
+    out.write("\n}\n")
+
+
 def run(args: argparse.Namespace) -> int:
     # The CLI starts the byte compare in a child before importing this module (see diff_prefetch);
     # callers that come here directly get the same overlap from here.
@@ -106,10 +134,7 @@ def run(args: argparse.Namespace) -> int:
         new.snapshot.check_unchanged()
         diff = _compute(old, new, byte_result)
         if args.json:
-            text = json.dumps(diff.to_json(), indent=2, default=_json_default, ensure_ascii=False)
-            # ensure_ascii=False leaves bidi overrides and C1 controls raw: json_safe escapes those.
-            sys.stdout.write(json_safe(text))
-            sys.stdout.write("\n")
+            write_json_stream(diff, sys.stdout)
         else:
             Console(highlight=False).print(render_report(diff))
     finally:
@@ -145,8 +170,18 @@ def render_report(d: SnapshotDiff) -> RenderableType:
         parts.append(_t(f"• {fact}"))
     size = f"{b.size_a:,} → {b.size_b:,} bytes" if b.size_a != b.size_b else f"both {b.size_a:,} bytes"
     parts.append(
-        Text(f"\nBytes: {b.count:,} changed ranges, {b.total_bytes:,} bytes changed ({size})", style="bold")
+        Text(
+            f"\nBytes: {b.range_count:,} changed ranges, {b.total_bytes:,} bytes changed ({size})",
+            style="bold",
+        )
     )
+    if b.merged:
+        parts.append(
+            Text(
+                f"  listed as {b.count:,} runs: ranges less than {b.gap + 1:,} bytes apart are merged "
+                "(each run keeps its exact count of differing bytes)"
+            )
+        )
     if b.tail is not None:
         grew = "grew" if b.size_b > b.size_a else "shrank"
         parts.append(
