@@ -342,7 +342,7 @@ def diff_sessions(
         result = changed_ranges(
             _buf(so), _buf(sn), a_file=so.fd, b_file=sn.fd, progress=byte_progress, cancel=cancel
         )
-    changes = RangeSet(result.ranges)
+    changes = RangeSet(result.pairs())
     with lock if lock is not None else nullcontext():
         return _layout_and_structures(old, new, result, changes, limits, progress, cancel)
 
