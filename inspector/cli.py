@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--memory", required=True, help="MemoryId (0-254), or 'raw' for a snapshot without a MemoryManager"
     )
-    p.add_argument("-o", "--output", required=True, help="output file (never the input; see --force)")
+    p.add_argument(
+        "-o", "--output", required=True, help="output file, or - for stdout (never the input; see --force)"
+    )
     p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
 
     p = sub.add_parser("entries", help="list the entries of one structure")
@@ -119,31 +121,15 @@ def _parse_memory_id(text: str) -> int | str:
     return value
 
 
-def _write_output(
-    out: Path, inputs: Sequence[Path | None], force: bool, writer: Callable[[Any], None]
-) -> None:
-    """Write an output file without ever touching an input, and without clobbering unless --force."""
-    for src in inputs:
-        if src is not None and out.exists() and os.path.samefile(out, src):
-            raise UsageError(f"{out}: refusing to overwrite the input snapshot")
-        if src is not None and out.resolve() == src.resolve():
-            raise UsageError(f"{out}: refusing to overwrite the input snapshot")
-    if out.exists() and not force:
-        raise UsageError(f"{out}: already exists (use --force to overwrite)")
-    tmp = out.with_name(out.name + ".partial")
+def _write_output(out: str, inputs: Sequence[Path | None], force: bool, writer: Callable[[Any], None]) -> str:
+    """Write a user-named output by the rules of ``inspector.output`` (never an input, never a device
+    replaced, ``-`` is stdout); returns where it went, for the message."""
+    from inspector.output import OutputError, write_output
+
     try:
-        # A leftover (or planted) OUT.partial may be a symlink or hard link to the input: unlink the name
-        # and create afresh ("x": O_EXCL), so opening it can never truncate some other file.
-        tmp.unlink(missing_ok=True)
-        with open(tmp, "xb") as fh:
-            writer(fh)
-        os.replace(tmp, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UsageError(f"{out}: cannot write: {exc.strerror or exc}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        return str(write_output(out, writer, inputs=inputs, force=force))
+    except OutputError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -191,10 +177,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
                 fh.write(data)
                 pos += n
 
-        _write_output(Path(args.output), [session.snapshot.file_path], args.force, write)
+        where = _write_output(args.output, [session.snapshot.file_path], args.force, write)
     finally:
         session.close()
-    print(f"wrote {total:,} bytes of memory {memory_id} to {args.output}", file=sys.stderr)
+    print(f"wrote {total:,} bytes of memory {memory_id} to {where}", file=sys.stderr)
     return 0
 
 

@@ -1,29 +1,30 @@
 """Exporting the selected region or a whole structure, as decoded JSON or raw bytes.
 
-Files are written next to nothing the user did not name: the output is refused when it is the input
-snapshot (by path or by inode), written to ``NAME.partial`` first and renamed, so a failed export never
-leaves half a file under the chosen name. Overwriting an existing file needs ``overwrite=True``, which
+Files are written by ``inspector.output``, the writer the CLI uses too: never the input snapshot (by
+path or by inode), devices and FIFOs written in place, symlinks only to regular files, regular files
+as ``NAME.partial`` renamed when complete. Overwriting an existing file needs ``overwrite=True``, which
 the UI only passes after the user confirmed.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from inspector.model import Region
+from inspector.output import OutputError, write_output
+from inspector.output import check_output as _check
 from inspector.tui.decoding import CORE_LOCK, Shown, show_value
 
 Progress = Callable[[int, int], bool]  # (done, total) → keep going?
 CHUNK = 1 << 22
 
 
-class ExportError(Exception):
-    """An export that cannot be done (same file as the input, exists, unwritable…)."""
+# One writer for the CLI and the TUI (inspector.output); its error is this module's ExportError.
+ExportError = OutputError
 
 
 def slug(text: str, limit: int = 40) -> str:
@@ -35,37 +36,15 @@ def check_output(path: str | Path, inputs: list[Path | None], *, overwrite: bool
     """The output path, or ExportError when it would touch an input or clobber a file unasked."""
     if not str(path).strip():
         raise ExportError("type a file name")
-    out = Path(path).expanduser()
-    for src in inputs:
-        if src is None:
-            continue
-        try:
-            same = out.resolve() == src.resolve() or (out.exists() and os.path.samefile(out, src))
-        except OSError:
-            same = False
-        if same:
-            raise ExportError(f"{out}: that is the input snapshot; it is never written to")
-    if out.is_dir():
-        raise ExportError(f"{out}: is a directory")
-    if out.exists() and not overwrite:
-        raise ExportError(f"{out}: already exists")
-    if not out.parent.exists():
-        raise ExportError(f"{out.parent}: no such directory")
-    return out
+    target = _check(str(Path(str(path)).expanduser()), inputs, force=overwrite, force_hint="")
+    if target.path is None:
+        raise ExportError("the export needs a file name, not standard output")
+    return target.path
 
 
 def write_atomic(out: Path, writer: Callable[[BinaryIO], None]) -> None:
-    tmp = out.with_name(out.name + ".partial")
-    try:
-        # A leftover (or planted) NAME.partial may be a symlink or hard link to the input: unlink the name
-        # and create afresh ("x": O_EXCL), so opening it can never write into some other file.
-        tmp.unlink(missing_ok=True)
-        with open(tmp, "xb") as fh:
-            writer(fh)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write ``out`` by the rules of ``inspector.output`` (the caller has checked it already)."""
+    write_output(out, writer, force=True)
 
 
 def shown_json(s: Shown | None) -> dict[str, Any] | None:
