@@ -42,7 +42,7 @@ def check_output(path: str | Path, inputs: list[Path | None], *, overwrite: bool
     return target.path
 
 
-def write_atomic(out: Path, writer: Callable[[BinaryIO], None]) -> None:
+def write_atomic(out: Path, writer: Callable[[BinaryIO], object]) -> None:
     """Write ``out`` by the rules of ``inspector.output`` (the caller has checked it already)."""
     write_output(out, writer, force=True)
 
