@@ -73,7 +73,9 @@ def _fill(tree: Tree, region: Region, depth: int, max_children: int = 40) -> Non
     ):
         for f in region.fields:
             line = Text()
-            line.append(f"{f.name}: ", style="dim")
+            # Field names can come from input too (metadata.json keys): escaped like every value.
+            line.append_text(safe_rich_text(f.name, "dim"))
+            line.append(": ", style="dim")
             line.append_text(safe_rich_text(f.text()))
             tree.add(line)
     if region.kind not in EXPAND or depth > 6:

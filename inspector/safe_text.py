@@ -37,7 +37,16 @@ from functools import lru_cache
 from rich.style import Style
 from rich.text import Text
 
-__all__ = ["bytes_preview", "escape_char", "escape_control", "is_unsafe_char", "json_safe", "safe_rich_text"]
+__all__ = [
+    "DISPLAY_LIMIT",
+    "bytes_preview",
+    "cap_text",
+    "escape_char",
+    "escape_control",
+    "is_unsafe_char",
+    "json_safe",
+    "safe_rich_text",
+]
 
 _SHORT_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Cn", "Zl", "Zp"})
@@ -109,9 +118,28 @@ def json_safe(text: str) -> str:
     return _JSON_SUSPECT.sub(_json_escape_char, text)
 
 
-def safe_rich_text(s: str, style: str | Style | None = None, single_line: bool = True) -> Text:
+# Longest string shown on a screen or in the CLI's rich output. Rich wraps text in time quadratic in
+# its length (a 15.7 MB metadata value took 129 s); nobody reads past a few KiB on a terminal anyway.
+# JSON output is data, not display, and is never capped.
+DISPLAY_LIMIT = 4096
+
+
+def cap_text(s: str, limit: int = DISPLAY_LIMIT) -> str:
+    """``s`` cut to ``limit`` characters, with "… N more bytes" (UTF-8 bytes of the rest) appended."""
+    if len(s) <= limit:
+        return s
+    rest = len(s[limit:].encode("utf-8", "surrogatepass"))
+    return f"{s[:limit]}… {rest:,} more bytes"
+
+
+def safe_rich_text(
+    s: str, style: str | Style | None = None, single_line: bool = True, limit: int | None = DISPLAY_LIMIT
+) -> Text:
     """A :class:`rich.text.Text` showing ``s`` literally: escaped with :func:`escape_control` and never
-    parsed for Rich markup or emoji codes (``[red]`` and ``:smile:`` stay as typed)."""
+    parsed for Rich markup or emoji codes (``[red]`` and ``:smile:`` stay as typed). Strings longer
+    than ``limit`` characters are cut (:func:`cap_text`) *before* escaping, so the cost is bounded."""
+    if limit is not None:
+        s = cap_text(s, limit)
     return Text(escape_control(s, single_line=single_line), style=style or "")
 
 

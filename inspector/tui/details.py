@@ -18,7 +18,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from inspector.model import Region
-from inspector.safe_text import escape_control, safe_rich_text
+from inspector.safe_text import DISPLAY_LIMIT, cap_text, escape_control, safe_rich_text
 from inspector.tui.decoding import Shown, show_value
 from inspector.tui.palette import ROLE_CLASSES, label_role
 
@@ -38,7 +38,8 @@ def _json_lines(value: Any) -> str:
             f"… {len(lines) - MAX_VALUE_LINES:,} more lines (export to see all)"
         ]
     # json.dumps leaves bidi marks, C1 controls and the like in place: escape them, keep the newlines.
-    return escape_control("\n".join(lines), single_line=False)
+    # One long line (a 15 MB string) would stall the event loop in rich's wrapping: cap the text too.
+    return escape_control(cap_text("\n".join(lines), 4 * DISPLAY_LIMIT), single_line=False)
 
 
 class DetailsPanel(VerticalScroll):
