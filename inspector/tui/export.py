@@ -54,7 +54,7 @@ def check_output(path: str | Path, inputs: list[Path | None], *, overwrite: bool
     return out
 
 
-def write_atomic(out: Path, writer: Callable[[BinaryIO], None]) -> None:
+def write_atomic(out: Path, writer: Callable[[BinaryIO], object]) -> None:
     tmp = out.with_name(out.name + ".partial")
     try:
         # A leftover (or planted) NAME.partial may be a symlink or hard link to the input: unlink the name
