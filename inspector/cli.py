@@ -210,7 +210,7 @@ def _lazy_handler(name: str) -> Callable[[argparse.Namespace], int]:
     }[name]
     import importlib
 
-    return importlib.import_module(module).run  # type: ignore[no-any-return]
+    return importlib.import_module(module).run
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,7 +14,7 @@ as a hash join, which holds one 16-byte digest per old entry.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice, zip_longest
 from typing import Any
@@ -431,9 +431,9 @@ class _Side:
     __slots__ = ("it", "key", "value", "cur", "index", "raw")
 
     def __init__(self, s: Structure) -> None:
-        walker = getattr(s, "map", None)
-        self.raw = walker is not None and hasattr(walker, "iter_entries")
-        self.it = iter(walker.iter_entries() if self.raw else s.elements(0))
+        walker = s.walker()
+        self.raw = walker is not None
+        self.it: Iterator[Any] = iter(walker.iter_entries() if walker is not None else s.elements(0))
         self.index = -1
         self.key: bytes = b""
         self.value: bytes = b""
@@ -453,7 +453,7 @@ class _Side:
     def element(self) -> Element:
         x = self.cur
         if not self.raw:
-            return x  # type: ignore[no-any-return]
+            return x
         return Element(
             self.index,
             x.value,
@@ -570,6 +570,8 @@ def _hash_join(
     # A third pass fills in the old bytes of the few listed changed/removed entries.
     by_key = {it.key: it for it in d.items if it.key in want_old}
     for el in a.elements(0):
+        if el.key is None:
+            continue
         it = by_key.get(el.key)
         if it is not None:
             it.old, it.old_len = _stored(el.value), len(el.value)

@@ -770,6 +770,7 @@ def memory_changes(old: Any, new: Any) -> tuple[list[MemoryChange], dict[str, st
     for mid in sorted(set(a) | set(b), key=_id_order):
         m0, m1 = a.get(mid), b.get(mid)
         if m0 is None:
+            assert m1 is not None  # mid comes from a or b
             if mid not in twins.values():
                 out.append(MemoryChange(mid, "appeared", None, m1.size_pages, [], list(m1.buckets)))
         elif mid in twins:

@@ -281,8 +281,8 @@ def map_restarted(sd: StructureDiff) -> bool:
     """
     if sd.kind != "btreemap" or sd.old is None or sd.new is None:
         return False
-    a, b = sd.old.map, sd.new.map
-    if not (a.allocator_ok and b.allocator_ok):
+    a, b = sd.old.walker(), sd.new.walker()
+    if a is None or b is None or not (a.allocator_ok and b.allocator_ok):
         return False
     try:
         fa, fb = a.frontier, b.frontier

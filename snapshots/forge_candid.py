@@ -127,7 +127,7 @@ class Record:
     fields: tuple[tuple[str | int, CandidType], ...]
 
     @classmethod
-    def of(cls, fields: Mapping[str | int, CandidType] | Iterable[tuple[str | int, CandidType]]) -> Record:
+    def of(cls, fields: Mapping[str, CandidType] | Iterable[tuple[str | int, CandidType]]) -> Record:
         items = list(fields.items()) if isinstance(fields, Mapping) else list(fields)
         return cls(tuple(sorted(items, key=lambda f: _field_id(f[0]))))
 
@@ -137,7 +137,7 @@ class Variant:
     fields: tuple[tuple[str | int, CandidType], ...]
 
     @classmethod
-    def of(cls, fields: Mapping[str | int, CandidType] | Iterable[tuple[str | int, CandidType]]) -> Variant:
+    def of(cls, fields: Mapping[str, CandidType] | Iterable[tuple[str | int, CandidType]]) -> Variant:
         items = list(fields.items()) if isinstance(fields, Mapping) else list(fields)
         return cls(tuple(sorted(items, key=lambda f: _field_id(f[0]))))
 

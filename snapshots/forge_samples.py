@@ -33,6 +33,7 @@ from .forge_candid import (
     NULL,
     PRINCIPAL,
     TEXT,
+    CandidType,
     Opt,
     Record,
     Variant,
@@ -57,30 +58,28 @@ TAKEN_AT_NS = 1_718_100_000_000_000_000  # a fixed instant (2024-06-11), never t
 # --- Candid schema (the same shape as the real-library fixtures) ---------------------------------------
 
 ROLE = Variant.of({"Owner": NULL, "Admin": NULL, "Member": NULL, "Guest": NULL})
-MEMBER = Record.of(
-    {
-        "name": TEXT,
-        "role": ROLE,
-        "joined": NAT64,
-        "email": Opt(TEXT),
-        "tags": VecOf(TEXT),
-        "active": BOOL,
-        "score": INT32,
-    }
-)
+_MEMBER_FIELDS: dict[str, CandidType] = {
+    "name": TEXT,
+    "role": ROLE,
+    "joined": NAT64,
+    "email": Opt(TEXT),
+    "tags": VecOf(TEXT),
+    "active": BOOL,
+    "score": INT32,
+}
+MEMBER = Record.of(_MEMBER_FIELDS)
 SETTINGS = Record.of({"max_members": NAT32, "invite_only": BOOL, "motd": TEXT})
 AUDIT_EVENT = Record.of({"at": NAT64, "actor": TEXT, "action": TEXT})
-DATA = Record.of(
-    {
-        "name": TEXT,
-        "owner": Opt(PRINCIPAL),
-        "version": NAT32,
-        "next_member_id": NAT64,
-        "settings": SETTINGS,
-        "admins": VecOf(PRINCIPAL),
-        "audit_log": VecOf(AUDIT_EVENT),
-    }
-)
+_DATA_FIELDS: dict[str, CandidType] = {
+    "name": TEXT,
+    "owner": Opt(PRINCIPAL),
+    "version": NAT32,
+    "next_member_id": NAT64,
+    "settings": SETTINGS,
+    "admins": VecOf(PRINCIPAL),
+    "audit_log": VecOf(AUDIT_EVENT),
+}
+DATA = Record.of(_DATA_FIELDS)
 DID = """type Role = variant { Owner; Admin; Member; Guest };
 type Member = record { name : text; role : Role; joined : nat64; email : opt text; tags : vec text;
   active : bool; score : int32 };

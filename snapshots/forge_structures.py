@@ -28,7 +28,7 @@ from inspector.layouts import (
     vec_slot_prefix_width,
 )
 
-from .forge_image import Written
+from .forge_image import Segment, Written
 
 LAYOUT_VERSION = 1
 
@@ -72,7 +72,7 @@ def encode_slots(elements: Sequence[bytes], max_size: int, is_fixed: bool) -> li
 def _base_vec(magic: bytes, elements: Sequence[bytes], max_size: int, is_fixed: bool) -> Written:
     width = vec_slot_prefix_width(max_size, is_fixed)
     slot = max_size + width
-    parts: list[tuple[int, bytes]] = [(0, _vec_header(magic, len(elements), max_size, is_fixed))]
+    parts: list[Segment] = [(0, _vec_header(magic, len(elements), max_size, is_fixed))]
     if is_fixed:
         # Fixed slots are back to back with no padding: one contiguous write.
         encoded = encode_slots(elements, max_size, is_fixed)
@@ -137,10 +137,10 @@ def log(entries: Sequence[bytes]) -> tuple[Written, Written]:
         total += len(e)
         ends.append(total)
     # The library writes magic + version (4 bytes) and the length field; the reserved bytes stay untouched.
-    index_parts: list[tuple[int, bytes]] = [(0, index_header[:4]), (32, index_header[32:40])]
+    index_parts: list[Segment] = [(0, index_header[:4]), (32, index_header[32:40])]
     if ends:
         index_parts.append((LOG_INDEX_ENTRIES_OFFSET, struct.pack(f"<{len(ends)}Q", *ends)))
-    data_parts: list[tuple[int, bytes]] = [(0, data_header[:4])]
+    data_parts: list[Segment] = [(0, data_header[:4])]
     blob = b"".join(entries)
     if blob:
         data_parts.append((LOG_DATA_ENTRIES_OFFSET, blob))

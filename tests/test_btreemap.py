@@ -470,14 +470,16 @@ def test_first_page_is_lazy() -> None:
     )  # a root-to-leaf path, a few leaves and the bounded key-layout probe, not 2,572 nodes
 
 
-def test_walk_speed_u64_many() -> None:
-    bt = _standalone("btree_u64_many/stable_memory.bin")
-    t = time.perf_counter()
-    w = bt.walk()
-    elapsed = time.perf_counter() - t
-    assert w.entry_count == 17_000
-    # Measured ~1.3–1.7 M entries/s; the bound is loose so a loaded CI machine does not flake.
-    assert w.entry_count / elapsed > 100_000
+def test_walk_reads_each_node_once() -> None:
+    """The full walk's work is one read per node and overflow page (plus the header and the bounded
+    key-layout probe); its speed is measured by `stable-inspect bench`, not here."""
+    require_fixtures()
+    mem = _CountingMemory(_bytes(FIXTURES / "btree_u64_many/stable_memory.bin"))
+    w = BTreeMap(mem).walk()
+    exp = load_expected("btree_u64_many")["structures"][0]
+    assert w.entry_count == exp["header"]["length"] == 17_000
+    assert w.nodes["count"] == exp["nodes"]["count"]
+    assert mem.calls <= w.nodes["count"] + w.nodes["overflow_page_count"] + 200
 
 
 # --- salvage: unreachable nodes ----------------------------------------------------------------------------

@@ -7,7 +7,6 @@ import hashlib
 import json
 import mmap
 import struct
-import time
 from pathlib import Path
 from typing import Any
 
@@ -268,12 +267,9 @@ def test_stable_save_blob_end_is_found_by_decoding(variant: str, length: int) ->
     save = exp["stable_save"]
     assert save["range"] == [0, length] and save["length_prefix"] is False
     mem = (FIXTURES / "migration" / variant / "stable_memory.bin").read_bytes()
-    t0 = time.perf_counter()
     msg = decode_message(mem)  # the whole 1 MiB snapshot: the message must find its own end
-    elapsed = time.perf_counter() - t0
     assert msg.start == 0 and msg.end == length
     assert hashlib.sha256(mem[: msg.end]).hexdigest() == save["sha256"]
-    assert elapsed < 1.0, f"decoding took {elapsed:.2f}s"
     names = names_from_did(save["type_definitions_did"])
     [value] = msg.to_json(names)
     js = save["decoded_by_official_js"]
@@ -285,20 +281,14 @@ def test_stable_save_blob_end_is_found_by_decoding(variant: str, length: int) ->
     assert check_offsets(msg, mem) > 0
 
 
-def test_large_stable_save_is_fast_and_bounded() -> None:
+def test_large_stable_save_decodes_in_bounded_work() -> None:
+    # Work, not wall time (timing belongs in `stable-inspect bench`): one decoded value per Candid value
+    # of the message, 8,500 audit events of 3 fields plus the rest.
     require_fixtures()
     mem = (FIXTURES / "migration" / "after_stable_save" / "stable_memory.bin").read_bytes()
-    best = min(_timed(lambda: decode_message(mem)) for _ in range(3))
-    assert best < 0.5, f"386 KB message took {best:.3f}s"
     msg = decode_message(mem)
-    assert msg.value_count < 40_000
+    assert 8_500 * 4 <= msg.value_count < 40_000
     assert msg.args[0].kind == "record" and msg.args[0].type.index == 5
-
-
-def _timed(fn: Any) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 @pytest.mark.parametrize("variant", ["post_upgrade", "post_upgrade_small"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-import time
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -44,13 +44,17 @@ from inspector.decode.candid import (
 from inspector.decode.candid_render import to_json, to_text
 
 
-def raises_quickly(
-    buf: bytes, pattern: str, limits: Limits | None = None, budget: float = 0.2
-) -> CandidError:
-    t0 = time.perf_counter()
-    with pytest.raises(CandidError, match=pattern) as err:
-        decode_message(buf, limits=limits)
-    assert time.perf_counter() - t0 < budget
+def raises_quickly(buf: bytes, pattern: str, limits: Limits | None = None) -> CandidError:
+    """The decoder refuses ``buf`` with a message matching ``pattern``, having allocated next to nothing
+    for what the input only claims (wall time is `stable-inspect bench`'s business, not a test's)."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(CandidError, match=pattern) as err:
+            decode_message(buf, limits=limits)
+        _now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * len(buf) + (8 << 20), f"{peak:,} bytes allocated for a {len(buf):,}-byte input"
     return err.value
 
 
@@ -125,9 +129,7 @@ def test_type_table_of_a_hundred_million_entries() -> None:
     raises_quickly(b"DIDL" + leb(9_999) + b"\x6e\x7f", "cannot fit")
     # 10 000 entries are fine (and quick); 10 001 are not.
     ok = didl([t_opt(NAT)] * 10_000, [9_999], b"\x00")
-    t0 = time.perf_counter()
     assert decode_message(ok).end == len(ok)
-    assert time.perf_counter() - t0 < 0.5
     raises_quickly(didl([t_opt(NAT)] * 10_001, [0], b"\x00"), "10001 entries")
 
 
@@ -155,7 +157,7 @@ def opt_chain(levels: int) -> bytes:
 
 
 def test_deep_nesting_raises_candid_error_not_recursion_error() -> None:
-    err = raises_quickly(opt_chain(100_000), "max_depth", budget=0.5)
+    err = raises_quickly(opt_chain(100_000), "max_depth")
     assert err.offset == 4 + 3 + 2 + 256  # the byte that would open level 257
     assert decode_message(opt_chain(255)).end == len(opt_chain(255))
 

@@ -6,7 +6,7 @@ import json
 import struct
 import sys
 
-from conftest import FIXTURES, load_expected
+from conftest import FIXTURES, load_expected, require_fixtures
 from test_candid import (
     BOOL,
     FLOAT64,
@@ -138,6 +138,7 @@ def test_fixture_text_layout_and_names() -> None:
 
 
 def test_big_message_renders_quickly_abbreviated() -> None:
+    require_fixtures()
     mem = (FIXTURES / "migration" / "after_stable_save" / "stable_memory.bin").read_bytes()
     exp = load_expected("migration/after_stable_save")
     names = names_from_did(exp["stable_save"]["type_definitions_did"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-import time
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -203,19 +203,22 @@ def test_exact_rejects_trailing_bytes() -> None:
     ],
 )
 def test_huge_lengths_fail_fast_without_allocation(hex_input: str) -> None:
-    started = time.perf_counter()
-    with pytest.raises(CborTruncated):
-        decode_cbor(bytes.fromhex(hex_input))
-    assert time.perf_counter() - started < 0.5
+    # The claimed length is checked against the input before anything is allocated for it.
+    tracemalloc.start()
+    try:
+        with pytest.raises(CborTruncated):
+            decode_cbor(bytes.fromhex(hex_input))
+        _now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"{peak:,} bytes allocated"
 
 
 @pytest.mark.parametrize("opener", [b"\x81", b"\x9f", b"\xa1\x00", b"\xc1", b"\xd8\x20"])
 def test_deep_nesting_is_refused(opener: bytes) -> None:
     data = opener * 100_000 + b"\x00"
-    started = time.perf_counter()
-    with pytest.raises(CborError, match="nesting deeper"):
+    with pytest.raises(CborError, match=f"nesting deeper than {MAX_DEPTH}"):
         decode_cbor(data)
-    assert time.perf_counter() - started < 0.5
 
 
 def test_nesting_at_the_limit_is_accepted() -> None:
@@ -232,10 +235,8 @@ def test_nesting_at_the_limit_is_accepted() -> None:
 
 def test_wide_input_is_linear() -> None:
     data = b"\x9f" + b"\x00" * 500_000 + b"\xff"
-    started = time.perf_counter()
     value, end = decode_cbor(data)
     assert len(value) == 500_000 and end == len(data)
-    assert time.perf_counter() - started < 5
 
 
 def test_is_structured_cbor() -> None:

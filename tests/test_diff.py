@@ -21,7 +21,6 @@ if str(ROOT) not in sys.path:
 
 from inspector.cli import main  # noqa: E402
 from inspector.diff import SnapshotDiff, diff_sessions  # noqa: E402
-from inspector.diff_entries import element_physical  # noqa: E402
 from inspector.session import Session, load  # noqa: E402
 
 PRE = "migration/pre_upgrade"
@@ -230,28 +229,35 @@ def test_entry_counts_follow_the_keys() -> None:
     b.close()
 
 
-def _edit_value_byte(src: Path, dst: Path, memory_id: int, index: int) -> bytes:
-    """Copy ``src`` with one letter of the ``index``-th value of a map changed; returns the key."""
-    s = load(src)
-    st = s.analysis.structure(memory_id)
-    el = next(e for i, e in enumerate(st.elements(0)) if i == index)
-    ranges = element_physical(st, el)
-    data = bytearray((src / "stable_memory.bin").read_bytes() if src.is_dir() else src.read_bytes())
-    key_len = len(el.key)
-    # The value's last range ends with the last value bytes; change a lower-case letter there.
-    pos = next(p for s0, e0 in reversed(ranges) for p in range(e0 - 1, s0 - 1, -1) if 97 <= data[p] <= 121)
+def _edit_value_byte(name: str, dst: Path, memory_id: int, index: int) -> bytes:
+    """Copy fixture ``name`` with one letter of the ``index``-th value of a map changed; returns the key.
+
+    The byte is found from the library's own record (expected.json: the entry's value bytes, the memory's
+    bucket ranges), never from the decoder under test, so the attribution checked later is not circular.
+    """
+    exp = load_expected(name)
+    entry = next(s for s in exp["structures"] if s["memory_id"] == memory_id)["entries"][index]
+    memory = next(m for m in exp["memory_manager"]["memories"] if m["id"] == memory_id)
+    data = bytearray((FIXTURES / name / "stable_memory.bin").read_bytes())
+    value = bytes.fromhex(entry["value_hex"])
+    hits = []
+    for s0, e0 in memory["bucket_physical_ranges"]:
+        at = data.find(value, s0, e0)
+        while at >= 0:
+            hits.append(at)
+            at = data.find(value, at + 1, e0)
+    assert len(hits) == 1, "the value is stored once, contiguously, in the map's buckets"
+    # Change a lower-case letter near the value's end (a text field, so the value still decodes).
+    pos = next(p for p in range(hits[0] + len(value) - 1, hits[0] - 1, -1) if 97 <= data[p] <= 121)
     data[pos] += 1
     dst.write_bytes(bytes(data))
-    s.close()
-    assert key_len
-    return el.key
+    return bytes.fromhex(entry["key_hex"])
 
 
 def test_a_healthy_pair_with_one_changed_value(tmp_path: Path) -> None:
     require_fixtures()
-    src = FIXTURES / "cell_and_map"
     edited = tmp_path / "edited.bin"
-    key = _edit_value_byte(src, edited, 4, 7)
+    key = _edit_value_byte("cell_and_map", edited, 4, 7)
     d, a, b = _diff("cell_and_map", edited)
     assert d.bytes.count == 1 and d.changed_bytes == 1
     sd = d.structure(4)

@@ -96,6 +96,7 @@ def test_small_blob_decodes_to_the_official_js_value(tmp_path: Path) -> None:
 
 
 def test_overwritten_parts_are_named() -> None:
+    require_fixtures()
     small = analyse(FIXTURES / "migration/after_stable_save_small").stable_save
     texts = {o.what: o for o in small.overwritten}
     # 307 bytes: header fields and the size slots of memories 0–33 (33 only partly), table intact.
@@ -219,6 +220,7 @@ def test_post_upgrade_no_scan_skips_the_orphan_scan() -> None:
 
 
 def test_diagnosis_after_stable_save_says_what_happened_and_what_to_do() -> None:
+    require_fixtures()
     analysis = analyse(FIXTURES / "migration/after_stable_save")
     text = "\n".join(analysis.diagnosis)
     assert analysis.diagnosis[0].startswith("What happened:")
@@ -229,6 +231,7 @@ def test_diagnosis_after_stable_save_says_what_happened_and_what_to_do() -> None
 
 
 def test_diagnosis_post_upgrade_names_the_reinitialised_manager() -> None:
+    require_fixtures()
     analysis = analyse(FIXTURES / "migration/post_upgrade")
     text = "\n".join(analysis.diagnosis)
     assert "re-initialised MemoryManager" in text

@@ -703,15 +703,13 @@ def test_snapshot_dir_sample(samples: tuple[dict[str, bytes], dict[str, Any]], t
     assert stable == samples[0]["post_upgrade/stable_memory.bin"]
 
 
-# --- The project's walker on forged maps (skipped until inspector.structures.btreemap exists) -------------
+# --- The project's walker on forged maps ---------------------------------------------------------------
 
 
 def _walker() -> Any:
-    try:
-        from inspector.memory import PhysicalMemory, VirtualMemory
-        from inspector.structures.btreemap import BTreeMap
-    except ImportError as exc:  # pragma: no cover - depends on a colleague's module
-        pytest.skip(f"B-tree walker not available: {exc}")
+    from inspector.memory import PhysicalMemory, VirtualMemory
+    from inspector.structures.btreemap import BTreeMap
+
     return BTreeMap, PhysicalMemory, VirtualMemory
 
 

@@ -135,14 +135,6 @@ def _cli(argv: list[str]) -> tuple[int, str, str, float]:
     return status, out.getvalue(), err.getvalue(), time.perf_counter() - start
 
 
-def _available(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
-
-
 def _other_commands(path: str, memory_ids: tuple[str, ...], original: str) -> list[list[str]]:
     mid = next((m for m in memory_ids if not m.startswith("?")), "raw")
     out = str(_workdir() / "extract.bin")
@@ -153,14 +145,9 @@ def _other_commands(path: str, memory_ids: tuple[str, ...], original: str) -> li
         ["entries", path, "--memory", mid, "--format", "table", "--limit", "100"],
         ["extract", path, "--memory", mid, "-o", out, "--force"],
     ]
-    if _available("inspector.commands.check"):
-        argvs += [["check", path], ["check", path, "--json"]]
-    if _available("inspector.commands.salvage"):
-        argvs.append(
-            ["salvage", path, "--memory", memory_ids[0] if memory_ids else "raw", "--format", "jsonl"]
-        )
-    if _available("inspector.commands.diff"):
-        argvs.append(["diff", original, path, "--json"])
+    argvs += [["check", path], ["check", path, "--json"]]
+    argvs.append(["salvage", path, "--memory", memory_ids[0] if memory_ids else "raw", "--format", "jsonl"])
+    argvs.append(["diff", original, path, "--json"])
     return argvs
 
 
@@ -317,8 +304,7 @@ def test_mutated_candid_never_crashes(data: st.DataObject) -> None:
     mid = str(target.memory_id) if target.memory_id is not None else "raw"
     for fmt in ("jsonl", "table"):
         _run_checked(["entries", str(path), "--memory", mid, "--format", fmt, "--limit", "50"])
-    if _available("inspector.commands.check"):
-        _run_checked(["check", str(path), "--json"])
+    _run_checked(["check", str(path), "--json"])
 
 
 @_settings(40)

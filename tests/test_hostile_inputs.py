@@ -10,7 +10,6 @@ shrunk file kills it with SIGBUS.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import json
 import os
@@ -29,30 +28,7 @@ import pytest
 from inspector.cli import main
 from tests.conftest import ROOT, require_fixtures
 
-# Commands by label: the module that must import for the command to exist (others are being written
-# in parallel; a command whose module is missing is skipped, not failed).
-COMMAND_MODULES = {
-    "summary": "inspector.cli",
-    "extract": "inspector.cli",
-    "entries": "inspector.commands.entries",
-    "check": "inspector.commands.check",
-    "salvage": "inspector.commands.salvage",
-    "diff": "inspector.commands.diff",
-}
 SUBPROCESS_TIMEOUT = 60
-
-
-def command_available(name: str) -> bool:
-    try:
-        importlib.import_module(COMMAND_MODULES[name])
-    except ImportError:
-        return False
-    return True
-
-
-def require_command(name: str) -> None:
-    if not command_available(name):
-        pytest.skip(f"`{name}` is not in this tree yet ({COMMAND_MODULES[name]} does not import)")
 
 
 def command_argvs(path: str, memory: str, out: str, other: str | None = None) -> list[tuple[str, list[str]]]:
@@ -175,9 +151,7 @@ def test_unreadable_input_gives_one_line_and_status_2(kind: str, tmp_path: Path)
     good = tmp_path / "good.bin"
     good.write_bytes(bytes(65_536))
     ran = 0
-    for name, argv in command_argvs(path, "raw", str(tmp_path / "out.bin"), other=str(good)):
-        if not command_available(name):
-            continue
+    for _name, argv in command_argvs(path, "raw", str(tmp_path / "out.bin"), other=str(good)):
         status, _out, err = run_cli(argv)
         assert_unreadable(status, err, argv)
         ran += 1
@@ -186,7 +160,6 @@ def test_unreadable_input_gives_one_line_and_status_2(kind: str, tmp_path: Path)
 
 
 def test_unreadable_old_side_of_diff(tmp_path: Path) -> None:
-    require_command("diff")
     good = tmp_path / "good.bin"
     good.write_bytes(bytes(65_536))
     status, _out, err = run_cli(["diff", str(tmp_path / "missing.bin"), str(good), "--json"])
@@ -248,9 +221,7 @@ def _all_commands_behave(p: Path, tmp_path: Path) -> dict[str, object]:
     doc = json.loads(out)
     mids = memory_ids(p) or ["raw"]
     for mid in dict.fromkeys([*mids[:2], "raw"]):
-        for name, argv in command_argvs(str(p), mid, str(tmp_path / "out.bin"), other=str(p)):
-            if not command_available(name):
-                continue
+        for _name, argv in command_argvs(str(p), mid, str(tmp_path / "out.bin"), other=str(p)):
             status, _o, err = run_cli(argv)
             assert status in (0, 1, 2), (argv, status, err)
             assert "Traceback" not in err
@@ -308,9 +279,7 @@ def test_fifo_does_not_block(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     good = tmp_path / "good.bin"
     good.write_bytes(bytes(65_536))
-    for name, argv in command_argvs(str(fifo), "raw", str(tmp_path / "out.bin"), other=str(good)):
-        if not command_available(name):
-            continue
+    for _name, argv in command_argvs(str(fifo), "raw", str(tmp_path / "out.bin"), other=str(good)):
         proc = _run_subprocess(argv)
         assert_unreadable(proc.returncode, proc.stderr, argv)
 
@@ -388,9 +357,7 @@ def test_file_shrinking_while_mapped_is_not_a_crash(when: str, tmp_path: Path) -
     fixtures = require_fixtures()
     seed = fixtures / "btree_big_values" / "stable_memory.bin"  # a map (memory 3) with overflow pages
     ran = 0
-    for name, argv_template in command_argvs("VICTIM", "3", str(tmp_path / "out.bin"), other=str(seed)):
-        if not command_available(name):
-            continue
+    for _name, argv_template in command_argvs("VICTIM", "3", str(tmp_path / "out.bin"), other=str(seed)):
         victim = tmp_path / "victim.bin"
         shutil.copyfile(seed, victim)
         argv = [str(victim) if a == "VICTIM" else a for a in argv_template]
@@ -426,7 +393,6 @@ def test_check_unchanged_bounds_reads_after_a_shrink(tmp_path: Path) -> None:
 
 
 def test_open_command_on_unreadable_input_never_starts_the_ui(tmp_path: Path) -> None:
-    pytest.importorskip("inspector.commands.open", reason="the TUI command is not in this tree yet")
     for kind in ("missing", "empty_file", "empty_dir"):
         path = UNREADABLE[kind](tmp_path)
         for argv in (["open", str(path)], [str(path)]):
@@ -454,7 +420,6 @@ def test_schema_nested_too_deeply(tmp_path: Path) -> None:
 
 
 def test_salvage_with_unreadable_reference(tmp_path: Path) -> None:
-    require_command("salvage")
     from snapshots.forge import RawImage, forge_u64_btreemap
 
     img = RawImage()
@@ -469,8 +434,9 @@ def test_salvage_with_unreadable_reference(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["one_byte", "mgr_header_cut", "didl_garbage", "svc_huge_length"])
 def test_tui_opens_broken_bytes(kind: str, tmp_path: Path) -> None:
-    tui = pytest.importorskip("inspector.tui.app", reason="the TUI is not in this tree yet")
     import asyncio
+
+    import inspector.tui.app as tui
 
     p = tmp_path / "stable_memory.bin"
     p.write_bytes(_bytes_inputs()[kind])

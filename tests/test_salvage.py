@@ -65,6 +65,7 @@ def test_salvage_returns_exactly_the_recoverable_keys_with_their_old_bytes(
 
 def test_the_frontier_node_is_vouched_for_by_its_parent(capsys: pytest.CaptureFixture[str]) -> None:
     """post_upgrade's old leaf 1156 sits in the new frontier chunk: its header now says free."""
+    require_fixtures()
     _rc, rows, _err = salvage_jsonl(FIXTURES / "migration/post_upgrade", capsys)
     frontier_rows = [r for r in rows if r["chunk"].startswith("frontier")]
     assert frontier_rows and {r["node_addr"] for r in frontier_rows} == {1156}
@@ -84,6 +85,7 @@ def test_reference_marks_identical_entries(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_reference_for_a_map_of_unknown_id_matches_by_position(capsys: pytest.CaptureFixture[str]) -> None:
+    require_fixtures()
     rc, rows, err = salvage_jsonl(
         FIXTURES / "migration/after_stable_save",
         capsys,

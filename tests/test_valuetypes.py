@@ -272,7 +272,6 @@ def test_guess_fuzz(samples: list[bytes], role: Any) -> None:
 
 
 def test_candid_type_with_the_real_decoder() -> None:
-    pytest.importorskip("inspector.decode.candid")
     result = CandidType().decode(CANDID_42)
     assert result.ok, result.error
     assert "42" in json.dumps(result.value) and "42" in result.text
@@ -287,7 +286,6 @@ def test_candid_type_with_the_real_decoder() -> None:
 
 
 def test_candid_value_of_real_fixture_matches_official_js() -> None:
-    pytest.importorskip("inspector.decode.candid")
     members = json.loads((require_fixtures() / "cell_and_map" / "expected.json").read_text())["structures"][1]
     entry = members["entries"][0]
     result = CandidType().decode(bytes.fromhex(entry["value_hex"]))
@@ -405,7 +403,6 @@ def test_candid_payload() -> None:
 
 
 def test_candid_payload_is_verified_with_the_real_decoder() -> None:
-    pytest.importorskip("inspector.decode.candid")
     found = detect_length_prefixed(_with_prefix(CANDID_42), PAGE)
     assert found is not None and found.verified
     assert found.decode(CANDID_42).ok

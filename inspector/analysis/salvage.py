@@ -27,7 +27,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from inspector.layouts import (
     BUCKETS_START,
@@ -39,8 +39,10 @@ from inspector.layouts import (
 )
 from inspector.memory import Memory, OutOfBounds, PhysicalMemory, Range, VirtualMemory
 from inspector.sparse import data_ranges, is_zero
+from inspector.structures.base import Structure
 from inspector.structures.btreemap import BTreeMap
 from inspector.structures.btreemap_nodes import Node, NodeError
+from inspector.structures.btreemap_structure import BTreeMapStructure
 
 # Where a node sits relative to the current allocator (see the module docstring).
 BELOW = "below_frontier"
@@ -130,18 +132,17 @@ def extended_memory(mem: Memory) -> Memory:
     return mem
 
 
-def key_size_option(structure: Any) -> int | None | str:
+def key_size_option(structure: Structure) -> int | Literal["auto"]:
     """The key layout the user chose for this structure (schema / --key-size), else "auto"."""
-    settings = getattr(structure, "settings", None) or {}
-    value = settings.get("key_size", "auto")
+    value = structure.settings.get("key_size", "auto")
     return value if isinstance(value, int) and value > 0 else "auto"
 
 
-def scan_map_of(structure: Any) -> BTreeMap:
+def scan_map_of(structure: BTreeMapStructure) -> BTreeMap:
     """A walker over the structure's memory extended to its bucket slack (see ``extended_memory``)."""
     return BTreeMap(
         extended_memory(structure.mem),
-        memory_id=structure.memory_id,
+        memory_id=structure.map.memory_id,
         key_fixed_size=key_size_option(structure),
     )
 

@@ -257,7 +257,7 @@ def _runs(ids: list[int]) -> str:
         return "none"
     parts: list[str] = []
     start = prev = ids[0]
-    for i in ids[1:] + [None]:  # type: ignore[list-item]
+    for i in [*ids[1:], None]:
         if i is not None and i == prev + 1:
             prev = i
             continue
@@ -367,7 +367,8 @@ def _buckets_overwritten(end: int, layout: Any | None) -> list[Overwritten]:
     while BUCKETS_START + b * bs < end and b < MAX_NUM_BUCKETS:
         s = BUCKETS_START + b * bs
         e = min(end, s + bs)
-        owner = layout.owner_text(b) if hasattr(layout, "owner_text") else "owner unknown"
+        owner_text = getattr(layout, "owner_text", None)
+        owner = owner_text(b) if owner_text is not None else "owner unknown"
         text = f"bucket {b} ({owner}): " + (
             f"all {bs:,} bytes" if e - s == bs else f"bytes {s:,}..{e:,}, the first {e - s:,} of its {bs:,}"
         )

@@ -72,7 +72,7 @@ def _json_texts(type_expr: Any, items: list[bytes], names: Any) -> list[str]:
     """JSON of each item's decoded value: the type's bulk fast path, else one decode per item."""
     texts = type_expr.json_texts(items)
     if texts is not None:
-        return texts  # type: ignore[no-any-return]
+        return texts
     dumps = json.dumps
     return [dumps(type_expr.decode(d, names=names).value, ensure_ascii=False) for d in items]
 

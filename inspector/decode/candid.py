@@ -270,7 +270,8 @@ class FutureValue(NamedTuple):
 class VariantValue(NamedTuple):
     """The chosen case of a variant: position in the type's field list, field id (hash), payload."""
 
-    index: int
+    # `case_index`, not `index`: a NamedTuple field called `index` hides tuple.index().
+    case_index: int
     field_id: int
     value: CandidValue
 
@@ -392,14 +393,15 @@ class RepeatedVector(Sequence[CandidValue]):
     """Elements of a vector of a zero-sized type: they all encode to nothing at the same offset, so one
     decoded ``template`` stands for every element."""
 
-    __slots__ = ("template", "count")
+    __slots__ = ("template", "length")
 
-    def __init__(self, template: CandidValue, count: int) -> None:
+    def __init__(self, template: CandidValue, length: int) -> None:
         self.template = template
-        self.count = count
+        # `length`, not `count`: `count(x)` is the Sequence method and must keep working.
+        self.length = length
 
     def __len__(self) -> int:
-        return self.count
+        return self.length
 
     @overload
     def __getitem__(self, i: int) -> CandidValue: ...
@@ -407,13 +409,13 @@ class RepeatedVector(Sequence[CandidValue]):
     def __getitem__(self, i: slice) -> list[CandidValue]: ...
     def __getitem__(self, i: int | slice) -> CandidValue | list[CandidValue]:
         if isinstance(i, slice):
-            return [self.template] * len(range(*i.indices(self.count)))
-        if not -self.count <= i < self.count:
+            return [self.template] * len(range(*i.indices(self.length)))
+        if not -self.length <= i < self.length:
             raise IndexError("RepeatedVector index out of range")
         return self.template
 
     def __iter__(self) -> Iterator[CandidValue]:
-        for _ in range(self.count):
+        for _ in range(self.length):
             yield self.template
 
 
@@ -923,7 +925,7 @@ class _ValueDecoder(_Reader):
             except StopIteration as done:
                 stack.pop()
                 if not stack:
-                    return done.value  # type: ignore[no-any-return]
+                    return done.value
                 sent = done.value
                 continue
             if len(stack) >= max_depth:

@@ -117,8 +117,8 @@ def tokenize_did(text: str) -> Iterator[DidToken]:
         elif text.startswith("/*", i):
             i = _skip_block_comment(text, i)
         elif ch == '"':
-            value, j = _read_string(text, i + 1)
-            yield DidToken("text", value, i)
+            text_value, j = _read_string(text, i + 1)
+            yield DidToken("text", text_value, i)
             i = j
         elif m := _IDENT.match(text, i):
             yield DidToken("id", m.group(), i)

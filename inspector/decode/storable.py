@@ -256,8 +256,9 @@ def split_tuple3(data: bytes, a: Bound, b: Bound, c: Bound) -> tuple[bytes, byte
             assert member.max_size is not None
             size = member.max_size
         else:
-            width = widths[i]
-            assert width is not None
+            member_width = widths[i]
+            assert member_width is not None
+            width = member_width
             if pos + width > len(data):
                 raise StorableError(f"3-tuple truncated in the size of member {i}")
             size = _read_be(data, pos, width)

@@ -64,7 +64,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from json.encoder import encode_basestring
 from typing import Any, Literal
 
 from inspector.decode.cbor import CborError, CborTruncated, decode_cbor, decode_cbor_exact, is_structured_cbor

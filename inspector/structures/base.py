@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector.memory import Memory, Range
 from inspector.model import Finding
+
+if TYPE_CHECKING:
+    from inspector.structures.btreemap import BTreeMap
 
 
 @dataclass
@@ -54,6 +57,13 @@ class Structure:
 
     def count(self) -> int:
         return 0
+
+    def deep(self) -> None:
+        """Walk the whole structure now; structures decoded whole when opened have nothing left to do."""
+
+    def walker(self) -> BTreeMap | None:
+        """The B-tree walker behind a BTreeMap (its raw entry stream, allocator, nodes); None otherwise."""
+        return None
 
     def elements(self, start: int = 0) -> Iterator[Element]:
         return iter(())

@@ -37,7 +37,7 @@ class BTreeMapStructure(Structure):
         self._header = list(self.map.header_findings())
 
     @property
-    def findings(self) -> list[Any]:  # type: ignore[override]
+    def findings(self) -> list[Any]:
         # Header findings are known at once; the full walk's findings once it has run (deep/check).
         if self._deep:
             return self.map.walk().findings
@@ -50,6 +50,9 @@ class BTreeMapStructure(Structure):
     def deep(self) -> None:
         self.map.walk()
         self._deep = True
+
+    def walker(self) -> BTreeMap:
+        return self.map
 
     def header_json(self) -> dict[str, Any]:
         return self.map.header

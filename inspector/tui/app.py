@@ -70,6 +70,13 @@ def decoder_choices() -> tuple[str, ...]:
     return (DECODER_AUTO, *COMMON_TYPES)
 
 
+def node_region(node: TreeNode[Any]) -> Region:
+    """The region a node of the region tree stands for (every node there carries one)."""
+    data = node.data
+    assert isinstance(data, Region), data
+    return data
+
+
 class DiagnosisPanel(OptionList):
     """What is wrong, first: the forensics' plain-language lines, then each error finding as a link."""
 
@@ -286,9 +293,9 @@ class InspectorApp(App[int]):
         if node.id not in self._auto_nodes:
             return
         kids = [c for c in node.children if isinstance(c.data, Region) and c.data.kind in AUTO_EXPAND]
-        memories = [c for c in kids if c.data.kind == "memory"]
+        memories = [c for c in kids if node_region(c).kind == "memory"]
         if len(memories) > AUTO_EXPAND_MAX_MEMORIES:
-            kids = [c for c in kids if c.data.kind != "memory"]
+            kids = [c for c in kids if node_region(c).kind != "memory"]
         for child in kids:
             self._auto_nodes.add(child.id)
             child.expand()
@@ -414,7 +421,7 @@ class InspectorApp(App[int]):
             return
         findings = self.analysis.all_findings()
         self._finding_pos = next((i for i, f in enumerate(findings) if f == finding), self._finding_pos)
-        self.reveal_path([self.root_region, node.data, region])
+        self.reveal_path([self.root_region, node_region(node), region])
 
     def _step_finding(self, step: int) -> None:
         findings = self.analysis.all_findings()
@@ -447,7 +454,7 @@ class InspectorApp(App[int]):
         return None
 
     def structure_of(self, node: TreeNode[Any] | None) -> Any:
-        if node is None or not isinstance(node.data, Region):
+        if node is None or not isinstance(node.data, Region) or node.data.memory_id is None:
             return None
         return self.analysis.structure(node.data.memory_id)
 
@@ -472,12 +479,12 @@ class InspectorApp(App[int]):
             settings[role] = nxt
         structure.settings = settings
         self._rebuild_structure(node, structure)
-        self.notify(f"memory {node.data.memory_id}: {role}s decoded as {nxt}", markup=False)
+        self.notify(f"memory {node_region(node).memory_id}: {role}s decoded as {nxt}", markup=False)
 
     def _rebuild_structure(self, node: TreeNode[Any], structure: Any) -> None:
         from inspector.regions import structure_region
 
-        old = node.data
+        old = node_region(node)
         parent = self.index.parent(old)
         depth = self.index.depth_of(old)
         with CORE_LOCK:
@@ -524,7 +531,8 @@ class InspectorApp(App[int]):
             if query:
                 self._last_query = query
                 self._task_start(
-                    "find", f"searching {escape_control(node.data.name)} for {escape_control(query)!r}…"
+                    "find",
+                    f"searching {escape_control(node_region(node).name)} for {escape_control(query)!r}…",
                 )
                 self._find_worker(node.data, query, self.selected)
 
@@ -717,7 +725,7 @@ class InspectorApp(App[int]):
         base = slug(self.session.snapshot.path.name or "snapshot")
 
         def default_path(what: str, fmt: str) -> str:
-            name = snode.data.name if what == "structure" and snode is not None else region.name
+            name = node_region(snode).name if what == "structure" and snode is not None else region.name
             return f"{base}-{slug(name)}.{'json' if fmt == 'json' else 'bin'}"
 
         def validate(req: ExportRequest) -> str | None:
@@ -744,7 +752,7 @@ class InspectorApp(App[int]):
         self.push_screen(
             ExportScreen(
                 region.name,
-                snode.data.name if snode is not None and structure is not None else None,
+                node_region(snode).name if snode is not None and structure is not None else None,
                 default_path,
                 validate,
             ),

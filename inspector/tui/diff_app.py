@@ -17,6 +17,7 @@ to add the "changed" marking; every text from a snapshot is rendered literally (
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, ClassVar
 
 from rich.style import Style
@@ -137,7 +138,7 @@ class DiffMemoryMap(MemoryMap):
 
 
 class DiffApp(App[int]):
-    CSS_PATH: ClassVar[list[str]] = ["app.tcss", "diff.tcss"]  # type: ignore[misc]
+    CSS_PATH = ["app.tcss", "diff.tcss"]
     TITLE = "stable-inspect diff"
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -187,8 +188,8 @@ class DiffApp(App[int]):
                     yield DiffMemoryMap(self.models[side], id=f"{side}-map")
                     yield RegionTree(
                         self.roots[side],
-                        lambda r, p, d, s=side: self._register_region(s, r, p, d),
-                        lambda n, s=side: self._tree_loaded(s, n),
+                        partial(self._register_region, side),
+                        partial(self._tree_loaded, side),
                         id=f"{side}-tree",
                     )
                     yield DiffHexView(self.sessions[side].analysis, self.indexes[side], id=f"{side}-hex")
@@ -201,7 +202,7 @@ class DiffApp(App[int]):
     def hex(self, side: str) -> DiffHexView:
         return self.query_one(f"#{side}-hex", DiffHexView)
 
-    def tree(self, side: str) -> RegionTree:
+    def side_tree(self, side: str) -> RegionTree:
         return self.query_one(f"#{side}-tree", RegionTree)
 
     def memory_map(self, side: str) -> DiffMemoryMap:
@@ -222,7 +223,7 @@ class DiffApp(App[int]):
         for side in SIDES:
             self.memory_map(side).border_title = "Memory map"
             self.hex(side).border_title = "Hex"
-            tree = self.tree(side)
+            tree = self.side_tree(side)
             tree.set_root(self.roots[side])
             tree.root.expand()
             if tree.populate(tree.root):

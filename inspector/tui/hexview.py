@@ -214,7 +214,7 @@ class HexView(ScrollView, can_focus=True):
         if self._selection:
             self.move_cursor(self._selection[0][0] if not end else self._selection[-1][1] - 1)
 
-    def _on_click(self, event: events.Click) -> None:
+    def on_click(self, event: events.Click) -> None:
         offset = event.get_content_offset(self)
         if offset is None:
             return
