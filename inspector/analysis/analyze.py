@@ -135,6 +135,7 @@ def analyze(
     app = real_layouts.application_region(analysis)
     if app is not None:
         analysis.extras["application_region"] = app
+        analysis.extras["_application_region_node"] = real_layouts.application_region_node
     real_layouts.bucket_order_risk(analysis)
     if forensics:
         try:

@@ -92,10 +92,11 @@ def application_region(analysis: Any) -> dict[str, Any] | None:
 
 
 def _candid_text(blob: Any) -> str:
+    """The decoded value, shortened for display (vectors to 8 items, texts to 80 characters)."""
+    if blob.message is None:
+        return f"does not decode: {blob.error}"
     try:
-        from inspector.decode.candid_render import render_message
-
-        return str(render_message(blob.message))[:400]
+        return str(blob.message.to_text(max_vec_items=8, max_text_len=80))[:2000]
     except Exception:  # noqa: BLE001 - a message we cannot render is still described by its types
         return ", ".join(str(t) for t in getattr(blob, "arg_types", []) or [])
 
@@ -170,19 +171,14 @@ class NestedManager(Structure):
     def region(self) -> Region:
         from inspector.regions import memories_region, mm_region
 
-        inner = self.inner
-        return Region(
-            f"inner MemoryManager in memory {self.memory_id}",
-            "mm_header",
-            self.mem.physical_ranges(0, min(self.mem.size, MM_HEADER_SIZE)),
-            fields=[Field(k, v) for k, v in self.header_json().items()],
-            findings=list(inner.findings),
-            children=lambda: [mm_region(self._view()), memories_region(self._view())],
-            memory_id=self.memory_id,
-            detail=f"v{inner.layout_version}, {inner.num_allocated_buckets} bucket(s) of "
-            f"{inner.bucket_size_in_pages} page(s), memories "
-            + ", ".join(str(m.memory.memory_id) for m in inner.memories),
+        view = self._view()
+        region = mm_region(view)
+        region.add(memories_region(view))
+        region.memory_id = self.memory_id
+        region.detail = f"nested: {region.detail}, memories " + ", ".join(
+            str(m.memory.memory_id) for m in self.inner.memories
         )
+        return region
 
 
 class _Inner:
@@ -228,6 +224,7 @@ def attach_nested(analysis: Any, options: dict[str, Any] | None) -> None:
             if not inner.present:
                 continue
             m.inner = inner
+            inner.base_source = f"'MGR' at offset 0 of memory {vm.memory_id}"
             analysis.findings.extend(inner.findings)
             refs = [(im.memory.memory_id, im.memory) for im in inner.memories]
             structures, findings = detect_structures(refs, options)
