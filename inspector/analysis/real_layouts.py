@@ -17,7 +17,6 @@ from typing import Any
 from inspector.layouts import (
     BUCKETS_START,
     MM_HEADER_PAGE_USED,
-    MM_HEADER_SIZE,
     MM_MAGIC,
     STRUCTURE_MAGICS,
     WASM_PAGE_SIZE,
