@@ -56,10 +56,20 @@ class MemoryInfo:
 
 
 def _safe_ranges(host: Any, start: int, n: int) -> list[tuple[int, int]]:
+    """Physical pieces of host bytes [start, start+n), split where the host's own buckets end (not merged:
+    adjacent outer buckets stay separate pieces, as FORMAT.md §14.2 lists them)."""
+    out: list[tuple[int, int]] = []
+    step = getattr(host, "bucket_size_bytes", n) or n
+    pos, end = start, start + n
     try:
-        return list(host.physical_ranges(start, n))
+        while pos < end:
+            take = min(end - pos, step - pos % step)
+            p = host.to_physical(pos)
+            out.append((p, p + take))
+            pos += take
     except OutOfBounds:
-        return []
+        return out
+    return out
 
 
 @dataclass

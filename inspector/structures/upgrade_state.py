@@ -102,16 +102,18 @@ def detect_upgrade_state(mem: Memory, memory_id: int | str) -> tuple[UpgradeStat
 def _cbor_prefix(data: bytes) -> bool:
     """Whether ``data`` is the start of one structured CBOR item (a map or array) cut off by its end.
 
-    Only a prefix that parses cleanly up to the last byte counts: random bytes fail long before.
+    A prefix that parses cleanly up to the last byte counts, and so does one whole item followed by zeros
+    (a length prefix that claims more than the item): random bytes fail long before either.
     """
     if len(data) < 64 or (data[0] >> 5) not in (4, 5):
         return False
     from inspector.decode.cbor import CborError, CborTruncated, decode_cbor
 
     try:
-        decode_cbor(data)
+        _value, end = decode_cbor(data)
     except CborTruncated:
         return True
     except CborError:
         return False
-    return False
+    # A whole item, then the zeros of a fresh memory: the prefix claims more than the item holds.
+    return end >= 8 and not any(data[end : end + 16]) and len(data) >= end + 16
