@@ -62,8 +62,8 @@ class BTreeMapStructure(Structure):
         if cached is not None:
             return bool(cached)
         try:
-            from inspector.decode.valuetypes import UnitType
             from inspector.decode.values import type_for
+            from inspector.decode.valuetypes import UnitType
 
             guess = isinstance(type_for(self, "value"), UnitType)
         except Exception:  # a map too broken to sample is not called a set
