@@ -30,6 +30,29 @@ class UsageError(Exception):
 def _add_decoder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--did", metavar="FILE", help="a .did file: show field names for Candid hashes")
     p.add_argument("--schema", metavar="FILE", help="a TOML schema that names each memory's key/value types")
+    _add_base_option(p)
+
+
+def _add_base_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--base",
+        metavar="OFFSET",
+        default=None,
+        help="physical offset of the MemoryManager header (a multiple of 65536, e.g. 0x10000 for "
+        "RestrictedMemory 1..): overrides the search",
+    )
+
+
+def _parse_base(text: str) -> int:
+    try:
+        value = int(text.strip().replace("_", ""), 0)
+    except ValueError:
+        raise UsageError(f"--base must be a byte offset such as 65536 or 0x10000, not {text!r}") from None
+    if value < 0 or value % 65_536:
+        raise UsageError(
+            f"--base {value:,} is not a multiple of 65,536: a MemoryManager base is page-aligned"
+        )
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", required=True, help="output file, or - for stdout (never the input; see --force)"
     )
     p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    _add_base_option(p)
 
     p = sub.add_parser("entries", help="list the entries of one structure")
     p.add_argument("path")
@@ -107,6 +131,9 @@ def _parse_memory_id(text: str) -> int | str:
     t = text.strip()
     if t == "raw":
         return "raw"
+    nested = _parse_nested_id(t)
+    if nested is not None:
+        return nested
     m = _BUCKET_KEY.match(t)
     if m:
         return f"?b{int(m.group(1))}"
@@ -114,11 +141,30 @@ def _parse_memory_id(text: str) -> int | str:
         value = int(t, 0)
     except ValueError:
         raise UsageError(
-            f"--memory must be a MemoryId (0-254), 'raw' or '?b<bucket>', not {text!r}"
+            f"--memory must be a MemoryId (0-254), 'raw', '?b<bucket>' or outer/inner like '5/1', not {text!r}"
         ) from None
     if not 0 <= value <= 254:
         raise UsageError(f"--memory {value} is out of range: MemoryIds are 0-254")
     return value
+
+
+def _parse_nested_id(text: str) -> str | None:
+    """'5/1' (memory 1 of the manager nested in memory 5), any depth; None if ``text`` is not that form."""
+    parts = text.strip().split("/")
+    if len(parts) < 2:
+        return None
+    ids = []
+    for part in parts:
+        try:
+            value = int(part, 0)
+        except ValueError:
+            raise UsageError(
+                f"--memory {text!r}: nested ids are MemoryIds joined by '/', like '5/1'"
+            ) from None
+        if not 0 <= value <= 254:
+            raise UsageError(f"--memory {text!r}: {value} is out of range (MemoryIds are 0-254)")
+        ids.append(str(value))
+    return "/".join(ids)
 
 
 def _write_output(out: str, inputs: Sequence[Path | None], force: bool, writer: Callable[[Any], None]) -> str:
@@ -230,6 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from inspector.diff_prefetch import start_byte_diff
 
             args.pending_bytes = start_byte_diff(args.old, args.new)
+        from inspector import session as _session
+
+        _session.BASE_OVERRIDE = _parse_base(args.base) if getattr(args, "base", None) is not None else None
         handler = HANDLERS.get(args.command) or _lazy_handler(args.command)
         return handler(args)
     except (InputError, UsageError) as exc:

@@ -77,6 +77,14 @@ def open_structure(
         return RawContent(mem, memory_id, "empty", note="size 0"), []
     if is_zero_prefix(mem):
         return RawContent(mem, memory_id, "empty"), []
+    if memory_id != "raw":
+        from inspector.structures.upgrade_state import detect_upgrade_state
+
+        state, problem = detect_upgrade_state(mem, memory_id)
+        if state is not None:
+            if problem:
+                return state, [state.finding("error", "upgrade_state_truncated", problem, [(0, 4)])]
+            return state, []
     raw = RawContent(mem, memory_id, "unknown")
     _describe_unknown(raw)
     return raw, []

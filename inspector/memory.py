@@ -77,17 +77,32 @@ class VirtualMemory(Memory):
     silently read as zeros.
     """
 
-    phys: PhysicalMemory
-    memory_id: int
+    # ``phys`` is the memory the manager lives in: the snapshot, or (for a nested manager) a virtual
+    # memory of the outer manager. ``base`` is where the manager's MGR header sits in it (0 unless the
+    # manager was initialised on a RestrictedMemory); bucket i starts at base + 65,536 + i × bucket size.
+    phys: Any
+    memory_id: int | str
     buckets: list[int]
     bucket_size_bytes: int
     size: int
     label: str = field(default="")
+    base: int = 0
 
     def __post_init__(self) -> None:
         if not self.label:
             self.label = f"memory {self.memory_id}"
-        self._starts = [BUCKETS_START + b * self.bucket_size_bytes for b in self.buckets]
+        start0 = self.base + BUCKETS_START
+        self._starts = [start0 + b * self.bucket_size_bytes for b in self.buckets]
+        # Nested managers read through their host memory; only the outermost level is the file.
+        self._nested = not isinstance(self.phys, PhysicalMemory)
+
+    @property
+    def root(self) -> PhysicalMemory:
+        """The snapshot file under any number of nesting levels."""
+        p = self.phys
+        while isinstance(p, VirtualMemory):
+            p = p.phys
+        return p  # type: ignore[no-any-return]
 
     @property
     def size_pages(self) -> int:
@@ -97,9 +112,24 @@ class VirtualMemory(Memory):
         k, off = divmod(offset, self.bucket_size_bytes)
         if offset < 0 or k >= len(self._starts):
             raise OutOfBounds(f"virtual {offset:#x} is outside {self.label}")
+        if self._nested:
+            return int(self.phys.to_physical(self._starts[k] + off))
         return self._starts[k] + off
 
     def physical_ranges(self, offset: int, n: int) -> list[Range]:
+        if self._nested:
+            out_n: list[Range] = []
+            for s, e in self._host_ranges(offset, n):
+                for ps, pe in self.phys.physical_ranges(s, e - s):
+                    if out_n and out_n[-1][1] == ps:
+                        out_n[-1] = (out_n[-1][0], pe)
+                    else:
+                        out_n.append((ps, pe))
+            return out_n
+        return self._host_ranges(offset, n)
+
+    def _host_ranges(self, offset: int, n: int) -> list[Range]:
+        """Ranges in the memory the manager lives in (the file, or the host memory when nested)."""
         out: list[Range] = []
         end = offset + n
         pos = offset
@@ -127,22 +157,30 @@ class VirtualMemory(Memory):
         if off + n <= self.bucket_size_bytes:  # the common case: one bucket
             start = self._starts[k] + off
             return self.phys.read(start, n)
-        parts = [self.phys.read(s, e - s) for s, e in self.physical_ranges(offset, n)]
+        parts = [self.phys.read(s, e - s) for s, e in self._host_ranges(offset, n)]
         return b"".join(parts)
 
     def contiguous(self, offset: int) -> tuple[Buffer, int, int]:
         k, off = divmod(offset, self.bucket_size_bytes)
         if offset < 0 or k >= len(self._starts) or offset >= self.size:
-            return self.phys.buf, 0, 0
+            return self.root.buf, 0, 0
         start = self._starts[k] + off
         avail = min(self.bucket_size_bytes - off, self.size - offset, self.phys.size - start)
+        if self._nested:
+            buf, pstart, pavail = self.phys.contiguous(start)
+            return buf, pstart, max(0, min(avail, pavail))
         return self.phys.buf, start, max(0, avail)
 
     def to_virtual(self, physical: int) -> int | None:
         """Inverse mapping, for the hex view: which virtual offset a physical byte is, if any."""
-        if physical < BUCKETS_START:
+        if self._nested:
+            host = self.phys.to_virtual(physical)
+            if host is None:
+                return None
+            physical = host
+        if physical < self.base + BUCKETS_START:
             return None
-        b, off = divmod(physical - BUCKETS_START, self.bucket_size_bytes)
+        b, off = divmod(physical - self.base - BUCKETS_START, self.bucket_size_bytes)
         try:
             k = self.buckets.index(b)
         except ValueError:

@@ -18,7 +18,7 @@ from inspector.layouts import (
     UNALLOCATED_BUCKET,
     WASM_PAGE_SIZE,
 )
-from inspector.memory import PhysicalMemory, VirtualMemory
+from inspector.memory import Memory, OutOfBounds, VirtualMemory
 from inspector.model import Finding
 
 
@@ -28,25 +28,48 @@ class MemoryInfo:
     size_pages: int
     buckets: list[int]
     memory: VirtualMemory
+    # A MemoryManager initialised inside this memory (FORMAT.md §14.2), set by inspector.nested.
+    inner: MemoryManagerInfo | None = None
 
     @property
     def size_bytes(self) -> int:
         return self.size_pages * WASM_PAGE_SIZE
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        bs = self.memory.bucket_size_bytes
+        start0 = self.memory.base + BUCKETS_START
+        out: dict[str, Any] = {
             "id": self.id,
             "size_pages": self.size_pages,
             "size_bytes": self.size_bytes,
             "buckets": list(self.buckets),
-            "bucket_physical_ranges": [
-                [
-                    BUCKETS_START + b * self.memory.bucket_size_bytes,
-                    BUCKETS_START + (b + 1) * self.memory.bucket_size_bytes,
-                ]
-                for b in self.buckets
-            ],
+            "bucket_physical_ranges": [[start0 + b * bs, start0 + (b + 1) * bs] for b in self.buckets],
         }
+        if self.memory._nested:
+            # Inner buckets are translated through the host's own buckets (one may become several ranges).
+            out["bucket_physical_ranges"] = [
+                [s, e] for b in self.buckets for s, e in _safe_ranges(self.memory.phys, start0 + b * bs, bs)
+            ]
+        if self.inner is not None:
+            out["inner_memory_manager"] = self.inner.to_json()
+        return out
+
+
+def _safe_ranges(host: Any, start: int, n: int) -> list[tuple[int, int]]:
+    """Physical pieces of host bytes [start, start+n), split where the host's own buckets end (not merged:
+    adjacent outer buckets stay separate pieces, as FORMAT.md §14.2 lists them)."""
+    out: list[tuple[int, int]] = []
+    step = getattr(host, "bucket_size_bytes", n) or n
+    pos, end = start, start + n
+    try:
+        while pos < end:
+            take = min(end - pos, step - pos % step)
+            p = host.to_physical(pos)
+            out.append((p, p + take))
+            pos += take
+    except OutOfBounds:
+        return out
+    return out
 
 
 @dataclass
@@ -63,14 +86,33 @@ class MemoryManagerInfo:
     memories: list[MemoryInfo] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     reconstructed: bool = False  # rebuilt from surviving structures, not read from a header
+    # Where the MGR header sits in the memory it manages: 0 normally, S × 65,536 for a manager on
+    # RestrictedMemory(S..), and a virtual offset in its host memory for a nested manager.
+    base_offset: int = 0
+    host_memory_id: int | str | None = None  # set for a manager nested inside a virtual memory
+    base_source: str = "offset 0"  # how the base was found: "offset 0", "page scan", "--base"
 
     @property
     def bucket_size_bytes(self) -> int:
         return self.bucket_size_in_pages * WASM_PAGE_SIZE
 
     @property
+    def buckets_start(self) -> int:
+        """Offset of bucket 0 in the managed memory (physical unless nested)."""
+        return self.base_offset + BUCKETS_START
+
+    @property
+    def bucket_table_offset(self) -> int:
+        return self.base_offset + BUCKET_TABLE_OFFSET
+
+    @property
     def bucket_owners(self) -> list[int]:
         return list(self.table[: self.num_allocated_buckets])
+
+    @property
+    def holes(self) -> list[int]:
+        """Bucket ids below num_allocated_buckets marked unallocated (v0.7.1 reclaim_memory)."""
+        return [b for b in range(min(self.num_allocated_buckets, len(self.table))) if self.table[b] == 0xFF]
 
     def memory(self, memory_id: int) -> MemoryInfo | None:
         for m in self.memories:
@@ -80,9 +122,9 @@ class MemoryManagerInfo:
 
     def owner_of_physical(self, pos: int) -> tuple[int | None, int | None]:
         """(bucket id, owning memory id or None) for a physical offset inside the bucket area."""
-        if pos < BUCKETS_START or not self.bucket_size_bytes:
+        if pos < self.buckets_start or not self.bucket_size_bytes or self.host_memory_id is not None:
             return None, None
-        b = (pos - BUCKETS_START) // self.bucket_size_bytes
+        b = (pos - self.buckets_start) // self.bucket_size_bytes
         if b >= MAX_NUM_BUCKETS:
             return None, None
         owner = self.table[b] if b < len(self.table) else UNALLOCATED_BUCKET
@@ -94,18 +136,29 @@ class MemoryManagerInfo:
             if self.magic:
                 out["bytes_0_4_hex"] = self.magic.hex()
             return out
-        return {
+        out = {
             "present": True,
+            "base_offset": self.base_offset,
+            "base_found_by": self.base_source,
             "magic": self.magic.decode("latin-1"),
             "layout_version": self.layout_version,
             "num_allocated_buckets": self.num_allocated_buckets,
             "bucket_size_in_pages": self.bucket_size_in_pages,
             "bucket_size_in_bytes": self.bucket_size_bytes,
-            "bucket_owners": self.bucket_owners,
+            "bucket_table_offset": self.bucket_table_offset,
+            "buckets_start_offset": self.buckets_start,
+            # null marks a hole: a bucket below num_allocated_buckets that reclaim_memory freed (0.7.1).
+            "bucket_owners": [None if o == UNALLOCATED_BUCKET else o for o in self.bucket_owners],
             "memory_sizes_in_pages": {str(i): s for i, s in enumerate(self.memory_sizes_in_pages) if s},
             "memories": [m.to_json() for m in self.memories],
             "reconstructed": self.reconstructed,
         }
+        if self.holes:
+            out["free_bucket_holes"] = self.holes
+        if self.host_memory_id is not None:
+            out["host_memory_id"] = self.host_memory_id
+            out["offsets_relative_to"] = f"memory {self.host_memory_id} (virtual)"
+        return out
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -113,7 +166,12 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 def build_memories(
-    phys: PhysicalMemory, table: bytes, sizes: list[int], bucket_size_pages: int
+    phys: Memory,
+    table: bytes,
+    sizes: list[int],
+    bucket_size_pages: int,
+    base: int = 0,
+    id_prefix: str = "",
 ) -> list[MemoryInfo]:
     """Each memory's buckets in ascending id order = virtual order (FORMAT.md §2.2)."""
     by_owner: dict[int, list[int]] = {}
@@ -131,39 +189,50 @@ def build_memories(
         # A size the buckets cannot hold is a finding; map only what the buckets cover so reads past them
         # raise OutOfBounds instead of wandering into other memories.
         size_bytes = min(size_pages * WASM_PAGE_SIZE, len(buckets) * bs) if bs else 0
-        vm = VirtualMemory(phys, i, buckets, bs or 1, size_bytes)
+        mid: int | str = f"{id_prefix}{i}" if id_prefix else i
+        vm = VirtualMemory(phys, mid, buckets, bs or 1, size_bytes, base=base)
         out.append(MemoryInfo(i, size_pages, buckets, vm))
     return out
 
 
-def read_memory_manager(phys: PhysicalMemory) -> MemoryManagerInfo:
-    """Parse physical page 0 as a MemoryManager, validating every field against FORMAT.md §2 and §11."""
-    if phys.size < 3:
+def read_memory_manager(
+    phys: Memory, base: int = 0, *, host_memory_id: int | str | None = None
+) -> MemoryManagerInfo:
+    """Parse the MemoryManager whose header sits at ``base`` of ``phys`` (FORMAT.md §2, §14).
+
+    ``phys`` is the snapshot, or a host virtual memory for a nested manager. Every field is validated
+    against FORMAT.md §2 and §11.
+    """
+    prefix = f"{host_memory_id}/" if host_memory_id is not None else ""
+    at = f" at {base:,}" if base else ""
+    if phys.size < base + 3:
         return MemoryManagerInfo(
-            False, reason=f"the snapshot is only {phys.size} bytes: too small for a header"
+            False, reason=f"the snapshot is only {phys.size} bytes: too small for a header{at}"
         )
-    magic = phys.read(0, 3)
+    magic = phys.read(base, 3)
     if magic != MM_MAGIC:
         shown = magic.decode("latin-1").encode("unicode_escape").decode()
         return MemoryManagerInfo(
-            False, reason=f"bytes 0..3 are '{shown}', not 'MGR'", magic=phys.read(0, min(4, phys.size))
+            False,
+            reason=f"bytes {base}..{base + 3} are '{shown}', not 'MGR'",
+            magic=phys.read(base, min(4, phys.size - base)),
         )
-    if phys.size < MM_HEADER_PAGE_USED:
+    if phys.size < base + MM_HEADER_PAGE_USED:
         info = MemoryManagerInfo(
-            False, reason=f"'MGR' magic, but the snapshot ({phys.size} bytes) ends inside page 0"
+            False, reason=f"'MGR' magic{at}, but the snapshot ({phys.size} bytes) ends inside its first page"
         )
         info.findings.append(
             Finding(
                 "error",
                 "memory_manager_clobbered",
                 info.reason + ": header or bucket table cut off",
-                [(0, phys.size)],
+                _phys(phys, base, phys.size - base),
             )
         )
         return info
 
-    h = MM_HEADER.parse_dict(phys.buf, 0)
-    table = phys.read(BUCKET_TABLE_OFFSET, MAX_NUM_BUCKETS)
+    h = MM_HEADER.parse_dict(phys.read(base, MM_HEADER_SIZE), 0)
+    table = phys.read(base + BUCKET_TABLE_OFFSET, MAX_NUM_BUCKETS)
     info = MemoryManagerInfo(
         True,
         magic=h["magic"],
@@ -173,10 +242,26 @@ def read_memory_manager(phys: PhysicalMemory) -> MemoryManagerInfo:
         reserved=h["reserved"],
         memory_sizes_in_pages=h["memory_sizes_in_pages"],
         table=table,
+        base_offset=base,
+        host_memory_id=host_memory_id,
     )
-    bad_fields: list[str] = []
     if info.layout_version != MM_LAYOUT_VERSION:
-        bad_fields.append(f"layout version {info.layout_version} (expected 1)")
+        # A layout v2 was proposed upstream and never released: a header we cannot read, not damage.
+        info.findings.append(
+            Finding(
+                "error",
+                "unsupported_version",
+                f"the MemoryManager header{at} has layout version {info.layout_version}; only version "
+                f"{MM_LAYOUT_VERSION} exists in released ic-stable-structures, so its bucket table and "
+                "memories are not decoded (the bytes are not judged as damaged)",
+                _phys(phys, base, MM_HEADER_SIZE),
+                details={"layout_version": info.layout_version, "base_offset": base},
+            )
+        )
+        info.bucket_size_in_pages = 0 if info.bucket_size_in_pages == 0 else info.bucket_size_in_pages
+        info.memories = []
+        return info
+    bad_fields: list[str] = []
     if info.num_allocated_buckets > MAX_NUM_BUCKETS:
         bad_fields.append(f"num_allocated_buckets {info.num_allocated_buckets} > {MAX_NUM_BUCKETS}")
     if info.bucket_size_in_pages == 0:
@@ -188,71 +273,103 @@ def read_memory_manager(phys: PhysicalMemory) -> MemoryManagerInfo:
             Finding(
                 "error",
                 "memory_manager_clobbered",
-                "the MemoryManager header has 'MGR' but invalid fields: " + "; ".join(bad_fields),
-                [(0, MM_HEADER_SIZE)],
+                f"the MemoryManager header{at} has 'MGR' but invalid fields: " + "; ".join(bad_fields),
+                _phys(phys, base, MM_HEADER_SIZE),
             )
         )
     if info.bucket_size_in_pages == 0:
         return info
 
-    info.memories = build_memories(phys, table, info.memory_sizes_in_pages, info.bucket_size_in_pages)
-    _check_table(info, phys.size)
+    info.memories = build_memories(
+        phys, table, info.memory_sizes_in_pages, info.bucket_size_in_pages, base, prefix
+    )
+    _check_table(info, phys.size, phys)
     return info
 
 
-def _check_table(info: MemoryManagerInfo, file_size: int) -> None:
+def _phys(mem: Memory, start: int, n: int) -> list[tuple[int, int]]:
+    try:
+        return list(mem.physical_ranges(start, max(0, n)))
+    except OutOfBounds:
+        return []
+
+
+def _check_table(info: MemoryManagerInfo, file_size: int, host: Memory | None = None) -> None:
     nb = info.num_allocated_buckets
     bs = info.bucket_size_bytes
     table = info.table
+    t0 = info.bucket_table_offset
+    b0 = info.buckets_start
+    where = f"memory {info.host_memory_id}'s inner manager: " if info.host_memory_id is not None else ""
+
+    def at(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        # A nested manager's offsets are virtual in its host memory: report them physically.
+        if host is None or info.host_memory_id is None:
+            return ranges
+        return [r for s, e in ranges for r in _phys(host, s, e - s)]
+
     allocated = [b for b, o in enumerate(table) if o != UNALLOCATED_BUCKET]
     beyond = [b for b in allocated if b >= nb]
-    holes = [b for b in range(min(nb, MAX_NUM_BUCKETS)) if table[b] == UNALLOCATED_BUCKET]
-    if beyond or holes:
-        parts = []
-        if beyond:
-            parts.append(
-                f"{len(beyond)} bucket(s) at or past num_allocated_buckets={nb} have owners (first: {beyond[0]})"
-            )
-        if holes:
-            parts.append(
-                f"{len(holes)} bucket(s) below num_allocated_buckets are unallocated (first: {holes[0]}); "
-                "only ic-stable-structures v0.7.1's reclaim_memory leaves such holes"
-            )
+    holes = info.holes
+    if beyond:
         info.findings.append(
             Finding(
-                "warning" if holes and not beyond else "error",
+                "error",
                 "bucket_table_mismatch",
-                "; ".join(parts),
-                [(BUCKET_TABLE_OFFSET + b, BUCKET_TABLE_OFFSET + b + 1) for b in (beyond + holes)[:64]],
+                f"{where}{len(beyond)} bucket(s) at or past num_allocated_buckets={nb} have owners "
+                f"(first: {beyond[0]})",
+                at([(t0 + b, t0 + b + 1) for b in beyond[:64]]),
             )
         )
-    out_of_range = [b for b in allocated if BUCKETS_START + (b + 1) * bs > file_size]
+    if holes:
+        shown = ", ".join(str(b) for b in holes[:16]) + (" …" if len(holes) > 16 else "")
+        info.findings.append(
+            Finding(
+                "warning",
+                "bucket_table_holes",
+                f"{where}{len(holes)} bucket(s) below num_allocated_buckets={nb} are marked free "
+                f"(bucket {shown}): MemoryManager::reclaim_memory of ic-stable-structures 0.7.1 leaves "
+                "such holes and 0.7.1 hands them to the next memory that grows; 0.6.x and 0.7.2 never "
+                "reuse them. The freed buckets' old bytes are still there",
+                at([(t0 + b, t0 + b + 1) for b in holes[:64]]),
+                details={"holes": holes},
+            )
+        )
+    out_of_range = [b for b in allocated if b0 + (b + 1) * bs > file_size]
     if out_of_range:
         info.findings.append(
             Finding(
                 "error",
                 "bucket_out_of_range",
-                f"{len(out_of_range)} allocated bucket(s) lie past the end of the {file_size:,}-byte snapshot "
-                f"(first: bucket {out_of_range[0]} of memory {table[out_of_range[0]]}): the snapshot is truncated",
-                [(BUCKET_TABLE_OFFSET + b, BUCKET_TABLE_OFFSET + b + 1) for b in out_of_range[:64]],
+                f"{where}{len(out_of_range)} allocated bucket(s) lie past the end of the {file_size:,}-byte "
+                + ("host memory" if info.host_memory_id is not None else "snapshot")
+                + f" (first: bucket {out_of_range[0]} of memory {table[out_of_range[0]]}): "
+                + (
+                    "the snapshot is truncated"
+                    if info.host_memory_id is None
+                    else "the host memory is too small"
+                ),
+                at([(t0 + b, t0 + b + 1) for b in out_of_range[:64]]),
             )
         )
     for m in info.memories:
         needed = _ceil_div(m.size_pages, info.bucket_size_in_pages)
         if needed != len(m.buckets):
-            slot = 40 + 8 * m.id
+            slot = info.base_offset + 40 + 8 * m.id
             info.findings.append(
                 Finding(
                     "error" if needed > len(m.buckets) else "warning",
                     "memory_size_mismatch",
-                    f"memory {m.id} is {m.size_pages} pages, which needs {needed} bucket(s), but it owns "
-                    f"{len(m.buckets)}",
-                    [(slot, slot + 8)],
-                    memory_id=m.id,
+                    f"{where}memory {m.memory.memory_id} is {m.size_pages} pages, which needs {needed} "
+                    f"bucket(s), but it owns {len(m.buckets)}",
+                    at([(slot, slot + 8)]),
+                    memory_id=m.memory.memory_id,
                 )
             )
-    expected_pages = 1 + nb * info.bucket_size_in_pages
-    expected = expected_pages * WASM_PAGE_SIZE
+    if info.host_memory_id is not None:
+        return  # a host memory grows in whole outer buckets: its size says nothing about the inner one
+    expected = b0 + nb * bs
+    expected_pages = expected // WASM_PAGE_SIZE
     if file_size != expected and not out_of_range:
         bigger = file_size > expected
         info.findings.append(
@@ -260,7 +377,9 @@ def _check_table(info: MemoryManagerInfo, file_size: int) -> None:
                 "warning" if bigger else "error",
                 "physical_size_mismatch",
                 f"the snapshot is {file_size // WASM_PAGE_SIZE:,} pages but a MemoryManager with {nb} bucket(s) of "
-                f"{info.bucket_size_in_pages} pages needs {expected_pages:,}"
+                f"{info.bucket_size_in_pages} pages"
+                + (f" at {info.base_offset:,}" if info.base_offset else "")
+                + f" needs {expected_pages:,}"
                 + (
                     ": bytes past the last bucket belong to no memory (a re-initialised manager leaves old "
                     "buckets behind)"

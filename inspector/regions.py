@@ -13,7 +13,6 @@ from typing import Any
 from construct import Struct
 
 from inspector.layouts import (
-    BUCKET_TABLE_OFFSET,
     CELL_HEADER,
     LOG_DATA_HEADER,
     LOG_INDEX_HEADER,
@@ -308,6 +307,9 @@ def build_tree(analysis: Any) -> Region:
                 detail=analysis.diagnosis[0],
             )
         )
+    app = analysis.extras.get("_application_region_node")
+    if app is not None:
+        root_children.append(app(analysis))
     if mm.present:
         root_children.append(mm_region(analysis))
         root_children.append(memories_region(analysis))
@@ -344,7 +346,9 @@ def _finding_counts(findings: list[Finding]) -> str:
 
 def mm_region(analysis: Any) -> Region:
     mm = analysis.mm
-    phys = analysis.snapshot.memory
+    # The memory the manager lives in: the snapshot, or the host memory of a nested manager.
+    phys = getattr(analysis, "host", None) or analysis.snapshot.memory
+    base = mm.base_offset
     h = {
         "magic": mm.magic,
         "layout_version": mm.layout_version,
@@ -352,45 +356,76 @@ def mm_region(analysis: Any) -> Region:
         "bucket_size_in_pages": mm.bucket_size_in_pages,
         "reserved": mm.reserved,
     }
-    fields = header_fields(MemoryManagerHeader, phys, 0, h)
+    fields = header_fields(MemoryManagerHeader, phys, base, h)
+    if base or mm.host_memory_id is not None:
+        where = f"memory {mm.host_memory_id}, virtual" if mm.host_memory_id is not None else "physical"
+        fields.insert(0, Field("base_offset", base, display=f"{base:,} ({where}; found by {mm.base_source})"))
     for i, pages in enumerate(mm.memory_sizes_in_pages):
         if pages:
-            fields.append(Field(f"memory_sizes_in_pages[{i}]", pages, (40 + 8 * i, 48 + 8 * i)))
+            fields.append(
+                Field(f"memory_sizes_in_pages[{i}]", pages, _first_physical(phys, base + 40 + 8 * i, 8))
+            )
+    t0 = mm.bucket_table_offset
+    holes = set(mm.holes)
 
     def table_rows() -> Iterator[Region]:
         for b in range(len(mm.table)):
             owner = mm.table[b]
             if owner == UNALLOCATED_BUCKET and b >= mm.num_allocated_buckets:
                 continue
-            start = 65_536 + b * mm.bucket_size_bytes
+            start = mm.buckets_start + b * mm.bucket_size_bytes
+            pstart = _first_physical(phys, start, 1)
+            entry = _first_physical(phys, t0 + b, 1)
+            label = (
+                "free (hole left by reclaim_memory)"
+                if b in holes
+                else "unallocated"
+                if owner == UNALLOCATED_BUCKET
+                else f"memory {owner}"
+            )
             yield Region(
-                f"bucket {b} → " + ("unallocated" if owner == UNALLOCATED_BUCKET else f"memory {owner}"),
+                f"bucket {b} → {label}",
                 "bucket_table",
-                [(BUCKET_TABLE_OFFSET + b, BUCKET_TABLE_OFFSET + b + 1)],
+                [entry] if entry else [],
                 fields=[
                     Field("bucket", b),
                     Field("owner", owner),
-                    Field("physical_start", start, display=f"{start:#x}"),
+                    Field(
+                        "physical_start",
+                        pstart[0] if pstart else None,
+                        display=f"{pstart[0]:#x}" if pstart else "?",
+                    ),
                 ],
             )
 
+    head_ranges = phys.physical_ranges(base, MM_HEADER_SIZE) if phys.size >= base + MM_HEADER_SIZE else []
+    lo = head_ranges[0][0] if head_ranges else base
     mm_findings = [
-        f for f in analysis.all_findings() if f.physical_ranges and f.physical_ranges[0][0] < 34_848
+        f
+        for f in analysis.all_findings()
+        if f.physical_ranges and lo <= f.physical_ranges[0][0] < lo + 34_848
     ]
+    table_range = _first_physical(phys, t0, max(1, mm.num_allocated_buckets))
     table = Region(
-        f"bucket table ({mm.num_allocated_buckets} allocated)",
+        f"bucket table ({mm.num_allocated_buckets} allocated"
+        + (f", {len(holes)} hole{'s' if len(holes) != 1 else ''}" if holes else "")
+        + ")",
         "bucket_table",
-        [(BUCKET_TABLE_OFFSET, BUCKET_TABLE_OFFSET + max(1, mm.num_allocated_buckets))],
+        [table_range] if table_range else [],
         children=table_rows,
         detail="owners "
-        + " ".join(str(o) for o in mm.bucket_owners[:24])
+        + " ".join("·" if b in holes else str(o) for b, o in enumerate(mm.bucket_owners[:24]))
         + (" …" if mm.num_allocated_buckets > 24 else ""),
     )
     title = "MemoryManager (reconstructed)" if mm.reconstructed else "MemoryManager"
+    if mm.host_memory_id is not None:
+        title = f"MemoryManager inside memory {mm.host_memory_id}"
+    elif base:
+        title = f"MemoryManager at {base:,}"
     return Region(
         title,
         "mm_header",
-        [(0, MM_HEADER_SIZE)],
+        head_ranges or [(0, MM_HEADER_SIZE)],
         fields=fields,
         findings=mm_findings,
         children=[table],
@@ -404,12 +439,10 @@ def memories_region(analysis: Any) -> Region:
 
     def rows() -> Iterator[Region]:
         for m in mm.memories:
-            structure = analysis.structure(m.id)
+            mid = m.memory.memory_id  # "5/1" inside a nested manager
+            structure = analysis.structure(mid)
             children = [structure_region(structure)] if structure is not None else []
-            if (
-                isinstance(structure.memory_id if structure else None, list)
-                and structure.memory_id[0] != m.id
-            ):
+            if isinstance(structure.memory_id if structure else None, list) and structure.memory_id[0] != mid:
                 # The data half of a paired log: the log is shown once, under its index memory.
                 children = [
                     Region(f"data half of the log at memories {_label_id(structure.memory_id)[9:]}", "log")
@@ -419,12 +452,12 @@ def memories_region(analysis: Any) -> Region:
             except OutOfBounds:
                 used = []
             yield Region(
-                f"memory {m.id}",
+                f"memory {mid}",
                 "memory",
                 used,
-                fields=[Field("id", m.id), Field("size_pages", m.size_pages), Field("buckets", m.buckets)],
+                fields=[Field("id", mid), Field("size_pages", m.size_pages), Field("buckets", m.buckets)],
                 children=children,
-                memory_id=m.id,
+                memory_id=mid,
                 detail=f"{m.size_pages} page{'s' if m.size_pages != 1 else ''}, buckets {_bucket_list(m.buckets)}"
                 + (f" · {structure.kind}" if structure is not None else ""),
             )

@@ -24,6 +24,12 @@ class Session:
         self.snapshot.close()
 
 
+# `--base OFFSET` of the command being run: where every snapshot it opens has its MemoryManager header
+# (None: offset 0 or the page scan decides). Set once by the CLI for the whole command, so that every
+# command (and the TUI's reload) honours it without threading it through each call.
+BASE_OVERRIDE: int | None = None
+
+
 # A .did or schema file is a few KiB: a FIFO given instead would block the read forever, and a huge file
 # would be read whole, so both are refused up front.
 MAX_TEXT_FILE_BYTES = 16 << 20
@@ -86,13 +92,20 @@ def load(
     schema: str | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
     forensics: bool = True,
+    base: int | None = None,
 ) -> Session:
     names = load_did(did)
     settings = load_schema(schema)
     for mid, extra in (overrides or {}).items():
         settings.setdefault(mid, {}).update(extra)
     snapshot = open_snapshot(path)
-    analysis = analyze(snapshot, options=settings, forensics=forensics)
+    try:
+        analysis = analyze(
+            snapshot, options=settings, forensics=forensics, base=BASE_OVERRIDE if base is None else base
+        )
+    except InputError:
+        snapshot.close()
+        raise
     session = Session(snapshot, analysis, names, settings)
     for s in analysis.structures:
         ids = s.memory_id if isinstance(s.memory_id, list) else [s.memory_id]

@@ -20,10 +20,48 @@ def require_fixtures() -> Path:
     return FIXTURES
 
 
+# Fixtures whose snapshot is NOT healthy by design: the incident steps (an error diagnosis is the point),
+# the 0.7.1 reclaim whose memory 3 loses its map on reload, and the random-bytes negative control.
+UNHEALTHY_FIXTURES = frozenset(
+    {
+        "migration/after_stable_save",
+        "migration/after_stable_save_small",
+        "migration/post_upgrade",
+        "migration/post_upgrade_small",
+        "incident_16page/after_stable_save",
+        "incident_16page/post_upgrade",
+        "reclaim_holes_v071",
+        "random_noise",
+    }
+)
+
+# Fixtures the tool does not support yet, each with its reason: the glob tests mark them xfail (strict,
+# so a fixture that starts passing must leave this list). Issue 11 ended with this list empty.
+NOT_YET_SUPPORTED: dict[str, str] = {}
+
+
+def is_healthy(name: str) -> bool:
+    return name not in UNHEALTHY_FIXTURES
+
+
 def expected_files() -> list[Path]:
     if not FIXTURES.is_dir():
         return []
     return sorted(FIXTURES.glob("**/expected.json"))
+
+
+def expected_params() -> list[object]:
+    """``expected_files()`` as pytest params, with the not-yet-supported fixtures marked xfail."""
+    out: list[object] = []
+    for p in expected_files():
+        name = str(p.parent.relative_to(FIXTURES))
+        marks = (
+            [pytest.mark.xfail(reason=NOT_YET_SUPPORTED[name], strict=True)]
+            if name in NOT_YET_SUPPORTED
+            else []
+        )
+        out.append(pytest.param(p, id=name, marks=marks))
+    return out
 
 
 def fixture_ids() -> list[str]:

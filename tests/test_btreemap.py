@@ -67,8 +67,18 @@ def _memory(exp: dict[str, Any], s: dict[str, Any], data: bytes) -> Memory:
     if s["memory_id"] == "raw":
         return phys
     mm = exp["memory_manager"]
-    m = next(m for m in mm["memories"] if m["id"] == s["memory_id"])
-    return VirtualMemory(phys, m["id"], m["buckets"], mm["bucket_size_in_bytes"], m["size_bytes"])
+    # Built from expected.json alone: the base offset of a RestrictedMemory manager, and for a nested id
+    # "5/1" the host memory 5 of the outer manager, inside which the inner manager sits at offset 0.
+    host: Memory = phys
+    ids = str(s["memory_id"]).split("/")
+    for depth, part in enumerate(ids):
+        m = next(m for m in mm["memories"] if m["id"] == int(part))
+        base = mm.get("base_offset", 0) if depth == 0 else 0
+        host = VirtualMemory(
+            host, m["id"], m["buckets"], mm["bucket_size_in_bytes"], m["size_bytes"], base=base
+        )
+        mm = m.get("inner_memory_manager", mm)
+    return host
 
 
 def _fixture_map(fixture: str, name: str, data: bytes | None = None) -> tuple[BTreeMap, dict, dict]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inspector.detect import MemoryRef, detect_structures
-from inspector.memory_manager import MemoryManagerInfo, read_memory_manager
+from inspector.memory_manager import MemoryManagerInfo
 from inspector.model import Finding, severity_rank
 from inspector.snapshot import Snapshot, metadata_summary
 from inspector.structures.base import Structure
@@ -103,13 +103,24 @@ class Analysis:
 def memory_refs_for(snapshot: Snapshot, mm: MemoryManagerInfo) -> list[MemoryRef]:
     if mm.present and mm.bucket_size_in_pages:
         return [(m.id, m.memory) for m in mm.memories]
+    if mm.present:
+        return []  # a manager we cannot read (unsupported layout version): no memories to decode
     return [("raw", snapshot.memory)]
 
 
-def analyze(snapshot: Snapshot, *, options: dict[str, Any] | None = None, forensics: bool = True) -> Analysis:
-    """Decode the layout of a snapshot. ``options`` maps memory ids (as strings) to decoder settings."""
+def analyze(
+    snapshot: Snapshot,
+    *,
+    options: dict[str, Any] | None = None,
+    forensics: bool = True,
+    base: int | None = None,
+) -> Analysis:
+    """Decode the layout of a snapshot. ``options`` maps memory ids (as strings) to decoder settings;
+    ``base`` is where the MemoryManager header sits (None: offset 0, else found by a page scan)."""
+    from inspector.analysis import real_layouts
+
     snapshot.check_unchanged()
-    mm = read_memory_manager(snapshot.memory)
+    mm = real_layouts.locate_manager(snapshot, base)
     refs = memory_refs_for(snapshot, mm)
     structures, findings = detect_structures(refs, options)
     analysis = Analysis(
@@ -120,6 +131,12 @@ def analyze(snapshot: Snapshot, *, options: dict[str, Any] | None = None, forens
         [*snapshot.findings, *mm.findings, *findings],
         options=dict(options or {}),
     )
+    real_layouts.attach_nested(analysis, options)
+    app = real_layouts.application_region(analysis)
+    if app is not None:
+        analysis.extras["application_region"] = app
+        analysis.extras["_application_region_node"] = real_layouts.application_region_node
+    real_layouts.bucket_order_risk(analysis)
     if forensics:
         try:
             from inspector.analysis.forensics import run_forensics

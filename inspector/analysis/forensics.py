@@ -85,6 +85,9 @@ def run_forensics(analysis: Any, *, scan: bool = True, deep: bool = False) -> Fo
     if scan:
         report.scanned = True
         _orphan_scan(analysis, report, fd)
+    from inspector.analysis.real_layouts import recognition_findings
+
+    recognition_findings(analysis, report)
     analysis.diagnosis = build_diagnosis(analysis, report)
     if report.blob is not None or report.memory_blobs or report.orphans:
         # Only then: a healthy snapshot's tree has no "Unreachable data" node at all.
@@ -281,11 +284,15 @@ def _orphan_scan(analysis: Any, report: ForensicsReport, fd: int | None) -> None
     mm = analysis.mm
     orphans: list[Orphan] = []
     if mm.present or report.clobbered:
-        tail = scan_page0_tail(buf, size, report.blob.end if report.blob is not None else 0)
+        tail = scan_page0_tail(buf, size, report.blob.end if report.blob is not None else 0, mm.base_offset)
         if tail is not None:
             orphans.append(tail)
     if mm.present and mm.bucket_size_in_pages:
-        orphans.extend(scan_unowned_buckets(buf, size, fd, mm.table, mm.bucket_size_in_pages))
+        orphans.extend(
+            scan_unowned_buckets(
+                buf, size, fd, mm.table, mm.bucket_size_in_pages, mm.base_offset, frozenset(mm.holes)
+            )
+        )
     for s in analysis.structures:
         if getattr(s, "kind", "") == "btreemap":
             found = scan_map_orphans(s, fd)

@@ -30,6 +30,7 @@ from inspector.layouts import (
     UNALLOCATED_BUCKET,
     WASM_PAGE_SIZE,
 )
+from inspector.layouts import BUCKETS_START as _BUCKETS_START
 from inspector.memory import Range
 from inspector.model import Field, Finding, Region
 from inspector.sparse import data_ranges, is_zero
@@ -137,10 +138,11 @@ def _nonzero_span(data: bytes) -> tuple[int, int] | None:
     return first, len(data.rstrip(b"\0"))
 
 
-def scan_page0_tail(buf: Any, size: int, skip_until: int = 0) -> Orphan | None:
-    """Non-zero bytes in 34,848..65,535 of page 0 (excluding what a known stable_save message covers)."""
-    start = max(MM_HEADER_PAGE_USED, skip_until)
-    end = min(size, BUCKETS_START)
+def scan_page0_tail(buf: Any, size: int, skip_until: int = 0, base: int = 0) -> Orphan | None:
+    """Non-zero bytes in 34,848..65,535 of the manager's first page (``base`` for a RestrictedMemory
+    manager), excluding what a known stable_save message covers."""
+    start = max(base + MM_HEADER_PAGE_USED, skip_until)
+    end = min(size, base + BUCKETS_START)
     if end <= start:
         return None
     data = bytes(buf[start:end])
@@ -190,9 +192,17 @@ def _describe_bucket_start(buf: Any, start: int, bucket_bytes: int, size: int) -
 
 
 def scan_unowned_buckets(
-    buf: Any, size: int, fd: int | None, table: bytes, bucket_size_pages: int
+    buf: Any,
+    size: int,
+    fd: int | None,
+    table: bytes,
+    bucket_size_pages: int,
+    base: int = 0,
+    skip: frozenset[int] = frozenset(),
 ) -> list[Orphan]:
-    """Buckets inside the file that no memory owns but that hold data."""
+    """Buckets inside the file that no memory owns but that hold data. ``base`` is where the manager's
+    header sits; ``skip`` lists buckets reported elsewhere (0.7.1 reclaim holes keep their old bytes)."""
+    BUCKETS_START = base + _BUCKETS_START  # noqa: N806 - the same name as the layout constant, shifted
     bs = bucket_size_pages * WASM_PAGE_SIZE
     if bs <= 0 or size <= BUCKETS_START:
         return []
@@ -207,7 +217,7 @@ def scan_unowned_buckets(
         while b < n_buckets and BUCKETS_START + b * bs < hi:
             s = BUCKETS_START + b * bs
             owner = table[b] if b < len(table) else UNALLOCATED_BUCKET
-            if owner == UNALLOCATED_BUCKET:
+            if owner == UNALLOCATED_BUCKET and b not in skip:
                 with_data.setdefault(b, []).append((max(lo, s), min(hi, s + bs)))
             b += 1
     found: list[Orphan] = []

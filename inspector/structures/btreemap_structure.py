@@ -57,6 +57,25 @@ class BTreeMapStructure(Structure):
     def header_json(self) -> dict[str, Any]:
         return self.map.header
 
+    @property
+    def is_set(self) -> bool:
+        """A ``StableBTreeSet<K>`` (0.6.9+) is stored as a ``BTreeMap<K, ()>``: every value is zero-length
+        (FORMAT.md §14.4). Judged from the sampled values; ``--deep`` confirms it over every entry."""
+        cached = self.__dict__.get("_is_set")
+        if cached is not None:
+            return bool(cached)
+        try:
+            from inspector.decode.values import type_for
+            from inspector.decode.valuetypes import UnitType
+
+            guess = isinstance(type_for(self, "value"), UnitType)
+        except Exception:  # a map too broken to sample is not called a set
+            guess = False
+        if guess and self._deep:
+            guess = all(not v for _keys, values in self.map.iter_batches() for v in values)
+            self.__dict__["_is_set"] = guess
+        return guess
+
     def to_json(self, deep: bool = False) -> dict[str, Any]:
         out = super().to_json(deep)
         if deep:
@@ -71,6 +90,8 @@ class BTreeMapStructure(Structure):
             out["count"] = result.entry_count
             out["entries_sha256"] = result.entries_sha256
             out["key_layout"] = result.key_layout
+        if self.is_set:
+            out["set"] = True
         return out
 
     def count(self) -> int:
@@ -163,13 +184,17 @@ class BTreeMapStructure(Structure):
             children.append(entries_region(self, n))
         h = self.map.header
         detail = f"v{h['layout_version']}, page {h['page_size']}, {h['length']:,} entries"
-        detail += _types_detail(self)
+        if self.is_set:
+            detail += _set_detail(self)
+        else:
+            detail += _types_detail(self)
         try:
             ranges = mem.physical_ranges(0, min(mem.size, ALLOCATOR_OFFSET + ALLOCATOR_HEADER.size))
         except OutOfBounds:
             ranges = []
         return Region(
-            f"BTreeMap {'raw memory' if self.memory_id == 'raw' else f'memory {self.memory_id}'}",
+            f"{'BTreeSet' if self.is_set else 'BTreeMap'} "
+            f"{'raw memory' if self.memory_id == 'raw' else f'memory {self.memory_id}'}",
             "btreemap",
             ranges,
             fields=[Field(k, v) for k, v in h.items()],
@@ -244,6 +269,16 @@ def _types_detail(s: Structure) -> str:
         return f" · key {type_for(s, 'key')} → value {type_for(s, 'value')}"
     except Exception:  # a map too broken to sample has no types to show
         return ""
+
+
+def _set_detail(s: Structure) -> str:
+    """ " · BTreeSet<u64>": a set shows its key type only (its values are all ())."""
+    try:
+        from inspector.decode.values import type_for
+
+        return f" · BTreeSet<{type_for(s, 'key')}>"
+    except Exception:  # a set too broken to sample still says what it is
+        return " · BTreeSet"
 
 
 def _mid(s: Structure) -> int | str | None:
