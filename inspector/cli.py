@@ -20,7 +20,7 @@ from inspector import __version__
 from inspector.memory import OutOfBounds
 from inspector.snapshot import InputError
 
-COMMANDS = ("summary", "extract", "entries", "check", "salvage", "diff", "open", "bench")
+COMMANDS = ("summary", "extract", "entries", "check", "salvage", "repair", "diff", "open", "bench")
 
 
 class UsageError(Exception):
@@ -104,6 +104,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", metavar="OLDPATH", help="an earlier snapshot to compare entries with")
     p.add_argument("--format", choices=("table", "jsonl"), default="table")
     _add_decoder_options(p)
+
+    p = sub.add_parser("repair", help="write a new snapshot in which the library finds the data again")
+    p.add_argument("path")
+    p.add_argument(
+        "-o", "--output", required=True, help="the repaired snapshot (a .bin, or a folder for a folder)"
+    )
+    p.add_argument(
+        "--reference", metavar="OLD", help="an earlier snapshot: MemoryIds and sizes of a lost table"
+    )
+    p.add_argument("--assign", action="append", metavar="?bN=ID", help="MemoryId of a memory of unknown id")
+    p.add_argument(
+        "--prefer", choices=("live", "salvaged"), default="live", help="which value a conflict keeps"
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")
+    p.add_argument("--json", action="store_true", help="print the plan and the proof as JSON")
+    p.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    p.add_argument(
+        "--export-stable-save", metavar="FILE", help="write the stable_save message's bytes to FILE"
+    )
 
     p = sub.add_parser("diff", help="compare two snapshots (TUI unless --json or --report)")
     p.add_argument("old")
@@ -250,6 +269,7 @@ def _lazy_handler(name: str) -> Callable[[argparse.Namespace], int]:
         "entries": "inspector.commands.entries",
         "check": "inspector.commands.check",
         "salvage": "inspector.commands.salvage",
+        "repair": "inspector.commands.repair",
         "diff": "inspector.commands.diff",
         "open": "inspector.commands.open",
         "bench": "inspector.bench",

@@ -240,8 +240,11 @@ def test_a_frontier_node_without_a_surviving_parent_is_left_out(
     assert "no surviving parent" in err
 
 
-def test_a_wiped_map_gives_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """after_stable_save with the map's header overwritten too: no BTreeMap survives, nothing is invented."""
+def test_a_wiped_map_header_is_salvaged_from_its_nodes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """after_stable_save with the map's header overwritten too: the nodes alone give back every entry,
+    byte for byte as pre_upgrade held them, and nothing else."""
     require_fixtures()
     data = bytearray((FIXTURES / "migration/after_stable_save/stable_memory.bin").read_bytes())
     prev = load_expected("migration/after_stable_save")["previous_layout"]["memory_manager"]
@@ -250,7 +253,12 @@ def test_a_wiped_map_gives_nothing(tmp_path: Path, capsys: pytest.CaptureFixture
     path = tmp_path / "stable_memory.bin"
     path.write_bytes(bytes(data))
     rc, rows, err = salvage_jsonl(path, capsys)
-    assert rc == 0 and rows == [] and "nothing to salvage" in err
+    pre = next(s for s in load_expected("migration/pre_upgrade")["structures"] if s["kind"] == "btreemap")
+    assert rc == 0 and {r["layout"] for r in rows} == {"headless"}
+    assert sorted((r["key_hex"], r["value_hex"]) for r in rows) == sorted(
+        (e["key_hex"], e["value_hex"]) for e in pre["entries"]
+    )
+    assert "header and allocator are gone" in err
 
 
 def test_reinitialised_manager_over_quickstart(capsys: pytest.CaptureFixture[str]) -> None:

@@ -137,7 +137,9 @@ def _clobbered_lines(analysis: Any, report: Any, path: str) -> list[str]:
     for s in getattr(recon, "structures", []) or []:
         if getattr(s, "kind", "") in ("empty",):
             continue
-        intact.append(f"{_memory_label(recon, s.memory_id)}: {_structure_line(s)}")
+        intact.append(
+            f"{_memory_label(recon, s.memory_id)}: {_headless_line(recon, s) or _structure_line(s)}"
+        )
     if intact:
         lines.append("Intact: " + "; ".join(intact) + ".")
     elif recon is not None:
@@ -150,7 +152,11 @@ def _clobbered_lines(analysis: Any, report: Any, path: str) -> list[str]:
             "The stable_save message itself decodes completely: it is exactly what stable_restore returns "
             "(see 'stable_save' in check --json)."
         )
-    maps = [s for s in getattr(recon, "structures", []) or [] if getattr(s, "kind", "") == "btreemap"]
+    maps = [
+        s
+        for s in getattr(recon, "structures", []) or []
+        if getattr(s, "kind", "") == "btreemap" or _headless_line(recon, s)
+    ]
     todo = "What to do: do not upgrade or re-initialise this canister's MemoryManager until the data is saved"
     if maps:
         cmds = [
@@ -165,6 +171,25 @@ def _clobbered_lines(analysis: Any, report: Any, path: str) -> list[str]:
         todo + "; then restore the header and bucket table, or write the data back into fresh structures."
     )
     return lines
+
+
+def _headless_line(recon: Any, s: Any) -> str:
+    """For a memory holding B-tree nodes whose map header is gone: what survives of the map."""
+    m = recon.memory(s.memory_id) if recon is not None else None
+    cluster = next(
+        (
+            c
+            for c in getattr(recon, "node_clusters", [])
+            if m is not None and m.buckets and c.base == m.memory.to_physical(0)
+        ),
+        None,
+    )
+    if cluster is None:
+        return ""
+    return (
+        f"a BTreeMap whose header and allocator were overwritten; {cluster.allocated_nodes} of its node pages "
+        "survive (salvage reads them without the header; repair writes them back as a fresh map)"
+    )
 
 
 def _lost_text(parts: list[Any], recon: Any) -> str:

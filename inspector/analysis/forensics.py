@@ -22,7 +22,7 @@ from typing import Any
 
 from inspector.analysis.diagnosis import build_diagnosis, short_type
 from inspector.analysis.orphans import Orphan, scan_map_orphans, scan_page0_tail, scan_unowned_buckets
-from inspector.analysis.reconstruct import Reconstruction, reconstruct
+from inspector.analysis.reconstruct import HEADLESS_KIND, Reconstruction, reconstruct
 from inspector.analysis.stable_save import (
     StableSaveBlob,
     compact_overwritten,
@@ -153,10 +153,11 @@ def _check_clobbered(analysis: Any, report: ForensicsReport, options: dict[str, 
         )
     if recon.starts and recon.bucket_size_in_pages:
         bs = recon.bucket_size_in_pages
-        aligned = [s for s in recon.starts if (s.page - 1) % bs == 0]
+        aligned = [s for s in recon.starts if (s.page - 1) % bs == 0 and s.kind != HEADLESS_KIND]
         if aligned:
             where = "; ".join(f"{s.summary} at bucket {(s.page - 1) // bs}" for s in aligned[:4])
             evidence.append(f"structure headers sit at bucket starts of {bs}-page buckets: {where}")
+    evidence.extend(_node_evidence(recon, damaged_end))
     if not evidence:
         return
     report.clobbered = True
@@ -185,6 +186,29 @@ def _check_clobbered(analysis: Any, report: ForensicsReport, options: dict[str, 
         )
     )
     _adopt_reconstruction(analysis, recon, options, deep)
+
+
+def _node_evidence(recon: Reconstruction, damaged_end: int) -> list[str]:
+    """B-tree node pages whose header is gone, on a chunk grid that starts at a bucket start. They count
+    as a manager's trace only together with a write that ran past page 0 (which is what took their
+    header), or when the nodes' own addresses confirm where their map starts."""
+    bs = recon.bucket_size_in_pages
+    out: list[str] = []
+    for c in recon.node_clusters:
+        if not bs or (c.base_page - 1) % bs or not c.allocated_nodes:
+            continue
+        if damaged_end <= WASM_PAGE_SIZE and not c.votes:
+            continue
+        why = (
+            f"the write at offset 0 is {damaged_end:,} bytes long, past page 0"
+            if damaged_end > WASM_PAGE_SIZE
+            else f"{c.votes} node address(es) confirm it"
+        )
+        out.append(
+            f"{c.describe()} sit on a chunk grid that starts at bucket {(c.base_page - 1) // bs} of "
+            f"{bs}-page buckets ({why})"
+        )
+    return out
 
 
 def _adopt_reconstruction(analysis: Any, recon: Reconstruction, options: dict[str, Any], deep: bool) -> None:

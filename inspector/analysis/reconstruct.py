@@ -276,6 +276,8 @@ class Reconstruction:
     memories: list[ReconMemory]
     notes: list[str] = field(default_factory=list)
     structures: list[Any] = field(default_factory=list)  # filled by forensics after detection
+    # B-tree nodes whose map header is gone (``headless.NodeCluster``), placed at their map's virtual 0.
+    node_clusters: list[Any] = field(default_factory=list)
 
     @property
     def bucket_size_bytes(self) -> int:
@@ -379,6 +381,7 @@ def reconstruct(phys: PhysicalMemory, fd: int | None, damaged_end: int) -> Recon
     table = read_table_evidence(phys, damaged_end, max(0, pages - 1))
     first_page = max(1, -(-damaged_end // WASM_PAGE_SIZE))
     starts = scan_page_starts(phys, fd, first_page)
+    clusters = _headless_starts(phys, fd, damaged_end, starts)
     bs, why = choose_bucket_size(pages, starts, table.num_buckets)
     notes: list[str] = []
     if bs is not None and table.num_buckets and table.num_buckets * bs != pages - 1:
@@ -388,7 +391,18 @@ def reconstruct(phys: PhysicalMemory, fd: int | None, damaged_end: int) -> Recon
         table = TableEvidence("lost", None, table.lost_entries, {})
     if bs is None:
         return Reconstruction(
-            damaged_end, None, why, table.num_buckets, "bucket table", table, [], starts, [], notes
+            damaged_end,
+            None,
+            why,
+            table.num_buckets,
+            "bucket table",
+            table,
+            [],
+            starts,
+            [],
+            notes,
+            [],
+            clusters,
         )
     bs_bytes = bs * WASM_PAGE_SIZE
     in_file = max(0, (size - BUCKETS_START) // bs_bytes)
@@ -449,7 +463,12 @@ def reconstruct(phys: PhysicalMemory, fd: int | None, damaged_end: int) -> Recon
             and BUCKETS_START + (free_run[-1] + 1) * bs_bytes >= damaged_end
         ):
             free_run.append(free_run[-1] + 1)
-        extent = _structure_extent(phys, s.physical, s.kind, len(free_run) * bs_bytes)
+        cluster = next((c for c in clusters if c.base == s.physical), None)
+        extent = (
+            cluster.extent
+            if cluster is not None and s.kind == HEADLESS_KIND
+            else _structure_extent(phys, s.physical, s.kind, len(free_run) * bs_bytes)
+        )
         needed = max(1, min(len(free_run), -(-extent // bs_bytes)))
         buckets = free_run[:needed]
         for x in buckets:
@@ -473,4 +492,28 @@ def reconstruct(phys: PhysicalMemory, fd: int | None, damaged_end: int) -> Recon
             "MemoryIds are unknown: the bucket table was overwritten. Memories are labelled '?' and keyed by "
             "their first bucket ('?b<N>')"
         )
-    return Reconstruction(damaged_end, bs, why, nb, nb_source, table, owners, starts, memories, notes)
+    return Reconstruction(
+        damaged_end, bs, why, nb, nb_source, table, owners, starts, memories, notes, [], clusters
+    )
+
+
+HEADLESS_KIND = "btree_nodes"
+
+
+def _headless_starts(
+    phys: PhysicalMemory, fd: int | None, damaged_end: int, starts: list[StructureStart]
+) -> list[Any]:
+    """B-tree node clusters past the damage whose map header is gone; each one's virtual 0 is added to
+    ``starts`` (a map starts at a bucket start, so it pins the bucket size like a header would)."""
+    from inspector.analysis.headless import find_node_clusters
+
+    clusters = find_node_clusters(phys, fd, damaged_end)
+    pages = {s.page for s in starts}
+    kept = []
+    for c in clusters:
+        if c.base_page in pages:
+            continue  # the map's own header survives there: it is an ordinary structure start
+        kept.append(c)
+        starts.append(StructureStart(c.base_page, "BTN", HEADLESS_KIND, c.describe()))
+    starts.sort(key=lambda s: s.page)
+    return kept

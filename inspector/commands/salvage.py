@@ -51,6 +51,9 @@ def resolve_map(analysis: Any, key: int | str) -> tuple[Any | None, str, str, li
     recon = analysis.reconstructed
     recon_keys = {m.id for m in recon.memories} if recon is not None else set()
     notes: list[str] = []
+    headless = _headless_choice(analysis, key, notes)
+    if headless is not None:
+        return headless, headless.label, "headless", notes
     structure = analysis.structure(key)
     if structure is None and recon is not None and not isinstance(key, str):
         maps = [
@@ -94,6 +97,27 @@ def resolve_map(analysis: Any, key: int | str) -> tuple[Any | None, str, str, li
         else ("raw memory" if structure.memory_id == "raw" else f"memory {structure.memory_id}")
     )
     return structure, label, layout, notes
+
+
+def _headless_choice(analysis: Any, key: int | str, notes: list[str]) -> Any:
+    """The reconstructed memory (``ReconMemory``) to salvage without a map header, if ``key`` names one:
+    its own key ("?b1"), or a MemoryId the layout cannot place when it is the only such memory."""
+    from inspector.analysis.headless import headless_memories
+
+    found = headless_memories(analysis)
+    for rm, _cluster in found:
+        if rm.id == key:
+            return rm
+    if isinstance(key, int) and analysis.structure(key) is None and len(found) == 1:
+        maps = [s for s in analysis.structures if getattr(s, "kind", "") == "btreemap"]
+        if not maps:
+            rm = found[0][0]
+            notes.append(
+                f"memory {key} cannot be placed (the bucket table is gone); using the only map whose nodes survive, "
+                f"{rm.label} (key {rm.id})"
+            )
+            return rm
+    return None
 
 
 def reference_map(path: str, structure: Any, key: int | str) -> tuple[dict[bytes, bytes], str]:
@@ -283,7 +307,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"stable-inspect: {note}", file=sys.stderr)
         if structure is None:
             return 0
-        result = salvage_structure(structure, layout=layout, label=label, fd=session.snapshot.fd)
+        if layout == "headless":
+            from inspector.analysis.headless import headless_memories, salvage_memory
+
+            cluster = next(c for rm, c in headless_memories(analysis) if rm is structure)
+            result = salvage_memory(analysis, structure, cluster, session.snapshot.fd)
+            structure = result.structure
+        else:
+            result = salvage_structure(structure, layout=layout, label=label, fd=session.snapshot.fd)
         if args.reference:
             entries, ref_label = reference_map(args.reference, structure, key)
             compare_with_reference(result, entries, ref_label)
