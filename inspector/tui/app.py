@@ -6,8 +6,8 @@ the snapshot for non-zero pages, searching keys, exporting) runs in a thread wor
 screen of a multi-GiB snapshot paints at once and the UI never waits.
 
 Selection sync: highlighting a tree node selects its bytes in the hex view and moves the cursor to its
-first byte; moving the hex cursor selects, in the tree, the innermost *loaded* region under it (see
-``RegionIndex``). A program-made move carries ``by_user=False`` and a tree highlight caused by the hex
+first byte; moving the hex cursor selects, in the tree, the innermost region under it, resolved on
+demand by the one ``OffsetIndex`` (the tree is expanded down to it). A program-made move carries ``by_user=False`` and a tree highlight caused by the hex
 cursor is remembered in ``_from_hex``, so the two never bounce each other around.
 """
 
@@ -30,6 +30,7 @@ from textual.widgets.option_list import Option
 from textual.widgets.tree import TreeNode
 
 from inspector.model import Finding, Region
+from inspector.offset_index import OffsetIndex, describe_position
 from inspector.regions import build_tree
 from inspector.safe_text import escape_control, safe_rich_text
 from inspector.session import Session
@@ -38,9 +39,8 @@ from inspector.tui.details import DetailsPanel
 from inspector.tui.export import ExportError, check_output, export_region, export_structure, slug
 from inspector.tui.hexview import HexView
 from inspector.tui.memory_map import MapModel, MemoryMap
-from inspector.tui.nav import GOTO_HELP, GotoError, describe_position, key_matches, parse_goto
+from inspector.tui.nav import GOTO_HELP, GotoError, key_matches, parse_goto
 from inspector.tui.palette import STRUCTURE_KINDS
-from inspector.tui.region_index import RegionIndex
 from inspector.tui.screens import (
     ConfirmScreen,
     ExportRequest,
@@ -169,8 +169,8 @@ class InspectorApp(App[int]):
         self.did_path = did_path
         self.schema_path = schema_path
         self._owns_session = owns_session
-        self.index = RegionIndex()
         self.root_region = build_tree(self.analysis)
+        self.index = OffsetIndex(self.root_region, self.analysis)
         self.map_model = MapModel(self.analysis)
         self.selected: Region | None = None
         self._from_hex: Region | None = None
@@ -227,7 +227,7 @@ class InspectorApp(App[int]):
 
     def _install(self) -> None:
         """(Re)build every view from ``self.session`` (at start and after loading a .did/schema)."""
-        self.index.clear()
+        self.index.set_tree(self.root_region, self.analysis)
         self._auto_nodes.clear()
         self._finding_pos = -1
         self.selected = None
@@ -269,12 +269,6 @@ class InspectorApp(App[int]):
     # --------------------------------------------------------- tree events
 
     def _register_region(self, region: Region, parent: Region | None, depth: int) -> None:
-        mm = self.analysis.mm
-        if getattr(mm, "reconstructed", False) and region.kind in ("mm_header", "bucket_table"):
-            # A rebuilt manager has no real header bytes: page 0 holds whatever overwrote it, and the
-            # hex view should say that (stable_save, corrupt) rather than "MemoryManager header".
-            self.index.add(region, parent, depth, layout=False)
-            return
         self.index.add(region, parent, depth)
 
     def _tree_loaded(self, node: TreeNode[Any]) -> None:
@@ -339,10 +333,7 @@ class InspectorApp(App[int]):
         self.memory_map.set_position(event.offset)
         if not event.by_user:
             return
-        region = self.index.at(event.offset)
-        if region is None or region is self.selected:
-            return
-        self.reveal(region, from_hex=True)
+        self.reveal_offset(event.offset)
 
     @on(MemoryMap.Jump)
     def _map_jump(self, event: MemoryMap.Jump) -> None:
@@ -354,6 +345,15 @@ class InspectorApp(App[int]):
         self.query_one("#status-text", Static).update(text)
 
     # -------------------------------------------------------------- reveal
+
+    def reveal_offset(self, pos: int) -> Region | None:
+        """Select, in the tree, the innermost region at a byte, expanding the tree down to it."""
+        with CORE_LOCK:
+            path = self.index.resolve(pos)
+        if not path or path[-1] is self.selected:
+            return path[-1] if path else None
+        self.reveal_path(path, from_hex=True)
+        return path[-1]
 
     def reveal(self, region: Region, *, from_hex: bool = False) -> bool:
         return self.reveal_path(self.index.path(region), from_hex=from_hex)

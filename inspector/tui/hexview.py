@@ -24,14 +24,15 @@ from textual.strip import Strip
 from inspector.layouts import BUCKETS_START, MM_HEADER_PAGE_USED, MM_HEADER_SIZE
 from inspector.memory import merge_ranges
 from inspector.model import Region
+from inspector.offset_index import OffsetIndex
 from inspector.tui.palette import (
     EXPLAINING_ROLES,
     ROLE_CLASSES,
     forensic_ranges,
     memory_role,
+    region_role,
     unexplained_errors,
 )
-from inspector.tui.region_index import RegionIndex
 
 BYTES_PER_LINE = 16
 CACHE_LINES = 512
@@ -80,7 +81,7 @@ class HexView(ScrollView, can_focus=True):
             self.by_user = by_user
 
     def __init__(
-        self, analysis: Any, index: RegionIndex, *, name: str | None = None, id: str | None = None
+        self, analysis: Any, index: OffsetIndex, *, name: str | None = None, id: str | None = None
     ) -> None:
         super().__init__(name=name, id=id)
         self.index = index
@@ -295,7 +296,7 @@ class HexView(ScrollView, can_focus=True):
             role: str | None = None
             if si < len(segments) and segments[si][0] <= pos:
                 region: Region = segments[si][2]
-                role = self.index.role_of(region)
+                role = region_role(self.index, region)
             dim = False
             if role is None:
                 # No loaded region says more than "part of this memory": what forensics found wins
