@@ -229,9 +229,16 @@ class OffsetIndex:
         """
         if self.root is None:
             return []
-        self._claimed: set[int] = set()
+        self._claimed = set()
         best = self._explore(self.root, pos, 0)
         path = [self.root, *best]
+        known = self.at(pos)
+        if known is not None and region_size(known) <= region_size(path[-1]) and known is not path[-1]:
+            # The same bytes are already open elsewhere (an entry under its page rather than under its
+            # node): stay where the user is.
+            known_path = self.path(known)
+            if known_path[0] is self.root:
+                return known_path
         for depth, region in enumerate(path):
             self.add(region, path[depth - 1] if depth else None, depth)
         return path

@@ -29,11 +29,13 @@ from textual.widgets import Footer, Header, OptionList, ProgressBar, Static, Tre
 from textual.widgets.option_list import Option
 from textual.widgets.tree import TreeNode
 
+from inspector.analysis.verdict import verdict
 from inspector.model import Finding, Region
 from inspector.offset_index import OffsetIndex, describe_position
 from inspector.regions import build_tree
 from inspector.safe_text import escape_control, safe_rich_text
 from inspector.session import Session
+from inspector.tui.data_inspector import DataInspector
 from inspector.tui.decoding import CORE_LOCK, show_value
 from inspector.tui.details import DetailsPanel
 from inspector.tui.export import ExportError, check_output, export_region, export_structure, slug
@@ -71,7 +73,8 @@ def decoder_choices() -> tuple[str, ...]:
 
 
 class DiagnosisPanel(OptionList):
-    """What is wrong, first: the forensics' plain-language lines, then each error finding as a link."""
+    """What is wrong, first: a two-line verdict (what happened, the next command to run), then each
+    error finding as a link. The full diagnosis is shown once, in Details (the tree's Diagnosis node)."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, markup=False)
@@ -81,9 +84,18 @@ class DiagnosisPanel(OptionList):
         self.clear_options()
         self.findings = [f for f in findings if f.severity == "error"]
         options: list[Option] = []
-        for line in diagnosis:
-            # Enabled (disabled options are dimmed), but with no id: selecting one does nothing.
-            options.append(Option(safe_rich_text("• " + line)))
+        headline, command = verdict(diagnosis)
+        # Enabled (disabled options are dimmed), but with no id: selecting one does nothing.
+        if headline:
+            options.append(Option(safe_rich_text(headline, "bold")))
+        if command:
+            line = Text("Next: ", style="bold")
+            line.append_text(safe_rich_text(command, "bold green"))
+            options.append(Option(line))
+        if diagnosis:
+            options.append(
+                Option(Text("full diagnosis: the Diagnosis node of the tree (Details)", style="dim"))
+            )
         for i, f in enumerate(self.findings):
             text = Text("error ", style="bold red")
             text.append_text(safe_rich_text(f.code, "bold"))
@@ -195,7 +207,9 @@ class InspectorApp(App[int]):
                 yield MemoryMap(self.map_model, id="map")
                 with Horizontal(id="lower"):
                     yield HexView(self.analysis, self.index, id="hex")
-                    yield DetailsPanel(id="details")
+                    with Vertical(id="side"):
+                        yield DetailsPanel(id="details")
+                        yield DataInspector(id="inspector")
         yield StatusBar(id="status")
         yield Footer()
 
@@ -223,7 +237,23 @@ class InspectorApp(App[int]):
         self.query_one("#task-bar", ProgressBar).display = False
         self.hex_view.border_title = "Hex"
         self.details_panel.border_title = "Details"
+        self.query_one("#inspector", DataInspector).border_title = "At cursor"
+        self._fit_layout(self.size.width, self.size.height)
         self._install()
+
+    # Terminal widths/heights where the layout changes: below NARROW the hex view and the details stack
+    # (the hex view then shows 8 bytes a line); from WIDE on it shows 32; below SHORT the diagnosis and
+    # the data inspector shrink to leave the hex view its rows.
+    NARROW, WIDE, SHORT = 120, 230, 32
+
+    def on_resize(self, event: Any) -> None:
+        self._fit_layout(event.size.width, event.size.height)
+
+    def _fit_layout(self, width: int, height: int) -> None:
+        screen = self.screen
+        screen.set_class(width < self.NARROW, "narrow")
+        screen.set_class(width >= self.WIDE, "wide")
+        screen.set_class(height < self.SHORT, "short")
 
     def _install(self) -> None:
         """(Re)build every view from ``self.session`` (at start and after loading a .did/schema)."""
@@ -330,6 +360,7 @@ class InspectorApp(App[int]):
     @on(HexView.CursorMoved)
     def _cursor_moved(self, event: HexView.CursorMoved) -> None:
         self._update_status()
+        self.query_one("#inspector", DataInspector).show_at(self.analysis, event.offset)
         self.memory_map.set_position(event.offset)
         if not event.by_user:
             return
