@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from conftest import ROOT
-from test_tui_support import run_async, settle
+from test_tui_support import move_tree_cursor, nodes_of_kind, run_async, settle
 
 from inspector.analysis.verdict import verdict
 from inspector.byte_inspector import inspect_bytes, read_leb128
@@ -159,3 +159,42 @@ def test_bytes_per_line_follow_the_terminal(size: tuple[int, int], bpl: int) -> 
             assert line.rstrip().endswith("MGR." + "." * (bpl - 4))
 
     check()
+
+
+# --------------------------------------------------------------------------- decoder switch / reload
+
+
+async def _select_entry(pilot: Any, index: int) -> Any:
+    app = pilot.app
+    (entries_node,) = nodes_of_kind(app, "entries", 4)
+    app.region_tree.populate_now(entries_node)
+    entries_node.expand()
+    await settle(pilot)
+    target = entries_node.children[index]
+    move_tree_cursor(app, target)
+    await settle(pilot)
+    return target
+
+
+@run_async
+async def test_decoder_switch_and_reload_keep_selection_and_scroll(tmp_path: Any) -> None:
+    did = tmp_path / "names.did"
+    did.write_text("type Profile = record { name : text; age : nat32 };\nservice : {}\n")
+    app = create_app(SAMPLES / "healthy")
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot)
+        await _select_entry(pilot, 37)
+        assert app.selected is not None and app.selected.name.startswith("[37]")
+        tree_y, hex_cursor = app.region_tree.scroll_offset.y, app.hex_view.cursor
+        for key in ("v", "K"):
+            await pilot.press(key)
+            await settle(pilot)
+            assert app.selected is not None and app.selected.name.startswith("[37]"), key
+            assert app.region_tree.cursor_node.data is app.selected
+            assert app.region_tree.scroll_offset.y == tree_y
+            assert app.hex_view.cursor == hex_cursor
+        await pilot.press("o", *str(did), "enter")
+        await settle(pilot)
+        assert app.did_path == str(did)
+        assert app.selected is not None and app.selected.name.startswith("[37]")
+        assert app.hex_view.cursor == hex_cursor

@@ -502,7 +502,9 @@ class InspectorApp(App[int]):
         else:
             settings[role] = nxt
         structure.settings = settings
+        trail = self._selection_trail()
         self._rebuild_structure(node, structure)
+        self._restore_trail(trail)
         self.notify(f"memory {node.data.memory_id}: {role}s decoded as {nxt}", markup=False)
 
     def _rebuild_structure(self, node: TreeNode[Any], structure: Any) -> None:
@@ -532,6 +534,42 @@ class InspectorApp(App[int]):
         self.region_tree.move_cursor(node)
         self._show_region(new, move_hex=False)
         self.hex_view.invalidate()
+
+    def _selection_trail(self) -> tuple[list[int], float, int, float]:
+        """Where the user is: the selected node as child positions from the root, and the tree's and
+        hex view's scroll positions (a rebuilt tree has new regions, but the same shape)."""
+        tree = self.region_tree
+        indices: list[int] = []
+        node = tree.cursor_node
+        while node is not None and node.parent is not None:
+            indices.append(list(node.parent.children).index(node))
+            node = node.parent
+        hexv = self.hex_view
+        return indices[::-1], tree.scroll_offset.y, hexv.cursor, hexv.scroll_offset.y
+
+    def _restore_trail(self, trail: tuple[list[int], float, int, float]) -> None:
+        """Select the node at the same child positions again and put both scroll positions back."""
+        indices, tree_y, cursor, hex_y = trail
+        tree = self.region_tree
+        node = tree.root
+        for i in indices:
+            tree.populate_now(node)
+            if not node.is_expanded:
+                node.expand()
+            kids = [c for c in node.children if isinstance(c.data, Region)]
+            if i >= len(kids):
+                break
+            node = kids[i]
+        tree.ensure_lines()
+        if isinstance(node.data, Region):
+            self._from_hex = node.data  # the highlight must not move the hex cursor: it is restored below
+            if tree.cursor_node is node:
+                self._show_region(node.data, move_hex=False)
+            tree.move_cursor(node)
+        tree.scroll_to(y=tree_y, animate=False, immediate=True)
+        hexv = self.hex_view
+        hexv.move_cursor(cursor)
+        hexv.scroll_to(y=hex_y, animate=False, immediate=True)
 
     def action_cycle_value_decoder(self) -> None:
         self._cycle_decoder("value")
@@ -734,7 +772,9 @@ class InspectorApp(App[int]):
         self.did_path, self.schema_path = did, schema
         self.root_region = build_tree(self.analysis)
         self.map_model = MapModel(self.analysis)
+        trail = self._selection_trail()
         self._install()
+        self._restore_trail(trail)
         if owned:
             old.close()
         self.notify("reloaded with the new decoding settings", markup=False)
