@@ -315,7 +315,8 @@ def build_tree(analysis: Any) -> Region:
         root_children.append(memories_region(analysis))
     else:
         for s in analysis.structures:
-            root_children.append(structure_region(s))
+            if not _is_stable_save_bytes(analysis, s):
+                root_children.append(structure_region(s))
     extra: Callable[[Any], list[Region]] | None = analysis.extras.get("_unreachable_regions")
     if extra is not None:
         root_children.append(Region("Unreachable data", "unreachable", children=lambda: extra(analysis)))
@@ -337,6 +338,16 @@ def build_tree(analysis: Any) -> Region:
         children=root_children,
         detail=f"{snap.size:,} bytes",
     )
+
+
+def _is_stable_save_bytes(analysis: Any, structure: Structure) -> bool:
+    """An "unknown" structure that is the stable_save message itself: shown once, as that message
+    (under "Unreachable data"), not a second time as unknown raw memory."""
+    blob = getattr(analysis, "stable_save", None)
+    start = structure.physical_start
+    if structure.kind != "unknown" or blob is None or start is None:
+        return False
+    return any(a <= start < b for a, b in getattr(blob, "physical_ranges", None) or [])
 
 
 def _finding_counts(findings: list[Finding]) -> str:

@@ -12,13 +12,13 @@ import pytest
 from conftest import ROOT
 
 from inspector.model import REGION_KINDS, Finding, Region
+from inspector.offset_index import OffsetIndex
 from inspector.session import load
 from inspector.tui.decoding import show_value
 from inspector.tui.export import ExportError, check_output, export_region, region_json
 from inspector.tui.memory_map import MapModel
 from inspector.tui.nav import GotoError, describe_position, key_matches, parse_goto
-from inspector.tui.palette import LEGEND, MAP_LEGEND, MAP_STATES, ROLES, kind_role
-from inspector.tui.region_index import RegionIndex
+from inspector.tui.palette import LEGEND, MAP_LEGEND, MAP_STATES, ROLES, kind_role, region_role
 
 SAMPLES = ROOT / "snapshots" / "samples"
 
@@ -35,9 +35,9 @@ def _tree() -> tuple[Region, Region, Region, Region, Region]:
     return memory, node, entry, key, value
 
 
-def _indexed() -> tuple[RegionIndex, tuple[Region, ...]]:
+def _indexed() -> tuple[OffsetIndex, tuple[Region, ...]]:
     memory, node, entry, key, value = regions = _tree()
-    index = RegionIndex()
+    index = OffsetIndex()
     index.add(memory, None, 0)
     index.add(node, memory, 1)
     index.add(entry, node, 2)
@@ -82,12 +82,12 @@ def test_index_remove_subtree_and_lineage_roles() -> None:
     (arg,) = blob.children()
     index.add(arg, blob, 2)
     assert index.at(10) is arg
-    assert index.role_of(arg) == "stable-save", "a stable_save message's parts keep its colour"
-    assert index.role_of(memory) == "memory-4"
+    assert region_role(index, arg) == "stable-save", "a stable_save message's parts keep its colour"
+    assert region_role(index, memory) == "memory-4"
 
 
 def test_index_skips_non_layout_regions() -> None:
-    index = RegionIndex()
+    index = OffsetIndex()
     finding = Region("error: x", "finding", [(0, 10)], findings=[Finding("error", "x", "m", [(0, 10)])])
     index.add(finding, None, 1)
     assert index.at(5) is None

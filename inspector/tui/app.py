@@ -6,8 +6,8 @@ the snapshot for non-zero pages, searching keys, exporting) runs in a thread wor
 screen of a multi-GiB snapshot paints at once and the UI never waits.
 
 Selection sync: highlighting a tree node selects its bytes in the hex view and moves the cursor to its
-first byte; moving the hex cursor selects, in the tree, the innermost *loaded* region under it (see
-``RegionIndex``). A program-made move carries ``by_user=False`` and a tree highlight caused by the hex
+first byte; moving the hex cursor selects, in the tree, the innermost region under it, resolved on
+demand by the one ``OffsetIndex`` (the tree is expanded down to it). A program-made move carries ``by_user=False`` and a tree highlight caused by the hex
 cursor is remembered in ``_from_hex``, so the two never bounce each other around.
 """
 
@@ -29,18 +29,20 @@ from textual.widgets import Footer, Header, OptionList, ProgressBar, Static, Tre
 from textual.widgets.option_list import Option
 from textual.widgets.tree import TreeNode
 
+from inspector.analysis.verdict import verdict
 from inspector.model import Finding, Region
+from inspector.offset_index import OffsetIndex, describe_position
 from inspector.regions import build_tree
 from inspector.safe_text import escape_control, safe_rich_text
 from inspector.session import Session
+from inspector.tui.data_inspector import DataInspector
 from inspector.tui.decoding import CORE_LOCK, show_value
 from inspector.tui.details import DetailsPanel
 from inspector.tui.export import ExportError, check_output, export_region, export_structure, slug
 from inspector.tui.hexview import HexView
 from inspector.tui.memory_map import MapModel, MemoryMap
-from inspector.tui.nav import GOTO_HELP, GotoError, describe_position, key_matches, parse_goto
+from inspector.tui.nav import GOTO_HELP, GotoError, key_matches, parse_goto
 from inspector.tui.palette import STRUCTURE_KINDS
-from inspector.tui.region_index import RegionIndex
 from inspector.tui.screens import (
     ConfirmScreen,
     ExportRequest,
@@ -78,7 +80,8 @@ def node_region(node: TreeNode[Any]) -> Region:
 
 
 class DiagnosisPanel(OptionList):
-    """What is wrong, first: the forensics' plain-language lines, then each error finding as a link."""
+    """What is wrong, first: a two-line verdict (what happened, the next command to run), then each
+    error finding as a link. The full diagnosis is shown once, in Details (the tree's Diagnosis node)."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, markup=False)
@@ -88,9 +91,18 @@ class DiagnosisPanel(OptionList):
         self.clear_options()
         self.findings = [f for f in findings if f.severity == "error"]
         options: list[Option] = []
-        for line in diagnosis:
-            # Enabled (disabled options are dimmed), but with no id: selecting one does nothing.
-            options.append(Option(safe_rich_text("• " + line)))
+        headline, command = verdict(diagnosis)
+        # Enabled (disabled options are dimmed), but with no id: selecting one does nothing.
+        if headline:
+            options.append(Option(safe_rich_text(headline, "bold")))
+        if command:
+            line = Text("Next: ", style="bold")
+            line.append_text(safe_rich_text(command, "bold green"))
+            options.append(Option(line))
+        if diagnosis:
+            options.append(
+                Option(Text("full diagnosis: the Diagnosis node of the tree (Details)", style="dim"))
+            )
         for i, f in enumerate(self.findings):
             text = Text("error ", style="bold red")
             text.append_text(safe_rich_text(f.code, "bold"))
@@ -176,8 +188,8 @@ class InspectorApp(App[int]):
         self.did_path = did_path
         self.schema_path = schema_path
         self._owns_session = owns_session
-        self.index = RegionIndex()
         self.root_region = build_tree(self.analysis)
+        self.index = OffsetIndex(self.root_region, self.analysis)
         self.map_model = MapModel(self.analysis)
         self.selected: Region | None = None
         self._from_hex: Region | None = None
@@ -202,7 +214,9 @@ class InspectorApp(App[int]):
                 yield MemoryMap(self.map_model, id="map")
                 with Horizontal(id="lower"):
                     yield HexView(self.analysis, self.index, id="hex")
-                    yield DetailsPanel(id="details")
+                    with Vertical(id="side"):
+                        yield DetailsPanel(id="details")
+                        yield DataInspector(id="inspector")
         yield StatusBar(id="status")
         yield Footer()
 
@@ -230,11 +244,27 @@ class InspectorApp(App[int]):
         self.query_one("#task-bar", ProgressBar).display = False
         self.hex_view.border_title = "Hex"
         self.details_panel.border_title = "Details"
+        self.query_one("#inspector", DataInspector).border_title = "At cursor"
+        self._fit_layout(self.size.width, self.size.height)
         self._install()
+
+    # Terminal widths/heights where the layout changes: below NARROW the hex view and the details stack
+    # (the hex view then shows 8 bytes a line); from WIDE on it shows 32; below SHORT the diagnosis and
+    # the data inspector shrink to leave the hex view its rows.
+    NARROW, WIDE, SHORT = 120, 230, 32
+
+    def on_resize(self, event: Any) -> None:
+        self._fit_layout(event.size.width, event.size.height)
+
+    def _fit_layout(self, width: int, height: int) -> None:
+        screen = self.screen
+        screen.set_class(width < self.NARROW, "narrow")
+        screen.set_class(width >= self.WIDE, "wide")
+        screen.set_class(height < self.SHORT, "short")
 
     def _install(self) -> None:
         """(Re)build every view from ``self.session`` (at start and after loading a .did/schema)."""
-        self.index.clear()
+        self.index.set_tree(self.root_region, self.analysis)
         self._auto_nodes.clear()
         self._finding_pos = -1
         self.selected = None
@@ -276,12 +306,6 @@ class InspectorApp(App[int]):
     # --------------------------------------------------------- tree events
 
     def _register_region(self, region: Region, parent: Region | None, depth: int) -> None:
-        mm = self.analysis.mm
-        if getattr(mm, "reconstructed", False) and region.kind in ("mm_header", "bucket_table"):
-            # A rebuilt manager has no real header bytes: page 0 holds whatever overwrote it, and the
-            # hex view should say that (stable_save, corrupt) rather than "MemoryManager header".
-            self.index.add(region, parent, depth, layout=False)
-            return
         self.index.add(region, parent, depth)
 
     def _tree_loaded(self, node: TreeNode[Any]) -> None:
@@ -343,13 +367,11 @@ class InspectorApp(App[int]):
     @on(HexView.CursorMoved)
     def _cursor_moved(self, event: HexView.CursorMoved) -> None:
         self._update_status()
+        self.query_one("#inspector", DataInspector).show_at(self.analysis, event.offset)
         self.memory_map.set_position(event.offset)
         if not event.by_user:
             return
-        region = self.index.at(event.offset)
-        if region is None or region is self.selected:
-            return
-        self.reveal(region, from_hex=True)
+        self.reveal_offset(event.offset)
 
     @on(MemoryMap.Jump)
     def _map_jump(self, event: MemoryMap.Jump) -> None:
@@ -361,6 +383,15 @@ class InspectorApp(App[int]):
         self.query_one("#status-text", Static).update(text)
 
     # -------------------------------------------------------------- reveal
+
+    def reveal_offset(self, pos: int) -> Region | None:
+        """Select, in the tree, the innermost region at a byte, expanding the tree down to it."""
+        with CORE_LOCK:
+            path = self.index.resolve(pos)
+        if not path or path[-1] is self.selected:
+            return path[-1] if path else None
+        self.reveal_path(path, from_hex=True)
+        return path[-1]
 
     def reveal(self, region: Region, *, from_hex: bool = False) -> bool:
         return self.reveal_path(self.index.path(region), from_hex=from_hex)
@@ -478,7 +509,9 @@ class InspectorApp(App[int]):
         else:
             settings[role] = nxt
         structure.settings = settings
+        trail = self._selection_trail()
         self._rebuild_structure(node, structure)
+        self._restore_trail(trail)
         self.notify(f"memory {node_region(node).memory_id}: {role}s decoded as {nxt}", markup=False)
 
     def _rebuild_structure(self, node: TreeNode[Any], structure: Any) -> None:
@@ -508,6 +541,42 @@ class InspectorApp(App[int]):
         self.region_tree.move_cursor(node)
         self._show_region(new, move_hex=False)
         self.hex_view.invalidate()
+
+    def _selection_trail(self) -> tuple[list[int], float, int, float]:
+        """Where the user is: the selected node as child positions from the root, and the tree's and
+        hex view's scroll positions (a rebuilt tree has new regions, but the same shape)."""
+        tree = self.region_tree
+        indices: list[int] = []
+        node = tree.cursor_node
+        while node is not None and node.parent is not None:
+            indices.append(list(node.parent.children).index(node))
+            node = node.parent
+        hexv = self.hex_view
+        return indices[::-1], tree.scroll_offset.y, hexv.cursor, hexv.scroll_offset.y
+
+    def _restore_trail(self, trail: tuple[list[int], float, int, float]) -> None:
+        """Select the node at the same child positions again and put both scroll positions back."""
+        indices, tree_y, cursor, hex_y = trail
+        tree = self.region_tree
+        node = tree.root
+        for i in indices:
+            tree.populate_now(node)
+            if not node.is_expanded:
+                node.expand()
+            kids = [c for c in node.children if isinstance(c.data, Region)]
+            if i >= len(kids):
+                break
+            node = kids[i]
+        tree.ensure_lines()
+        if isinstance(node.data, Region):
+            self._from_hex = node.data  # the highlight must not move the hex cursor: it is restored below
+            if tree.cursor_node is node:
+                self._show_region(node.data, move_hex=False)
+            tree.move_cursor(node)
+        tree.scroll_to(y=tree_y, animate=False, immediate=True)
+        hexv = self.hex_view
+        hexv.move_cursor(cursor)
+        hexv.scroll_to(y=hex_y, animate=False, immediate=True)
 
     def action_cycle_value_decoder(self) -> None:
         self._cycle_decoder("value")
@@ -711,7 +780,9 @@ class InspectorApp(App[int]):
         self.did_path, self.schema_path = did, schema
         self.root_region = build_tree(self.analysis)
         self.map_model = MapModel(self.analysis)
+        trail = self._selection_trail()
         self._install()
+        self._restore_trail(trail)
         if owned:
             old.close()
         self.notify("reloaded with the new decoding settings", markup=False)

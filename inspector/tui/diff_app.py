@@ -36,14 +36,13 @@ from inspector.diff import SnapshotDiff, diff_sessions
 from inspector.diff_entries import StructureDiff
 from inspector.diff_layout import ChangeGroup, RangeSet
 from inspector.model import Region
+from inspector.offset_index import OffsetIndex, describe_position
 from inspector.regions import build_tree
 from inspector.safe_text import escape_control, safe_rich_text
 from inspector.session import Session
 from inspector.tui.decoding import CORE_LOCK
 from inspector.tui.hexview import HexView
 from inspector.tui.memory_map import MapCell, MapModel, MemoryMap
-from inspector.tui.nav import describe_position
-from inspector.tui.region_index import RegionIndex
 from inspector.tui.tree import RegionTree
 
 SIDES = ("old", "new")
@@ -76,7 +75,7 @@ class DiffHexView(HexView):
             message.hex_view = self
         return super().post_message(message)
 
-    def __init__(self, analysis: Any, index: RegionIndex, *, id: str | None = None) -> None:
+    def __init__(self, analysis: Any, index: OffsetIndex, *, id: str | None = None) -> None:
         self._changes: RangeSet | None = None
         self._changed_styles: dict[tuple[str, bool, bool, bool], Style] = {}
         super().__init__(analysis, index, id=id)
@@ -158,8 +157,8 @@ class DiffApp(App[int]):
     ) -> None:
         super().__init__()
         self.sessions = {"old": old, "new": new}
-        self.indexes = {side: RegionIndex() for side in SIDES}
         self.roots = {side: build_tree(self.sessions[side].analysis) for side in SIDES}
+        self.indexes = {side: OffsetIndex(self.roots[side], self.sessions[side].analysis) for side in SIDES}
         self.models = {side: DiffMapModel(self.sessions[side].analysis) for side in SIDES}
         self.diff: SnapshotDiff | None = diff
         self.current = -1  # index of the current change group
@@ -435,12 +434,7 @@ class DiffApp(App[int]):
     # ----------------------------------------------------------- the trees
 
     def _register_region(self, side: str, region: Region, parent: Region | None, depth: int) -> None:
-        mm = self.sessions[side].analysis.mm
-        index = self.indexes[side]
-        if getattr(mm, "reconstructed", False) and region.kind in ("mm_header", "bucket_table"):
-            index.add(region, parent, depth, layout=False)
-            return
-        index.add(region, parent, depth)
+        self.indexes[side].add(region, parent, depth)
 
     def _tree_loaded(self, side: str, node: TreeNode[Any]) -> None:
         self.hex(side).invalidate()

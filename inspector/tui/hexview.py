@@ -1,4 +1,4 @@
-"""The hex view: 16 bytes a line, coloured by what they are, with a byte cursor and a selection.
+"""The hex view: 8, 16 or 32 bytes a line (whatever fits its width, ASCII column always), coloured by what they are, with a byte cursor and a selection.
 
 It is a Line API ``ScrollView``: ``render_line`` reads only the 16 bytes of the line it draws straight
 from the read-only mmap, so a multi-GiB snapshot paints as fast as a tiny one. Rendered lines are kept
@@ -24,16 +24,18 @@ from textual.strip import Strip
 from inspector.layouts import BUCKETS_START, MM_HEADER_PAGE_USED, MM_HEADER_SIZE
 from inspector.memory import merge_ranges
 from inspector.model import Region
+from inspector.offset_index import OffsetIndex
 from inspector.tui.palette import (
     EXPLAINING_ROLES,
     ROLE_CLASSES,
     forensic_ranges,
     memory_role,
+    region_role,
     unexplained_errors,
 )
-from inspector.tui.region_index import RegionIndex
 
-BYTES_PER_LINE = 16
+BYTES_PER_LINE = 16  # the default; ``bytes_per_line`` follows the widget's width
+LINE_CHOICES = (32, 16, 8)
 CACHE_LINES = 512
 Range = tuple[int, int]
 
@@ -57,8 +59,8 @@ class HexView(ScrollView, can_focus=True):
     }
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("up", "cursor_by(-16)", "Up a line", show=False, id="hex.up"),
-        Binding("down", "cursor_by(16)", "Down a line", show=False, id="hex.down"),
+        Binding("up", "line_by(-1)", "Up a line", show=False, id="hex.up"),
+        Binding("down", "line_by(1)", "Down a line", show=False, id="hex.down"),
         Binding("left", "cursor_by(-1)", "Previous byte", show=False, id="hex.left"),
         Binding("right", "cursor_by(1)", "Next byte", show=False, id="hex.right"),
         Binding("pageup", "page(-1)", "Page up", show=False, id="hex.page_up"),
@@ -80,11 +82,12 @@ class HexView(ScrollView, can_focus=True):
             self.by_user = by_user
 
     def __init__(
-        self, analysis: Any, index: RegionIndex, *, name: str | None = None, id: str | None = None
+        self, analysis: Any, index: OffsetIndex, *, name: str | None = None, id: str | None = None
     ) -> None:
         super().__init__(name=name, id=id)
         self.index = index
         self.cursor = 0
+        self.bpl = BYTES_PER_LINE
         self._selection: list[Range] = []
         self._sel_starts: list[int] = []
         self._errors: list[Range] = []
@@ -104,8 +107,7 @@ class HexView(ScrollView, can_focus=True):
         self.buf = analysis.snapshot.buf
         self.size_bytes = analysis.snapshot.size
         self.digits = max(8, len(f"{max(self.size_bytes - 1, 0):x}"))
-        self.line_width = self.digits + 2 + BYTES_PER_LINE * 3 + 1 + 2 + BYTES_PER_LINE
-        self.line_count = max(1, -(-self.size_bytes // BYTES_PER_LINE))
+        self._layout(refresh=False)
         mm = analysis.mm
         # The header page is only coloured as MemoryManager bytes when a real header is there.
         self._mm_live = bool(mm.present and not getattr(mm, "reconstructed", False) and mm.bucket_size_bytes)
@@ -120,8 +122,14 @@ class HexView(ScrollView, can_focus=True):
         self._errors = merge_ranges([(max(0, s), e) for s, e in errors])
         self._err_starts = [s for s, _ in self._errors]
         self.cursor = min(self.cursor, max(0, self.size_bytes - 1))
-        self.virtual_size = Size(self.line_width, self.line_count)
         self.invalidate()
+
+    def _layout(self, refresh: bool = True) -> None:
+        self.line_width = self.width_for(self.bpl, self.digits)
+        self.line_count = max(1, -(-self.size_bytes // self.bpl))
+        self.virtual_size = Size(self.line_width, self.line_count)
+        if refresh:
+            self.invalidate()
 
     def set_selection(self, ranges: list[Range]) -> None:
         old = self._selection
@@ -130,7 +138,7 @@ class HexView(ScrollView, can_focus=True):
         # Only lines that were or become selected change: keep the rest of the cache (moving through
         # a list of entries re-renders two or three lines, not the whole view).
         for s, e in old + self._selection:
-            first, last = s // BYTES_PER_LINE, (e - 1) // BYTES_PER_LINE
+            first, last = s // self.bpl, (e - 1) // self.bpl
             if last - first > CACHE_LINES:
                 self._cache.clear()
                 break
@@ -158,7 +166,7 @@ class HexView(ScrollView, can_focus=True):
 
     @property
     def cursor_line(self) -> int:
-        return self.cursor // BYTES_PER_LINE
+        return self.cursor // self.bpl
 
     def move_cursor(self, pos: int, *, by_user: bool = False, top: bool = False) -> None:
         """Put the cursor on ``pos``; scroll so its line is visible (at the top, with ``top``)."""
@@ -193,14 +201,34 @@ class HexView(ScrollView, can_focus=True):
     def action_cursor_by(self, delta: int) -> None:
         self.move_cursor(self.cursor + delta, by_user=True)
 
+    def action_line_by(self, lines: int) -> None:
+        self.move_cursor(self.cursor + lines * self.bpl, by_user=True)
+
+    @staticmethod
+    def width_for(bpl: int, digits: int = 8) -> int:
+        """Cells a line of ``bpl`` bytes needs: offset, hex bytes with a gap every 8, ASCII column."""
+        return digits + 2 + bpl * 3 + (bpl // 8 - 1) + 2 + bpl
+
+    def fit_width(self, width: int) -> int:
+        """The most bytes per line (32, 16 or 8) whose line fits ``width`` cells."""
+        return next((n for n in LINE_CHOICES if self.width_for(n, self.digits) <= width), LINE_CHOICES[-1])
+
+    def on_resize(self) -> None:
+        bpl = self.fit_width(self.scrollable_content_region.width or self.size.width)
+        if bpl != self.bpl:
+            cursor = self.cursor
+            self.bpl = bpl
+            self._layout()
+            self.move_cursor(cursor, top=True)
+
     def action_page(self, direction: int) -> None:
         height = max(1, self.scrollable_content_region.height - 1)
-        self.move_cursor(self.cursor + direction * height * BYTES_PER_LINE, by_user=True)
+        self.move_cursor(self.cursor + direction * height * self.bpl, by_user=True)
         self.scroll_to(y=self.scroll_offset.y + direction * height, animate=False, immediate=True)
 
     def action_line_edge(self, end: int) -> None:
-        base = self.cursor - self.cursor % BYTES_PER_LINE
-        self.move_cursor(base + (BYTES_PER_LINE - 1 if end else 0), by_user=True)
+        base = self.cursor - self.cursor % self.bpl
+        self.move_cursor(base + (self.bpl - 1 if end else 0), by_user=True)
 
     def action_file_edge(self, end: int) -> None:
         self.move_cursor(self.size_bytes - 1 if end else 0, by_user=True)
@@ -223,17 +251,16 @@ class HexView(ScrollView, can_focus=True):
         i = self._byte_at_column(col)
         if i is not None:
             self.focus()
-            self.move_cursor(line * BYTES_PER_LINE + i, by_user=True)
+            self.move_cursor(line * self.bpl + i, by_user=True)
 
     def _byte_at_column(self, col: int) -> int | None:
         hex_start = self.digits + 2
-        ascii_start = hex_start + BYTES_PER_LINE * 3 + 1 + 1
-        if hex_start <= col < hex_start + BYTES_PER_LINE * 3 + 1:
-            rel = col - hex_start
-            if rel >= 8 * 3:
-                rel -= 1  # the gap after the eighth byte
-            return max(0, min(BYTES_PER_LINE - 1, rel // 3))
-        if ascii_start <= col < ascii_start + BYTES_PER_LINE:
+        hex_cells = self.bpl * 3 + (self.bpl // 8 - 1)
+        ascii_start = hex_start + hex_cells + 2
+        if hex_start <= col < hex_start + hex_cells:
+            group, within = divmod(col - hex_start, 8 * 3 + 1)  # a one-cell gap after every 8 bytes
+            return max(0, min(self.bpl - 1, group * 8 + min(7, within // 3)))
+        if ascii_start <= col < ascii_start + self.bpl:
             return col - ascii_start
         return None
 
@@ -295,7 +322,7 @@ class HexView(ScrollView, can_focus=True):
             role: str | None = None
             if si < len(segments) and segments[si][0] <= pos:
                 region: Region = segments[si][2]
-                role = self.index.role_of(region)
+                role = region_role(self.index, region)
             dim = False
             if role is None:
                 # No loaded region says more than "part of this memory": what forensics found wins
@@ -329,13 +356,13 @@ class HexView(ScrollView, can_focus=True):
         return strip.crop_extend(round(scroll_x), round(scroll_x) + width, self._base)
 
     def _render_full_line(self, line: int) -> Strip:
-        start = line * BYTES_PER_LINE
+        start = line * self.bpl
         if start >= self.size_bytes:
             return Strip.blank(self.line_width, self._base)
-        end = min(self.size_bytes, start + BYTES_PER_LINE)
+        end = min(self.size_bytes, start + self.bpl)
         data = bytes(self.buf[start:end])
         roles = self._roles(start, data)
-        on_cursor_line = start <= self.cursor < start + BYTES_PER_LINE
+        on_cursor_line = start <= self.cursor < start + self.bpl
         blank = self._base
         segs: list[Segment] = [
             Segment(
@@ -348,8 +375,8 @@ class HexView(ScrollView, can_focus=True):
             bool(self._selection) and _in_ranges(self._sel_starts, self._selection, start + i)
             for i in range(len(data))
         ]
-        for i in range(BYTES_PER_LINE):
-            if i == 8:
+        for i in range(self.bpl):
+            if i and i % 8 == 0:
                 segs.append(Segment(" ", self._gap_style(selected, i)))
             if i < len(data):
                 role, dim = roles[i]
@@ -380,6 +407,6 @@ class HexView(ScrollView, can_focus=True):
     # ------------------------------------------------------------ inspection
 
     def visible_range(self) -> Range:
-        first = round(self.scroll_offset.y) * BYTES_PER_LINE
+        first = round(self.scroll_offset.y) * self.bpl
         height = max(1, self.scrollable_content_region.height)
-        return first, min(self.size_bytes, first + height * BYTES_PER_LINE)
+        return first, min(self.size_bytes, first + height * self.bpl)

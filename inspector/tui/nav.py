@@ -9,13 +9,13 @@ import re
 from typing import Any
 
 from inspector.layouts import (
-    BUCKET_TABLE_OFFSET,
     BUCKETS_START,
-    MM_HEADER_PAGE_USED,
-    MM_HEADER_SIZE,
     WASM_PAGE_SIZE,
 )
 from inspector.memory import OutOfBounds
+from inspector.offset_index import describe_position, owner_at
+
+__all__ = ["GOTO_HELP", "GotoError", "describe_position", "key_matches", "owner_at", "parse_goto"]
 
 GOTO_HELP = (
     "0x2f14 or 12068 (physical) · m4:0x2f14 (virtual offset in memory 4) · b3 or b3:0x10 (bucket 3) · "
@@ -83,47 +83,6 @@ def _virtual_to_physical(analysis: Any, mid_text: str, offset: int) -> int:
         return int(mem.to_physical(offset))
     except OutOfBounds as exc:
         raise GotoError(str(exc)) from None
-
-
-def owner_at(analysis: Any, pos: int) -> tuple[int | None, int | None, int | None]:
-    """(bucket, owning memory id, virtual offset in that memory) of a physical byte; Nones where n/a."""
-    mm = analysis.mm
-    if not mm.present or not mm.bucket_size_bytes:
-        return None, None, None
-    bucket, owner = mm.owner_of_physical(pos)
-    if owner is None:
-        return bucket, None, None
-    info = mm.memory(owner)
-    virtual = info.memory.to_virtual(pos) if info is not None else None
-    return bucket, owner, virtual
-
-
-def describe_position(analysis: Any, pos: int) -> str:
-    """One plain line about a physical offset: where it is in the MemoryManager's geometry."""
-    parts = [f"{pos:#x} ({pos:,})"]
-    mm = analysis.mm
-    if not mm.present:
-        parts.append("raw memory (no MemoryManager)")
-        return " · ".join(parts)
-    if pos < MM_HEADER_SIZE:
-        parts.append("MemoryManager header")
-    elif pos < MM_HEADER_PAGE_USED:
-        parts.append(f"bucket table entry {pos - BUCKET_TABLE_OFFSET}")
-    elif pos < BUCKETS_START:
-        parts.append("page 0, unused by the MemoryManager")
-    else:
-        bucket, owner, virtual = owner_at(analysis, pos)
-        if bucket is None:
-            parts.append("outside the bucket area")
-        elif owner is None:
-            parts.append(f"bucket {bucket}, unallocated")
-        else:
-            parts.append(f"bucket {bucket} → memory {owner}")
-            if virtual is not None:
-                parts.append(f"m{owner}:{virtual:#x}")
-            else:
-                parts.append("past the memory's size")
-    return " · ".join(parts)
 
 
 def key_matches(query: str, text: str, key: bytes | None) -> bool:

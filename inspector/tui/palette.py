@@ -183,3 +183,9 @@ def label_role(kind: str, memory_id: Any = None) -> str:
     if role is None:
         return memory_role(memory_id) if memory_id is not None else "neutral"
     return role
+
+
+def region_role(index: Any, region: Any) -> str | None:
+    """The colour role of a region's bytes: its stable_save / stale lineage first (see
+    ``OffsetIndex.lineage``), else its kind's role (None: colour them by owner)."""
+    return index.lineage(region) or kind_role(region.kind, region.memory_id)

@@ -1,0 +1,83 @@
+"""The data inspector: what the bytes at one offset read as (ImHex / 010 Editor style).
+
+Headless: a list of (label, text) rows for the bytes at a physical offset, plus the offset's addresses
+(physical, ``mN:0x…`` virtual, ``bN:0x…`` bucket) from the offset index. Numbers are written one way
+everywhere: grouped decimals, and hex for addresses and raw bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+from inspector.decode.principal import MAX_PRINCIPAL_LEN, principal_to_text
+from inspector.offset_index import address_forms
+
+MAX_LEB_BYTES = 10  # a u64 needs at most 10 LEB128 bytes; longer is not a number worth showing
+# The last byte of a principal says its class (IC spec): opaque (canisters), self-authenticating
+# (users), derived, anonymous. Only these make "it parses as a principal" plausible.
+PRINCIPAL_CLASSES = frozenset({0x01, 0x02, 0x03, 0x04})
+
+
+def read_leb128(data: bytes, signed: bool = False) -> tuple[int, int] | None:
+    """(value, bytes used) of an (S)LEB128 number at the start of ``data``; None if it does not end."""
+    value = shift = 0
+    for i, byte in enumerate(data[:MAX_LEB_BYTES]):
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            if signed and byte & 0x40:
+                value -= 1 << shift
+            return value, i + 1
+    return None
+
+
+def _principal(data: bytes) -> str | None:
+    """The principal the bytes hold, length-prefixed (Candid, most Storable impls) or bare 29/10 bytes."""
+    if data:
+        n = data[0]
+        if 1 <= n <= MAX_PRINCIPAL_LEN and len(data) > n and data[n] in PRINCIPAL_CLASSES:
+            return f"{principal_to_text(data[1 : n + 1])} (length-prefixed)"
+    for n in (29, 10):
+        if len(data) >= n and data[n - 1] in PRINCIPAL_CLASSES and data[n - 1] == (2 if n == 29 else 1):
+            return principal_to_text(data[:n])
+    return None
+
+
+def _num(v: int) -> str:
+    return f"{v:,}"
+
+
+def inspect_bytes(data: bytes) -> list[tuple[str, str]]:
+    """Rows for the bytes starting at the cursor (``data`` = the next up to 32 bytes)."""
+    rows: list[tuple[str, str]] = []
+    if not data:
+        return rows
+    rows.append(("u8", f"{_num(data[0])}  ({data[0]:#04x})"))
+    for name, size, fmt in (("16", 2, "H"), ("32", 4, "I"), ("64", 8, "Q")):
+        if len(data) >= size:
+            le = struct.unpack_from("<" + fmt, data)[0]
+            be = struct.unpack_from(">" + fmt, data)[0]
+            rows.append((f"u{name} LE / BE", f"{_num(le)} / {_num(be)}"))
+    if len(data) >= 8:
+        rows.append(("i64 LE", _num(struct.unpack_from("<q", data)[0])))
+        f = struct.unpack_from("<d", data)[0]
+        rows.append(("f64 LE", f"{f:.17g}" if math.isfinite(f) else str(f)))
+    for label, signed in (("LEB128", False), ("SLEB128", True)):
+        leb = read_leb128(data, signed)
+        rows.append((label, f"{_num(leb[0])}  ({leb[1]} byte{'s' if leb[1] != 1 else ''})" if leb else "—"))
+    principal = _principal(data)
+    if principal is not None:
+        rows.append(("principal", principal))
+    return rows
+
+
+def inspect_at(analysis: Any, pos: int, width: int = 32) -> list[tuple[str, str]]:
+    """Address rows then value rows for physical offset ``pos`` of the analysis' snapshot."""
+    snap = analysis.snapshot
+    if not 0 <= pos < snap.size:
+        return []
+    data = bytes(snap.buf[pos : min(snap.size, pos + width)])
+    rows = [("address", " · ".join(address_forms(analysis, pos)))]
+    return rows + inspect_bytes(data)

@@ -1,0 +1,33 @@
+"""The data-inspector panel: the bytes under the hex cursor read as numbers, LEB128, a principal, and
+the cursor's addresses (physical, ``mN:0x…``, ``bN:0x…``). The rows come from the headless
+``inspector.byte_inspector``; this widget only lays them out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+from textual.widgets import Static
+
+from inspector.byte_inspector import inspect_at
+from inspector.safe_text import safe_rich_text
+
+
+class DataInspector(Static):
+    DEFAULT_CSS = """
+    DataInspector { height: auto; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(markup=False, id=id)
+        self.rows: list[tuple[str, str]] = []
+
+    def show_at(self, analysis: Any, pos: int) -> None:
+        self.rows = inspect_at(analysis, pos)
+        table = Table.grid(padding=(0, 1))
+        table.add_column(no_wrap=True, style="bold")
+        table.add_column(overflow="fold")
+        for label, value in self.rows:
+            table.add_row(Text(label), safe_rich_text(value))
+        self.update(table)

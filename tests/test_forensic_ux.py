@@ -1,0 +1,200 @@
+"""Issue 14: any byte explains itself (one offset index, data inspector), the incident's first screen,
+small and large terminals. Runs on the bundled samples (no ../shared needed)."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import ROOT
+from test_tui_support import move_tree_cursor, nodes_of_kind, run_async, settle
+
+from inspector.analysis.verdict import verdict
+from inspector.byte_inspector import inspect_bytes, read_leb128
+from inspector.decode.principal import principal_to_text
+from inspector.offset_index import OffsetIndex, address_forms
+from inspector.regions import build_tree
+from inspector.session import load
+from inspector.tui.app import create_app
+from inspector.tui.nav import parse_goto
+
+SAMPLES = ROOT / "snapshots" / "samples"
+
+
+@pytest.fixture(scope="module")
+def healthy() -> Iterator[Any]:
+    session = load(SAMPLES / "healthy")
+    yield session.analysis
+    session.close()
+
+
+# --------------------------------------------------------------------------- the offset index
+
+
+def test_resolve_reaches_key_and_value_bytes_of_an_unopened_map(healthy: Any) -> None:
+    root = build_tree(healthy)
+    index = OffsetIndex(root, healthy)
+    buf = healthy.snapshot.buf
+    structure = healthy.structure(4)
+    seen_kinds: set[str] = set()
+    # Every entry of the map, found from one byte of its key and one of its value, by offset alone.
+    for el in list(structure.elements(0))[:40]:
+        key_spans, value_spans = structure.element_spans(el)
+        for role, spans, data in (("key", key_spans, el.key), ("value", value_spans, el.value)):
+            phys = structure.physical(spans)
+            pos = phys[0][0] + min(1, phys[0][1] - phys[0][0] - 1)
+            path = index.resolve(pos)
+            leaf = path[-1]
+            assert leaf.kind == role, (role, [r.name for r in path])
+            assert leaf.contains(pos)
+            assert leaf.value.data == data, "the region holds the bytes stored at that offset"
+            assert b"".join(bytes(buf[s:e]) for s, e in leaf.ranges) == data
+            assert path[0] is root and [r.kind for r in path].count("node") >= 1
+            seen_kinds.update(r.kind for r in path)
+    assert {"memory", "btreemap", "node", "entry", "key", "value"} <= seen_kinds
+    # Resolving registered the path: the cheap lookup now answers the same.
+    assert index.at(pos) is leaf and index.path(leaf)[0] is root
+
+
+def test_resolve_headers_cell_value_and_page0(healthy: Any) -> None:
+    index = OffsetIndex(build_tree(healthy), healthy)
+    assert index.resolve(0)[-1].kind == "mm_header"
+    assert index.resolve(parse_goto("m4:0x0", healthy))[-1].kind == "structure_header"
+    assert index.resolve(parse_goto("m4:0x40", healthy))[-1].kind == "allocator"
+    cell_value = index.resolve(parse_goto("m0:0x40", healthy))
+    assert [r.kind for r in cell_value][-3:] == ["entries", "entry", "value"]
+    assert index.resolve(0x8000) == [index.root], "unused page 0: nothing more specific than the file"
+
+
+def test_address_forms(healthy: Any) -> None:
+    pos = parse_goto("m4:0x2f14", healthy)
+    forms = address_forms(healthy, pos)
+    assert forms[0] == f"{pos:#x}" and "m4:0x2f14" in forms
+    bucket = (pos - 0x10000) // healthy.mm.bucket_size_bytes
+    assert f"b{bucket}:{(pos - 0x10000) % healthy.mm.bucket_size_bytes:#x}" in forms
+
+
+# --------------------------------------------------------------------------- data inspector
+
+
+def test_data_inspector_numbers_leb_and_principal() -> None:
+    data = struct.pack("<Q", 0x0102030405060708) + bytes(24)
+    rows = dict(inspect_bytes(data))
+    assert rows["u8"] == "8  (0x08)"
+    assert rows["u16 LE / BE"] == f"{0x0708:,} / {0x0807:,}"
+    assert rows["u64 LE / BE"].startswith(f"{0x0102030405060708:,} / ")
+    assert read_leb128(bytes([0xE5, 0x8E, 0x26])) == (624485, 3)
+    assert read_leb128(bytes([0xC0, 0xBB, 0x78]), signed=True) == (-123456, 3)
+    assert read_leb128(bytes([0x80] * 12)) is None
+    canister = bytes.fromhex("00000000000000070101")  # a canister id: 10 bytes, class 0x01
+    rows = dict(inspect_bytes(bytes([10]) + canister + bytes(8)))
+    assert rows["principal"] == f"{principal_to_text(canister)} (length-prefixed)"
+    assert "principal" not in dict(inspect_bytes(bytes(range(40, 72))))
+    assert "None" not in str(rows) and "False" not in str(rows)
+
+
+# --------------------------------------------------------------------------- incident screen
+
+
+def test_verdict_is_headline_plus_next_command() -> None:
+    session = load(SAMPLES / "after_stable_save")
+    try:
+        headline, command = verdict(session.analysis.diagnosis)
+        assert headline.startswith("an ic-cdk stable_save wrote") and headline.endswith("MemoryManager.")
+        assert command is not None and command.startswith("stable-inspect salvage ")
+        names = [r.name for r in build_tree(session.analysis).children()]
+        assert not any(n.startswith("unknown") for n in names), "the stable_save bytes are shown once"
+    finally:
+        session.close()
+    assert verdict([]) == ("", None)
+
+
+@run_async
+async def test_incident_first_screen_shows_verdict_and_command_at_80x24() -> None:
+    app = create_app(SAMPLES / "after_stable_save")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        panel = app.diagnosis_panel
+        texts = [str(panel.get_option_at_index(i).prompt) for i in range(panel.option_count)]
+        assert texts[0].startswith("an ic-cdk stable_save wrote")
+        assert texts[1].startswith("Next: stable-inspect salvage")
+        # The long diagnosis is not repeated in the panel: only in Details, once.
+        assert not any(t.startswith("Consequence") or "Consequence:" in t for t in texts)
+        assert panel.region.height >= 4 and panel.display
+
+
+# --------------------------------------------------------------------------- hex ↔ tree in the app
+
+
+@run_async
+async def test_goto_expands_the_tree_down_to_the_key_on_a_fresh_screen() -> None:
+    app = create_app(SAMPLES / "healthy")
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot)
+        await pilot.press("g", *"m4:0x400", "enter")
+        await settle(pilot)
+        pos = parse_goto("m4:0x400", app.analysis)
+        selected = app.selected
+        assert selected is not None and selected.kind in ("key", "value") and selected.contains(pos)
+        assert app.region_tree.cursor_node is not None and app.region_tree.cursor_node.data is selected
+        rows = dict(app.query_one("#inspector").rows)
+        assert "m4:0x400" in rows["address"]
+        assert rows["u8"].startswith(f"{app.analysis.snapshot.buf[pos]:,}")
+
+
+@pytest.mark.parametrize(("size", "bpl"), [((80, 24), 8), ((200, 50), 16), ((250, 70), 32)])
+def test_bytes_per_line_follow_the_terminal(size: tuple[int, int], bpl: int) -> None:
+    @run_async
+    async def check() -> None:
+        app = create_app(SAMPLES / "healthy")
+        async with app.run_test(size=size) as pilot:
+            await settle(pilot)
+            hexv = app.hex_view
+            assert hexv.bpl == bpl
+            assert hexv.line_width <= hexv.scrollable_content_region.width, "ASCII column fits"
+            assert app.details_panel.region.width > 0 and app.details_panel.region.height > 0
+            line = "".join(seg.text for seg in hexv.render_line(0))
+            assert line.rstrip().endswith("MGR." + "." * (bpl - 4))
+
+    check()
+
+
+# --------------------------------------------------------------------------- decoder switch / reload
+
+
+async def _select_entry(pilot: Any, index: int) -> Any:
+    app = pilot.app
+    (entries_node,) = nodes_of_kind(app, "entries", 4)
+    app.region_tree.populate_now(entries_node)
+    entries_node.expand()
+    await settle(pilot)
+    target = entries_node.children[index]
+    move_tree_cursor(app, target)
+    await settle(pilot)
+    return target
+
+
+@run_async
+async def test_decoder_switch_and_reload_keep_selection_and_scroll(tmp_path: Any) -> None:
+    did = tmp_path / "names.did"
+    did.write_text("type Profile = record { name : text; age : nat32 };\nservice : {}\n")
+    app = create_app(SAMPLES / "healthy")
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot)
+        await _select_entry(pilot, 37)
+        assert app.selected is not None and app.selected.name.startswith("[37]")
+        tree_y, hex_cursor = app.region_tree.scroll_offset.y, app.hex_view.cursor
+        for key in ("v", "K"):
+            await pilot.press(key)
+            await settle(pilot)
+            assert app.selected is not None and app.selected.name.startswith("[37]"), key
+            assert app.region_tree.cursor_node.data is app.selected
+            assert app.region_tree.scroll_offset.y == tree_y
+            assert app.hex_view.cursor == hex_cursor
+        await pilot.press("o", *str(did), "enter")
+        await settle(pilot)
+        assert app.did_path == str(did)
+        assert app.selected is not None and app.selected.name.startswith("[37]")
+        assert app.hex_view.cursor == hex_cursor
