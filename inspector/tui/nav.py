@@ -61,7 +61,7 @@ def parse_goto(text: str, analysis: Any, cursor: int = 0) -> int:
         within = parse_number(m.group(2)) if m.group(2) else 0
         if within >= mm.bucket_size_bytes:
             raise GotoError(f"offset {within:#x} is past the end of a {mm.bucket_size_bytes:#x}-byte bucket")
-        pos = BUCKETS_START + bucket * mm.bucket_size_bytes + within
+        pos = mm.buckets_start + bucket * mm.bucket_size_bytes + within
     elif m := re.fullmatch(r"(?:p|page)\s*(\d+)", t):
         pos = int(m.group(1)) * WASM_PAGE_SIZE
     else:
@@ -105,11 +105,15 @@ def describe_position(analysis: Any, pos: int) -> str:
     if not mm.present:
         parts.append("raw memory (no MemoryManager)")
         return " · ".join(parts)
-    if pos < MM_HEADER_SIZE:
+    if pos < mm.base_offset:
+        parts.append("application region (not managed by ic-stable-structures)")
+        return " · ".join(parts)
+    rel = pos - mm.base_offset
+    if rel < MM_HEADER_SIZE:
         parts.append("MemoryManager header")
-    elif pos < MM_HEADER_PAGE_USED:
-        parts.append(f"bucket table entry {pos - BUCKET_TABLE_OFFSET}")
-    elif pos < BUCKETS_START:
+    elif rel < MM_HEADER_PAGE_USED:
+        parts.append(f"bucket table entry {rel - BUCKET_TABLE_OFFSET}")
+    elif rel < BUCKETS_START:
         parts.append("page 0, unused by the MemoryManager")
     else:
         bucket, owner, virtual = owner_at(analysis, pos)
