@@ -198,6 +198,9 @@ def mm_fields_hit(start: int, end: int) -> list[str]:
     return out
 
 
+APPLICATION_AREA = "application region (not managed by ic-stable-structures)"
+
+
 def _bucket_span_text(first: int, last: int) -> str:
     return f"bucket {first}" if first == last else f"buckets {first}–{last}"
 
@@ -221,6 +224,8 @@ class LayoutIndex:
             recon = getattr(analysis, "reconstructed", None)
             self.nb, self.table = (getattr(recon, "num_buckets", None) or 0), b""
         self.stable_save = stable_save_span(analysis)
+        # A manager on RestrictedMemory: everything below is shifted by its base (FORMAT.md §14.1).
+        self.base = mm.base_offset if self.mm_live else 0
         self._bucket_owner: dict[int, tuple[Any, int]] = {}
         for m in memories.values():
             for k, b in enumerate(m.buckets):
@@ -251,6 +256,16 @@ class LayoutIndex:
 
     def locate(self, pos: int) -> tuple[int, str, str, MemoryId, int | None]:
         """(end, area, what, memory id, virtual offset) of the layout part that holds byte ``pos``."""
+        base = self.base
+        if base and pos < self.size:
+            if pos < base:
+                return base, APPLICATION_AREA, APPLICATION_AREA, None, None
+            end, area, what, mid, v = self._locate(pos - base)
+            return end + base, area, what, mid, v
+        return self._locate(pos)
+
+    def _locate(self, pos: int) -> tuple[int, str, str, MemoryId, int | None]:
+        """``locate`` with ``pos`` relative to the manager's base."""
         if pos >= self.size:
             what = f"past the end of {self.name or 'this'} snapshot ({self.size:,} bytes)"
             return END_OF_TIME, "past the end of the snapshot", what, None, None
@@ -350,15 +365,20 @@ class LayoutIndex:
         )
 
     def _page0_detail(self, piece: Piece) -> Piece:
-        s, e = piece.start, piece.end
+        s, e = piece.start - self.base, piece.end - self.base
+        if s < 0:
+            return piece
         if self.has_buckets and s < MM_HEADER_SIZE and self.mm_live:
             fields = mm_fields_hit(s, e)
-            return Piece(s, e, piece.area, f"MemoryManager header ({', '.join(fields)})")
+            return Piece(piece.start, piece.end, piece.area, f"MemoryManager header ({', '.join(fields)})")
         if self.has_buckets and BUCKET_TABLE_OFFSET <= s < MM_HEADER_PAGE_USED and self.mm_live:
             first, last = s - BUCKET_TABLE_OFFSET, e - 1 - BUCKET_TABLE_OFFSET
             state = "allocated" if first < self.nb else "unallocated"
             return Piece(
-                s, e, piece.area, f"bucket table · entries of {_bucket_span_text(first, last)} ({state})"
+                piece.start,
+                piece.end,
+                piece.area,
+                f"bucket table · entries of {_bucket_span_text(first, last)} ({state})",
             )
         return piece
 
@@ -641,9 +661,10 @@ def mm_header_fields(analysis: Any) -> dict[str, Any]:
         "present": bool(mm.present and not getattr(mm, "reconstructed", False)),
         "reconstructed": bool(getattr(mm, "reconstructed", False)),
     }
-    if snap.size < MM_HEADER_SIZE:
+    base = mm.base_offset if out["present"] else 0
+    if snap.size < base + MM_HEADER_SIZE:
         return out
-    h = MM_HEADER.parse_dict(snap.buf, 0)
+    h = MM_HEADER.parse_dict(snap.buf, base)
     out["magic"] = _magic_text(h["magic"])
     out["layout_version"] = h["layout_version"]
     out["num_allocated_buckets"] = h["num_allocated_buckets"]

@@ -515,13 +515,14 @@ def address_forms(analysis: Any, pos: int) -> list[str]:
     """Every way to write a physical offset: physical, virtual (``m4:0x…``), bucket (``b3:0x…``)."""
     out = [f"{pos:#x}"]
     mm = analysis.mm
-    if not mm.present or not mm.bucket_size_bytes or pos < BUCKETS_START:
+    buckets_start = mm.base_offset + BUCKETS_START
+    if not mm.present or not mm.bucket_size_bytes or pos < buckets_start:
         return out
     bucket, owner, virtual = owner_at(analysis, pos)
     if owner is not None and virtual is not None:
         out.append(f"m{owner}:{virtual:#x}")
     if bucket is not None:
-        out.append(f"b{bucket}:{(pos - BUCKETS_START) % mm.bucket_size_bytes:#x}")
+        out.append(f"b{bucket}:{(pos - buckets_start) % mm.bucket_size_bytes:#x}")
     return out
 
 
@@ -532,11 +533,15 @@ def describe_position(analysis: Any, pos: int) -> str:
     if not mm.present:
         parts.append("raw memory (no MemoryManager)")
         return " · ".join(parts)
-    if pos < MM_HEADER_SIZE:
+    if pos < mm.base_offset:
+        parts.append("application region (not managed by ic-stable-structures)")
+        return " · ".join(parts)
+    rel = pos - mm.base_offset
+    if rel < MM_HEADER_SIZE:
         parts.append("MemoryManager header")
-    elif pos < MM_HEADER_PAGE_USED:
-        parts.append(f"bucket table entry {pos - BUCKET_TABLE_OFFSET}")
-    elif pos < BUCKETS_START:
+    elif rel < MM_HEADER_PAGE_USED:
+        parts.append(f"bucket table entry {rel - BUCKET_TABLE_OFFSET}")
+    elif rel < BUCKETS_START:
         parts.append("page 0, unused by the MemoryManager")
     else:
         bucket, owner, virtual = owner_at(analysis, pos)

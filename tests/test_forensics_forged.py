@@ -176,13 +176,15 @@ def test_candid_in_an_upgrade_memory_is_recognised(tmp_path: Path) -> None:
     path = tmp_path / "u.bin"
     mm.write_to(path)
     session = load(path)
+    # A u32 length prefix + Candid is the quick-start Writer pattern: an upgrade_state structure (issue 11).
+    state = session.analysis.structure(0)
+    assert state is not None and state.kind == "upgrade_state"
+    assert (state.length, state.format, state.verified) == (len(msg), "candid", True)
+    # A bare message at the start of a memory is still reported as a Candid blob.
     blobs = [f for f in session.analysis.all_findings() if f.code == "stable_save_blob"]
-    assert {f.memory_id for f in blobs} == {0, 1} and {f.severity for f in blobs} == {"info"}
+    assert {f.memory_id for f in blobs} == {1} and {f.severity for f in blobs} == {"info"}
     info = session.analysis.extras["candid_messages_in_memories"]
-    assert {(b["memory_id"], b["length_prefix"], b["range"][1]) for b in info} == {
-        (0, True, 4 + len(msg)),
-        (1, False, len(msg)),
-    }
+    assert {(b["memory_id"], b["length_prefix"], b["range"][1]) for b in info} == {(1, False, len(msg))}
 
 
 def test_structure_in_an_unowned_bucket(tmp_path: Path) -> None:

@@ -24,3 +24,13 @@ def test_main_screen(name: str, snap_compare: Any, monkeypatch: pytest.MonkeyPat
     monkeypatch.chdir(ROOT)
     app = create_app(os.path.relpath(FIXTURES / "migration" / name, ROOT))
     assert snap_compare(app, terminal_size=SIZE, run_before=settle)
+
+
+@pytest.mark.parametrize("name", ["restricted_app_header", "nested_memory_manager", "reclaim_holes_v071"])
+def test_main_screen_real_layouts(name: str, snap_compare: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 11: the application region before a RestrictedMemory manager, a manager nested in memory 5
+    (inner ids "5/1"), and a 0.7.1 reclaim hole with the bucket order risk, as the tree shows them."""
+    require_fixtures()
+    monkeypatch.chdir(ROOT)
+    app = create_app(os.path.relpath(FIXTURES / name, ROOT))
+    assert snap_compare(app, terminal_size=SIZE, run_before=settle)

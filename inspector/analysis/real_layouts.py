@@ -255,6 +255,12 @@ def bucket_order_risk(analysis: Any) -> None:
     buckets was written with another bucket order than the table gives on reload (FORMAT.md §14.3)."""
     if not analysis.mm.present:
         return
+    from inspector.memory import merge_ranges, range_contains
+    from inspector.sparse import data_ranges
+
+    snap = analysis.snapshot
+    # Bucket starts inside holes are zero: no header there, and touching them would map pages for nothing.
+    data = merge_ranges(data_ranges(snap.fd, snap.size) if snap.fd is not None else [(0, snap.size)])
     for mm in managers(analysis.mm):
         bs = mm.bucket_size_bytes
         holes = mm.holes
@@ -266,6 +272,8 @@ def bucket_order_risk(analysis: Any) -> None:
                 continue
             for k in range(1, len(m.buckets)):
                 try:
+                    if not range_contains(data, m.memory.to_physical(k * bs)):
+                        continue
                     magic = m.memory.read(k * bs, 3)
                 except OutOfBounds:
                     break
@@ -386,19 +394,26 @@ def describe_bytes(head: bytes) -> str:
 
 
 def _memory_all_zero(mem: Memory, fd: int | None) -> bool:
-    from inspector.sparse import is_zero
+    """Whether a memory's bytes (its first 64 MiB at most) are zero. Only the parts of its buckets that the
+    file holds as data are read: holes are zero by definition, so a huge sparse memory costs nothing."""
+    from inspector.sparse import data_ranges, is_zero
 
+    root = getattr(mem, "root", mem)
     n = min(mem.size, ZERO_CHECK_LIMIT)
-    pos = 0
-    step = 1 << 20
-    while pos < n:
-        take = min(step, n - pos)
-        try:
-            if not is_zero(mem.read(pos, take)):
-                return False
-        except OutOfBounds:
-            return False
-        pos += take
+    try:
+        pieces = mem.physical_ranges(0, n)
+    except OutOfBounds:
+        return False
+    lo, hi = (pieces[0][0], max(e for _s, e in pieces)) if pieces else (0, 0)
+    data = data_ranges(fd, root.size) if fd is not None else [(0, root.size)]
+    data = [(max(a, lo), min(b, hi)) for a, b in data if b > lo and a < hi]
+    step = 1 << 22
+    for s, e in pieces:
+        for a, b in data:
+            a, b = max(a, s), min(b, e)
+            for pos in range(a, b, step):
+                if not is_zero(root.buf[pos : min(b, pos + step)]):
+                    return False
     return True
 
 

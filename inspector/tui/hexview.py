@@ -112,6 +112,7 @@ class HexView(ScrollView, can_focus=True):
         # The header page is only coloured as MemoryManager bytes when a real header is there.
         self._mm_live = bool(mm.present and not getattr(mm, "reconstructed", False) and mm.bucket_size_bytes)
         self._bucket_size = mm.bucket_size_bytes if mm.present else 0
+        self._mm_base = mm.base_offset if mm.present else 0  # RestrictedMemory: the manager starts here
         self._table = mm.table if mm.present else b""
         explained = forensic_ranges(analysis)
         self._explained: list[tuple[list[int], list[Range], str]] = []
@@ -299,6 +300,9 @@ class HexView(ScrollView, can_focus=True):
         """(role, dim?) for a byte no loaded region says anything specific about: who owns it."""
         if not self._mm_live:
             return "neutral", byte == 0
+        if pos < self._mm_base:
+            return "neutral", byte == 0  # the application's own bytes before the manager
+        pos -= self._mm_base
         if pos < MM_HEADER_SIZE:
             return "mm-header", byte == 0
         if pos < MM_HEADER_PAGE_USED:

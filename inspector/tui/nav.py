@@ -9,7 +9,6 @@ import re
 from typing import Any
 
 from inspector.layouts import (
-    BUCKETS_START,
     WASM_PAGE_SIZE,
 )
 from inspector.memory import OutOfBounds
@@ -61,7 +60,7 @@ def parse_goto(text: str, analysis: Any, cursor: int = 0) -> int:
         within = parse_number(m.group(2)) if m.group(2) else 0
         if within >= mm.bucket_size_bytes:
             raise GotoError(f"offset {within:#x} is past the end of a {mm.bucket_size_bytes:#x}-byte bucket")
-        pos = BUCKETS_START + bucket * mm.bucket_size_bytes + within
+        pos = mm.buckets_start + bucket * mm.bucket_size_bytes + within
     elif m := re.fullmatch(r"(?:p|page)\s*(\d+)", t):
         pos = int(m.group(1)) * WASM_PAGE_SIZE
     else:
