@@ -456,3 +456,39 @@ def test_export_stable_save_writes_the_exact_message(
     )
     assert rc == 0, err
     assert msg.read_bytes() == after[:length] and msg.read_bytes()[:4] == b"DIDL"
+
+
+def test_repair_never_opens_the_input_for_writing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The audit-hook watcher of test_readonly: no write-open, write-mmap, rename or new file touches the
+    input or its folder, for a dry run, a repair, a forced repair and an export."""
+    from tests.test_readonly import _WATCH
+
+    src_dir = tmp_path / "in"
+    src_dir.mkdir()
+    path = src_dir / "post.bin"
+    shutil.copy(_incident_file(tmp_path), path)
+    after, *_ = forge_clobbered(4, 3, 9, "string", 60, 1)
+    clobbered = src_dir / "after.bin"
+    clobbered.write_bytes(after)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    before = (sha(path), sha(clobbered))
+    with _WATCH.watching([path, clobbered]):
+        for args in (
+            [str(path), "-o", str(out_dir / "a.bin"), "--dry-run"],
+            [str(path), "-o", str(out_dir / "a.bin")],
+            [str(path), "-o", str(out_dir / "a.bin"), "--force"],
+            [
+                str(clobbered),
+                "-o",
+                str(out_dir / "b.bin"),
+                "--assign",
+                "?b1=9",
+                "--export-stable-save",
+                str(out_dir / "m"),
+            ],
+        ):
+            rc, _plan, err = run_repair(capsys, *args)
+            assert rc == 0, err
+    assert not _WATCH.violations, _WATCH.violations
+    assert (sha(path), sha(clobbered)) == before
