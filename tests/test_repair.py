@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import FIXTURES, SHARED, load_expected, require_fixtures
 
 from inspector.cli import main
 from inspector.memory import PhysicalMemory
@@ -32,7 +33,6 @@ from snapshots.forge_btree import forge_btreemap, forge_u64_btreemap
 from snapshots.forge_candid import NAT8, VecOf, candid_message
 from snapshots.forge_image import MemoryManagerImage, apply_stable_save
 from snapshots.forge_structures import cell
-from tests.conftest import FIXTURES, SHARED, load_expected, require_fixtures
 
 TOOLS = SHARED / "tools"
 READBACK_VERSIONS = ("0.6.0", "0.7.2")
@@ -461,7 +461,7 @@ def test_export_stable_save_writes_the_exact_message(
 def test_repair_never_opens_the_input_for_writing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The audit-hook watcher of test_readonly: no write-open, write-mmap, rename or new file touches the
     input or its folder, for a dry run, a repair, a forced repair and an export."""
-    from tests.test_readonly import _WATCH
+    from test_readonly import _WATCH
 
     src_dir = tmp_path / "in"
     src_dir.mkdir()

@@ -405,7 +405,26 @@ def _with_buckets(mem: Any, extra: list[int]) -> Any:
     )
 
 
-def plan_reinitialised(analysis: Any, prefer: str) -> RepairPlan:
+def _reference_lost(plan: RepairPlan, reference: Any, mid: int, mp: MapPlan) -> None:
+    """With a reference snapshot: its entries of this map that the repaired map does not hold."""
+    ref = reference.structure(mid) if reference is not None else None
+    if ref is None or getattr(ref, "kind", "") != "btreemap":
+        return
+    have = set(mp.keys)
+    missing = sum(1 for e in ref.map.iter_entries() if bytes(e.key) not in have)
+    if missing:
+        plan.lost.append(
+            {
+                "memory_id": mid,
+                "what": "map entries",
+                "count": missing,
+                "text": f"memory {mid}: {missing:,} entries of the reference's map are in no surviving node "
+                "(their nodes were overwritten)",
+            }
+        )
+
+
+def plan_reinitialised(analysis: Any, prefer: str, reference: Any | None = None) -> RepairPlan:
     from inspector.analysis.headless import continuation_buckets
 
     mm = analysis.mm
@@ -448,6 +467,17 @@ def plan_reinitialised(analysis: Any, prefer: str) -> RepairPlan:
                 "text": mp.line(),
             }
         )
+        if reference is not None:
+            _reference_lost(plan, reference, s.memory_id, mp)
+        else:
+            plan.lost.append(
+                {
+                    "memory_id": s.memory_id,
+                    "what": "map entries",
+                    "text": f"memory {s.memory_id}: old entries whose nodes sat in chunks the re-created map re-used "
+                    "are gone (pass --reference OLD_SNAPSHOT to count them)",
+                }
+            )
     if not plan.maps:
         plan.case = "nothing"
         plan.notes.append(
@@ -623,21 +653,7 @@ def plan_clobbered(
                     "intact node(s)",
                 }
             )
-            lost_n = (
-                sum(1 for _ in reference.structure(mid).map.iter_entries()) - mp.count
-                if reference is not None and ref_kinds.get(mid) == "btreemap"
-                else None
-            )
-            if lost_n:
-                plan.lost.append(
-                    {
-                        "memory_id": mid,
-                        "what": "map entries",
-                        "count": lost_n,
-                        "text": f"memory {mid}: {lost_n:,} entries of the reference's map are in no intact node "
-                        "(their nodes were overwritten)",
-                    }
-                )
+            _reference_lost(plan, reference, mid, mp)
             continue
         kind = getattr(s, "kind", None)
         if kind == "btreemap":
@@ -745,7 +761,7 @@ def make_plan(
             raise RepairError(
                 "--assign names MemoryIds of a lost bucket table, but this MemoryManager is intact"
             )
-        return plan_reinitialised(analysis, prefer)
+        return plan_reinitialised(analysis, prefer, reference)
     if report is not None and report.clobbered:
         return plan_clobbered(analysis, prefer, reference, assign or [], reference_label)
     raise RepairError(
