@@ -48,7 +48,7 @@ from inspector.sparse import data_ranges
 from inspector.structures.btreemap import HEADER_END, BTreeMap
 
 CHUNK_PROBE = CHUNK_MAGIC + b"\x01"  # "CHK" v1: every chunk header starts so
-MAX_CHUNKS_SCANNED = 4_000_000  # a bound for hostile inputs full of "CHK\x01"
+MAX_CHUNKS_SCANNED = 1_000_000  # a bound for hostile inputs full of "CHK\x01"
 MAX_BASE_CANDIDATES = 64
 MAX_VOTING_NODES = 256
 KEY_LAYOUT_SAMPLE = 8
