@@ -48,7 +48,7 @@ from inspector.sparse import data_ranges
 from inspector.structures.btreemap import HEADER_END, BTreeMap
 
 CHUNK_PROBE = CHUNK_MAGIC + b"\x01"  # "CHK" v1: every chunk header starts so
-MAX_CHUNKS_SCANNED = 4_000_000  # a bound for hostile inputs full of "CHK\x01"
+MAX_CHUNKS_SCANNED = 1_000_000  # a bound for hostile inputs full of "CHK\x01"
 MAX_BASE_CANDIDATES = 64
 MAX_VOTING_NODES = 256
 KEY_LAYOUT_SAMPLE = 8
@@ -120,12 +120,15 @@ class NodeCluster:
         }
 
 
-def _find_chunks(phys: PhysicalMemory, fd: int | None, start: int) -> list[FoundChunk]:
-    """Every ``CHK`` v1 header from ``start`` on whose payload starts with ``BTN`` or ``NOF``."""
+def _find_chunks(
+    phys: PhysicalMemory, fd: int | None, start: int, end: int | None = None
+) -> list[FoundChunk]:
+    """Every ``CHK`` v1 header in [start, end) whose payload starts with ``BTN`` or ``NOF``."""
     buf, size = phys.buf, phys.size
     ranges = data_ranges(fd, size) if fd is not None else [(0, size)]
     out: list[FoundChunk] = []
     for lo, hi in ranges:
+        hi = min(hi, size if end is None else end)
         pos = max(lo, start)
         while pos < hi and len(out) < MAX_CHUNKS_SCANNED:
             hit = buf.find(CHUNK_PROBE, pos, hi)
@@ -210,12 +213,14 @@ def _place(cluster_chunks: list[FoundChunk], cs: int, buf: Buffer, size: int) ->
     return cluster
 
 
-def find_node_clusters(phys: PhysicalMemory, fd: int | None, start: int) -> list[NodeCluster]:
+def find_node_clusters(
+    phys: PhysicalMemory, fd: int | None, start: int, end: int | None = None
+) -> list[NodeCluster]:
     """Groups of chunks on one grid (see the module docstring), each placed at its map's virtual 0.
 
     Only clusters with at least one allocated ``BTN`` node are returned: free chunks alone are stale.
     """
-    chunks = _find_chunks(phys, fd, start)
+    chunks = _find_chunks(phys, fd, start, end)
     cs = _chunk_size(chunks)
     if cs is None:
         return []
@@ -425,3 +430,42 @@ def salvage_memory(analysis: Any, rm: Any, cluster: NodeCluster, fd: int | None 
         extended_memory(rm.memory), cluster, memory_id=rm.id, key_fixed_size=key_size_option(structure)
     )
     return salvage_headless(bmap, structure, label=rm.label, memory_id=rm.id, fd=fd)
+
+
+def continuation_buckets(analysis: Any, structure: Any) -> list[int]:
+    """Unowned buckets right after a live map's last bucket that hold the rest of an older map in the
+    same memory (a re-initialised manager gives the re-created map fewer buckets than the old one had).
+
+    A bucket counts only if its B-tree chunks sit on the memory's own chunk grid continued through it:
+    placed by their own node addresses (or, when no address names another chunk, by a grid step that
+    leaves a single possible base), their map's virtual 0 is the memory's virtual 0.
+    """
+    import math
+
+    from inspector.memory import VirtualMemory
+
+    mm = getattr(analysis, "mm", None)
+    mem = getattr(structure, "mem", None)
+    if mm is None or not mm.present or not isinstance(mem, VirtualMemory) or not mem.buckets:
+        return []
+    phys, bs = mem.phys, mem.bucket_size_bytes
+    table = mm.table
+    run: list[int] = []
+    b = mem.buckets[-1] + 1
+    while BUCKETS_START + (b + 1) * bs <= phys.size and b < len(table) and table[b] == 0xFF:
+        run.append(b)
+        b += 1
+    if not run:
+        return []
+    start, end = BUCKETS_START + run[0] * bs, BUCKETS_START + (run[-1] + 1) * bs
+    expected_base = start - len(mem.buckets) * bs
+    fd = getattr(getattr(analysis, "snapshot", None), "fd", None)
+    for cluster in find_node_clusters(phys, fd, start, end):
+        if cluster.base != expected_base or cluster.chunks[0].physical >= start + bs:
+            continue
+        unique = math.lcm(cluster.chunk_size, WASM_PAGE_SIZE) > cluster.chunks[0].physical - expected_base
+        if not cluster.votes and not unique:
+            continue
+        last = cluster.chunks[-1].physical + cluster.chunk_size
+        return [x for x in run if BUCKETS_START + x * bs < last]
+    return []

@@ -474,9 +474,16 @@ def _entries_of_node(bmap: BTreeMap, v: NodeVerdict) -> Iterator[SalvagedEntry]:
         )
 
 
-def salvage_structure(structure: Any, *, layout: str, label: str, fd: int | None = None) -> SalvageResult:
-    """Every entry of a map: reachable ones from the root, then the valid unreachable nodes' ones."""
-    bmap = scan_map_of(structure)
+def salvage_structure(
+    structure: Any, *, layout: str, label: str, fd: int | None = None, mem: Memory | None = None
+) -> SalvageResult:
+    """Every entry of a map: reachable ones from the root, then the valid unreachable nodes' ones.
+    ``mem``: the memory to scan instead of the structure's own (extended by older buckets)."""
+    bmap = (
+        scan_map_of(structure)
+        if mem is None
+        else BTreeMap(mem, memory_id=structure.memory_id, key_fixed_size=key_size_option(structure))
+    )
     entries: list[SalvagedEntry] = []
     notes: list[str] = []
     by_node: dict[int, Node] = {}

@@ -103,7 +103,11 @@ def run(args: argparse.Namespace) -> int:
             )
         except RepairError as exc:
             raise UsageError(str(exc)) from None
-        if args.export_stable_save:
+        if args.export_stable_save and args.dry_run:
+            print(
+                "stable-inspect: --dry-run: the stable_save message is not exported either", file=sys.stderr
+            )
+        elif args.export_stable_save:
             from inspector.repair.output import export_stable_save
 
             n = export_stable_save(session.snapshot, plan, Path(args.export_stable_save), args.force)

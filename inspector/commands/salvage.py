@@ -314,7 +314,20 @@ def run(args: argparse.Namespace) -> int:
             result = salvage_memory(analysis, structure, cluster, session.snapshot.fd)
             structure = result.structure
         else:
-            result = salvage_structure(structure, layout=layout, label=label, fd=session.snapshot.fd)
+            from inspector.analysis.headless import continuation_buckets
+
+            extra = continuation_buckets(analysis, structure) if layout == "live" else []
+            mem = None
+            if extra:
+                from inspector.repair.plan import _with_buckets
+
+                mem = _with_buckets(structure.mem, extra)
+                notes.append(
+                    f"the old map continues in unowned bucket(s) {', '.join(map(str, extra))} (its chunk grid "
+                    "runs on through them): scanned too"
+                )
+            result = salvage_structure(structure, layout=layout, label=label, fd=session.snapshot.fd, mem=mem)
+            result.notes.extend(notes[-1:] if extra else [])
         if args.reference:
             entries, ref_label = reference_map(args.reference, structure, key)
             compare_with_reference(result, entries, ref_label)

@@ -332,16 +332,10 @@ def _map_layout(bmap: Any) -> dict[str, Any]:
 
 
 def rebuild_map(
-    plan: RepairPlan,
-    layout: Layout,
-    phys: Any,
-    mid: int,
-    mp: MapPlan,
-    header: dict[str, Any],
-    old_extent: int,
+    plan: RepairPlan, layout: Layout, phys: Any, mid: int, mp: MapPlan, header: dict[str, Any]
 ) -> None:
     """Write a fresh tree for ``mp`` into memory ``mid`` (growing it when needed) and clear the old
-    contents past it."""
+    contents past it, in every bucket the memory now has (a bucket it grows into may hold old nodes)."""
     image = build_btree(mp.keys, mp.values, **header)
     mp.page_size, mp.node_count, mp.extent = header["page_size"], image.node_count, image.extent
     mp.key_layout = header["key_fixed_size"] or "prefixed"
@@ -351,8 +345,18 @@ def rebuild_map(
             f"memory {mid}: the rebuilt map needs {image.extent:,} bytes, more than its buckets held: allocated "
             f"bucket(s) {', '.join(map(str, new))} at the end of the table"
         )
+    for b in new:
+        s, e = (
+            bucket_start(layout.base, b, layout.bs_pages),
+            bucket_start(layout.base, b + 1, layout.bs_pages),
+        )
+        if s < phys.size and _last_nonzero_end(phys.buf, phys.size, [(s, e)]):
+            plan.notes.append(
+                f"bucket {b} (physical {s:,}..{e:,}) held older bytes that no memory owned; the output overwrites "
+                "them (the input keeps them)"
+            )
+    end = _old_extent(phys, layout, mid)
     layout.place(plan, mid, 0, bytes(image.data), f"memory {mid}: rebuilt BTreeMap ({mp.count:,} entries)")
-    end = min(old_extent, layout.capacity(mid))
     if end > image.extent:
         layout.place(
             plan, mid, image.extent, bytes(end - image.extent), f"memory {mid}: old map bytes cleared"
@@ -371,12 +375,14 @@ def _old_extent(phys: Any, layout: Layout, mid: int) -> int:
 # --- the two cases --------------------------------------------------------------------------------------
 
 
-def _live_map_plan(structure: Any, prefer: str, fd: int | None) -> tuple[MapPlan, dict[str, Any]] | None:
+def _live_map_plan(
+    structure: Any, prefer: str, fd: int | None, extra_mem: Any = None
+) -> tuple[MapPlan, dict[str, Any]] | None:
     """A map under a live (or reconstructed) header: its live entries plus the salvageable ones."""
     from inspector.analysis.salvage import salvage_structure
 
     mid = structure.memory_id
-    result = salvage_structure(structure, layout="live", label=f"memory {mid}", fd=fd)
+    result = salvage_structure(structure, layout="live", label=f"memory {mid}", fd=fd, mem=extra_mem)
     live = [(e.key, e.value) for e in result.entries if e.reachability == "reachable"]
     salvaged = [(e.key, e.value) for e in result.entries if e.reachability == "unreachable"]
     keys, values, n_live, n_salv, conflicts = merge_entries(mid, live, salvaged, prefer)
@@ -388,7 +394,39 @@ def _live_map_plan(structure: Any, prefer: str, fd: int | None) -> tuple[MapPlan
     return mp, _map_layout(bmap)
 
 
-def plan_reinitialised(analysis: Any, prefer: str) -> RepairPlan:
+def _with_buckets(mem: Any, extra: list[int]) -> Any:
+    from inspector.analysis.salvage import extended_memory
+    from inspector.memory import VirtualMemory
+
+    base: Any = extended_memory(mem)
+    buckets = [*base.buckets, *extra]
+    return VirtualMemory(
+        base.phys, base.memory_id, buckets, base.bucket_size_bytes, len(buckets) * base.bucket_size_bytes
+    )
+
+
+def _reference_lost(plan: RepairPlan, reference: Any, mid: int, mp: MapPlan) -> None:
+    """With a reference snapshot: its entries of this map that the repaired map does not hold."""
+    ref = reference.structure(mid) if reference is not None else None
+    if ref is None or getattr(ref, "kind", "") != "btreemap":
+        return
+    have = set(mp.keys)
+    missing = sum(1 for e in ref.map.iter_entries() if bytes(e.key) not in have)
+    if missing:
+        plan.lost.append(
+            {
+                "memory_id": mid,
+                "what": "map entries",
+                "count": missing,
+                "text": f"memory {mid}: {missing:,} entries of the reference's map are in no surviving node "
+                "(their nodes were overwritten)",
+            }
+        )
+
+
+def plan_reinitialised(analysis: Any, prefer: str, reference: Any | None = None) -> RepairPlan:
+    from inspector.analysis.headless import continuation_buckets
+
     mm = analysis.mm
     snap = analysis.snapshot
     base = int(getattr(mm, "base_offset", 0) or 0)
@@ -405,15 +443,20 @@ def plan_reinitialised(analysis: Any, prefer: str) -> RepairPlan:
             continue
         if not s.map.walkable or not s.map.allocator_ok:
             continue
-        found = _live_map_plan(s, prefer, snap.fd)
+        extra = continuation_buckets(analysis, s)
+        found = _live_map_plan(s, prefer, snap.fd, _with_buckets(s.mem, extra) if extra else None)
         if found is None:
             continue
+        if extra:
+            plan.notes.append(
+                f"memory {s.memory_id}: the old map continues in unowned bucket(s) {', '.join(map(str, extra))} "
+                "(its chunk grid runs on through them): scanned too"
+            )
         mp, header = found
         if mp.action != "rebuilt":
             continue
         plan.maps[s.memory_id] = mp
-        old_end = _old_extent(snap.memory, layout, s.memory_id)
-        rebuild_map(plan, layout, snap.memory, s.memory_id, mp, header, old_end)
+        rebuild_map(plan, layout, snap.memory, s.memory_id, mp, header)
         plan.restored.append(
             {
                 "memory_id": s.memory_id,
@@ -424,6 +467,17 @@ def plan_reinitialised(analysis: Any, prefer: str) -> RepairPlan:
                 "text": mp.line(),
             }
         )
+        if reference is not None:
+            _reference_lost(plan, reference, s.memory_id, mp)
+        else:
+            plan.lost.append(
+                {
+                    "memory_id": s.memory_id,
+                    "what": "map entries",
+                    "text": f"memory {s.memory_id}: old entries whose nodes sat in chunks the re-created map re-used "
+                    "are gone (pass --reference OLD_SNAPSHOT to count them)",
+                }
+            )
     if not plan.maps:
         plan.case = "nothing"
         plan.notes.append(
@@ -587,8 +641,7 @@ def plan_clobbered(
             kl = _headless_key_layout(analysis, hrm, cluster)
             header["key_fixed_size"] = 0 if kl == "prefixed" else int(kl)
             plan.maps[mid] = mp
-            old_end = _old_extent(snap.memory, layout, mid)
-            rebuild_map(plan, layout, snap.memory, mid, mp, header, old_end)
+            rebuild_map(plan, layout, snap.memory, mid, mp, header)
             plan.restored.append(
                 {
                     "memory_id": mid,
@@ -600,21 +653,7 @@ def plan_clobbered(
                     "intact node(s)",
                 }
             )
-            lost_n = (
-                sum(1 for _ in reference.structure(mid).map.iter_entries()) - mp.count
-                if reference is not None and ref_kinds.get(mid) == "btreemap"
-                else None
-            )
-            if lost_n:
-                plan.lost.append(
-                    {
-                        "memory_id": mid,
-                        "what": "map entries",
-                        "count": lost_n,
-                        "text": f"memory {mid}: {lost_n:,} entries of the reference's map are in no intact node "
-                        "(their nodes were overwritten)",
-                    }
-                )
+            _reference_lost(plan, reference, mid, mp)
             continue
         kind = getattr(s, "kind", None)
         if kind == "btreemap":
@@ -626,7 +665,7 @@ def plan_clobbered(
                 c.memory_id = mid
             plan.maps[mid] = mp
             if mp.action == "rebuilt":
-                rebuild_map(plan, layout, snap.memory, mid, mp, header, _old_extent(snap.memory, layout, mid))
+                rebuild_map(plan, layout, snap.memory, mid, mp, header)
             else:
                 need = _structure_needs(s)
                 if need is not None:
@@ -722,7 +761,7 @@ def make_plan(
             raise RepairError(
                 "--assign names MemoryIds of a lost bucket table, but this MemoryManager is intact"
             )
-        return plan_reinitialised(analysis, prefer)
+        return plan_reinitialised(analysis, prefer, reference)
     if report is not None and report.clobbered:
         return plan_clobbered(analysis, prefer, reference, assign or [], reference_label)
     raise RepairError(

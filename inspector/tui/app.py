@@ -912,6 +912,11 @@ class InspectorApp(App[int]):
             yield SystemCommand(
                 b.description, f"key {self.get_key_display(b)} · {b.id}", partial(self.run_action, b.action)
             )
+        from inspector.tui.repair_screen import start_repair
+
+        yield SystemCommand(
+            "Repair…", "write a repaired snapshot (shows the dry-run plan first)", partial(start_repair, self)
+        )
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in self.MAIN_ACTIONS and isinstance(self.screen, ModalScreen):
