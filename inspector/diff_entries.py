@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from itertools import islice, zip_longest
 from typing import Any
 
-from inspector import diff_sequences
+from inspector import diff_map_nodes, diff_sequences
 from inspector.byte_diff import DiffCancelled
 from inspector.diff_layout import RangeSet
 from inspector.memory import OutOfBounds
@@ -304,6 +304,12 @@ def diff_pair(
             return d
         _by_index(d, a, b, max_items, progress, label, cancel)
         return d
+    # Same physical bytes and the same tree shape: only the changed nodes can hold different entries.
+    mp = diff_map_nodes.plan(a, b, changed) if pa is not None and pa == pb else None
+    if mp is not None:
+        c = _Collector(d, a, b, max_items)
+        if diff_map_nodes.diff_by_nodes(d, a, b, mp, c, _checker(progress, label, len(mp.nodes), cancel)):
+            return d
     try:
         _merge_join(d, a, b, max_items, progress, label, cancel)
     except _Unordered:

@@ -11,9 +11,17 @@ from conftest import FIXTURES, ROOT, require_fixtures
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from inspector import diff_sequences  # noqa: E402
+from inspector import diff_map_nodes, diff_sequences  # noqa: E402
 from inspector.byte_diff import changed_ranges  # noqa: E402
-from inspector.diff_entries import StructureDiff, _by_index, _checker, _Collector, diff_pair  # noqa: E402
+from inspector.diff_entries import (  # noqa: E402
+    StructureDiff,
+    _by_index,
+    _checker,
+    _Collector,
+    _merge_join,
+    diff_pair,
+    element_physical,
+)
 from inspector.diff_layout import RangeSet  # noqa: E402
 from inspector.session import load  # noqa: E402
 from snapshots.forge_structures import vec  # noqa: E402
@@ -115,5 +123,76 @@ def test_vec_log_heap_under_a_memory_manager_match_the_full_walk(tmp_path: Path)
         assert _result(d) == _reference(sa, sb), sa.kind
         assert d.changed > 0, sa.kind
         assert len(set(plan.indices)) <= 2 * 12 + 4, sa.kind  # a few per changed byte, not per element
+    a.close()
+    b.close()
+
+
+# --------------------------------------------------------------------------- maps by changed nodes
+
+
+def _merge_reference(a: object, b: object) -> tuple[int, int, int, int, list[tuple[str, bytes | None]]]:
+    d = StructureDiff(a.memory_id, a.kind, "matched", a, b, a.count(), b.count())  # type: ignore[attr-defined]
+    _merge_join(d, a, b, 100, None, "", None)  # type: ignore[arg-type]
+    return d.added, d.removed, d.changed, d.unchanged, sorted((it.op, it.key) for it in d.items)
+
+
+def _edit_values(name: str, memory_id: object, picks: int, seed: int, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of a fixture with one byte changed in the value of ``picks`` random entries."""
+    src = FIXTURES / name / "stable_memory.bin"
+    s = load(src)
+    st = s.analysis.structure(memory_id)
+    els = list(st.elements(0))
+    data = bytearray(src.read_bytes())
+    rng = random.Random(seed)
+    for el in rng.sample(els, picks):
+        ranges = [r for r in element_physical(st, el) if r[1] > r[0]]
+        lo, hi = ranges[-1]
+        data[rng.randrange(lo, hi)] ^= 0x40
+    s.close()
+    new = tmp_path / "new.bin"
+    new.write_bytes(bytes(data))
+    return src, new
+
+
+def test_map_value_edits_go_by_changed_nodes_and_match_the_key_order_walk(tmp_path: Path) -> None:
+    require_fixtures()
+    for name, mid, picks in (
+        ("btree_u64_many", "raw", 25),
+        ("btree_big_values", 3, 4),
+        ("cell_and_map", 4, 3),
+    ):
+        old, new = _edit_values(name, mid, picks, 7, tmp_path)
+        a, b = load(old), load(new)
+        sa, sb = a.analysis.structure(mid), b.analysis.structure(mid)
+        changes = _changes(old, new)
+        plan = diff_map_nodes.plan(sa, sb, changes)
+        assert plan is not None, name
+        # The nodes looked at follow the edits (plus the root paths and owner look-ups), not the map.
+        assert len(plan.nodes) <= picks, name
+        d = diff_pair(sa, sb, changes)
+        assert d.method == "by changed nodes", name
+        assert d.changed == picks and d.added == d.removed == 0, name
+        assert _result_keys(d) == _merge_reference(sa, sb), name
+        a.close()
+        b.close()
+
+
+def _result_keys(d: StructureDiff) -> tuple[int, int, int, int, list[tuple[str, bytes | None]]]:
+    return d.added, d.removed, d.changed, d.unchanged, sorted((it.op, it.key) for it in d.items)
+
+
+def test_a_changed_tree_shape_falls_back_to_the_key_order_walk(tmp_path: Path) -> None:
+    """Different maps (the pre_upgrade map and the re-created one) are not diffed by nodes."""
+    require_fixtures()
+    a = load(FIXTURES / "migration" / "pre_upgrade")
+    b = load(FIXTURES / "migration" / "post_upgrade")
+    sa, sb = a.analysis.structure(4), b.analysis.structure(4)
+    changes = _changes(
+        FIXTURES / "migration/pre_upgrade/stable_memory.bin",
+        FIXTURES / "migration/post_upgrade/stable_memory.bin",
+    )
+    assert diff_map_nodes.plan(sa, sb, changes) is None
+    d = diff_pair(sa, sb, changes)
+    assert d.method == "merge-join"
     a.close()
     b.close()
