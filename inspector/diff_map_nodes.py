@@ -37,6 +37,7 @@ MAX_DIRTY_CHUNKS = 100_000  # beyond this many changed chunks a key-order walk i
 OWNER_LOOKBACK = 8192  # chunks looked back from an overflow page for its node
 OWNER_CANDIDATES = 8  # nodes tried per overflow page before giving up
 LOOKBACK_BATCH = 64  # chunk magics read per unpack while looking back
+RELEASE_EVERY = 16  # node reads between drops of the mapped pages
 
 
 class _Collector(Protocol):
@@ -50,17 +51,29 @@ class _Collector(Protocol):
 class _Side:
     """One map's walker with a cache of the nodes this plan loaded."""
 
-    def __init__(self, walker: Any) -> None:
+    def __init__(self, walker: Any, release: Callable[[], None]) -> None:
         self.m = walker
+        self.release = release
+        # Shapes only (values dropped): a map of big values must not end up held in memory.
         self.nodes: dict[int, tuple[Any, ...]] = {}
+        self.owner_of: dict[int, int] = {}  # overflow page → node, for every node loaded
         self.loads = 0
 
     def load(self, addr: int) -> tuple[Any, ...]:
+        """(version, type, k, children, keys, None, overflows, ...) of a node (cached, values dropped)."""
         got = self.nodes.get(addr)
         if got is None:
-            self.loads += 1
-            got = self.nodes[addr] = self.m._load(addr)
+            got = self.load_full(addr)
+            got = self.nodes[addr] = got[:5] + (None,) + got[6:]
+            for o in got[6]:
+                self.owner_of[o] = addr
         return got
+
+    def load_full(self, addr: int) -> tuple[Any, ...]:
+        self.loads += 1
+        if self.loads % RELEASE_EVERY == 0:
+            self.release()  # big nodes map many pages: keep peak RSS flat
+        return tuple(self.m._load(addr))
 
     def kind(self, chunk: int) -> str:
         """'node', 'overflow', 'free' or 'other' for the chunk whose header is at ``chunk``."""
@@ -107,6 +120,9 @@ def _owner(side: _Side, page: int) -> int | None:
     The allocator hands out a node's overflow pages when the node is saved, so its owner is usually the
     nearest node page before it; a few earlier nodes are tried too.
     """
+    known = side.owner_of.get(page)
+    if known is not None:
+        return known
     m = side.m
     cs = m.chunk_size
     chunk = page - CHUNK_HEADER_SIZE
@@ -123,9 +139,8 @@ def _owner(side: _Side, page: int) -> int | None:
                 NODE_MAGIC if m._payload_kind(start + j * cs + CHUNK_HEADER_SIZE) == "BTN" else b""
                 for j in range(n)
             )
-        for j in range(n - 1, -1, -1):
-            if magics[j] != NODE_MAGIC:
-                continue
+        found = [j for j in range(n) if magics[j] == NODE_MAGIC] if NODE_MAGIC in magics else []
+        for j in reversed(found):
             addr = start + j * cs + CHUNK_HEADER_SIZE
             tried += 1
             try:
@@ -158,12 +173,12 @@ def plan(a: Any, b: Any, changed: _Ranges) -> MapPlan | None:
     if ma is None or mb is None or not hasattr(ma, "_load") or not hasattr(mb, "_load"):
         return None
     try:
-        return _plan(ma, mb, a, changed)
+        return _plan(ma, mb, a, b, changed)
     except (NodeError, IndexError, ValueError):
         return None
 
 
-def _plan(ma: Any, mb: Any, a: Any, changed: _Ranges) -> MapPlan | None:
+def _plan(ma: Any, mb: Any, a: Any, b: Any, changed: _Ranges) -> MapPlan | None:
     if not (ma.walkable and mb.walkable and ma.allocator_ok and mb.allocator_ok):
         return None
     same = (ma.root_addr, ma.chunk_size, ma.page_size, ma.mem.size, ma.key_layout)
@@ -180,7 +195,8 @@ def _plan(ma: Any, mb: Any, a: Any, changed: _Ranges) -> MapPlan | None:
         chunks.update(range(first, last + 1))
         if len(chunks) > MAX_DIRTY_CHUNKS:
             return None
-    old, new = _Side(ma), _Side(mb)
+    release = PageReleaser(a, b)
+    old, new = _Side(ma, release), _Side(mb, release)
     nodes: set[int] = set()
     for ci in sorted(chunks):
         chunk = FIRST_CHUNK_OFFSET + ci * cs
@@ -207,10 +223,20 @@ def _plan(ma: Any, mb: Any, a: Any, changed: _Ranges) -> MapPlan | None:
     return MapPlan(old, new, sorted(nodes))
 
 
-def _entries(side: _Side, nodes: list[int]) -> list[tuple[bytes, bytes, int, int]]:
+def _element(key: bytes, value: bytes, addr: int, slot: int) -> Element:
+    # The entry's rank in the map is not known without a walk: by-node diffs list no index.
+    return Element(-1, value, key, source=f"node {addr:#x}", node_addr=addr, slot=slot)
+
+
+Ref = tuple[int, int]  # (node address, slot)
+
+
+def _sorted_refs(
+    side: _Side, nodes: list[int], held: dict[int, tuple[Any, ...]]
+) -> list[tuple[bytes, bytes, int, int]]:
     out: list[tuple[bytes, bytes, int, int]] = []
     for addr in nodes:
-        keys, values = side.load(addr)[4:6]
+        keys, values = held[addr][4:6]
         out.extend((k, v, addr, i) for i, (k, v) in enumerate(zip(keys, values, strict=True)))
     out.sort()
     for x, y in zip(out, out[1:], strict=False):
@@ -219,44 +245,80 @@ def _entries(side: _Side, nodes: list[int]) -> list[tuple[bytes, bytes, int, int
     return out
 
 
-def _element(e: tuple[bytes, bytes, int, int]) -> Element:
-    key, value, addr, slot = e
-    # The entry's rank in the map is not known without a walk: by-node diffs list no index.
-    return Element(-1, value, key, source=f"node {addr:#x}", node_addr=addr, slot=slot)
+def diff_by_nodes(d: Any, a: Any, b: Any, p: MapPlan, c: Any, check: Callable[[int], None]) -> bool:
+    """Fill ``d`` (a ``StructureDiff``) from the changed nodes only; False if the plan does not hold.
 
-
-def diff_by_nodes(d: Any, a: Any, b: Any, p: MapPlan, c: _Collector, check: Callable[[int], None]) -> bool:
-    """Fill ``d`` (a ``StructureDiff``) from the changed nodes only; False if the plan does not hold."""
+    A node whose keys are the same on both sides (a value changed in place, the usual case) is compared
+    slot by slot and let go; only nodes whose keys differ keep their entries for a merge by key. The
+    differences are then listed in key order, re-reading the few nodes whose values are listed.
+    """
     release = PageReleaser(a, b)
+    ops: list[tuple[bytes, str, Ref | None, Ref | None]] = []
+    held_old: dict[int, tuple[Any, ...]] = {}
+    held_new: dict[int, tuple[Any, ...]] = {}
     try:
-        xs, ys = _entries(p.old, p.nodes), _entries(p.new, p.nodes)
+        for n, addr in enumerate(p.nodes):
+            if n % 64 == 63:
+                check(n)
+                release()
+            x, y = p.old.load_full(addr), p.new.load_full(addr)
+            if x[4] == y[4]:
+                for i, (vx, vy) in enumerate(zip(x[5], y[5], strict=True)):
+                    if vx != vy:
+                        ops.append((x[4][i], "changed", (addr, i), (addr, i)))
+            else:
+                held_old[addr], held_new[addr] = x, y
+        xs = _sorted_refs(p.old, list(held_old), held_old)
+        ys = _sorted_refs(p.new, list(held_new), held_new)
     except NodeError:
         return False
     finally:
         release()
-    d.method = "by changed nodes"
-    i = j = n = 0
+    i = j = 0
     while i < len(xs) and j < len(ys):
-        n += 1
-        if n % 8192 == 0:
-            check(n)
-        x, y = xs[i], ys[j]
-        if x[0] == y[0]:
-            if x[1] != y[1]:
-                c.changed(_element(x), _element(y))
+        kx, ky = xs[i][0], ys[j][0]
+        if kx == ky:
+            if xs[i][1] != ys[j][1]:
+                ops.append((kx, "changed", xs[i][2:4], ys[j][2:4]))  # type: ignore[arg-type]
             i += 1
             j += 1
-        elif x[0] < y[0]:
-            c.removed(_element(x))
+        elif kx < ky:
+            ops.append((kx, "removed", xs[i][2:4], None))  # type: ignore[arg-type]
             i += 1
         else:
-            c.added(_element(y))
+            ops.append((ky, "added", None, ys[j][2:4]))  # type: ignore[arg-type]
             j += 1
-    for x in xs[i:]:
-        c.removed(_element(x))
-    for y in ys[j:]:
-        c.added(_element(y))
+    ops.extend((x[0], "removed", (x[2], x[3]), None) for x in xs[i:])
+    ops.extend((y[0], "added", None, (y[2], y[3])) for y in ys[j:])
+    ops.sort(key=lambda o: o[0])
+    d.method = "by changed nodes"
+    _list(ops, p, c)
     d.unchanged = max(0, (d.old_count or 0) - d.removed - d.changed)
     for it in d.items:
         it.index = None
     return True
+
+
+def _list(ops: list[tuple[bytes, str, Ref | None, Ref | None]], p: MapPlan, c: Any) -> None:
+    """Feed the differences to the collector in key order; values are read only for the listed ones."""
+    cache: dict[tuple[int, int], tuple[Any, ...]] = {}
+
+    def el(side: _Side, which: int, key: bytes, ref: Ref | None, wanted: bool) -> Element:
+        assert ref is not None
+        if not wanted:
+            return _element(key, b"", *ref)
+        node = cache.get((which, ref[0]))
+        if node is None:
+            node = cache[(which, ref[0])] = side.load_full(ref[0])
+            if len(cache) > 32:
+                cache.pop(next(iter(cache)))
+        return _element(key, node[5][ref[1]], *ref)
+
+    for key, op, ro, rn in ops:
+        room = c.kept[op] < c.limit
+        if op == "changed":
+            c.changed(el(p.old, 0, key, ro, room), el(p.new, 1, key, rn, room))
+        elif op == "removed":
+            c.removed(el(p.old, 0, key, ro, room))
+        else:
+            c.added(el(p.new, 1, key, rn, room))
