@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from itertools import islice, zip_longest
 from typing import Any
 
+from inspector import diff_map_nodes, diff_sequences
 from inspector.byte_diff import DiffCancelled
 from inspector.diff_layout import RangeSet
 from inspector.memory import OutOfBounds
@@ -294,8 +295,21 @@ def diff_pair(
         return d
     label = f"memory {a.memory_id}"
     if a.is_sequence:
+        # Same physical bytes on both sides: only the slots under changed ranges can differ.
+        p = diff_sequences.plan(a, b, changed) if pa is not None and pa == pb else None
+        if p is not None:
+            c = _Collector(d, a, b, max_items)
+            check = _checker(progress, label, len(p.indices), cancel)
+            diff_sequences.diff_by_hits(d, a, b, p, c, max_items, check)
+            return d
         _by_index(d, a, b, max_items, progress, label, cancel)
         return d
+    # Same physical bytes and the same tree shape: only the changed nodes can hold different entries.
+    mp = diff_map_nodes.plan(a, b, changed) if pa is not None and pa == pb else None
+    if mp is not None:
+        c = _Collector(d, a, b, max_items)
+        if diff_map_nodes.diff_by_nodes(d, a, b, mp, c, _checker(progress, label, len(mp.nodes), cancel)):
+            return d
     try:
         _merge_join(d, a, b, max_items, progress, label, cancel)
     except _Unordered:

@@ -18,6 +18,7 @@ from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import repeat
 from operator import lt
 from typing import Any, Literal, NamedTuple
@@ -582,7 +583,17 @@ class BTreeMap:
         overflows: list[int] = []
         seen: set[int] = set()
         nxt = ovf
+        run = _RUN_MIN
         while nxt:
+            # Fast path: overflow pages the allocator handed out back to back (the usual case) are
+            # checked and cut out a run at a time by one unpack_from; anything unusual falls through
+            # to the page-by-page loop below, which names the problem.
+            taken = self._overflow_run(nxt, run, seen, len(overflows), parts, overflows)
+            if taken is not None:
+                nxt = taken
+                run = min(run * 2, _RUN_MAX)
+                continue
+            run = _RUN_MIN
             if nxt in seen:
                 raise NodeError(f"overflow chain of node {addr:#x} loops at {nxt:#x}", "btree_cycle", addr)
             if len(overflows) >= self._max_chunks:
@@ -604,6 +615,43 @@ class BTreeMap:
             seen.add(nxt)
             nxt = onext
         return b"".join(parts), overflows
+
+    def _overflow_run(
+        self, nxt: int, want: int, seen: set[int], have: int, parts: list[Any], overflows: list[int]
+    ) -> int | None:
+        """Take the longest run of back-to-back valid overflow pages starting at ``nxt`` (at most
+        ``want``) and return the address that follows it (0: the chain ends), or None when no run of
+        two or more applies."""
+        cs = self._cs
+        if nxt < FIRST_PAYLOAD or (nxt - FIRST_PAYLOAD) % cs:
+            return None
+        buf, phys, avail = self._contig(nxt - CHUNK_HEADER_SIZE)
+        n = min(want, avail // cs, self._max_chunks - have)
+        if n < 2:
+            return None
+        t = _overflow_run_struct(self.page_size, n).unpack_from(buf, phys)
+        nexts = t[6::8]
+        expected = range(nxt + cs, nxt + (n + 1) * cs, cs)
+        m = n
+        if nexts != tuple(expected):
+            m = next(j for j in range(n) if nexts[j] != expected[j]) + 1
+        if m < 2:
+            return None
+        stop = 8 * m
+        if (
+            t[0:stop:8].count(CHUNK_MAGIC) != m
+            or t[1:stop:8].count(1) != m
+            or t[2:stop:8].count(1) != m
+            or t[5:stop:8].count(OVERFLOW_MAGIC) != m
+        ):
+            return None
+        addrs = range(nxt, nxt + m * cs, cs)
+        if not seen.isdisjoint(addrs):
+            return None
+        seen.update(addrs)
+        overflows.extend(addrs)
+        parts.extend(t[7:stop:8])
+        return int(nexts[m - 1])
 
     def _load(self, addr: int, allow_free: bool = False) -> tuple[Any, ...]:
         """Parse a node for the walk: (version, type, k, children, keys, values, overflows, stream_len,
@@ -1388,6 +1436,16 @@ class BTreeMap:
                 continue
             found.append(node)
         return found
+
+
+_RUN_MIN, _RUN_MAX = 8, 512  # overflow pages unpacked per run (doubling while the pages stay back to back)
+
+
+@lru_cache(maxsize=64)
+def _overflow_run_struct(page: int, n: int) -> struct.Struct:
+    """``n`` chunks of ``CHUNK_OVERFLOW`` header + page data, back to back (derived, not re-typed)."""
+    one = CHUNK_OVERFLOW.format[1:] + f"{page - OVERFLOW_DATA_OFFSET}s"
+    return struct.Struct("<" + one * n)
 
 
 def _u32(buf: Any, offset: int) -> tuple[int]:

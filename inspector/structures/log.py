@@ -128,13 +128,15 @@ class Log(Structure):
     def count(self) -> int:
         return self.readable if self.data_mem is not None else 0
 
-    def elements(self, start: int = 0) -> Iterator[Element]:
+    def elements(self, start: int = 0, stop: int | None = None) -> Iterator[Element]:
+        """Entries ``start``..``stop`` (exclusive; default: to the end)."""
         if self.index_mem is None or self.data_mem is None:
             return
+        end_i = self.readable if stop is None else min(stop, self.readable)
         prev = self._ends(start - 1, 1)[0] if start > 0 else 0
         i = start
-        while i < self.readable:
-            n = min(_BATCH, self.readable - i)
+        while i < end_i:
+            n = min(_BATCH, end_i - i)
             for j, end in enumerate(self._ends(i, n)):
                 a, b = LOG_DATA_ENTRIES_OFFSET + prev, LOG_DATA_ENTRIES_OFFSET + end
                 try:

@@ -80,16 +80,18 @@ class BaseVec(Structure):
     def count(self) -> int:
         return self.readable
 
-    def elements(self, start: int = 0) -> Iterator[Element]:
+    def elements(self, start: int = 0, stop: int | None = None) -> Iterator[Element]:
+        """Elements ``start``..``stop`` (exclusive; default: to the end)."""
         slot, w = self.slot_size, self.prefix_width
+        end = self.readable if stop is None else min(stop, self.readable)
         if slot == 0:
-            for i in range(start, self.readable):
+            for i in range(start, end):
                 yield Element(i, b"", value_spans=[])
             return
         per_batch = max(1, _BATCH_BYTES // slot)
         i = start
-        while i < self.readable:
-            n = min(per_batch, self.readable - i)
+        while i < end:
+            n = min(per_batch, end - i)
             base = VEC_DATA_OFFSET + i * slot
             try:
                 chunk = self.mem.read(base, n * slot)

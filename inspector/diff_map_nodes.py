@@ -1,0 +1,324 @@
+"""Entry-level diff of two B-tree maps by their changed nodes: cost proportional to the change.
+
+When a map occupies the same physical bytes on both sides and its headers did not change, every chunk
+that no changed range touches is byte-identical on both sides. Only the nodes that own a changed chunk
+can hold different entries, provided the two trees still have the same shape:
+
+* a changed chunk is a node page on both sides, or an overflow page on both sides (its owning node is
+  found by looking back for the node whose chain holds it), or free or unrecognised on both sides
+  (then it belongs to no reachable node);
+* every such node is reachable on both sides (found by descending from the shared root by its first
+  key) and has the same children on both sides.
+
+Then, by induction from the root, both trees reach the same nodes, the untouched ones hold the same
+entries, and a key held by an untouched node is held by no other node. So the diff is the merge of the
+changed nodes' entries, sorted by key, on each side. Anything that breaks these conditions (a split,
+a merge, a changed header, keys that are not in byte order, an owner not found) returns ``None`` and
+the caller falls back to walking both maps in key order together.
+
+``node_loads`` on the plan counts the nodes read, so tests can check that the work follows the change.
+"""
+
+from __future__ import annotations
+
+import struct
+from bisect import bisect_left
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any, Protocol
+
+from inspector.diff_sequences import PageReleaser, _Ranges, virtual_hits
+from inspector.layouts import CHUNK_HEADER_SIZE, CHUNK_MAGIC, FIRST_CHUNK_OFFSET, NODE_MAGIC
+from inspector.structures.base import Element
+from inspector.structures.btreemap_nodes import INTERNAL, NodeError
+
+Range = tuple[int, int]
+MAX_DIRTY_CHUNKS = 100_000  # beyond this many changed chunks a key-order walk is the better plan
+OWNER_LOOKBACK = 8192  # chunks looked back from an overflow page for its node
+OWNER_CANDIDATES = 8  # nodes tried per overflow page before giving up
+LOOKBACK_BATCH = 64  # chunk magics read per unpack while looking back
+RELEASE_EVERY = 16  # node reads between drops of the mapped pages
+
+
+class _Collector(Protocol):
+    def added(self, el: Element) -> None: ...
+
+    def removed(self, el: Element) -> None: ...
+
+    def changed(self, x: Element, y: Element) -> None: ...
+
+
+class _Side:
+    """One map's walker with a cache of the nodes this plan loaded."""
+
+    def __init__(self, walker: Any, release: Callable[[], None]) -> None:
+        self.m = walker
+        self.release = release
+        # Shapes only (values dropped): a map of big values must not end up held in memory.
+        self.nodes: dict[int, tuple[Any, ...]] = {}
+        self.owner_of: dict[int, int] = {}  # overflow page → node, for every node loaded
+        self.loads = 0
+
+    def load(self, addr: int) -> tuple[Any, ...]:
+        """(version, type, k, children, keys, None, overflows, ...) of a node (cached, values dropped)."""
+        got = self.nodes.get(addr)
+        if got is None:
+            got = self.load_full(addr)
+            got = self.nodes[addr] = got[:5] + (None,) + got[6:]
+            for o in got[6]:
+                self.owner_of[o] = addr
+        return got
+
+    def load_full(self, addr: int) -> tuple[Any, ...]:
+        self.loads += 1
+        if self.loads % RELEASE_EVERY == 0:
+            self.release()  # big nodes map many pages: keep peak RSS flat
+        return tuple(self.m._load(addr))
+
+    def kind(self, chunk: int) -> str:
+        """'node', 'overflow', 'free' or 'other' for the chunk whose header is at ``chunk``."""
+        hdr = self.m._chunk_header(chunk)
+        if hdr is None:
+            return "other"
+        magic, version, allocated, _next = hdr
+        if (magic, version) != (CHUNK_MAGIC, 1):
+            return "other"
+        if allocated != 1:
+            return "free"
+        payload = self.m._payload_kind(chunk + CHUNK_HEADER_SIZE)
+        return {"BTN": "node", "NOF": "overflow"}.get(payload, "other")
+
+    def reaches(self, target: int) -> bool:
+        """Whether descending from the root by the target node's first key arrives at it."""
+        first = self.load(target)[4][0]
+        addr = self.m.root_addr
+        for _ in range(64):  # deeper than any real tree: a cycle ends the search
+            if addr == target:
+                return True
+            _v, ntype, _k, children, keys = self.load(addr)[:5]
+            if any(not x < y for x, y in zip(keys, keys[1:], strict=False)):
+                raise NodeError("keys are not in byte order")
+            i = bisect_left(keys, first)
+            if i < len(keys) and keys[i] == first:
+                return False  # the key lives in another node: the target is not in the tree
+            if ntype != INTERNAL:
+                return False
+            addr = children[i]
+        return False
+
+
+@lru_cache(maxsize=16)
+def _magics_struct(chunk_size: int, n: int) -> struct.Struct:
+    """The payload magic of ``n`` consecutive chunks (derived from the chunk header's size)."""
+    one = f"{CHUNK_HEADER_SIZE}x3s{chunk_size - CHUNK_HEADER_SIZE - 3}x"
+    return struct.Struct("<" + one * n)
+
+
+def _owner(side: _Side, page: int) -> int | None:
+    """The node whose overflow chain holds the overflow page at ``page`` (payload address), or None.
+
+    The allocator hands out a node's overflow pages when the node is saved, so its owner is usually the
+    nearest node page before it; a few earlier nodes are tried too.
+    """
+    known = side.owner_of.get(page)
+    if known is not None:
+        return known
+    m = side.m
+    cs = m.chunk_size
+    chunk = page - CHUNK_HEADER_SIZE
+    tried = 0
+    looked = 0
+    while chunk > FIRST_CHUNK_OFFSET and looked < OWNER_LOOKBACK and tried < OWNER_CANDIDATES:
+        n = min(LOOKBACK_BATCH, (chunk - FIRST_CHUNK_OFFSET) // cs)
+        start = chunk - n * cs
+        buf, phys, avail = m.mem.contiguous(start)
+        if avail >= n * cs:
+            magics = _magics_struct(cs, n).unpack_from(buf, phys)
+        else:
+            magics = tuple(
+                NODE_MAGIC if m._payload_kind(start + j * cs + CHUNK_HEADER_SIZE) == "BTN" else b""
+                for j in range(n)
+            )
+        found = [j for j in range(n) if magics[j] == NODE_MAGIC] if NODE_MAGIC in magics else []
+        for j in reversed(found):
+            addr = start + j * cs + CHUNK_HEADER_SIZE
+            tried += 1
+            try:
+                overflows = side.load(addr)[6]
+            except NodeError:
+                continue
+            if page in overflows:
+                return addr
+            if tried >= OWNER_CANDIDATES:
+                break
+        looked += n
+        chunk = start
+    return None
+
+
+class MapPlan:
+    """The nodes whose entries may differ (payload addresses), and how many node reads that took."""
+
+    def __init__(self, old: _Side, new: _Side, nodes: list[int]) -> None:
+        self.old, self.new, self.nodes = old, new, nodes
+
+    @property
+    def node_loads(self) -> int:
+        return self.old.loads + self.new.loads
+
+
+def plan(a: Any, b: Any, changed: _Ranges) -> MapPlan | None:
+    """The changed nodes of two maps laid out in the same physical bytes, or None (see the module)."""
+    ma, mb = getattr(a, "map", None), getattr(b, "map", None)
+    if ma is None or mb is None or not hasattr(ma, "_load") or not hasattr(mb, "_load"):
+        return None
+    try:
+        return _plan(ma, mb, a, b, changed)
+    except (NodeError, IndexError, ValueError):
+        return None
+
+
+def _plan(ma: Any, mb: Any, a: Any, b: Any, changed: _Ranges) -> MapPlan | None:
+    if not (ma.walkable and mb.walkable and ma.allocator_ok and mb.allocator_ok):
+        return None
+    same = (ma.root_addr, ma.chunk_size, ma.page_size, ma.mem.size, ma.key_layout)
+    if same != (mb.root_addr, mb.chunk_size, mb.page_size, mb.mem.size, mb.key_layout) or not ma.root_addr:
+        return None
+    hits = virtual_hits(a.mem, changed)
+    if hits is None or (hits and hits[0][0] < FIRST_CHUNK_OFFSET):
+        return None  # a header or the allocator changed: the shapes may differ
+    cs = ma.chunk_size
+    chunks: set[int] = set()
+    for s, e in hits:
+        first = (s - FIRST_CHUNK_OFFSET) // cs
+        last = (e - 1 - FIRST_CHUNK_OFFSET) // cs
+        chunks.update(range(first, last + 1))
+        if len(chunks) > MAX_DIRTY_CHUNKS:
+            return None
+    release = PageReleaser(a, b)
+    old, new = _Side(ma, release), _Side(mb, release)
+    nodes: set[int] = set()
+    for ci in sorted(chunks):
+        chunk = FIRST_CHUNK_OFFSET + ci * cs
+        if chunk + CHUNK_HEADER_SIZE > ma.mem.size:
+            continue
+        ka, kb = old.kind(chunk), new.kind(chunk)
+        if ka != kb:
+            return None
+        payload = chunk + CHUNK_HEADER_SIZE
+        if ka == "node":
+            nodes.add(payload)
+        elif ka == "overflow":
+            oa, ob = _owner(old, payload), _owner(new, payload)
+            if oa is None or oa != ob:
+                return None
+            nodes.add(oa)
+    for addr in nodes:
+        ra, rb = old.reaches(addr), new.reaches(addr)
+        if not (ra and rb):
+            return None  # a node outside either tree (or a key order we cannot follow)
+        la, lb = old.load(addr), new.load(addr)
+        if la[1] != lb[1] or tuple(la[3]) != tuple(lb[3]):
+            return None  # different children: the subtrees below may differ too
+    return MapPlan(old, new, sorted(nodes))
+
+
+def _element(key: bytes, value: bytes, addr: int, slot: int) -> Element:
+    # The entry's rank in the map is not known without a walk: by-node diffs list no index.
+    return Element(-1, value, key, source=f"node {addr:#x}", node_addr=addr, slot=slot)
+
+
+Ref = tuple[int, int]  # (node address, slot)
+
+
+def _sorted_refs(
+    side: _Side, nodes: list[int], held: dict[int, tuple[Any, ...]]
+) -> list[tuple[bytes, bytes, int, int]]:
+    out: list[tuple[bytes, bytes, int, int]] = []
+    for addr in nodes:
+        keys, values = held[addr][4:6]
+        out.extend((k, v, addr, i) for i, (k, v) in enumerate(zip(keys, values, strict=True)))
+    out.sort()
+    for x, y in zip(out, out[1:], strict=False):
+        if x[0] == y[0]:
+            raise NodeError("a key held by two nodes")
+    return out
+
+
+def diff_by_nodes(d: Any, a: Any, b: Any, p: MapPlan, c: Any, check: Callable[[int], None]) -> bool:
+    """Fill ``d`` (a ``StructureDiff``) from the changed nodes only; False if the plan does not hold.
+
+    A node whose keys are the same on both sides (a value changed in place, the usual case) is compared
+    slot by slot and let go; only nodes whose keys differ keep their entries for a merge by key. The
+    differences are then listed in key order, re-reading the few nodes whose values are listed.
+    """
+    release = PageReleaser(a, b)
+    ops: list[tuple[bytes, str, Ref | None, Ref | None]] = []
+    held_old: dict[int, tuple[Any, ...]] = {}
+    held_new: dict[int, tuple[Any, ...]] = {}
+    try:
+        for n, addr in enumerate(p.nodes):
+            if n % 64 == 63:
+                check(n)
+                release()
+            x, y = p.old.load_full(addr), p.new.load_full(addr)
+            if x[4] == y[4]:
+                for i, (vx, vy) in enumerate(zip(x[5], y[5], strict=True)):
+                    if vx != vy:
+                        ops.append((x[4][i], "changed", (addr, i), (addr, i)))
+            else:
+                held_old[addr], held_new[addr] = x, y
+        xs = _sorted_refs(p.old, list(held_old), held_old)
+        ys = _sorted_refs(p.new, list(held_new), held_new)
+    except NodeError:
+        return False
+    finally:
+        release()
+    i = j = 0
+    while i < len(xs) and j < len(ys):
+        kx, ky = xs[i][0], ys[j][0]
+        if kx == ky:
+            if xs[i][1] != ys[j][1]:
+                ops.append((kx, "changed", xs[i][2:4], ys[j][2:4]))  # type: ignore[arg-type]
+            i += 1
+            j += 1
+        elif kx < ky:
+            ops.append((kx, "removed", xs[i][2:4], None))  # type: ignore[arg-type]
+            i += 1
+        else:
+            ops.append((ky, "added", None, ys[j][2:4]))  # type: ignore[arg-type]
+            j += 1
+    ops.extend((x[0], "removed", (x[2], x[3]), None) for x in xs[i:])
+    ops.extend((y[0], "added", None, (y[2], y[3])) for y in ys[j:])
+    ops.sort(key=lambda o: o[0])
+    d.method = "by changed nodes"
+    _list(ops, p, c)
+    d.unchanged = max(0, (d.old_count or 0) - d.removed - d.changed)
+    for it in d.items:
+        it.index = None
+    return True
+
+
+def _list(ops: list[tuple[bytes, str, Ref | None, Ref | None]], p: MapPlan, c: Any) -> None:
+    """Feed the differences to the collector in key order; values are read only for the listed ones."""
+    cache: dict[tuple[int, int], tuple[Any, ...]] = {}
+
+    def el(side: _Side, which: int, key: bytes, ref: Ref | None, wanted: bool) -> Element:
+        assert ref is not None
+        if not wanted:
+            return _element(key, b"", *ref)
+        node = cache.get((which, ref[0]))
+        if node is None:
+            node = cache[(which, ref[0])] = side.load_full(ref[0])
+            if len(cache) > 32:
+                cache.pop(next(iter(cache)))
+        return _element(key, node[5][ref[1]], *ref)
+
+    for key, op, ro, rn in ops:
+        room = c.kept[op] < c.limit
+        if op == "changed":
+            c.changed(el(p.old, 0, key, ro, room), el(p.new, 1, key, rn, room))
+        elif op == "removed":
+            c.removed(el(p.old, 0, key, ro, room))
+        else:
+            c.added(el(p.new, 1, key, rn, room))
