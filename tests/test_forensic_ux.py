@@ -260,3 +260,49 @@ def test_footer_and_help_use_words_and_findings_keys() -> None:
     keys = {b.key: b for b in app.BINDINGS if hasattr(b, "key")}
     assert keys["right_square_bracket"].action == "next_finding"
     assert keys["n"].action == "next_match" and keys["slash"].description == "Search"
+
+
+# --------------------------------------------------------------------------- values on screen
+
+
+def test_display_value_writes_numbers_one_way_and_no_python_reprs() -> None:
+    from inspector.byte_inspector import display_value, hex_rows
+
+    assert display_value(None) == "—" and display_value(False) == "no" and display_value(True) == "yes"
+    assert display_value(1234567) == "1,234,567"
+    assert display_value([0, 91546]) == "0x0–0x1659a"
+    assert display_value(b"\x01\xff") == "01 ff"
+    rows = hex_rows(b"DIDL" + bytes(range(20)))
+    assert rows[0].startswith("000000  44 49 44 4c 00 01") and rows[0].endswith("│ DIDL............")
+    assert rows[1].startswith("000010  0c 0d 0e 0f 10 11 12 13")
+    assert len(hex_rows(bytes(16 * 100), max_rows=64)) == 65
+
+
+def _rendered(renderable: Any) -> str:
+    from rich.console import Console
+
+    console = Console(width=100, record=True, color_system=None)
+    with console.capture() as capture:
+        console.print(renderable)
+    return capture.get()
+
+
+@run_async
+async def test_candid_value_is_real_multiline_text_shown_once() -> None:
+    app = create_app(SAMPLES / "after_stable_save")
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot)
+        app.goto("0x100")
+        await settle(pilot)
+        path = app.index.path(app.selected)
+        message = next(r for r in path if r.kind == "stable_save")
+        app.reveal_path(path[: path.index(message) + 1])
+        await settle(pilot)
+        assert app.selected is message
+        head = _rendered(app.details_panel.head_renderable)
+        value = _rendered(app.details_panel.value_renderable)
+        assert "\n  record {\n" in value and "\\n" not in value
+        assert "type table1 = " in head and "\\n" not in head
+        for python in ("None", "False", "True"):
+            assert python not in head and python not in value
+        assert value.count("DAO Members Registry") == 1, "one rendering of the value, not text + JSON"

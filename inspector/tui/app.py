@@ -878,7 +878,7 @@ class InspectorApp(App[int]):
             if b.key in ("f1",):
                 continue
             yield SystemCommand(
-                b.description, f"key {self.get_key_display(b)} · {b.id}", partial(self.run_action, b.action)
+                b.description, f"key {self.get_key_display(b)}", partial(self.run_action, b.action)
             )
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
