@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("new")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     p.add_argument("--report", action="store_true", help="print a text report instead of opening the TUI")
+    p.add_argument(
+        "--fail-on",
+        choices=("loss", "incident", "any"),
+        help="CI gate: print the report and exit 1 when entries were lost, an incident was detected, "
+        "or anything differs",
+    )
     _add_decoder_options(p)
 
     p = sub.add_parser("open", help="open the terminal UI (the default command)")

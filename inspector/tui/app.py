@@ -697,6 +697,15 @@ class InspectorApp(App[int]):
                 return f"{p}: no such file"
             if p.suffix.lower() not in (".did", ".toml"):
                 return "expected a .did file (Candid names) or a .toml schema"
+            if p.suffix.lower() == ".did":
+                from inspector.decode.did_check import DidSyntaxError, check_did
+
+                try:
+                    check_did(p.read_text(encoding="utf-8", errors="replace"))
+                except DidSyntaxError as exc:
+                    return f"{p.name}: {exc}"
+                except OSError as exc:
+                    return f"{p.name}: cannot read: {exc.strerror or exc}"
             return None
 
         def done(text: str | None) -> None:
