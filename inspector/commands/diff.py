@@ -131,7 +131,9 @@ def gate_failure(report: dict[str, Any], mode: str) -> str | None:
     """Why ``--fail-on MODE`` fails this comparison (None: it passes). ``loss``: entries of the old
     snapshot are gone or an incident lost data; ``incident``: an incident was detected; ``any``: the
     snapshots differ at all."""
-    incident = report.get("incident")
+    kind = report.get("incident")
+    # The diff classifies every comparison; only these two mean "nothing went wrong".
+    incident = kind if kind not in (None, "identical", "healthy") else None
     if mode == "any":
         if not report.get("identical"):
             n = int(report.get("changed_range_count") or 0)

@@ -277,10 +277,17 @@ def not_recovered_lines(result: SalvageResult, structure: Any) -> list[str]:
     ref = result.reference_summary
     if not ref or not ref.get("reference_entries_not_recovered"):
         return []
-    total = int(ref["reference_entries_not_recovered"])
-    keys = [bytes.fromhex(h) for h in ref.get("not_recovered_keys_hex", [])[:NOT_RECOVERED_SHOWN]]
-    dec = _Decoders(structure, result.recovered())
-    lines = [f"{total:,} key{'' if total == 1 else 's'} of the reference not recovered:"]
+    # Keys still in the live map are not lost (the library returns them): only the others are listed.
+    live = {e.key for e in result.entries if e.reachability == "reachable"}
+    missing = [k for k in (bytes.fromhex(h) for h in ref.get("not_recovered_keys_hex", [])) if k not in live]
+    total = int(ref["reference_entries_not_recovered"]) - int(ref["reference_entries_not_recovered_but_live"])
+    if total <= 0:
+        return []
+    keys = missing[:NOT_RECOVERED_SHOWN]
+    dec = _Decoders(structure, result.entries)
+    lines = [
+        f"{total:,} key{'' if total == 1 else 's'} of the reference not recovered (nor in the live map):"
+    ]
     for key in keys:
         try:
             text = str(dec.decode("key", key).text)

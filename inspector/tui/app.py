@@ -838,7 +838,8 @@ class InspectorApp(App[int]):
         except Exception as exc:  # a decoder bug: say so, keep the UI (the partial file is removed)
             self.call_from_thread(self._export_done, None, f"export failed: {type(exc).__name__}: {exc}")
             return
-        self.call_from_thread(self._export_done, f"wrote {n:,} bytes to {out}", None)
+        # The full path: a relative name says nothing about which directory the TUI was started in.
+        self.call_from_thread(self._export_done, f"wrote {n:,} bytes to {out.resolve()}", None)
 
     def _export_done(self, message: str | None, error: str | None) -> None:
         self._task_end("export")
