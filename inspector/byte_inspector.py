@@ -81,3 +81,36 @@ def inspect_at(analysis: Any, pos: int, width: int = 32) -> list[tuple[str, str]
     data = bytes(snap.buf[pos : min(snap.size, pos + width)])
     rows = [("address", " · ".join(address_forms(analysis, pos)))]
     return rows + inspect_bytes(data)
+
+
+def hex_rows(data: bytes, width: int = 16, max_rows: int = 64) -> list[str]:
+    """A blob as ``offset  hex bytes  │ ASCII`` rows (what the hex view shows), at most ``max_rows``."""
+    rows = []
+    for off in range(0, min(len(data), width * max_rows), width):
+        chunk = data[off : off + width]
+        hexes = " ".join(f"{b:02x}" for b in chunk).ljust(width * 3 - 1)
+        text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in chunk)
+        rows.append(f"{off:06x}  {hexes} │ {text}")
+    if len(data) > width * max_rows:
+        rows.append(f"… {len(data) - width * max_rows:,} more bytes (export to see all)")
+    return rows
+
+
+def display_value(value: Any) -> str:
+    """A field value the way every view writes it: grouped decimals, yes/no, "—" for nothing, hex for
+    bytes, ranges as ``0x…–0x…``; never Python's ``None``/``False``/list reprs."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex(" ") if value else "(empty)"
+    if isinstance(value, list | tuple):
+        if len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return f"{value[0]:#x}–{value[1]:#x}"
+        return ", ".join(display_value(v) for v in value) if value else "(none)"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {display_value(v)}" for k, v in value.items()) or "(none)"
+    return str(value)

@@ -55,6 +55,10 @@ def _parse_base(text: str) -> int:
     return value
 
 
+SNAPSHOT_FORMS = "stable_memory.bin, any raw stable-memory file, or a snapshot directory"
+SNAPSHOT_HELP = "the snapshot to read: " + SNAPSHOT_FORMS
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stable-inspect",
@@ -72,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decoder_options(p)
 
     p = sub.add_parser("extract", help="write one memory's virtual bytes to a file")
-    p.add_argument("path")
+    p.add_argument("path", help=SNAPSHOT_HELP)
     p.add_argument(
         "--memory", required=True, help="MemoryId (0-254), or 'raw' for a snapshot without a MemoryManager"
     )
@@ -83,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_base_option(p)
 
     p = sub.add_parser("entries", help="list the entries of one structure")
-    p.add_argument("path")
+    p.add_argument("path", help=SNAPSHOT_HELP)
     p.add_argument("--memory", required=True, help="MemoryId or 'raw' (for a log, either half)")
     p.add_argument("--format", choices=("table", "jsonl"), default="table")
     p.add_argument("--limit", type=int, default=None, help="stop after N entries")
@@ -93,13 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decoder_options(p)
 
     p = sub.add_parser("check", help="diagnose corruption; exit 1 when there is an error finding")
-    p.add_argument("path")
+    p.add_argument("path", help=SNAPSHOT_HELP)
     p.add_argument("--json", action="store_true", help="print the summary JSON object with findings")
     p.add_argument("--no-scan", action="store_true", help="skip the orphan scan of unowned buckets")
     _add_decoder_options(p)
 
     p = sub.add_parser("salvage", help="recover map entries that are no longer reachable")
-    p.add_argument("path")
+    p.add_argument("path", help=SNAPSHOT_HELP)
     p.add_argument("--memory", required=True, help="MemoryId of the map (or 'raw')")
     p.add_argument("--reference", metavar="OLDPATH", help="an earlier snapshot to compare entries with")
     p.add_argument("--format", choices=("table", "jsonl"), default="table")
@@ -125,14 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("diff", help="compare two snapshots (TUI unless --json or --report)")
-    p.add_argument("old")
-    p.add_argument("new")
+    p.add_argument("old", help="the earlier snapshot (e.g. taken before the upgrade); " + SNAPSHOT_FORMS)
+    p.add_argument("new", help="the later snapshot (e.g. taken after the upgrade); " + SNAPSHOT_FORMS)
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     p.add_argument("--report", action="store_true", help="print a text report instead of opening the TUI")
+    p.add_argument(
+        "--fail-on",
+        choices=("loss", "incident", "any"),
+        help="CI gate: print the report and exit 1 when entries were lost, an incident was detected, "
+        "or anything differs",
+    )
     _add_decoder_options(p)
 
     p = sub.add_parser("open", help="open the terminal UI (the default command)")
-    p.add_argument("path")
+    p.add_argument("path", help=SNAPSHOT_HELP)
     _add_decoder_options(p)
 
     p = sub.add_parser("bench", help="run the performance benchmark")

@@ -106,3 +106,40 @@ def print_summary(session: Any, *, deep: bool = False, console: Console | None =
     tree = Tree(_label(root))
     _fill(tree, root, 0)
     console.print(tree)
+    if deep:
+        for line in deep_lines(analysis):
+            console.print(safe_rich_text(line), soft_wrap=True)
+
+
+def _plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n:,} {word if n == 1 else many or word + 's'}"
+
+
+def deep_lines(analysis: Any) -> list[str]:
+    """What ``summary --deep --json`` adds, as text: per B-tree its nodes, depth, overflow pages, free
+    list and the SHA-256 of its entries (the figures that prove two copies hold the same data)."""
+    out: list[str] = []
+    for structure in analysis.structures:
+        info = structure.to_json(deep=True)
+        nodes = info.get("nodes")
+        if not isinstance(nodes, dict):
+            continue
+        alloc = info.get("allocator") or {}
+        out.append(f"{structure.kind} memory {structure.memory_id}, full walk:")
+        out.append(
+            f"  nodes: {_plural(int(nodes.get('count', 0)), 'node')} "
+            f"({int(nodes.get('internal_count', 0)):,} internal, {int(nodes.get('leaf_count', 0)):,} leaf), "
+            f"depth {int(nodes.get('depth', 0)):,}"
+        )
+        out.append(f"  overflow pages: {int(nodes.get('overflow_page_count', 0)):,}")
+        out.append(f"  entries: {_plural(int(info.get('count', 0)), 'entry', 'entries')}")
+        if alloc:
+            head = alloc.get("free_list_head")
+            out.append(
+                f"  allocator: {_plural(int(alloc.get('num_allocated_chunks', 0)), 'allocated chunk')} of "
+                f"{int(alloc.get('allocation_size', 0)):,} bytes; free list "
+                f"{_plural(int(alloc.get('free_list_len', 0)), 'chunk')}"
+                + (f" from {int(head):#x}" if isinstance(head, int) else "")
+            )
+        out.append(f"  entries_sha256: {info.get('entries_sha256', '')}")
+    return out

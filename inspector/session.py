@@ -52,7 +52,13 @@ def load_did(path: str | None) -> dict[int, str]:
         return {}
     text = _read_text(path, ".did file")
     from inspector.decode.did import names_from_did
+    from inspector.decode.did_check import DidSyntaxError, check_did
 
+    try:
+        check_did(text)
+    except DidSyntaxError as exc:
+        # Half-read names would leave some fields unnamed without a word: refuse, saying where.
+        raise InputError(f"{path}: not a valid .did file: {exc}") from None
     return names_from_did(text)
 
 

@@ -198,3 +198,111 @@ async def test_decoder_switch_and_reload_keep_selection_and_scroll(tmp_path: Any
         assert app.did_path == str(did)
         assert app.selected is not None and app.selected.name.startswith("[37]")
         assert app.hex_view.cursor == hex_cursor
+
+
+# --------------------------------------------------------------------------- search
+
+
+def test_search_finds_keys_values_and_bytes_sorted_by_offset(healthy: Any) -> None:
+    from inspector.search import find_all, next_match, parse_query
+
+    assert parse_query("0x4d4752").raw == (b"MGR",) and parse_query("0x4d4752").text == ""
+    assert parse_query('"cafe"').raw == (b"cafe",)
+    found = find_all(healthy, "alice")
+    assert [m.pos for m in found] == sorted(m.pos for m in found)
+    keys = [m for m in found if m.what == "key"]
+    structure = healthy.structure(4)
+    expected = sum(1 for el in structure.elements(0) if b"alice" in (el.key or b""))
+    assert expected and len(keys) == expected, "one match per key holding the text"
+    index = OffsetIndex(build_tree(healthy), healthy)
+    for m in found:  # every match really holds the text (any case): raw bytes, or the key/value there
+        if m.what == "bytes":
+            assert bytes(healthy.snapshot.buf[m.pos : m.pos + 5]).lower() == b"alice"
+        else:
+            leaf = index.resolve(m.pos)[-1]
+            assert leaf.kind == m.what and b"alice" in leaf.value.data.lower()
+    (mgr,) = find_all(healthy, "0x4d4752")
+    assert (mgr.pos, mgr.what) == (0, "bytes")
+    assert find_all(healthy, "no-such-text-anywhere") == []
+    assert next_match(keys, keys[0].pos, 1) == 1 and next_match(keys, keys[0].pos, -1) == len(keys) - 1
+
+
+@run_async
+async def test_search_from_anywhere_and_step_with_n() -> None:
+    app = create_app(SAMPLES / "healthy")
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot)
+        await pilot.press("n")  # no search yet: a hint, nothing moves
+        await settle(pilot)
+        assert app.hex_view.cursor == 0
+        await pilot.press("slash", *"alice", "enter")
+        await settle(pilot)
+        first = app.selected
+        assert first is not None and first.kind == "entry" and "alice" in first.name
+        assert app.hex_view.cursor == app._matches[0].pos
+        status = str(app.query_one("#status-text").render())
+        assert f"match 1 of {len(app._matches):,}" in status
+        await pilot.press("n")
+        await settle(pilot)
+        assert app.selected is not first and "alice" in app.selected.name
+        assert app.hex_view.cursor == app._matches[1].pos
+        await pilot.press("N")
+        await settle(pilot)
+        assert app.hex_view.cursor == app._matches[0].pos
+        app._last_query = ""  # the dialog starts with the previous query; start afresh
+        await pilot.press("slash", *"0x4d4752", "enter")
+        await settle(pilot)
+        assert app.hex_view.cursor == 0
+
+
+def test_footer_and_help_use_words_and_findings_keys() -> None:
+    app = create_app(SAMPLES / "healthy")
+    keys = {b.key: b for b in app.BINDINGS if hasattr(b, "key")}
+    assert keys["right_square_bracket"].action == "next_finding"
+    assert keys["n"].action == "next_match" and keys["slash"].description == "Search"
+
+
+# --------------------------------------------------------------------------- values on screen
+
+
+def test_display_value_writes_numbers_one_way_and_no_python_reprs() -> None:
+    from inspector.byte_inspector import display_value, hex_rows
+
+    assert display_value(None) == "—" and display_value(False) == "no" and display_value(True) == "yes"
+    assert display_value(1234567) == "1,234,567"
+    assert display_value([0, 91546]) == "0x0–0x1659a"
+    assert display_value(b"\x01\xff") == "01 ff"
+    rows = hex_rows(b"DIDL" + bytes(range(20)))
+    assert rows[0].startswith("000000  44 49 44 4c 00 01") and rows[0].endswith("│ DIDL............")
+    assert rows[1].startswith("000010  0c 0d 0e 0f 10 11 12 13")
+    assert len(hex_rows(bytes(16 * 100), max_rows=64)) == 65
+
+
+def _rendered(renderable: Any) -> str:
+    from rich.console import Console
+
+    console = Console(width=100, record=True, color_system=None)
+    with console.capture() as capture:
+        console.print(renderable)
+    return capture.get()
+
+
+@run_async
+async def test_candid_value_is_real_multiline_text_shown_once() -> None:
+    app = create_app(SAMPLES / "after_stable_save")
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot)
+        app.goto("0x100")
+        await settle(pilot)
+        path = app.index.path(app.selected)
+        message = next(r for r in path if r.kind == "stable_save")
+        app.reveal_path(path[: path.index(message) + 1])
+        await settle(pilot)
+        assert app.selected is message
+        head = _rendered(app.details_panel.head_renderable)
+        value = _rendered(app.details_panel.value_renderable)
+        assert "\n  record {\n" in value and "\\n" not in value
+        assert "type table1 = " in head and "\\n" not in head
+        for python in ("None", "False", "True"):
+            assert python not in head and python not in value
+        assert value.count("DAO Members Registry") == 1, "one rendering of the value, not text + JSON"

@@ -429,7 +429,7 @@ def test_tui_opens_and_expands_absurd_inputs(case: str, tmp_path: Path) -> None:
         async with app.run_test(size=(160, 50)) as pilot:
             await pilot.pause()
             seen = await _expand_everything(app, pilot, rounds=4)
-            await pilot.press("n")  # next finding
+            await pilot.press("right_square_bracket")  # next finding
             await pilot.pause()
         return seen
 

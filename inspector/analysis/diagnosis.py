@@ -10,6 +10,7 @@ import shlex
 from typing import Any
 
 from inspector.analysis.stable_save import compact_overwritten
+from inspector.words import plural
 
 
 def short_type(t: Any) -> str:
@@ -33,13 +34,13 @@ def _structure_line(s: Any) -> str:
     if kind == "btreemap":
         bmap = getattr(s, "map", None)
         n = (bmap.length if bmap.root_addr else 0) if bmap is not None else s.count()
-        return f"BTreeMap with {n:,} entries"
+        return f"BTreeMap with {plural(n, 'entry')}"
     if kind == "cell":
         return f"Cell with a {getattr(s, 'value_length', 0):,}-byte value"
     if kind in ("vec", "minheap"):
-        return f"{'Vec' if kind == 'vec' else 'MinHeap'} of {s.count():,} elements"
+        return f"{'Vec' if kind == 'vec' else 'MinHeap'} of {plural(s.count(), 'element')}"
     if kind == "log":
-        return f"Log of {s.count():,} entries"
+        return f"Log of {plural(s.count(), 'entry')}"
     if kind == "empty":
         return "no data"
     content = getattr(s, "content", None) or {}

@@ -34,6 +34,7 @@ from inspector.layouts import BUCKETS_START as _BUCKETS_START
 from inspector.memory import Range
 from inspector.model import Field, Finding, Region
 from inspector.sparse import data_ranges, is_zero
+from inspector.words import plural
 
 MAX_LISTED_BUCKETS = 64
 MAX_LISTED_NODES = 64
@@ -124,7 +125,7 @@ def _node_regions(structure: Any, scan: MapScan) -> list[Region]:
                 children=kids,
                 memory_id=structure.memory_id if not isinstance(structure.memory_id, list) else None,
                 virtual_start=node.addr,
-                detail=f"{node.num_entries} entries, {v.reason}",
+                detail=f"{plural(node.num_entries, 'entry')}, {v.reason}",
             )
         )
     return out

@@ -57,6 +57,7 @@ from inspector.layouts import (
 )
 from inspector.memory import OutOfBounds, PhysicalMemory, VirtualMemory
 from inspector.sparse import data_ranges
+from inspector.words import plural
 
 LEGACY_BUCKET_SIZE_IN_PAGES = 1024  # v0.1.0–v0.3.0 default (FORMAT.md §1)
 MAX_BUCKET_SIZE_IN_PAGES = 0xFFFF  # stored as a u16
@@ -91,7 +92,10 @@ def probe_structure_header(head: bytes) -> tuple[str, str] | None:
         if amagic != ALLOCATOR_MAGIC or aver != 1 or alloc == 0:
             return None
         page = f"page {a}" if version == 2 and b == PAGE_SIZE_VALUE_MARKER else f"max key {a}, max value {b}"
-        return "btreemap", f"BTreeMap v{version} ({page}), {length:,} entries, {nalloc:,} chunks allocated"
+        return (
+            "btreemap",
+            f"BTreeMap v{version} ({page}), {plural(length, 'entry')}, {plural(nalloc, 'chunk')} allocated",
+        )
     if magic == CELL_MAGIC and len(head) >= CELL_HEADER.size:
         _m, version, n = CELL_HEADER.unpack_from(head, 0)
         return ("cell", f"Cell with a {n:,}-byte value") if version == 1 else None
@@ -106,7 +110,7 @@ def probe_structure_header(head: bytes) -> tuple[str, str] | None:
             return None
         if magic == LOG_INDEX_MAGIC:
             n = LOG_INDEX_HEADER.unpack_from(head, 0)[3]
-            return "log_index", f"Log index of {n:,} entries"
+            return "log_index", f"Log index of {plural(n, 'entry')}"
         return "log_data", "Log data"
     return None
 

@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     # The CLI starts the byte compare in a child before importing this module (see diff_prefetch);
     # callers that come here directly get the same overlap from here.
     pending = getattr(args, "pending_bytes", None)
-    if pending is None and (args.json or args.report):
+    fail_on = getattr(args, "fail_on", None)
+    if pending is None and (args.json or args.report or fail_on):
         from inspector.diff_prefetch import start_byte_diff
 
         pending = start_byte_diff(args.old, args.new)
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         if pending is not None:
             pending.result()  # reap the child
         raise
-    if not args.json and not args.report:
+    if not args.json and not args.report and not fail_on:
         from inspector.tui.diff_app import create_diff_app
 
         app = create_diff_app(old, new)
@@ -137,10 +138,44 @@ def run(args: argparse.Namespace) -> int:
             write_json_stream(diff, sys.stdout)
         else:
             Console(highlight=False).print(render_report(diff))
+        if fail_on:
+            failed = gate_failure(diff.to_json(), fail_on)
+            if failed:
+                print(f"stable-inspect diff: failing (--fail-on {fail_on}): {failed}", file=sys.stderr)
+                return 1
     finally:
         old.close()
         new.close()
     return 0
+
+
+FAIL_ON = ("loss", "incident", "any")
+
+
+def gate_failure(report: dict[str, Any], mode: str) -> str | None:
+    """Why ``--fail-on MODE`` fails this comparison (None: it passes). ``loss``: entries of the old
+    snapshot are gone or an incident lost data; ``incident``: an incident was detected; ``any``: the
+    snapshots differ at all."""
+    kind = report.get("incident")
+    # The diff classifies every comparison; only these two mean "nothing went wrong".
+    incident = kind if kind not in (None, "identical", "healthy") else None
+    if mode == "any":
+        if not report.get("identical"):
+            n = int(report.get("changed_range_count") or 0)
+            return f"the snapshots differ ({n:,} changed byte range{'' if n == 1 else 's'})"
+        return None
+    if incident:
+        return f"incident detected: {incident}"
+    if mode == "loss":
+        lost = [
+            (s.get("memory_id"), int(s.get("removed") or 0))
+            for s in report.get("structures") or []
+            if int(s.get("removed") or 0) > 0 or s.get("status") == "removed"
+        ]
+        if lost:
+            parts = [f"memory {mid}: {n:,} entr{'y' if n == 1 else 'ies'} removed" for mid, n in lost]
+            return "entries lost (" + "; ".join(parts) + ")"
+    return None
 
 
 # --------------------------------------------------------------------------- report

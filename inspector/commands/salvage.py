@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from inspector.analysis.salvage import SalvagedEntry, SalvageResult, compare_with_reference, salvage_structure
-from inspector.safe_text import json_safe, safe_rich_text
+from inspector.safe_text import escape_control, json_safe, safe_rich_text
 
 TABLE_VALUE_CHARS = 120
 SAMPLE_SIZE = 16
@@ -293,6 +293,36 @@ def summary_lines(result: SalvageResult) -> list[str]:
     return lines
 
 
+NOT_RECOVERED_SHOWN = 100  # keys listed by name; the JSON summary carries up to 1,000
+
+
+def not_recovered_lines(result: SalvageResult, structure: Any) -> list[str]:
+    """The reference's keys that salvage could not recover, one per line, decoded like the table."""
+    ref = result.reference_summary
+    if not ref or not ref.get("reference_entries_not_recovered"):
+        return []
+    # Keys still in the live map are not lost (the library returns them): only the others are listed.
+    live = {e.key for e in result.entries if e.reachability == "reachable"}
+    missing = [k for k in (bytes.fromhex(h) for h in ref.get("not_recovered_keys_hex", [])) if k not in live]
+    total = int(ref["reference_entries_not_recovered"]) - int(ref["reference_entries_not_recovered_but_live"])
+    if total <= 0:
+        return []
+    keys = missing[:NOT_RECOVERED_SHOWN]
+    dec = _Decoders(structure, result.entries)
+    lines = [
+        f"{total:,} key{'' if total == 1 else 's'} of the reference not recovered (nor in the live map):"
+    ]
+    for key in keys:
+        try:
+            text = str(dec.decode("key", key).text)
+        except Exception:  # a key the guessed type cannot read: its bytes say enough
+            text = key.hex()
+        lines.append("  " + escape_control(text if len(text) <= 120 else text[:119] + "…"))
+    if total > len(keys):
+        lines.append(f"  … {total - len(keys):,} more (see the JSON summary's not_recovered_keys_hex)")
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     from inspector.session import load
 
@@ -336,6 +366,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             print_table(result, Console(highlight=False))
         for line in summary_lines(result):
+            print(f"stable-inspect: {line}", file=sys.stderr)
+        for line in not_recovered_lines(result, structure):
             print(f"stable-inspect: {line}", file=sys.stderr)
         return 0
     finally:

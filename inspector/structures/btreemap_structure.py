@@ -20,6 +20,7 @@ from inspector.model import Field, Region
 from inspector.structures.base import Element, Structure
 from inspector.structures.btreemap import BTreeMap
 from inspector.structures.btreemap_nodes import NodeError
+from inspector.words import plural
 
 
 class BTreeMapStructure(Structure):
@@ -165,7 +166,7 @@ class BTreeMapStructure(Structure):
                     fields=header_fields(AllocatorHeader, mem, ALLOCATOR_OFFSET, alloc),
                     children=self._free_list_regions,
                     memory_id=_mid(self),
-                    detail=f"{alloc['num_allocated_chunks']:,} allocated chunks of {alloc['allocation_size']:,} bytes",
+                    detail=f"{plural(alloc['num_allocated_chunks'], 'allocated chunk')} of {alloc['allocation_size']:,} bytes",
                 )
             )
         except OutOfBounds:
@@ -183,7 +184,7 @@ class BTreeMapStructure(Structure):
         if n:
             children.append(entries_region(self, n))
         h = self.map.header
-        detail = f"v{h['layout_version']}, page {h['page_size']}, {h['length']:,} entries"
+        detail = f"v{h['layout_version']}, page {h['page_size']}, {plural(h['length'], 'entry')}"
         if self.is_set:
             detail += _set_detail(self)
         else:
@@ -256,8 +257,8 @@ class BTreeMapStructure(Structure):
             children=kids,
             memory_id=_mid(self),
             virtual_start=addr,
-            detail=f"v{node.version}, {node.num_entries} entries"
-            + (f", {len(node.overflows)} overflow pages" if node.overflows else ""),
+            detail=f"v{node.version}, {plural(node.num_entries, 'entry')}"
+            + (f", {plural(len(node.overflows), 'overflow page')}" if node.overflows else ""),
         )
 
 

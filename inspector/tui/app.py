@@ -13,7 +13,7 @@ cursor is remembered in ``_from_hex``, so the two never bounce each other around
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,14 +34,15 @@ from inspector.model import Finding, Region
 from inspector.offset_index import OffsetIndex, describe_position
 from inspector.regions import build_tree
 from inspector.safe_text import escape_control, safe_rich_text
+from inspector.search import Match, find_all, next_match
 from inspector.session import Session
 from inspector.tui.data_inspector import DataInspector
-from inspector.tui.decoding import CORE_LOCK, show_value
+from inspector.tui.decoding import CORE_LOCK
 from inspector.tui.details import DetailsPanel
 from inspector.tui.export import ExportError, check_output, export_region, export_structure, slug
 from inspector.tui.hexview import HexView
 from inspector.tui.memory_map import MapModel, MemoryMap
-from inspector.tui.nav import GOTO_HELP, GotoError, key_matches, parse_goto
+from inspector.tui.nav import GOTO_HELP, GotoError, parse_goto
 from inspector.tui.palette import STRUCTURE_KINDS
 from inspector.tui.screens import (
     ConfirmScreen,
@@ -142,9 +143,11 @@ class InspectorApp(App[int]):
         Binding("question_mark", "help", "Help", id="app.help"),
         Binding("f1", "help", "Help", show=False, id="app.help_f1"),
         Binding("g", "goto", "Go to", id="app.goto"),
-        Binding("slash", "find", "Find key", id="app.find"),
-        Binding("n", "next_finding", "Next finding", id="app.next_finding"),
-        Binding("N", "prev_finding", "Previous finding", show=False, id="app.prev_finding"),
+        Binding("slash", "find", "Search", id="app.find"),
+        Binding("n", "next_match", "Next match", id="app.next_match"),
+        Binding("N", "prev_match", "Previous match", show=False, id="app.prev_match"),
+        Binding("right_square_bracket", "next_finding", "Next finding", id="app.next_finding"),
+        Binding("left_square_bracket", "prev_finding", "Previous finding", show=False, id="app.prev_finding"),
         Binding("v", "cycle_value_decoder", "Decoder", id="app.value_decoder"),
         Binding("K", "cycle_key_decoder", "Key decoder", show=False, id="app.key_decoder"),
         Binding("o", "load", "Load .did / schema", show=False, id="app.load"),
@@ -164,6 +167,8 @@ class InspectorApp(App[int]):
             "find",
             "next_finding",
             "prev_finding",
+            "next_match",
+            "prev_match",
             "cycle_value_decoder",
             "cycle_key_decoder",
             "load",
@@ -196,6 +201,9 @@ class InspectorApp(App[int]):
         self._auto_nodes: set[int] = set()
         self._finding_pos = -1
         self._last_query = ""
+        self._matches: list[Match] = []
+        self._match_query = ""
+        self._match_pos = -1
         self._tasks: dict[str, tuple[str, int | None, int | None]] = {}
         self.sub_title = self._file_label()
 
@@ -380,6 +388,13 @@ class InspectorApp(App[int]):
     def _update_status(self) -> None:
         text = Text("cursor ", style="dim")
         text.append(describe_position(self.analysis, self.hex_view.cursor))
+        if (
+            0 <= self._match_pos < len(self._matches)
+            and self._matches[self._match_pos].pos == self.hex_view.cursor
+        ):
+            match = self._matches[self._match_pos]
+            text.append(f"   match {self._match_pos + 1:,} of {len(self._matches):,}: ", style="bold")
+            text.append_text(safe_rich_text(match.label))
         self.query_one("#status-text", Static).update(text)
 
     # -------------------------------------------------------------- reveal
@@ -587,113 +602,73 @@ class InspectorApp(App[int]):
     # ---------------------------------------------------------------- find
 
     def action_find(self) -> None:
-        node = self.selected_structure_node()
-        if node is None:
-            self.notify(
-                "Select a map or structure first; find searches its entries.",
-                severity="warning",
-                markup=False,
-            )
-            return
-
         def done(query: str | None) -> None:
             if query:
                 self._last_query = query
-                self._task_start(
-                    "find",
-                    f"searching {escape_control(node_region(node).name)} for {escape_control(query)!r}…",
-                )
-                self._find_worker(node.data, query, self.selected)
+                self._task_start("find", f"searching for {escape_control(query)!r}…")
+                self._find_worker(query)
 
         self.push_screen(
             FindScreen(
-                "Find a key",
-                "decoded text (substring, any case) or hex prefix (0x…); searches from the selection on",
+                "Search keys, values and bytes",
+                "decoded text of keys and values (any case) · raw bytes as 0x00ff… or text · "
+                '"quoted" for text only; n / N step through the matches',
                 value=self._last_query,
-                placeholder="e.g. alice or 0x00ff",
+                placeholder="e.g. alice or 0x4d4752",
             ),
             done,
         )
 
     @work(thread=True, exclusive=True, group="find", exit_on_error=False)
-    def _find_worker(self, structure_region: Region, query: str, selected: Region | None) -> None:
+    def _find_worker(self, query: str) -> None:
+        analysis = self.analysis
+
+        def progress(done: int, total: int | None) -> bool:
+            self.post_message(TaskProgress("find", done, total))
+            return analysis is self.analysis
+
         try:
-            found = self._search(structure_region, query, selected)
-        except Exception:  # a decoder bug ends the search, not the app
-            found = None
-        self.call_from_thread(self._find_done, query, found)
-
-    def _search(self, structure_region: Region, query: str, selected: Region | None) -> list[Region] | None:
-        # "Find" means "the next match after the selection": skip up to the selected entry, search
-        # to the end, then wrap around to the start.
-        after = selected
-        if after is not None and after.kind in ("key", "value"):
-            after = self.index.parent(after)
-        after = after if after is not None and after.kind == "entry" else None
-        skipping = after is not None
-        for path in self._iter_entries(structure_region):
-            entry = path[-1]
-            if skipping:
-                skipping = entry is not after
-                continue
-            if self._matches(query, entry):
-                return path
-        if after is not None:
-            for path in self._iter_entries(structure_region):
-                if self._matches(query, path[-1]):
-                    return path
-                if path[-1] is after:
-                    break
-        return None
-
-    def _matches(self, query: str, entry: Region) -> bool:
-        text, key = self._entry_key(entry)
-        return key_matches(query, text, key)
-
-    def _iter_entries(self, structure_region: Region) -> Iterator[list[Region]]:
-        """Root-first paths to every entry of a structure, loading pages as it goes (worker thread)."""
-        stack: list[list[Region]] = [[structure_region]]
-        pages_done = 0
-        while stack:
-            path = stack.pop()
-            region = path[-1]
-            if region.kind == "entry":
-                yield path
-                continue
-            if region.kind not in STRUCTURE_KINDS | {"entries", "group"} and len(path) > 1:
-                continue
             with CORE_LOCK:
-                try:
-                    children = region.children()
-                except Exception:
-                    continue
-            if region.kind == "group":
-                pages_done += 1
-                self.post_message(TaskProgress("find", pages_done, None))
-            for child in reversed(children):
-                stack.append([*path, child])
-
-    @staticmethod
-    def _entry_key(entry: Region) -> tuple[str, bytes | None]:
-        with CORE_LOCK:
-            kids = entry.children() if entry.children_loaded else []
-        for k in kids:
-            if k.kind == "key":
-                shown = show_value(k.value)
-                return (shown.text if shown else "", getattr(k.value, "data", None))
-        return entry.name, None
-
-    def _find_done(self, query: str, path: list[Region] | None) -> None:
-        self._task_end("find")
-        if path is None:
-            self.notify(f"no key matching {query!r} after the selection", severity="warning", markup=False)
+                matches = find_all(analysis, query, progress)
+        except Exception as exc:  # a decoder bug ends the search, not the app
+            self.call_from_thread(self._find_failed, f"search failed: {type(exc).__name__}: {exc}")
             return
-        tree = self.region_tree
-        # The path starts at the structure: prepend its registered ancestors.
-        full = self.index.path(path[0])[:-1] + path
-        if not self.reveal_path(full):
-            self.notify("found it, but could not show it in the tree", severity="warning", markup=False)
-        tree.focus()
+        self.call_from_thread(self._find_done, query, matches)
+
+    def _find_failed(self, message: str) -> None:
+        self._task_end("find")
+        self.notify(message, severity="error", markup=False)
+
+    def _find_done(self, query: str, matches: list[Match]) -> None:
+        self._task_end("find")
+        self._matches, self._match_query, self._match_pos = matches, query, -1
+        if not matches:
+            self.notify(f"nothing matches {query!r}", severity="warning", markup=False)
+            return
+        self._step_match(1)
+
+    def _step_match(self, step: int) -> None:
+        if not self._matches:
+            self.notify("No search yet: press / to search keys, values and bytes.", markup=False)
+            return
+        i = next_match(self._matches, self.hex_view.cursor, step)
+        if i is None:
+            return
+        self._match_pos = i
+        match = self._matches[i]
+        self.hex_view.move_cursor(match.pos, top=True)
+        with CORE_LOCK:
+            path = self.index.resolve(match.pos)
+        if match.what in ("key", "value") and len(path) > 1 and path[-1].kind in ("key", "value"):
+            path = path[:-1]  # show the entry: its key and its value
+        self.reveal_path(path, from_hex=True)
+        self._update_status()
+
+    def action_next_match(self) -> None:
+        self._step_match(1)
+
+    def action_prev_match(self) -> None:
+        self._step_match(-1)
 
     # ---------------------------------------------------------------- goto
 
@@ -729,6 +704,15 @@ class InspectorApp(App[int]):
                 return f"{p}: no such file"
             if p.suffix.lower() not in (".did", ".toml"):
                 return "expected a .did file (Candid names) or a .toml schema"
+            if p.suffix.lower() == ".did":
+                from inspector.decode.did_check import DidSyntaxError, check_did
+
+                try:
+                    check_did(p.read_text(encoding="utf-8", errors="replace"))
+                except DidSyntaxError as exc:
+                    return f"{p.name}: {exc}"
+                except OSError as exc:
+                    return f"{p.name}: cannot read: {exc.strerror or exc}"
             return None
 
         def done(text: str | None) -> None:
@@ -861,7 +845,8 @@ class InspectorApp(App[int]):
         except Exception as exc:  # a decoder bug: say so, keep the UI (the partial file is removed)
             self.call_from_thread(self._export_done, None, f"export failed: {type(exc).__name__}: {exc}")
             return
-        self.call_from_thread(self._export_done, f"wrote {n:,} bytes to {out}", None)
+        # The full path: a relative name says nothing about which directory the TUI was started in.
+        self.call_from_thread(self._export_done, f"wrote {n:,} bytes to {out.resolve()}", None)
 
     def _export_done(self, message: str | None, error: str | None) -> None:
         self._task_end("export")
@@ -910,7 +895,7 @@ class InspectorApp(App[int]):
             if b.key in ("f1",):
                 continue
             yield SystemCommand(
-                b.description, f"key {self.get_key_display(b)} · {b.id}", partial(self.run_action, b.action)
+                b.description, f"key {self.get_key_display(b)}", partial(self.run_action, b.action)
             )
         from inspector.tui.repair_screen import start_repair
 

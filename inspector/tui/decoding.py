@@ -58,7 +58,9 @@ def show_value(ref: Any) -> Shown | None:
         except Exception as exc:  # a decoder bug must not take the UI down
             return _fallback(data, f"decoder failed: {type(exc).__name__}: {exc}")
     if hasattr(decoded, "text"):
-        text = escape_control(str(decoded.text))
+        # Newlines kept: a Candid value or type table renders over several lines (the details panel
+        # shows it as such; one-line views shorten it themselves).
+        text = escape_control(str(decoded.text), single_line=False)
         err = getattr(decoded, "error", None)
         return Shown(
             text=text,

@@ -7,7 +7,6 @@ rendered as literal ``Text`` (``safe_rich_text``), never as markup.
 
 from __future__ import annotations
 
-import json
 from typing import Any, ClassVar
 
 from rich.console import Group, RenderableType
@@ -17,8 +16,9 @@ from textual import work
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from inspector.byte_inspector import display_value, hex_rows
 from inspector.model import Region
-from inspector.safe_text import DISPLAY_LIMIT, cap_text, escape_control, safe_rich_text
+from inspector.safe_text import safe_rich_text
 from inspector.tui.decoding import Shown, show_value
 from inspector.tui.palette import ROLE_CLASSES, label_role
 
@@ -27,19 +27,29 @@ MAX_RANGES_SHOWN = 6
 SEVERITY_ROLE = {"error": "role--corrupt", "warning": "details--warning", "info": "details--info"}
 
 
-def _json_lines(value: Any) -> str:
-    try:
-        dumped = json.dumps(value, indent=2, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        dumped = repr(value)
-    lines = dumped.splitlines()
-    if len(lines) > MAX_VALUE_LINES:
-        lines = lines[:MAX_VALUE_LINES] + [
-            f"… {len(lines) - MAX_VALUE_LINES:,} more lines (export to see all)"
-        ]
-    # json.dumps leaves bidi marks, C1 controls and the like in place: escape them, keep the newlines.
-    # One long line (a 15 MB string) would stall the event loop in rich's wrapping: cap the text too.
-    return escape_control(cap_text("\n".join(lines), 4 * DISPLAY_LIMIT), single_line=False)
+BLOB_DECODERS = frozenset({"blob", "raw"})
+
+
+def _is_blob(s: Shown) -> bool:
+    """Shown as hex rows: undecodable bytes, or a blob/raw value longer than a line."""
+    if s.data is None or len(s.data) <= 16:
+        return False
+    return not s.ok or s.decoder in BLOB_DECODERS or s.value == s.data.hex()
+
+
+def _limit_lines(text: str) -> str:
+    lines = text.splitlines()
+    if len(lines) <= MAX_VALUE_LINES:
+        return text
+    return "\n".join(
+        lines[:MAX_VALUE_LINES] + [f"… {len(lines) - MAX_VALUE_LINES:,} more lines (export to see all)"]
+    )
+
+
+def _field_text(f: Any) -> str:
+    if f.display is not None:
+        return str(f.display)
+    return display_value(f.value)
 
 
 class DetailsPanel(VerticalScroll):
@@ -118,11 +128,13 @@ class DetailsPanel(VerticalScroll):
             if s.data is not None:
                 head.append(f"  {len(s.data):,} bytes", style=self._s("details--dim"))
             parts.append(head)
-            parts.append(safe_rich_text(s.text or "(empty)"))
+            if s.data is not None and _is_blob(s):
+                # Bytes nobody could decode (or a blob): hex + ASCII rows, as in the hex view.
+                parts.append(Text("\n".join(hex_rows(s.data)), style=self._s("details--dim")))
+            else:
+                parts.append(safe_rich_text(_limit_lines(s.text) or "(empty)", single_line=False))
             if not s.ok and s.error:
                 parts.append(safe_rich_text(f"decode error: {s.error}", self._s("details--error")))
-            if s.value is not None and not isinstance(s.value, str | int | float | bool):
-                parts.append(Text(_json_lines(s.value), style=self._s("details--dim")))
             parts.append(Text(""))
         self._set(None, Group(*parts) if parts else Text(""))
 
@@ -159,7 +171,7 @@ class DetailsPanel(VerticalScroll):
             if region.kind == "diagnosis":
                 for f in region.fields:
                     line = Text(f"{f.name}. ", style=self._s("details--label"))
-                    line.append_text(safe_rich_text(f.text()))
+                    line.append_text(safe_rich_text(f.text()))  # diagnosis lines: prose
                     parts.append(line)
             else:
                 table = Table.grid(padding=(0, 1))
@@ -169,7 +181,9 @@ class DetailsPanel(VerticalScroll):
                 for f in region.fields:
                     span = Text(f"@{f.span[0]:#x}", style=self._s("details--dim")) if f.span else Text("")
                     table.add_row(
-                        safe_rich_text(f.name, self._s("details--label")), safe_rich_text(f.text()), span
+                        safe_rich_text(f.name, self._s("details--label")),
+                        safe_rich_text(_field_text(f), single_line=False),
+                        span,
                     )
                 parts.append(table)
         if region.findings:

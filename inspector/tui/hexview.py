@@ -69,8 +69,8 @@ class HexView(ScrollView, can_focus=True):
         Binding("end", "line_edge(1)", "End of line", show=False, id="hex.line_end"),
         Binding("ctrl+home", "file_edge(0)", "Start of snapshot", show=False, id="hex.top"),
         Binding("ctrl+end", "file_edge(1)", "End of snapshot", show=False, id="hex.bottom"),
-        Binding("[", "region_edge(0)", "Start of region", show=False, id="hex.region_start"),
-        Binding("]", "region_edge(1)", "End of region", show=False, id="hex.region_end"),
+        Binding("left_curly_bracket", "region_edge(0)", "Start of region", show=False, id="hex.region_start"),
+        Binding("right_curly_bracket", "region_edge(1)", "End of region", show=False, id="hex.region_end"),
     ]
 
     class CursorMoved(Message):

@@ -33,7 +33,7 @@ class HelpRow:
 
 
 class HelpScreen(ModalScreen[None]):
-    """Every action with its key and binding id (built from the live bindings, so none is missing)."""
+    """Every action with its key, in words (built from the live bindings, so none is missing)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q,question_mark,f1", "dismiss_help", "Close", id="help.close"),
@@ -48,14 +48,12 @@ class HelpScreen(ModalScreen[None]):
         table.add_column("where", no_wrap=True)
         table.add_column("key", no_wrap=True, style="bold")
         table.add_column("action", ratio=1)
-        table.add_column("id", no_wrap=True, style="dim")
         section = ""
         for row in self.rows:
             table.add_row(
                 Text(row.section if row.section != section else ""),
                 Text(row.key),
                 Text(row.description),
-                Text(row.id),
             )
             section = row.section
         with Vertical(id="help-box", classes="dialog"):
