@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from inspector import __version__
+from inspector.errors import UsageProblem
 from inspector.memory import OutOfBounds
 from inspector.snapshot import InputError
 
 COMMANDS = ("summary", "extract", "entries", "check", "salvage", "diff", "open", "bench")
 
 
-class UsageError(Exception):
+class UsageError(UsageProblem):
     """Bad arguments that argparse cannot see (unknown memory id, output would overwrite input…)."""
 
 

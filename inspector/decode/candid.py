@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, NoReturn, overload
 
 from inspector.decode.principal import principal_to_text  # the decoder caps principals at 29 bytes
+from inspector.errors import BadFormat, LimitExceeded
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -119,7 +120,7 @@ MAX_PRINCIPAL_LEN = 29  # ic_principal::Principal::MAX_LENGTH_IN_BYTES; the Rust
 _UNREACHABLE_SIZE = 1 << 62  # min_size of an uninhabited type: no byte count can hold one
 
 
-class CandidError(ValueError):
+class CandidError(BadFormat, ValueError):
     """Malformed, truncated or over-limit Candid. ``offset`` is the absolute byte offset of the problem."""
 
     def __init__(self, message: str, offset: int) -> None:
@@ -129,6 +130,10 @@ class CandidError(ValueError):
 
     def __str__(self) -> str:
         return f"{self.message} (at byte {self.offset})"
+
+
+class CandidLimitExceeded(CandidError, LimitExceeded):
+    """Candid that claims more than one of the :class:`Limits` allows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -542,6 +547,9 @@ class _Reader:
     def fail(self, message: str, at: int | None = None) -> NoReturn:
         raise CandidError(message, self.pos if at is None else at)
 
+    def over_limit(self, message: str, at: int | None = None) -> NoReturn:
+        raise CandidLimitExceeded(message, self.pos if at is None else at)
+
     def remaining(self) -> int:
         return self.end - self.pos
 
@@ -620,7 +628,9 @@ class _Reader:
             if b < 0x80:
                 break
             if p - start >= cap:
-                self.fail(f"{'int' if signed else 'nat'} longer than {cap} bytes (Limits.max_bignum_bytes)")
+                self.over_limit(
+                    f"{'int' if signed else 'nat'} longer than {cap} bytes (Limits.max_bignum_bytes)"
+                )
         if signed and b & 0x40:
             result -= 1 << shift
         self.pos = p
@@ -677,7 +687,7 @@ def _read_header(r: _Reader) -> CandidHeader:
     at = r.pos
     count = r.leb("type table length")
     if count > r.limits.max_type_table:
-        r.fail(f"type table of {count} entries exceeds the limit of {r.limits.max_type_table}", at)
+        r.over_limit(f"type table of {count} entries exceeds the limit of {r.limits.max_type_table}", at)
     if count * 2 > r.remaining():
         # Every entry takes at least 2 bytes (opcode + one more), so this bounds work before allocating.
         r.fail(f"type table of {count} entries cannot fit in the {r.remaining()} bytes left", at)
@@ -894,13 +904,13 @@ class _ValueDecoder(_Reader):
     def _bump(self) -> None:
         self.count += 1
         if self.count > self.limits.max_values:
-            self.fail(f"more than {self.limits.max_values} values (Limits.max_values)")
+            self.over_limit(f"more than {self.limits.max_values} values (Limits.max_values)")
 
     def leaf(self, t: CandidType) -> CandidValue:
         start = self.pos
         self.count += 1
         if self.count > self.limits.max_values:
-            self.fail(f"more than {self.limits.max_values} values (Limits.max_values)")
+            self.over_limit(f"more than {self.limits.max_values} values (Limits.max_values)")
         reader = self._leaf_readers.get(t.opcode)
         if reader is not None:
             v = reader()
@@ -929,7 +939,7 @@ class _ValueDecoder(_Reader):
                 sent = done.value
                 continue
             if len(stack) >= max_depth:
-                self.fail(f"values nested deeper than {max_depth} (Limits.max_depth)")
+                self.over_limit(f"values nested deeper than {max_depth} (Limits.max_depth)")
             stack.append(self._composite(child))
             sent = None
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from inspector.errors import UsageProblem
 from inspector.model import Region
 from inspector.tui.decoding import CORE_LOCK, Shown, show_value
 
@@ -22,7 +23,7 @@ Progress = Callable[[int, int], bool]  # (done, total) → keep going?
 CHUNK = 1 << 22
 
 
-class ExportError(Exception):
+class ExportError(UsageProblem):
     """An export that cannot be done (same file as the input, exists, unwritable…)."""
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from inspector.errors import UsageProblem
 from inspector.layouts import (
     BUCKET_TABLE_OFFSET,
     BUCKETS_START,
@@ -23,7 +24,7 @@ GOTO_HELP = (
 )
 
 
-class GotoError(ValueError):
+class GotoError(UsageProblem, ValueError):
     """An address the user typed that does not parse or points outside the snapshot."""
 
 
