@@ -18,6 +18,7 @@ from typing import Any
 
 from inspector import __version__
 from inspector.errors import UsageProblem
+from inspector.jsonout import json_default
 from inspector.memory import OutOfBounds
 from inspector.snapshot import InputError
 
@@ -154,7 +155,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     try:
         session.snapshot.check_unchanged()
         if args.json:
-            print(json.dumps(session.analysis.to_json(deep=args.deep), indent=2, default=_json_default))
+            print(json.dumps(session.analysis.to_json(deep=args.deep), indent=2, default=json_default))
         else:
             from inspector.render import print_summary
 
@@ -197,14 +198,6 @@ def cmd_extract(args: argparse.Namespace) -> int:
         session.close()
     print(f"wrote {total:,} bytes of memory {memory_id} to {args.output}", file=sys.stderr)
     return 0
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, bytes):
-        return o.hex()
-    if isinstance(o, set | tuple):
-        return list(o)
-    return str(o)
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -6,8 +6,6 @@ from the decoder under test. The real-library fixtures add oracle checks on top,
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import random
 from pathlib import Path
@@ -15,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from inspector.cli import main
 from snapshots.forge import build_mm_image, forge_btreemap, u64_be
 from snapshots.forge_candid import candid_message
 from snapshots.forge_image import content_bytes
@@ -28,19 +25,13 @@ from snapshots.forge_samples import (
     members,
 )
 from snapshots.forge_structures import cell, heap_order, log, minheap, vec
+from tests.conftest import run_cli
 
 CELL_VALUE = b"hello, cell"
 MAP_PAIRS = [(f"k{i:03d}".encode(), f"value {i}".encode() * (1 + i % 3)) for i in range(150)]
 VEC_ITEMS = [b"a", b"bb", b"", b"cccc"]
 HEAP_PUSHED = u64_be([5, 3, 9, 1, 7])
 LOG_ENTRIES = [b"alpha", b"", b"gamma" * 50]
-
-
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main(argv)
-    return status, out.getvalue(), err.getvalue()
 
 
 def jsonl(text: str) -> list[dict[str, Any]]:

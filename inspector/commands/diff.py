@@ -18,6 +18,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from inspector.jsonout import json_default
 from inspector.safe_text import json_safe, safe_rich_text
 
 if TYPE_CHECKING:  # the engine is imported after the byte compare has been started (see run)
@@ -67,14 +68,6 @@ def _compute(old: Any, new: Any, byte_result: Any = None) -> SnapshotDiff:
         return diff_sessions(old, new, progress=progress)
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, bytes | bytearray):
-        return bytes(o).hex()
-    if isinstance(o, set | tuple):
-        return list(o)
-    return str(o)
-
-
 def run(args: argparse.Namespace) -> int:
     # The CLI starts the byte compare in a child before importing this module (see diff_prefetch);
     # callers that come here directly get the same overlap from here.
@@ -106,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         new.snapshot.check_unchanged()
         diff = _compute(old, new, byte_result)
         if args.json:
-            text = json.dumps(diff.to_json(), indent=2, default=_json_default, ensure_ascii=False)
+            text = json.dumps(diff.to_json(), indent=2, default=json_default, ensure_ascii=False)
             # ensure_ascii=False leaves bidi overrides and C1 controls raw: json_safe escapes those.
             sys.stdout.write(json_safe(text))
             sys.stdout.write("\n")
