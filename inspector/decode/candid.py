@@ -567,22 +567,35 @@ class _Reader:
         self.pos = p + n
         return bytes(self.data[p : p + n])
 
-    def leb(self, what: str) -> int:
-        """Unsigned leb128 that must fit in 64 bits (what the Rust decoder accepts for lengths/ids)."""
+    def _leb128(self, kind: str, what: str, max_bytes: int, limit: str = "") -> tuple[int, int, int, int]:
+        """The one leb128 loop (nat, int, and the 64-bit lengths, ids and type references): reads the 7-bit
+        groups at the cursor and returns (their value as unsigned, bits read, last byte, end position).
+
+        The cursor is not moved, so a caller's range check still reports the number's start. ``kind`` and
+        ``what`` name the number in messages; more than ``max_bytes`` bytes fails, as over the limit
+        ``limit`` when one is named."""
         data, p, end = self.data, self.pos, self.end
+        start = p
         result = 0
         shift = 0
         while True:
             if p >= end:
-                self.fail(f"unexpected end of input in leb128 {what}", p)
+                self.fail(f"unexpected end of input in {kind} {what}".rstrip(), p)
             b = data[p]
             p += 1
             result |= (b & 0x7F) << shift
-            if b < 0x80:
-                break
             shift += 7
-            if shift >= 70:
-                self.fail(f"leb128 {what} longer than 10 bytes")
+            if b < 0x80:
+                return result, shift, b, p
+            if p - start >= max_bytes:
+                name = f"{kind} {what}".rstrip()
+                if limit:
+                    self.over_limit(f"{name} longer than {max_bytes} bytes ({limit})")
+                self.fail(f"{name} longer than {max_bytes} bytes")
+
+    def leb(self, what: str) -> int:
+        """Unsigned leb128 that must fit in 64 bits (what the Rust decoder accepts for lengths/ids)."""
+        result, _bits, _last, p = self._leb128("leb128", what, 10)
         if result >> 64:
             self.fail(f"leb128 {what} does not fit in 64 bits")
         self.pos = p
@@ -590,22 +603,9 @@ class _Reader:
 
     def sleb(self, what: str) -> int:
         """Signed leb128 that must fit in 64 bits (type references and opcodes)."""
-        data, p, end = self.data, self.pos, self.end
-        result = 0
-        shift = 0
-        while True:
-            if p >= end:
-                self.fail(f"unexpected end of input in sleb128 {what}", p)
-            b = data[p]
-            p += 1
-            result |= (b & 0x7F) << shift
-            shift += 7
-            if b < 0x80:
-                break
-            if shift >= 70:
-                self.fail(f"sleb128 {what} longer than 10 bytes")
-        if b & 0x40:
-            result -= 1 << shift
+        result, bits, last, p = self._leb128("sleb128", what, 10)
+        if last & 0x40:
+            result -= 1 << bits
         if not -(1 << 63) <= result < (1 << 63):
             self.fail(f"sleb128 {what} does not fit in 64 bits")
         self.pos = p
@@ -613,26 +613,12 @@ class _Reader:
 
     def big_leb(self, signed: bool) -> int:
         """nat (leb128) / int (sleb128) of unbounded width, capped at ``max_bignum_bytes``."""
-        data, p, end = self.data, self.pos, self.end
-        cap = self.limits.max_bignum_bytes
-        start = p
-        result = 0
-        shift = 0
-        while True:
-            if p >= end:
-                self.fail("unexpected end of input in " + ("int" if signed else "nat"), p)
-            b = data[p]
-            p += 1
-            result |= (b & 0x7F) << shift
-            shift += 7
-            if b < 0x80:
-                break
-            if p - start >= cap:
-                self.over_limit(
-                    f"{'int' if signed else 'nat'} longer than {cap} bytes (Limits.max_bignum_bytes)"
-                )
-        if signed and b & 0x40:
-            result -= 1 << shift
+        kind = "int" if signed else "nat"
+        result, bits, last, p = self._leb128(
+            kind, "", self.limits.max_bignum_bytes, "Limits.max_bignum_bytes"
+        )
+        if signed and last & 0x40:
+            result -= 1 << bits
         self.pos = p
         return result
 
