@@ -14,10 +14,14 @@ from construct import Struct
 
 from inspector.layouts import (
     BUCKET_TABLE_OFFSET,
+    BUCKETS_START,
     CELL_HEADER,
     LOG_DATA_HEADER,
     LOG_INDEX_HEADER,
+    MM_HEADER_PAGE_USED,
     MM_HEADER_SIZE,
+    MM_SIZE_SLOT_SIZE,
+    MM_SIZE_SLOTS_OFFSET,
     UNALLOCATED_BUCKET,
     VEC_HEADER,
     CellHeader,
@@ -355,14 +359,15 @@ def mm_region(analysis: Any) -> Region:
     fields = header_fields(MemoryManagerHeader, phys, 0, h)
     for i, pages in enumerate(mm.memory_sizes_in_pages):
         if pages:
-            fields.append(Field(f"memory_sizes_in_pages[{i}]", pages, (40 + 8 * i, 48 + 8 * i)))
+            slot = MM_SIZE_SLOTS_OFFSET + MM_SIZE_SLOT_SIZE * i
+            fields.append(Field(f"memory_sizes_in_pages[{i}]", pages, (slot, slot + MM_SIZE_SLOT_SIZE)))
 
     def table_rows() -> Iterator[Region]:
         for b in range(len(mm.table)):
             owner = mm.table[b]
             if owner == UNALLOCATED_BUCKET and b >= mm.num_allocated_buckets:
                 continue
-            start = 65_536 + b * mm.bucket_size_bytes
+            start = BUCKETS_START + b * mm.bucket_size_bytes
             yield Region(
                 f"bucket {b} → " + ("unallocated" if owner == UNALLOCATED_BUCKET else f"memory {owner}"),
                 "bucket_table",
@@ -375,7 +380,9 @@ def mm_region(analysis: Any) -> Region:
             )
 
     mm_findings = [
-        f for f in analysis.all_findings() if f.physical_ranges and f.physical_ranges[0][0] < 34_848
+        f
+        for f in analysis.all_findings()
+        if f.physical_ranges and f.physical_ranges[0][0] < MM_HEADER_PAGE_USED
     ]
     table = Region(
         f"bucket table ({mm.num_allocated_buckets} allocated)",
