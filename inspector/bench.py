@@ -46,6 +46,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inspector.errors import InspectorError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Reference figures from the issue (seconds).
@@ -136,7 +138,7 @@ class Timing:
         return self.rss_kb / 1024
 
 
-class BenchError(Exception):
+class BenchError(InspectorError):
     """A benchmark step that cannot go on (an input failed its check, a command crashed)."""
 
 

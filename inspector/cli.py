@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from inspector import __version__
+from inspector.errors import UsageProblem
+from inspector.jsonout import json_default
 from inspector.memory import OutOfBounds
 from inspector.snapshot import InputError
 
 COMMANDS = ("summary", "extract", "entries", "check", "salvage", "repair", "diff", "open", "bench")
 
 
-class UsageError(Exception):
+class UsageError(UsageProblem):
     """Bad arguments that argparse cannot see (unknown memory id, output would overwrite input…)."""
 
 
@@ -214,7 +216,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     try:
         session.snapshot.check_unchanged()
         if args.json:
-            print(json.dumps(session.analysis.to_json(deep=args.deep), indent=2, default=_json_default))
+            print(json.dumps(session.analysis.to_json(deep=args.deep), indent=2, default=json_default))
         else:
             from inspector.render import print_summary
 
@@ -257,14 +259,6 @@ def cmd_extract(args: argparse.Namespace) -> int:
         session.close()
     print(f"wrote {total:,} bytes of memory {memory_id} to {where}", file=sys.stderr)
     return 0
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, bytes):
-        return o.hex()
-    if isinstance(o, set | tuple):
-        return list(o)
-    return str(o)
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -363,49 +363,34 @@ class _Collector:
         return False
 
     def added(self, el: Element) -> None:
-        self.d.added += 1
-        if self._room("added"):
-            self.d.items.append(
-                EntryChange(
-                    "added",
-                    el.index,
-                    el.key,
-                    new=_stored(el.value),
-                    new_len=len(el.value),
-                    new_ranges=element_physical(self.b, el) if self.b is not None else [],
-                )
-            )
+        self._record("added", None, el)
 
     def removed(self, el: Element) -> None:
-        self.d.removed += 1
-        if self._room("removed"):
-            self.d.items.append(
-                EntryChange(
-                    "removed",
-                    el.index,
-                    el.key,
-                    old=_stored(el.value),
-                    old_len=len(el.value),
-                    old_ranges=element_physical(self.a, el) if self.a is not None else [],
-                )
-            )
+        self._record("removed", el, None)
 
     def changed(self, x: Element, y: Element) -> None:
-        self.d.changed += 1
-        if self._room("changed"):
-            self.d.items.append(
-                EntryChange(
-                    "changed",
-                    y.index,
-                    y.key,
-                    _stored(x.value),
-                    _stored(y.value),
-                    len(x.value),
-                    len(y.value),
-                    element_physical(self.a, x) if self.a is not None else [],
-                    element_physical(self.b, y) if self.b is not None else [],
-                )
+        self._record("changed", x, y)
+
+    def _record(self, op: str, x: Element | None, y: Element | None) -> None:
+        """Count one difference; list it (old side ``x``, new side ``y``) while there is room."""
+        setattr(self.d, op, getattr(self.d, op) + 1)
+        if not self._room(op):
+            return
+        at = y if y is not None else x
+        assert at is not None
+        self.d.items.append(
+            EntryChange(
+                op,
+                at.index,
+                at.key,
+                old=_stored(x.value) if x is not None else None,
+                new=_stored(y.value) if y is not None else None,
+                old_len=len(x.value) if x is not None else None,
+                new_len=len(y.value) if y is not None else None,
+                old_ranges=element_physical(self.a, x) if x is not None and self.a is not None else [],
+                new_ranges=element_physical(self.b, y) if y is not None and self.b is not None else [],
             )
+        )
 
 
 def _list_side(d: StructureDiff, s: Structure, op: str, limit: int) -> None:

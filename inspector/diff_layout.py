@@ -19,6 +19,7 @@ from typing import Any
 
 from inspector.layouts import (
     ALLOCATOR_OFFSET,
+    BTREE_HEADER_FIELDS_END,
     BUCKET_TABLE_OFFSET,
     BUCKETS_START,
     CELL_HEADER,
@@ -32,29 +33,38 @@ from inspector.layouts import (
     MM_HEADER,
     MM_HEADER_PAGE_USED,
     MM_HEADER_SIZE,
+    MM_SIZE_SLOTS_OFFSET,
     NODE_MAGIC,
     OVERFLOW_MAGIC,
     UNALLOCATED_BUCKET,
     VEC_DATA_OFFSET,
+    WASM_PAGE_SIZE,
+    MemoryManagerHeader,
+    field_spans,
 )
 from inspector.memory import Memory, OutOfBounds
 
 Range = tuple[int, int]
 MemoryId = int | str | None
 
-BTREE_PACKED_HEADER = 28  # bytes of the BTreeMap header that carry fields; 28..52 are reserved
+BTREE_PACKED_HEADER = BTREE_HEADER_FIELDS_END  # bytes of the BTreeMap header that carry fields
 ALLOCATOR_END = FIRST_CHUNK_OFFSET  # the allocator header ends where the first chunk starts
-MEMORY_SIZE_SLOTS = 40  # offset of memory_sizes_in_pages[0] in the MemoryManager header
+MEMORY_SIZE_SLOTS = MM_SIZE_SLOTS_OFFSET  # offset of memory_sizes_in_pages[0] in the MemoryManager header
 MAX_LABEL_KEY = 40  # characters of a decoded key quoted in an attribution label
 END_OF_TIME = 1 << 62  # "to the end" for the tail beyond a snapshot
 
 # The MemoryManager header's fields, for labelling which of them a range hit (FORMAT.md §2.1).
-_MM_FIELDS: tuple[tuple[int, int, str], ...] = (
-    (0, 3, "magic"),
-    (3, 4, "layout version"),
-    (4, 6, "bucket count"),
-    (6, 8, "bucket size"),
-    (8, 40, "reserved bytes"),
+_MM_FIELD_LABELS = {
+    "magic": "magic",
+    "layout_version": "layout version",
+    "num_allocated_buckets": "bucket count",
+    "bucket_size_in_pages": "bucket size",
+    "reserved": "reserved bytes",
+}
+_MM_FIELDS: tuple[tuple[int, int, str], ...] = tuple(
+    (f.offset, f.offset + f.size, _MM_FIELD_LABELS[f.name])
+    for f in field_spans(MemoryManagerHeader)
+    if f.name in _MM_FIELD_LABELS
 )
 
 
@@ -301,7 +311,7 @@ class LayoutIndex:
             return bucket_end, "unallocated buckets", f"bucket {b} (unallocated)", None, None
         m, k = owner
         v = k * self.bs + off
-        return self._in_memory(m.id, v, pos, bucket_end, bucket=b, declared=m.size_pages * 65_536)
+        return self._in_memory(m.id, v, pos, bucket_end, bucket=b, declared=m.size_pages * WASM_PAGE_SIZE)
 
     def _in_memory(
         self,

@@ -25,6 +25,7 @@ from typing import Any
 
 from inspector.diff_entries import StructureDiff
 from inspector.diff_layout import LayoutIndex, RangeSet, mm_fields_hit, stable_save_span
+from inspector.errors import InspectorError
 from inspector.layouts import (
     BUCKET_TABLE_OFFSET,
     BUCKETS_START,
@@ -149,7 +150,7 @@ def _salvage_scan(new: Any, new_s: Any) -> tuple[int, int] | None:
             new_s, layout="live", label=f"memory {new_s.memory_id}", fd=new.snapshot.fd
         )
         return len(result.recovered()), len(result.scan.accepted)
-    except Exception:  # the forensics module is optional here: fall back to our own count
+    except (InspectorError, OSError):  # the input's own damage: fall back to our own count; bugs propagate
         return None
 
 

@@ -278,5 +278,16 @@ LOG_INDEX_HEADER = FAST["LogIndexHeader"]
 LOG_DATA_HEADER = FAST["LogDataHeader"]
 
 MM_HEADER_SIZE = MM_HEADER.size  # 2,080
+
+
+def field_span(layout: Struct, name: str) -> FieldSpan:
+    """The byte span of one named field of a fixed-size declaration."""
+    return next(f for f in field_spans(layout) if f.name == name)
+
+
+# Offsets other modules need, derived from the declarations above rather than typed again.
+MM_SIZE_SLOTS_OFFSET = field_span(MemoryManagerHeader, "memory_sizes_in_pages").offset  # 40
+MM_SIZE_SLOT_SIZE = Int64ul.sizeof()  # 8: one u64 page count per memory
+BTREE_HEADER_FIELDS_END = field_span(BTreeMapHeader, "reserved").offset  # 28; 28..52 are reserved
 BTREE_HEADER_SIZE = BTREE_HEADER.size  # 52 (28 used + 24 reserved)
 CHUNK_HEADER_SIZE = CHUNK_HEADER.size  # 16

@@ -12,6 +12,7 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
+from inspector.errors import BadFormat
 from inspector.layouts import BUCKETS_START, WASM_PAGE_SIZE
 
 # Anything with the buffer protocol (mmap, bytes, bytearray, memoryview); collections.abc.Buffer is 3.12+.
@@ -20,7 +21,7 @@ Buffer = Any
 Range = tuple[int, int]
 
 
-class OutOfBounds(Exception):
+class OutOfBounds(BadFormat):
     """A read outside a memory's size, or into bytes the snapshot file does not hold."""
 
 

@@ -28,13 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
+from inspector.errors import UsageProblem
+
 __all__ = ["STDOUT_NAMES", "OutputError", "OutputTarget", "check_output", "write_output"]
 
 STDOUT_NAMES = frozenset({"-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"})
 Writer = Callable[[BinaryIO], object]
 
 
-class OutputError(Exception):
+class OutputError(UsageProblem):
     """An output that cannot or must not be written (an input, exists, a directory, unwritable…)."""
 
 

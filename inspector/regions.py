@@ -16,7 +16,10 @@ from inspector.layouts import (
     CELL_HEADER,
     LOG_DATA_HEADER,
     LOG_INDEX_HEADER,
+    MM_HEADER_PAGE_USED,
     MM_HEADER_SIZE,
+    MM_SIZE_SLOT_SIZE,
+    MM_SIZE_SLOTS_OFFSET,
     UNALLOCATED_BUCKET,
     VEC_HEADER,
     CellHeader,
@@ -373,8 +376,9 @@ def mm_region(analysis: Any) -> Region:
         fields.insert(0, Field("base_offset", base, display=f"{base:,} ({where}; found by {mm.base_source})"))
     for i, pages in enumerate(mm.memory_sizes_in_pages):
         if pages:
+            slot = base + MM_SIZE_SLOTS_OFFSET + MM_SIZE_SLOT_SIZE * i
             fields.append(
-                Field(f"memory_sizes_in_pages[{i}]", pages, _first_physical(phys, base + 40 + 8 * i, 8))
+                Field(f"memory_sizes_in_pages[{i}]", pages, _first_physical(phys, slot, MM_SIZE_SLOT_SIZE))
             )
     t0 = mm.bucket_table_offset
     holes = set(mm.holes)
@@ -414,7 +418,7 @@ def mm_region(analysis: Any) -> Region:
     mm_findings = [
         f
         for f in analysis.all_findings()
-        if f.physical_ranges and lo <= f.physical_ranges[0][0] < lo + 34_848
+        if f.physical_ranges and lo <= f.physical_ranges[0][0] < lo + MM_HEADER_PAGE_USED
     ]
     table_range = _first_physical(phys, t0, max(1, mm.num_allocated_buckets))
     table = Region(

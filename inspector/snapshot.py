@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inspector.errors import UnreadableInput
 from inspector.layouts import WASM_PAGE_SIZE
 from inspector.memory import PhysicalMemory, Range
 from inspector.model import Finding
@@ -43,7 +44,7 @@ METADATA_KEYS = (
 )
 
 
-class InputError(Exception):
+class InputError(UnreadableInput):
     """The input cannot be read as a snapshot. The message is one plain line for the user."""
 
 

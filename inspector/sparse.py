@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 # Stable memory grows in 64 KiB pages, so reporting data at page granularity loses nothing a caller
 # can act on, and it keeps the range lists short on filesystems with 4 KiB extents.
-WASM_PAGE_SIZE = 65536
+from inspector.layouts import WASM_PAGE_SIZE
 
 # Zero-filled reference block for is_zero(). 1 MiB stays cache-resident; longer buffers are checked in
 # pieces of this size (see is_zero for why startswith is used).

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -76,3 +80,18 @@ def load_expected(name: str) -> dict:
 @pytest.fixture
 def fixtures_dir() -> Path:
     return require_fixtures()
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    """``main(argv)`` in-process with real exceptions propagating (STABLE_INSPECT_DEBUG=1), so a bug
+    fails the test instead of becoming a one-line message; returns (status, stdout, stderr)."""
+    from inspector.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        mock.patch.dict(os.environ, {"STABLE_INSPECT_DEBUG": "1"}),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        status = main(argv)
+    return status, out.getvalue(), err.getvalue()

@@ -9,8 +9,6 @@ shrunk file kills it with SIGBUS.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import random
@@ -21,12 +19,10 @@ import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
-from unittest import mock
 
 import pytest
 
-from inspector.cli import main
-from tests.conftest import ROOT, require_fixtures
+from tests.conftest import ROOT, require_fixtures, run_cli
 
 SUBPROCESS_TIMEOUT = 60
 
@@ -47,18 +43,6 @@ def command_argvs(path: str, memory: str, out: str, other: str | None = None) ->
         ("extract", ["extract", path, "--memory", memory, "-o", out, "--force"]),
         ("diff", ["diff", other or path, path, "--json"]),
     ]
-
-
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    """``main(argv)`` in-process with real exceptions propagating; returns (status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with (
-        mock.patch.dict(os.environ, {"STABLE_INSPECT_DEBUG": "1"}),
-        contextlib.redirect_stdout(out),
-        contextlib.redirect_stderr(err),
-    ):
-        status = main(argv)
-    return status, out.getvalue(), err.getvalue()
 
 
 def assert_unreadable(status: int, stderr: str, argv: list[str]) -> None:

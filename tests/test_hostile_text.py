@@ -5,19 +5,15 @@ and escape sequences, carriage returns and bidi overrides are shown escaped, by 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
 
-from inspector.cli import main
 from snapshots.forge import (
     TEXT,
     MemoryManagerImage,
@@ -28,6 +24,7 @@ from snapshots.forge import (
     forge_btreemap,
     vec,
 )
+from tests.conftest import run_cli
 
 EVIL_KEY = "[red]X\x1b[2J\u202e"
 EVIL_VALUE = "[bold]V\x1b]0;title\x07\u202e\r\u009b31m\u2066"
@@ -36,17 +33,6 @@ EVIL_CELL = "[link=http://x]C[/link]\x1b[31m\u200f"
 # bidi embeddings/overrides/isolates, zero-width and directional marks, line/paragraph separators, BOM.
 UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2028\u2029\u2066-\u2069\ufeff]")
 SCHEMA = '[memory.4]\nkind = "btreemap"\nkey = "text"\nvalue = "candid"\n'
-
-
-def _cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with (
-        mock.patch.dict(os.environ, {"STABLE_INSPECT_DEBUG": "1"}),
-        contextlib.redirect_stdout(out),
-        contextlib.redirect_stderr(err),
-    ):
-        status = main(argv)
-    return status, out.getvalue(), err.getvalue()
 
 
 def _assert_safe(text: str, where: str) -> None:
@@ -82,7 +68,9 @@ def evil(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_entries_table_shows_markup_literally(evil: dict[str, Path]) -> None:
-    status, out, err = _cli(["entries", str(evil["image"]), "--memory", "4", "--schema", str(evil["schema"])])
+    status, out, err = run_cli(
+        ["entries", str(evil["image"]), "--memory", "4", "--schema", str(evil["schema"])]
+    )
     assert status == 0, err
     _assert_safe(out + err, "entries table")
     assert "[red]X" in out  # not swallowed as a style tag
@@ -101,7 +89,7 @@ def test_entries_jsonl_round_trips_and_is_safe(evil: dict[str, Path]) -> None:
         "--schema",
         str(evil["schema"]),
     ]
-    status, out, err = _cli(argv)
+    status, out, err = run_cli(argv)
     assert status == 0, err
     _assert_safe(out + err, "entries jsonl")
     rows = [json.loads(line) for line in out.splitlines()]
@@ -114,14 +102,14 @@ def test_entries_jsonl_round_trips_and_is_safe(evil: dict[str, Path]) -> None:
 @pytest.mark.parametrize("memory", ["0", "2"])
 def test_cell_and_vec_values_are_safe(evil: dict[str, Path], memory: str) -> None:
     for fmt in ("table", "jsonl"):
-        status, out, err = _cli(["entries", str(evil["image"]), "--memory", memory, "--format", fmt])
+        status, out, err = run_cli(["entries", str(evil["image"]), "--memory", memory, "--format", fmt])
         assert status == 0, err
         _assert_safe(out + err, f"entries memory {memory} {fmt}")
 
 
 def test_auto_detected_raw_map_is_safe(evil: dict[str, Path]) -> None:
     for fmt in ("table", "jsonl"):
-        status, out, err = _cli(["entries", str(evil["raw"]), "--memory", "raw", "--format", fmt])
+        status, out, err = run_cli(["entries", str(evil["raw"]), "--memory", "raw", "--format", fmt])
         assert status == 0, err
         _assert_safe(out + err, f"raw entries {fmt}")
 
@@ -139,7 +127,7 @@ SUMMARY_ARGVS = [
 @pytest.mark.parametrize("argv", SUMMARY_ARGVS, ids=" ".join)
 def test_summary_and_check_are_safe(evil: dict[str, Path], argv: list[str]) -> None:
     for image in (evil["image"], evil["raw"]):
-        status, out, err = _cli([argv[0], str(image), *argv[1:], "--schema", str(evil["schema"])])
+        status, out, err = run_cli([argv[0], str(image), *argv[1:], "--schema", str(evil["schema"])])
         assert status in (0, 1), err
         _assert_safe(out + err, " ".join(argv))
         if argv == ["summary"] and image == evil["image"]:
@@ -149,11 +137,11 @@ def test_summary_and_check_are_safe(evil: dict[str, Path], argv: list[str]) -> N
 
 def test_salvage_and_diff_are_safe(evil: dict[str, Path], tmp_path: Path) -> None:
     for fmt in ("table", "jsonl"):
-        status, out, err = _cli(["salvage", str(evil["raw"]), "--memory", "raw", "--format", fmt])
+        status, out, err = run_cli(["salvage", str(evil["raw"]), "--memory", "raw", "--format", fmt])
         assert status in (0, 1), err
         _assert_safe(out + err, f"salvage {fmt}")
     for extra in (["--json"], ["--report"]):
-        status, out, err = _cli(["diff", str(evil["raw"]), str(evil["image"]), *extra])
+        status, out, err = run_cli(["diff", str(evil["raw"]), str(evil["image"]), *extra])
         assert status in (0, 1), err
         _assert_safe(out + err, f"diff {extra}")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import io
 import mmap
 import os
 import shutil
@@ -22,12 +21,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
 
-from inspector.cli import main
-from tests.conftest import FIXTURES, ROOT
+from tests.conftest import FIXTURES, ROOT, run_cli
 
 SAMPLES = ROOT / "snapshots" / "samples"
 SUFFIXES = (".bin", ".dump", ".golden")
@@ -174,17 +171,6 @@ def _fingerprint(p: Path) -> tuple[str, int, int, list[str]]:
     return digest.hexdigest(), st.st_size, st.st_mtime_ns, sorted(os.listdir(p.parent))
 
 
-def _cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with (
-        mock.patch.dict(os.environ, {"STABLE_INSPECT_DEBUG": "1"}),
-        contextlib.redirect_stdout(out),
-        contextlib.redirect_stderr(err),
-    ):
-        status = main(argv)
-    return status, out.getvalue(), err.getvalue()
-
-
 def _structures(path: Path) -> list[tuple[str, str]]:
     from inspector.session import load
 
@@ -234,7 +220,7 @@ def test_every_command_leaves_the_snapshot_untouched(snapshot: Path, tmp_path: P
     argvs = _all_argvs(snapshot, tmp_path, other)
     with _WATCH.watching([snapshot]):
         for argv in argvs:
-            status, _out, err = _cli(argv)
+            status, _out, err = run_cli(argv)
             assert status in (0, 1), (argv, err)
     assert not _WATCH.violations, _WATCH.violations
     assert _fingerprint(snapshot) == before, f"{snapshot} changed"
@@ -248,7 +234,7 @@ def test_snapshot_directory_untouched(tmp_path: Path) -> None:
     before = {p: _fingerprint(p) for p in files}
     with _WATCH.watching(files):
         for argv in _all_argvs(d, tmp_path, d):
-            status, _out, err = _cli(argv)
+            status, _out, err = run_cli(argv)
             assert status in (0, 1), (argv, err)
     assert not _WATCH.violations, _WATCH.violations
     assert {p: _fingerprint(p) for p in files} == before
@@ -334,7 +320,7 @@ def snap(tmp_path: Path) -> Path:
 
 
 def _extract(snap: Path, out: Path | str, *extra: str) -> tuple[int, str]:
-    status, _out, err = _cli(["extract", str(snap), "--memory", "4", "-o", str(out), *extra])
+    status, _out, err = run_cli(["extract", str(snap), "--memory", "4", "-o", str(out), *extra])
     return status, err
 
 
@@ -356,7 +342,7 @@ def test_extract_refuses_the_input_in_every_spelling(snap: Path, tmp_path: Path)
             assert status == 2, (out, extra, err)
             assert "input" in err, err
     # The snapshot directory form: OUT is the stable_memory.bin inside it.
-    status, err = _cli(["extract", str(snap.parent), "--memory", "4", "-o", str(snap), "--force"])[0::2]
+    status, err = run_cli(["extract", str(snap.parent), "--memory", "4", "-o", str(snap), "--force"])[0::2]
     assert status == 2, err
     assert _fingerprint(snap) == before
 

@@ -47,6 +47,7 @@ from inspector.layouts import (
     MAX_NUM_BUCKETS,
     MAX_NUM_MEMORIES,
     MINHEAP_MAGIC,
+    MM_SIZE_SLOTS_OFFSET,
     PAGE_SIZE_VALUE_MARKER,
     UNALLOCATED_BUCKET,
     VEC_DATA_OFFSET,
@@ -61,7 +62,7 @@ from inspector.words import plural
 
 LEGACY_BUCKET_SIZE_IN_PAGES = 1024  # v0.1.0–v0.3.0 default (FORMAT.md §1)
 MAX_BUCKET_SIZE_IN_PAGES = 0xFFFF  # stored as a u16
-_SIZE_SLOTS_START = 40
+_SIZE_SLOTS_START = MM_SIZE_SLOTS_OFFSET
 HEADER_PROBE = ALLOCATOR_OFFSET + ALLOCATOR_HEADER.size  # 100 bytes: enough for every structure header
 
 

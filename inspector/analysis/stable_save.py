@@ -22,6 +22,8 @@ from inspector.layouts import (
     MAX_NUM_BUCKETS,
     MAX_NUM_MEMORIES,
     MM_HEADER_PAGE_USED,
+    MM_SIZE_SLOTS_OFFSET,
+    WASM_PAGE_SIZE,
     MemoryManagerHeader,
     field_spans,
 )
@@ -35,7 +37,7 @@ MAX_JSON_MESSAGE_BYTES = 16 << 20
 # caps that copy (memory stays flat on huge memories; a longer message is reported as undecodable).
 MAX_COPY_BYTES = 64 << 20
 
-_SIZE_SLOTS_START = 40  # memory_sizes_in_pages[0] (FORMAT.md §2.1)
+_SIZE_SLOTS_START = MM_SIZE_SLOTS_OFFSET  # memory_sizes_in_pages[0] (FORMAT.md §2.1)
 _FIELD_LABELS = {
     "magic": "magic",
     "layout_version": "layout version",
@@ -361,7 +363,7 @@ def _buckets_overwritten(end: int, layout: Any | None) -> list[Overwritten]:
                 (BUCKETS_START, end),
             )
         ]
-    bs = bs_pages * 65_536
+    bs = bs_pages * WASM_PAGE_SIZE
     out: list[Overwritten] = []
     b = 0
     while BUCKETS_START + b * bs < end and b < MAX_NUM_BUCKETS:

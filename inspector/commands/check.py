@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.text import Text
 
 from inspector.analysis.forensics import refresh_diagnosis, run_forensics
+from inspector.jsonout import json_default
 from inspector.model import Finding
 from inspector.safe_text import safe_rich_text
 
@@ -49,14 +50,6 @@ def _apply_session_choices(session: Any) -> None:
 def public_json(analysis: Any) -> dict[str, Any]:
     """``analysis.to_json()`` without the in-process hooks (extras whose key starts with '_')."""
     return {k: v for k, v in analysis.to_json().items() if not k.startswith("_")}
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, bytes):
-        return o.hex()
-    if isinstance(o, set | tuple):
-        return list(o)
-    return str(o)
 
 
 def _ranges_text(f: Finding) -> str:
@@ -110,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     analysis = session.analysis
     try:
         if args.json:
-            print(json.dumps(public_json(analysis), indent=2, default=_json_default))
+            print(json.dumps(public_json(analysis), indent=2, default=json_default))
         else:
             print_report(analysis, Console(highlight=False))
         return 1 if analysis.has_errors else 0

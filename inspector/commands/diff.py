@@ -19,6 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from inspector.jsonout import json_default
 from inspector.safe_text import json_safe, safe_rich_text
 
 if TYPE_CHECKING:  # the engine is imported after the byte compare has been started (see run)
@@ -68,16 +69,8 @@ def _compute(old: Any, new: Any, byte_result: Any = None) -> SnapshotDiff:
         return diff_sessions(old, new, progress=progress)
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, bytes | bytearray):
-        return bytes(o).hex()
-    if isinstance(o, set | tuple):
-        return list(o)
-    return str(o)
-
-
 def _dump(value: Any, indent: str) -> str:
-    text = json.dumps(value, indent=2, default=_json_default, ensure_ascii=False)
+    text = json.dumps(value, indent=2, default=json_default, ensure_ascii=False)
     # ensure_ascii=False leaves bidi overrides and C1 controls raw: json_safe escapes those.
     return json_safe(text).replace("\n", "\n" + indent)
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, NoReturn, overload
 
 from inspector.decode.principal import principal_to_text  # the decoder caps principals at 29 bytes
+from inspector.errors import BadFormat, LimitExceeded
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -119,7 +120,7 @@ MAX_PRINCIPAL_LEN = 29  # ic_principal::Principal::MAX_LENGTH_IN_BYTES; the Rust
 _UNREACHABLE_SIZE = 1 << 62  # min_size of an uninhabited type: no byte count can hold one
 
 
-class CandidError(ValueError):
+class CandidError(BadFormat, ValueError):
     """Malformed, truncated or over-limit Candid. ``offset`` is the absolute byte offset of the problem."""
 
     def __init__(self, message: str, offset: int) -> None:
@@ -129,6 +130,10 @@ class CandidError(ValueError):
 
     def __str__(self) -> str:
         return f"{self.message} (at byte {self.offset})"
+
+
+class CandidLimitExceeded(CandidError, LimitExceeded):
+    """Candid that claims more than one of the :class:`Limits` allows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -542,6 +547,9 @@ class _Reader:
     def fail(self, message: str, at: int | None = None) -> NoReturn:
         raise CandidError(message, self.pos if at is None else at)
 
+    def over_limit(self, message: str, at: int | None = None) -> NoReturn:
+        raise CandidLimitExceeded(message, self.pos if at is None else at)
+
     def remaining(self) -> int:
         return self.end - self.pos
 
@@ -559,22 +567,35 @@ class _Reader:
         self.pos = p + n
         return bytes(self.data[p : p + n])
 
-    def leb(self, what: str) -> int:
-        """Unsigned leb128 that must fit in 64 bits (what the Rust decoder accepts for lengths/ids)."""
+    def _leb128(self, kind: str, what: str, max_bytes: int, limit: str = "") -> tuple[int, int, int, int]:
+        """The one leb128 loop (nat, int, and the 64-bit lengths, ids and type references): reads the 7-bit
+        groups at the cursor and returns (their value as unsigned, bits read, last byte, end position).
+
+        The cursor is not moved, so a caller's range check still reports the number's start. ``kind`` and
+        ``what`` name the number in messages; more than ``max_bytes`` bytes fails, as over the limit
+        ``limit`` when one is named."""
         data, p, end = self.data, self.pos, self.end
+        start = p
         result = 0
         shift = 0
         while True:
             if p >= end:
-                self.fail(f"unexpected end of input in leb128 {what}", p)
+                self.fail(f"unexpected end of input in {kind} {what}".rstrip(), p)
             b = data[p]
             p += 1
             result |= (b & 0x7F) << shift
-            if b < 0x80:
-                break
             shift += 7
-            if shift >= 70:
-                self.fail(f"leb128 {what} longer than 10 bytes")
+            if b < 0x80:
+                return result, shift, b, p
+            if p - start >= max_bytes:
+                name = f"{kind} {what}".rstrip()
+                if limit:
+                    self.over_limit(f"{name} longer than {max_bytes} bytes ({limit})")
+                self.fail(f"{name} longer than {max_bytes} bytes")
+
+    def leb(self, what: str) -> int:
+        """Unsigned leb128 that must fit in 64 bits (what the Rust decoder accepts for lengths/ids)."""
+        result, _bits, _last, p = self._leb128("leb128", what, 10)
         if result >> 64:
             self.fail(f"leb128 {what} does not fit in 64 bits")
         self.pos = p
@@ -582,22 +603,9 @@ class _Reader:
 
     def sleb(self, what: str) -> int:
         """Signed leb128 that must fit in 64 bits (type references and opcodes)."""
-        data, p, end = self.data, self.pos, self.end
-        result = 0
-        shift = 0
-        while True:
-            if p >= end:
-                self.fail(f"unexpected end of input in sleb128 {what}", p)
-            b = data[p]
-            p += 1
-            result |= (b & 0x7F) << shift
-            shift += 7
-            if b < 0x80:
-                break
-            if shift >= 70:
-                self.fail(f"sleb128 {what} longer than 10 bytes")
-        if b & 0x40:
-            result -= 1 << shift
+        result, bits, last, p = self._leb128("sleb128", what, 10)
+        if last & 0x40:
+            result -= 1 << bits
         if not -(1 << 63) <= result < (1 << 63):
             self.fail(f"sleb128 {what} does not fit in 64 bits")
         self.pos = p
@@ -605,24 +613,12 @@ class _Reader:
 
     def big_leb(self, signed: bool) -> int:
         """nat (leb128) / int (sleb128) of unbounded width, capped at ``max_bignum_bytes``."""
-        data, p, end = self.data, self.pos, self.end
-        cap = self.limits.max_bignum_bytes
-        start = p
-        result = 0
-        shift = 0
-        while True:
-            if p >= end:
-                self.fail("unexpected end of input in " + ("int" if signed else "nat"), p)
-            b = data[p]
-            p += 1
-            result |= (b & 0x7F) << shift
-            shift += 7
-            if b < 0x80:
-                break
-            if p - start >= cap:
-                self.fail(f"{'int' if signed else 'nat'} longer than {cap} bytes (Limits.max_bignum_bytes)")
-        if signed and b & 0x40:
-            result -= 1 << shift
+        kind = "int" if signed else "nat"
+        result, bits, last, p = self._leb128(
+            kind, "", self.limits.max_bignum_bytes, "Limits.max_bignum_bytes"
+        )
+        if signed and last & 0x40:
+            result -= 1 << bits
         self.pos = p
         return result
 
@@ -677,7 +673,7 @@ def _read_header(r: _Reader) -> CandidHeader:
     at = r.pos
     count = r.leb("type table length")
     if count > r.limits.max_type_table:
-        r.fail(f"type table of {count} entries exceeds the limit of {r.limits.max_type_table}", at)
+        r.over_limit(f"type table of {count} entries exceeds the limit of {r.limits.max_type_table}", at)
     if count * 2 > r.remaining():
         # Every entry takes at least 2 bytes (opcode + one more), so this bounds work before allocating.
         r.fail(f"type table of {count} entries cannot fit in the {r.remaining()} bytes left", at)
@@ -894,13 +890,13 @@ class _ValueDecoder(_Reader):
     def _bump(self) -> None:
         self.count += 1
         if self.count > self.limits.max_values:
-            self.fail(f"more than {self.limits.max_values} values (Limits.max_values)")
+            self.over_limit(f"more than {self.limits.max_values} values (Limits.max_values)")
 
     def leaf(self, t: CandidType) -> CandidValue:
         start = self.pos
         self.count += 1
         if self.count > self.limits.max_values:
-            self.fail(f"more than {self.limits.max_values} values (Limits.max_values)")
+            self.over_limit(f"more than {self.limits.max_values} values (Limits.max_values)")
         reader = self._leaf_readers.get(t.opcode)
         if reader is not None:
             v = reader()
@@ -929,7 +925,7 @@ class _ValueDecoder(_Reader):
                 sent = done.value
                 continue
             if len(stack) >= max_depth:
-                self.fail(f"values nested deeper than {max_depth} (Limits.max_depth)")
+                self.over_limit(f"values nested deeper than {max_depth} (Limits.max_depth)")
             stack.append(self._composite(child))
             sent = None
 

@@ -44,6 +44,8 @@ import math
 import struct
 from typing import Any
 
+from inspector.errors import BadFormat, LimitExceeded
+
 __all__ = [
     "MAX_DEPTH",
     "CborError",
@@ -61,12 +63,16 @@ _JS_SAFE = 2**53 - 1
 _BREAK = 0xFF
 
 
-class CborError(ValueError):
+class CborError(BadFormat, ValueError):
     """Malformed, unsupported or too deeply nested CBOR. ``offset`` is where the problem was found."""
 
     def __init__(self, message: str, offset: int) -> None:
         super().__init__(f"{message} (at byte {offset})")
         self.offset = offset
+
+
+class CborLimitExceeded(CborError, LimitExceeded):
+    """CBOR nested deeper than the decoder's limit."""
 
 
 class CborTruncated(CborError):
@@ -157,7 +163,7 @@ class _Decoder:
                 raise CborError(f"text string is not valid UTF-8 ({exc.reason})", start) from None
         if major in (4, 5, 6):
             if depth >= self.max_depth:
-                raise CborError(f"nesting deeper than {self.max_depth} levels", start)
+                raise CborLimitExceeded(f"nesting deeper than {self.max_depth} levels", start)
             if major == 4:
                 return self._array(arg, start, depth + 1)
             if major == 5:

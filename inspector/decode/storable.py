@@ -24,6 +24,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from inspector.errors import BadFormat
 from inspector.safe_text import bytes_preview, escape_control
 
 __all__ = [
@@ -51,7 +52,7 @@ __all__ = [
 FAILURE_PREVIEW_BYTES = 32
 
 
-class StorableError(ValueError):
+class StorableError(BadFormat, ValueError):
     """Bytes that do not follow a Storable encoding."""
 
 

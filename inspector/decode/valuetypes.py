@@ -86,6 +86,7 @@ from inspector.decode.storable import (
     tuple3_bound,
     uint_json,
 )
+from inspector.errors import BadFormat
 from inspector.safe_text import bytes_preview, escape_control
 
 __all__ = [
@@ -580,7 +581,7 @@ class TupleType(TypeExpr):
 # ---------------------------------------------------------------------------------------------------
 
 
-class TypeSyntaxError(ValueError):
+class TypeSyntaxError(BadFormat, ValueError):
     """A type expression that does not parse. ``position`` is the character offset of the problem."""
 
     def __init__(self, message: str, text: str, position: int) -> None:

@@ -250,7 +250,9 @@ class BTreeMap:
             self._note("error", "structure_bad_magic", f"unknown BTreeMap layout version {version}", (3, 4))
             return
 
-        amagic, aversion, _pad, alloc_size, nalloc, free_head, _res = ALLOCATOR_HEADER.unpack_from(raw, 52)
+        amagic, aversion, _pad, alloc_size, nalloc, free_head, _res = ALLOCATOR_HEADER.unpack_from(
+            raw, ALLOCATOR_OFFSET
+        )
         self.allocation_size, self.num_allocated_chunks, self.free_list_head = alloc_size, nalloc, free_head
         alloc_span = (ALLOCATOR_OFFSET, HEADER_END)
         if amagic != ALLOCATOR_MAGIC or aversion != 1:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+from inspector.errors import BadFormat
 from inspector.layouts import (
     CHUNK_HEADER,
     CHUNK_HEADER_SIZE,
@@ -53,7 +54,7 @@ BE32 = struct.Struct(">I").pack
 _UNIFORM_MAX_LEN = 512
 
 
-class NodeError(Exception):
+class NodeError(BadFormat):
     """A node (or one of its overflow pages) that cannot be parsed; ``code`` is the finding code."""
 
     def __init__(self, message: str, code: str = "btree_node_invalid", addr: int | None = None) -> None:

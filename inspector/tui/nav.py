@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from inspector.errors import UsageProblem
 from inspector.layouts import (
     WASM_PAGE_SIZE,
 )
@@ -22,7 +23,7 @@ GOTO_HELP = (
 )
 
 
-class GotoError(ValueError):
+class GotoError(UsageProblem, ValueError):
     """An address the user typed that does not parse or points outside the snapshot."""
 
 

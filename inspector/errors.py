@@ -1,0 +1,37 @@
+"""One root for every error the inspector raises on purpose, so callers can tell "the input is bad" from
+"the inspector has a bug" without listing a dozen classes.
+
+    InspectorError
+    ├── UnreadableInput   the input cannot be opened or read as a snapshot (InputError)
+    ├── BadFormat         bytes that do not follow the format (NodeError, OutOfBounds, CandidError,
+    │   │                 CborError, StorableError, TypeSyntaxError)
+    │   └── LimitExceeded input that claims more than a hard limit allows (sizes, counts, nesting depth)
+    └── UsageProblem      a request that cannot be done as asked (UsageError, GotoError, ExportError,
+                          BenchError)
+
+The decoders' classes keep their names and their ``ValueError`` base where they had one; they only gain
+a place in this tree. A blind ``except Exception`` belongs at the CLI/TUI boundary alone; everything
+below it catches ``InspectorError`` (or the narrower class it means).
+"""
+
+from __future__ import annotations
+
+
+class InspectorError(Exception):
+    """Root of every error the inspector raises on purpose."""
+
+
+class UnreadableInput(InspectorError):
+    """The input cannot be opened or read (missing, unreadable, not a snapshot)."""
+
+
+class BadFormat(InspectorError):
+    """Bytes that do not follow the on-disk or wire format they are read as."""
+
+
+class LimitExceeded(BadFormat):
+    """Input that claims more than a hard limit allows (a size, a count, a nesting depth)."""
+
+
+class UsageProblem(InspectorError):
+    """A request that cannot be done as asked (bad argument, output over the input, unknown offset)."""

@@ -1,0 +1,14 @@
+"""What the commands' JSON output shares: how values json cannot encode by itself are written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def json_default(o: Any) -> Any:
+    """``json.dumps(default=...)``: bytes as hex, sets and tuples as lists, anything else as its text."""
+    if isinstance(o, bytes | bytearray):
+        return bytes(o).hex()
+    if isinstance(o, set | tuple):
+        return list(o)
+    return str(o)
