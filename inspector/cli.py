@@ -14,7 +14,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from inspector import __version__
 from inspector.memory import OutOfBounds
@@ -27,13 +27,24 @@ class UsageError(Exception):
     """Bad arguments that argparse cannot see (unknown memory id, output would overwrite input…)."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse quotes the user's arguments in its errors ("unrecognized arguments: …"): escape them,
+    so an ESC typed or pasted into argv is shown, never sent to the terminal."""
+
+    def error(self, message: str) -> NoReturn:
+        from inspector.safe_text import cap_text, escape_control
+
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {escape_control(cap_text(message, 500))}\n")
+
+
 def _add_decoder_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--did", metavar="FILE", help="a .did file: show field names for Candid hashes")
     p.add_argument("--schema", metavar="FILE", help="a TOML schema that names each memory's key/value types")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="stable-inspect",
         description="Inspect stable-memory snapshots of Internet Computer canisters (ic-stable-structures layouts).",
     )
@@ -62,9 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("--memory", required=True, help="MemoryId or 'raw' (for a log, either half)")
     p.add_argument("--format", choices=("table", "jsonl"), default="table")
-    p.add_argument("--limit", type=int, default=None, help="stop after N entries")
+    p.add_argument("--limit", type=_count(0), default=None, help="stop after N entries")
     p.add_argument(
-        "--key-size", type=int, default=None, help="B-tree keys are fixed-size N bytes (no length prefix)"
+        "--key-size",
+        type=_count(1),
+        default=None,
+        help="B-tree keys are fixed-size N bytes (no length prefix)",
     )
     _add_decoder_options(p)
 
@@ -109,16 +123,42 @@ def _parse_memory_id(text: str) -> int | str:
         return "raw"
     m = _BUCKET_KEY.match(t)
     if m:
-        return f"?b{int(m.group(1))}"
+        digits = m.group(1).lstrip("0") or "0"
+        if len(digits) > 6:  # no snapshot has a million buckets; int() of 5,000 digits would raise
+            raise UsageError(f"--memory {escape_arg(text)}: bucket number out of range")
+        return f"?b{int(digits)}"
     try:
-        value = int(t, 0)
+        value = int(t, 0) if len(t) <= 32 else -1
     except ValueError:
         raise UsageError(
-            f"--memory must be a MemoryId (0-254), 'raw' or '?b<bucket>', not {text!r}"
+            f"--memory must be a MemoryId (0-254), 'raw' or '?b<bucket>', not {escape_arg(text)!r}"
         ) from None
     if not 0 <= value <= 254:
-        raise UsageError(f"--memory {value} is out of range: MemoryIds are 0-254")
+        raise UsageError(f"--memory {escape_arg(t)} is out of range: MemoryIds are 0-254")
     return value
+
+
+def escape_arg(text: str, limit: int = 80) -> str:
+    """A command-line argument quoted in a message: escaped and shortened (it may hold anything)."""
+    from inspector.safe_text import cap_text, escape_control
+
+    return escape_control(cap_text(text, limit))
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= minimum (argparse names the option in its message)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text) if len(text) <= 20 else None
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}, not {escape_arg(text)!r}")
+        return value
+
+    parse.__name__ = "count"
+    return parse
 
 
 def _write_output(out: str, inputs: Sequence[Path | None], force: bool, writer: Callable[[Any], None]) -> str:
@@ -251,11 +291,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("STABLE_INSPECT_DEBUG"):
             raise
-        from inspector.safe_text import escape_control
+        from inspector.safe_text import cap_text, escape_control
 
+        if isinstance(exc, OSError) and exc.strerror:
+            # The system refused something (disk full, I/O error): say what, without "[Errno N]".
+            where = f"{exc.filename}: " if exc.filename else ""
+            print(f"stable-inspect: {escape_control(str(where))}{exc.strerror}", file=sys.stderr)
+            return 2
+        # Anything else is a bug in this tool, never the user's fault: say so, never disguise it.
         print(
-            f"stable-inspect: internal error: {type(exc).__name__}: {escape_control(str(exc))} "
-            "(set STABLE_INSPECT_DEBUG=1 for details)",
+            f"stable-inspect: internal error, please report: {type(exc).__name__}: "
+            f"{escape_control(cap_text(str(exc), 500))} (set STABLE_INSPECT_DEBUG=1 for details)",
             file=sys.stderr,
         )
         return 2

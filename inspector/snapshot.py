@@ -47,6 +47,13 @@ class InputError(Exception):
     """The input cannot be read as a snapshot. The message is one plain line for the user."""
 
 
+def os_reason(exc: BaseException) -> str:
+    """The reason in an OSError without Python's ``[Errno N]`` and repeated file name."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
 @dataclass
 class Snapshot:
     path: Path  # what the user named (file or directory)
@@ -132,7 +139,7 @@ def _read_json(path: Path, what: str, findings: list[Finding]) -> dict[str, Any]
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         findings.append(
-            Finding("warning", "metadata_unreadable", f"{what} {path.name} cannot be read: {exc}")
+            Finding("warning", "metadata_unreadable", f"{what} {path.name} cannot be read: {os_reason(exc)}")
         )
         return None
     if not isinstance(data, dict):
@@ -242,7 +249,7 @@ def open_snapshot(path: str | os.PathLike[str]) -> Snapshot:
         try:
             mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
         except (OSError, ValueError) as exc:
-            raise InputError(f"{file_path}: cannot map file: {exc}") from None
+            raise InputError(f"{file_path}: cannot map file: {os_reason(exc)}") from None
     except InputError:
         os.close(fd)
         raise
