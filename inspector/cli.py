@@ -253,7 +253,20 @@ def _lazy_handler(name: str) -> Callable[[argparse.Namespace], int]:
     return importlib.import_module(module).run  # type: ignore[no-any-return]
 
 
+def _supervised(args: argparse.Namespace) -> int | None:
+    """Run the rest of the command in a child (see inspector.supervise); the parent's status, or None
+    in the child. Only when run as the program: ``main(argv)`` from Python never forks."""
+    if args.command == "bench":
+        return None
+    from inspector.supervise import supervise
+
+    paths = [getattr(args, k, None) for k in ("path", "old", "new", "reference")]
+    interactive = args.command == "open" or (args.command == "diff" and not (args.json or args.report))
+    return supervise([p for p in paths if isinstance(p, str)], interactive=interactive)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    as_program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     # `stable-inspect PATH` is `stable-inspect open PATH`.
     if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
@@ -263,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help(sys.stderr)
         return 2
+    if as_program and (status := _supervised(args)) is not None:
+        return status
     try:
         # Inside the try: a command module that fails to import is an internal error, not a traceback.
         if args.command == "diff" and (args.json or args.report):
