@@ -79,8 +79,8 @@ def _wait(pid: int, inputs: Sequence[str], tty_fd: int | None, saved: Any, inter
             pass
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, forward)
+    for forwarded in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(forwarded, forward)
     while True:
         try:
             _, status = os.waitpid(pid, 0)
@@ -91,7 +91,7 @@ def _wait(pid: int, inputs: Sequence[str], tty_fd: int | None, saved: Any, inter
             continue
     if os.WIFEXITED(status):
         return os.WEXITSTATUS(status)
-    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+    sig: int = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
     _restore_terminal(tty_fd, saved, interactive)
     from inspector.safe_text import escape_control
 
