@@ -46,6 +46,16 @@ def _overlaps(ranges: list[Range], a: int, b: int) -> bool:
     return any(s < b and a < e for s, e in ranges)
 
 
+def fit_label(label: str, width: int) -> str:
+    """The label, or a shorter spelling of it that fits ``width`` columns ("m12" → "12", "MM" → "M"),
+    so that even one-column cells say whose they are; "" when nothing meaningful fits."""
+    if len(label) <= width:
+        return label
+    if label.startswith("m"):
+        return label[1:] if len(label) - 1 <= width else ""
+    return label[:width]
+
+
 class MapModel:
     """Cells of the map for a given number of cells available; knows nothing about Textual."""
 
@@ -104,12 +114,24 @@ class MapModel:
             # Page 0 always gets its own cell, and cells never straddle a bucket boundary, so that the
             # header page and each bucket's owner stay visible however large the snapshot is.
             n_buckets = -(-(size - BUCKETS_START) // self.bucket_size)
-            per = -(-n_buckets // (capacity - 1))
+            # Zoom on the buckets that have owners: a file far larger than they are (8 TiB with 143
+            # buckets used) gets one last cell for the rest, which still shows stray data there.
+            used = min(n_buckets, max(1, self._used_buckets()))
+            head, tail = (n_buckets, 0) if used * 2 > n_buckets or capacity < 3 else (used, 1)
+            per = -(-head // (capacity - 1 - tail))
             step = per * self.bucket_size
-            return [(0, BUCKETS_START)] + [(s, min(size, s + step)) for s in range(BUCKETS_START, size, step)]
+            end = min(size, BUCKETS_START + head * self.bucket_size)
+            units = [(0, BUCKETS_START)] + [(s, min(end, s + step)) for s in range(BUCKETS_START, end, step)]
+            return units + ([(end, size)] if end < size else [])
         per = -(-self.pages // capacity)
         step = per * WASM_PAGE_SIZE
         return [(s, min(size, s + step)) for s in range(0, size, step)]
+
+    def _used_buckets(self) -> int:
+        """One past the last bucket that has an owner."""
+        if self.recon_owners is not None:
+            return max((i + 1 for i, o in enumerate(self.recon_owners) if o is not None), default=0)
+        return len(self.table.rstrip(b"\xff"))
 
     def needs_scan(self, page: int) -> bool:
         """Whether a page's data/zero state matters: it lies in an unowned bucket, or there is no live
@@ -192,7 +214,7 @@ class MapModel:
     # -------------------------------------------------------------- states
 
     def _data_state(self, a: int, b: int) -> str:
-        """"data", "unknown" or "empty" for ``[a, b)``: two bisections, whatever the size of the range."""
+        """ "data", "unknown" or "empty" for ``[a, b)``: two bisections, whatever the size of the range."""
         nz = bisect_right(self._nonzero_ends, a)
         if nz < len(self.nonzero) and self.nonzero[nz][0] < b:
             return "data"
@@ -362,8 +384,10 @@ class MemoryMap(Widget, can_focus=True):
             return
         width = max(1, width)
         n = len(self.model.units(width * MAX_ROWS))
-        # As few rows as the cells need at width 1, then the widest cells that still fit those rows.
-        rows = max(1, min(MAX_ROWS, -(-n // width)))
+        # As few rows as the cells need at width 2 (so two-letter labels such as "m4" fit), or at width
+        # 1 when even that overflows, then the widest cells that still fit those rows.
+        base = 2 if width >= 2 and -(-n // (width // 2)) <= MAX_ROWS else 1
+        rows = max(1, min(MAX_ROWS, -(-n // (width // base))))
         cell_w, per_row = 1, width
         for cw in range(MAX_CELL_WIDTH, 0, -1):
             per = max(1, width // cw)
@@ -443,14 +467,21 @@ class MemoryMap(Widget, can_focus=True):
             return Strip.blank(width, self._base)
         segs: list[Segment] = []
         pos_cell = self.cell_index_at(self.position)
-        for i in range(y * per_row, min(len(cells), (y + 1) * per_row)):
-            cell = cells[i]
-            prev = cells[i - 1] if i else None
-            # A label only where a run of same-owner cells starts, so the strip stays readable.
-            starts_run = prev is None or (prev.state, prev.label) != (cell.state, cell.label)
-            label = cell.label if starts_run and len(cell.label) <= cell_w else ""
-            text = label.ljust(cell_w)[:cell_w] if cell_w > 1 else (label[:1] if label else " ")
-            segs.append(Segment(text, self._cell_style(cell, i == self.map_cursor, i == pos_cell)))
+        # A label per run of same-owner cells (at most once per row), written across the run's cells:
+        # a run of narrow cells still shows "m4" or "MM" when each cell is a single column wide.
+        i, stop = y * per_row, min(len(cells), (y + 1) * per_row)
+        while i < stop:
+            key = (cells[i].state, cells[i].label)
+            j = i + 1
+            while j < stop and (cells[j].state, cells[j].label) == key:
+                j += 1
+            width_run = (j - i) * cell_w
+            label = cells[i].label
+            text = fit_label(label, width_run).ljust(width_run)
+            for k in range(i, j):
+                part = text[(k - i) * cell_w : (k - i + 1) * cell_w]
+                segs.append(Segment(part, self._cell_style(cells[k], k == self.map_cursor, k == pos_cell)))
+            i = j
         return Strip(segs).extend_cell_length(width, self._base)
 
     def _caption(self, width: int) -> Strip:
