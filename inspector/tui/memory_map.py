@@ -72,7 +72,7 @@ class MapModel:
         # and, for some buckets, the owners: the map shows what it can.
         self.recon_owners: list[Any] | None = None
         recon = getattr(analysis, "reconstructed", None)
-        if not self.mm_present and recon is not None and getattr(recon, "bucket_size_bytes", 0):
+        if not self.mm_present and recon is not None and int(getattr(recon, "bucket_size_bytes", 0) or 0) > 0:
             self.mm_present, self.mm_live = True, False
             self.bucket_size = recon.bucket_size_bytes
             self.recon_owners = list(recon.owners)
@@ -513,7 +513,7 @@ class MemoryMap(Widget, can_focus=True):
     def action_jump(self) -> None:
         self._set_cursor(self.map_cursor)
 
-    def _on_click(self, event: events.Click) -> None:
+    async def _on_click(self, event: events.Click) -> None:
         offset = event.get_content_offset(self)
         if offset is None:
             return
