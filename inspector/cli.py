@@ -14,7 +14,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from inspector import __version__
 from inspector.errors import UsageProblem
@@ -27,6 +27,17 @@ COMMANDS = ("summary", "extract", "entries", "check", "salvage", "repair", "diff
 
 class UsageError(UsageProblem):
     """Bad arguments that argparse cannot see (unknown memory id, output would overwrite input…)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse quotes the user's arguments in its errors ("unrecognized arguments: …"): escape them,
+    so an ESC typed or pasted into argv is shown, never sent to the terminal."""
+
+    def error(self, message: str) -> NoReturn:
+        from inspector.safe_text import cap_text, escape_control
+
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {escape_control(cap_text(message, 500))}\n")
 
 
 def _add_decoder_options(p: argparse.ArgumentParser) -> None:
@@ -62,7 +73,7 @@ SNAPSHOT_HELP = "the snapshot to read: " + SNAPSHOT_FORMS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="stable-inspect",
         description="Inspect stable-memory snapshots of Internet Computer canisters (ic-stable-structures layouts).",
     )
@@ -92,9 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help=SNAPSHOT_HELP)
     p.add_argument("--memory", required=True, help="MemoryId or 'raw' (for a log, either half)")
     p.add_argument("--format", choices=("table", "jsonl"), default="table")
-    p.add_argument("--limit", type=int, default=None, help="stop after N entries")
+    p.add_argument("--limit", type=_count(0), default=None, help="stop after N entries")
     p.add_argument(
-        "--key-size", type=int, default=None, help="B-tree keys are fixed-size N bytes (no length prefix)"
+        "--key-size",
+        type=_count(1),
+        default=None,
+        help="B-tree keys are fixed-size N bytes (no length prefix)",
     )
     _add_decoder_options(p)
 
@@ -167,15 +181,18 @@ def _parse_memory_id(text: str) -> int | str:
         return nested
     m = _BUCKET_KEY.match(t)
     if m:
-        return f"?b{int(m.group(1))}"
+        digits = m.group(1).lstrip("0") or "0"
+        if len(digits) > 6:  # no snapshot has a million buckets; int() of 5,000 digits would raise
+            raise UsageError(f"--memory {escape_arg(text)}: bucket number out of range")
+        return f"?b{int(digits)}"
     try:
-        value = int(t, 0)
+        value = int(t, 0) if len(t) <= 32 else -1
     except ValueError:
         raise UsageError(
-            f"--memory must be a MemoryId (0-254), 'raw', '?b<bucket>' or outer/inner like '5/1', not {text!r}"
+            f"--memory must be a MemoryId (0-254), 'raw', '?b<bucket>' or outer/inner like '5/1', not {escape_arg(text)!r}"
         ) from None
     if not 0 <= value <= 254:
-        raise UsageError(f"--memory {value} is out of range: MemoryIds are 0-254")
+        raise UsageError(f"--memory {escape_arg(t)} is out of range: MemoryIds are 0-254")
     return value
 
 
@@ -190,12 +207,35 @@ def _parse_nested_id(text: str) -> str | None:
             value = int(part, 0)
         except ValueError:
             raise UsageError(
-                f"--memory {text!r}: nested ids are MemoryIds joined by '/', like '5/1'"
+                f"--memory {escape_arg(text)!r}: nested ids are MemoryIds joined by '/', like '5/1'"
             ) from None
         if not 0 <= value <= 254:
-            raise UsageError(f"--memory {text!r}: {value} is out of range (MemoryIds are 0-254)")
+            raise UsageError(f"--memory {escape_arg(text)!r}: {value} is out of range (MemoryIds are 0-254)")
         ids.append(str(value))
     return "/".join(ids)
+
+
+def escape_arg(text: str, limit: int = 80) -> str:
+    """A command-line argument quoted in a message: escaped and shortened (it may hold anything)."""
+    from inspector.safe_text import cap_text, escape_control
+
+    return escape_control(cap_text(text, limit))
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= minimum (argparse names the option in its message)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text) if len(text) <= 20 else None
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}, not {escape_arg(text)!r}")
+        return value
+
+    parse.__name__ = "count"
+    return parse
 
 
 def _write_output(out: str, inputs: Sequence[Path | None], force: bool, writer: Callable[[Any], None]) -> str:
@@ -283,7 +323,20 @@ def _lazy_handler(name: str) -> Callable[[argparse.Namespace], int]:
     return importlib.import_module(module).run
 
 
+def _supervised(args: argparse.Namespace) -> int | None:
+    """Run the rest of the command in a child (see inspector.supervise); the parent's status, or None
+    in the child. Only when run as the program: ``main(argv)`` from Python never forks."""
+    if args.command == "bench":
+        return None
+    from inspector.supervise import supervise
+
+    paths = [getattr(args, k, None) for k in ("path", "old", "new", "reference")]
+    interactive = args.command == "open" or (args.command == "diff" and not (args.json or args.report))
+    return supervise([p for p in paths if isinstance(p, str)], interactive=interactive)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    as_program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     # `stable-inspect PATH` is `stable-inspect open PATH`.
     if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
@@ -293,6 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help(sys.stderr)
         return 2
+    if as_program and (status := _supervised(args)) is not None:
+        return status
     try:
         # Inside the try: a command module that fails to import is an internal error, not a traceback.
         if args.command == "diff" and (args.json or args.report):
@@ -324,11 +379,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("STABLE_INSPECT_DEBUG"):
             raise
-        from inspector.safe_text import escape_control
+        from inspector.safe_text import cap_text, escape_control
 
+        if isinstance(exc, OSError) and exc.strerror:
+            # The system refused something (disk full, I/O error): say what, without "[Errno N]".
+            where = f"{exc.filename}: " if exc.filename else ""
+            print(f"stable-inspect: {escape_control(str(where))}{exc.strerror}", file=sys.stderr)
+            return 2
+        # Anything else is a bug in this tool, never the user's fault: say so, never disguise it.
         print(
-            f"stable-inspect: internal error: {type(exc).__name__}: {escape_control(str(exc))} "
-            "(set STABLE_INSPECT_DEBUG=1 for details)",
+            f"stable-inspect: internal error, please report: {type(exc).__name__}: "
+            f"{escape_control(cap_text(str(exc), 500))} (set STABLE_INSPECT_DEBUG=1 for details)",
             file=sys.stderr,
         )
         return 2

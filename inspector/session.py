@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from inspector.analysis.analyze import Analysis, analyze
-from inspector.snapshot import InputError, Snapshot, open_snapshot
+from inspector.snapshot import InputError, Snapshot, open_snapshot, os_reason
 
 
 @dataclass
@@ -44,7 +44,7 @@ def _read_text(path: str, what: str) -> str:
             raise InputError(f"{path}: cannot read {what}: {st.st_size:,} bytes is too big for one")
         return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read {what}: {exc}") from None
+        raise InputError(f"{path}: cannot read {what}: {os_reason(exc)}") from None
 
 
 def load_did(path: str | None) -> dict[int, str]:
@@ -88,7 +88,39 @@ def load_schema(path: str | None) -> dict[str, dict[str, Any]]:
         if not isinstance(settings, dict):
             raise InputError(f"{path}: [memory.{mid}] must be a table")
         out[str(mid)] = dict(settings)
+    problems = schema_problems(out)
+    if problems:
+        raise InputError(f"{path}: schema: " + "; ".join(problems))
     return out
+
+
+# A fixed key size beyond this is no B-tree key (the library's bounded keys are u32-sized, but a
+# node must fit in memory); it would only make the walker allocate.
+MAX_KEY_SIZE = 1 << 24
+
+
+def schema_problems(settings: dict[str, dict[str, Any]]) -> list[str]:
+    """Every field of a schema checked once at the boundary, each problem naming the field, so every
+    command (summary, check, entries, salvage, diff, the TUI) accepts and rejects the same schemas."""
+    from inspector.decode.values import validate_schema_types
+
+    problems: list[str] = []
+    for mid, s in settings.items():
+        for role in ("kind", "key", "value"):
+            v = s.get(role)
+            if v is not None and not isinstance(v, str):
+                problems.append(f"[memory.{mid}] {role} must be a string, not {v!r}")
+        ks = s.get("key_size")
+        if ks is not None and ks != "auto":
+            if isinstance(ks, bool) or not isinstance(ks, int):
+                problems.append(
+                    f"[memory.{mid}] key_size must be a whole number of bytes or 'auto', not {ks!r}"
+                )
+            elif not 1 <= ks <= MAX_KEY_SIZE:
+                problems.append(f"[memory.{mid}] key_size must be 1 to {MAX_KEY_SIZE:,} bytes, not {ks}")
+    typed = {m: {r: s[r] for r in ("key", "value") if isinstance(s.get(r), str)} for m, s in settings.items()}
+    problems += validate_schema_types(typed)
+    return problems
 
 
 def load(

@@ -48,6 +48,13 @@ class InputError(UnreadableInput):
     """The input cannot be read as a snapshot. The message is one plain line for the user."""
 
 
+def os_reason(exc: BaseException) -> str:
+    """The reason in an OSError without Python's ``[Errno N]`` and repeated file name."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
 @dataclass
 class Snapshot:
     path: Path  # what the user named (file or directory)
@@ -133,7 +140,7 @@ def _read_json(path: Path, what: str, findings: list[Finding]) -> dict[str, Any]
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         findings.append(
-            Finding("warning", "metadata_unreadable", f"{what} {path.name} cannot be read: {exc}")
+            Finding("warning", "metadata_unreadable", f"{what} {path.name} cannot be read: {os_reason(exc)}")
         )
         return None
     if not isinstance(data, dict):
@@ -243,7 +250,7 @@ def open_snapshot(path: str | os.PathLike[str]) -> Snapshot:
         try:
             mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
         except (OSError, ValueError) as exc:
-            raise InputError(f"{file_path}: cannot map file: {exc}") from None
+            raise InputError(f"{file_path}: cannot map file: {os_reason(exc)}") from None
     except InputError:
         os.close(fd)
         raise

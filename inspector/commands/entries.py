@@ -21,6 +21,8 @@ from inspector.decode.values import decode_for, type_for, validate_schema_types
 from inspector.safe_text import escape_control, json_safe, safe_rich_text
 from inspector.structures.base import Element, Structure
 
+# Finding codes that mean "not every element is listed"; entries repeats them on stderr.
+LISTING_CUT_CODES = frozenset({"vec_out_of_bounds"})
 TABLE_DEFAULT_LIMIT = 1_000  # the table is for people; jsonl streams everything unless --limit
 
 
@@ -188,7 +190,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             print_table(structure, args.limit, Console(highlight=False))
         for f in structure.findings:
-            if f.severity == "error":
+            # Errors, and any finding that says the listing stops short (e.g. a zero-sized-slot Vec
+            # claiming more elements than are listed): output that ends early says so.
+            if f.severity == "error" or f.code in LISTING_CUT_CODES:
                 print(f"stable-inspect: {f.code}: {escape_control(f.message)}", file=sys.stderr)
         return 0
     finally:

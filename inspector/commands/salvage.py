@@ -327,6 +327,11 @@ def run(args: argparse.Namespace) -> int:
     from inspector.session import load
 
     key = parse_memory(args.memory)
+    if args.reference:
+        # A bad --reference is the one line the user sees, before any note about the map.
+        from inspector.snapshot import open_snapshot
+
+        open_snapshot(args.reference).close()
     session = load(args.path, did=getattr(args, "did", None), schema=getattr(args, "schema", None))
     try:
         # The scans read the mapped file; one that shrank since it was opened would end in SIGBUS.

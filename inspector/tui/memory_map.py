@@ -10,7 +10,8 @@ skipped); until then those cells show as "not scanned yet".
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -31,9 +32,6 @@ Range = tuple[int, int]
 MAX_CELL_WIDTH = 6
 MAX_ROWS = 4
 
-# Page states found by the scan.
-UNSCANNED, ZERO, DATA = 0, 1, 2
-
 
 @dataclass
 class MapCell:
@@ -46,6 +44,16 @@ class MapCell:
 
 def _overlaps(ranges: list[Range], a: int, b: int) -> bool:
     return any(s < b and a < e for s, e in ranges)
+
+
+def fit_label(label: str, width: int) -> str:
+    """The label, or a shorter spelling of it that fits ``width`` columns ("m12" → "12", "MM" → "M"),
+    so that even one-column cells say whose they are; "" when nothing meaningful fits."""
+    if len(label) <= width:
+        return label
+    if label.startswith("m"):
+        return label[1:] if len(label) - 1 <= width else ""
+    return label[:width]
 
 
 class MapModel:
@@ -72,8 +80,17 @@ class MapModel:
         self.stable_save = merge_ranges(explained["stable-save"])
         self.stale = merge_ranges(explained["stale"])
         self.errors = merge_ranges(unexplained_errors(analysis, self.stable_save + self.stale))
-        # Per-page scan result; pages whose state the owner already tells are not scanned.
-        self.page_state = bytearray(self.pages)
+        # What the background scan found, kept sparse so that nothing here grows with the file's size
+        # (an 8 TiB sparse file has 134 million pages): ``extents`` are the file's data ranges (from
+        # SEEK_DATA/SEEK_HOLE; None until the scan has asked), ``nonzero`` the page ranges that hold
+        # non-zero bytes, ``scanned_to`` how far the page scan has got. Holes read as zeros.
+        self.extents: list[Range] | None = None
+        self._extent_starts: list[int] = []
+        self._extent_ends: list[int] = []
+        self.nonzero: list[Range] = []
+        self._nonzero_ends: list[int] = []
+        self.scanned_to = 0
+        self.scan_complete = False
 
     def title(self) -> str:
         """One line about the geometry, for the map's border (says so when there is no manager)."""
@@ -97,23 +114,41 @@ class MapModel:
             # Page 0 always gets its own cell, and cells never straddle a bucket boundary, so that the
             # header page and each bucket's owner stay visible however large the snapshot is.
             n_buckets = -(-(size - BUCKETS_START) // self.bucket_size)
-            per = -(-n_buckets // (capacity - 1))
+            # Zoom on the buckets that have owners: a file far larger than they are (8 TiB with 143
+            # buckets used) gets one last cell for the rest, which still shows stray data there.
+            used = min(n_buckets, max(1, self._used_buckets()))
+            head, tail = (n_buckets, 0) if used * 2 > n_buckets or capacity < 3 else (used, 1)
+            per = -(-head // (capacity - 1 - tail))
             step = per * self.bucket_size
-            return [(0, BUCKETS_START)] + [(s, min(size, s + step)) for s in range(BUCKETS_START, size, step)]
+            end = min(size, BUCKETS_START + head * self.bucket_size)
+            units = [(0, BUCKETS_START)] + [(s, min(end, s + step)) for s in range(BUCKETS_START, end, step)]
+            return units + ([(end, size)] if end < size else [])
         per = -(-self.pages // capacity)
         step = per * WASM_PAGE_SIZE
         return [(s, min(size, s + step)) for s in range(0, size, step)]
 
-    def pages_to_scan(self) -> list[int]:
-        """Pages whose data/zero state matters: unowned buckets, or everything without a live manager."""
+    def _used_buckets(self) -> int:
+        """One past the last bucket that has an owner."""
+        if self.recon_owners is not None:
+            return max((i + 1 for i, o in enumerate(self.recon_owners) if o is not None), default=0)
+        return len(self.table.rstrip(b"\xff"))
+
+    def needs_scan(self, page: int) -> bool:
+        """Whether a page's data/zero state matters: it lies in an unowned bucket, or there is no live
+        manager to tell what it holds."""
         if not self.mm_present:
-            return list(range(self.pages))
-        out = [] if self.mm_live else [0]
-        for p in range(1, self.pages):
-            b = (p * WASM_PAGE_SIZE - BUCKETS_START) // self.bucket_size
-            if self.bucket_owner(b) is None:
-                out.append(p)
-        return out
+            return True
+        if page == 0:
+            return not self.mm_live
+        b = (page * WASM_PAGE_SIZE - BUCKETS_START) // self.bucket_size
+        return self.bucket_owner(b) is None
+
+    def pages_to_scan(self) -> Iterator[int]:
+        """The pages :meth:`scan` reads: those that need it *and* hold data (holes are known zero)."""
+        for lo, hi in self.extents if self.extents is not None else [(0, self.size)]:
+            for p in range(lo // WASM_PAGE_SIZE, -(-hi // WASM_PAGE_SIZE)):
+                if self.needs_scan(p):
+                    yield p
 
     def bucket_owner(self, bucket: int) -> int | str | None:
         """The MemoryId owning a bucket ("?bN" when the reconstruction only knows a structure is there)."""
@@ -122,47 +157,77 @@ class MapModel:
         owner = self.table[bucket] if bucket < len(self.table) else 0xFF
         return None if owner == 0xFF else owner
 
+    def find_extents(self) -> list[Range]:
+        """The file's data ranges (a few ``lseek`` calls per extent; call it off the UI thread)."""
+        if self.extents is None:
+            from inspector.sparse import data_ranges
+
+            fd = getattr(self.analysis.snapshot, "fd", None)
+            extents = data_ranges(fd, self.size) if fd is not None else [(0, self.size)]
+            self._extent_starts = [s for s, _ in extents]
+            self._extent_ends = [e for _, e in extents]
+            self.extents = extents
+        return self.extents
+
     def scan(self, progress: Callable[[int, int], bool] | None = None) -> None:
-        """Fill ``page_state`` for the pages that need it. ``progress(done, total)`` returns False to stop."""
-        from inspector.sparse import data_ranges, is_zero
+        """Find which unowned pages hold non-zero bytes, reading only the file's data extents.
 
-        snap = self.analysis.snapshot
-        todo = self.pages_to_scan()
-        fd = getattr(snap, "fd", None)
-        data = data_ranges(fd, self.size) if fd is not None else [(0, self.size)]
-        starts = [s for s, _ in data]
-        from bisect import bisect_right
+        Work and memory grow with the data, never with the file's nominal size. ``progress(done,
+        total)`` (pages) returns False to stop; cells not reached yet keep "not scanned yet"."""
+        from inspector.sparse import is_zero
 
-        buf = snap.buf
+        extents = self.find_extents()
+        total = sum(-(-hi // WASM_PAGE_SIZE) - lo // WASM_PAGE_SIZE for lo, hi in extents)
+        buf = self.analysis.snapshot.buf
         # About a hundred progress reports at most: each one repaints the status bar.
-        every = max(64, len(todo) // 100)
-        for n, p in enumerate(todo):
-            a, b = p * WASM_PAGE_SIZE, min(self.size, (p + 1) * WASM_PAGE_SIZE)
-            i = bisect_right(starts, a) - 1
-            in_data = (i >= 0 and data[i][1] > a) or (i + 1 < len(data) and data[i + 1][0] < b)
-            if not in_data:
-                self.page_state[p] = ZERO
-            else:
-                view = memoryview(buf)[a:b]
-                try:
-                    self.page_state[p] = ZERO if is_zero(view) else DATA
-                finally:
-                    view.release()
-            if progress is not None and n % every == every - 1 and not progress(n + 1, len(todo)):
-                return
+        every = max(64, total // 100)
+        done = 0
+        for lo, hi in extents:
+            for p in range(lo // WASM_PAGE_SIZE, -(-hi // WASM_PAGE_SIZE)):
+                a, b = p * WASM_PAGE_SIZE, min(self.size, (p + 1) * WASM_PAGE_SIZE)
+                if self.needs_scan(p):
+                    view = memoryview(buf)[a:b]
+                    try:
+                        zero = is_zero(view)
+                    finally:
+                        view.release()
+                    if not zero:
+                        self._add_nonzero(a, b)
+                self.scanned_to = b
+                done += 1
+                if progress is not None and done % every == 0 and not progress(done, total):
+                    return
+        self.scanned_to = self.size
+        self.scan_complete = True
         if progress is not None:
-            progress(len(todo), len(todo))
+            progress(total, total)
+
+    def _add_nonzero(self, a: int, b: int) -> None:
+        # Pages arrive in increasing order: extend the last range or start a new one.
+        if self.nonzero and self.nonzero[-1][1] == a:
+            self.nonzero[-1] = (self.nonzero[-1][0], b)
+            self._nonzero_ends[-1] = b
+        else:
+            self.nonzero.append((a, b))
+            self._nonzero_ends.append(b)
 
     # -------------------------------------------------------------- states
 
     def _data_state(self, a: int, b: int) -> str:
-        pages = range(a // WASM_PAGE_SIZE, -(-b // WASM_PAGE_SIZE))
-        states = {self.page_state[p] for p in pages if p < self.pages}
-        if DATA in states:
+        """ "data", "unknown" or "empty" for ``[a, b)``: two bisections, whatever the size of the range."""
+        nz = bisect_right(self._nonzero_ends, a)
+        if nz < len(self.nonzero) and self.nonzero[nz][0] < b:
             return "data"
-        if UNSCANNED in states:
+        if self.scan_complete:
+            return "empty"
+        if self.extents is None:
             return "unknown"
-        return "empty"
+        i = bisect_right(self._extent_ends, a)
+        if i >= len(self.extents) or self.extents[i][0] >= b:
+            return "empty"  # only holes here: zeros without reading
+        # Data exists in [a, b): known once the scan (in file order) is past its last data byte here.
+        j = bisect_left(self._extent_starts, b) - 1
+        return "empty" if self.scanned_to >= min(b, self.extents[j][1]) else "unknown"
 
     def cell(self, a: int, b: int) -> MapCell:
         where = f"{a:#x}–{b - 1:#x}"
@@ -192,16 +257,17 @@ class MapModel:
         first = (a - BUCKETS_START) // self.bucket_size
         last = (b - 1 - BUCKETS_START) // self.bucket_size
         buckets = f"bucket {first}" if first == last else f"buckets {first}–{last}"
-        owners: list[int | str] = []
+        owners = self._owners(first, last)
+        # What the unowned buckets of this cell hold, from the sparse scan results: a few bisections
+        # per cell, never a pass over its pages or buckets.
         unowned: list[str] = []
-        for k in range(first, last + 1):
-            owner = self.bucket_owner(k)
-            if owner is not None:
-                if owner not in owners:
-                    owners.append(owner)
-                continue
-            ks = BUCKETS_START + k * self.bucket_size
-            unowned.append(self._data_state(max(a, ks), min(b, ks + self.bucket_size)))
+        if self._unowned_overlap(self.nonzero, self._nonzero_ends, a, b):
+            unowned.append("data")
+        elif not self.scan_complete and self._any_unowned(first, last):
+            if self.extents is None or self._unowned_overlap(
+                self.extents, self._extent_ends, max(a, self.scanned_to), b
+            ):
+                unowned.append("unknown")
         # Most telling first: stray data in a bucket nobody owns, then the owners.
         if "data" in unowned:
             return MapCell(a, b, "unallocated", "??", f"{where} · {buckets}: no owner, non-zero bytes")
@@ -219,6 +285,47 @@ class MapModel:
         if "unknown" in unowned:
             return MapCell(a, b, "unknown", "..", f"{where} · {buckets}: no owner (not scanned yet)")
         return MapCell(a, b, "empty", "", f"{where} · {buckets}: no owner, zero")
+
+    def _known_buckets(self) -> int:
+        return len(self.recon_owners) if self.recon_owners is not None else len(self.table)
+
+    def _owners(self, first: int, last: int) -> list[int | str]:
+        """Distinct owners of buckets first..last, the first one (in bucket order) first."""
+        stop = min(last, self._known_buckets() - 1) + 1
+        if first >= stop:
+            return []
+        if self.recon_owners is not None:
+            seq: list[int | str] = [o for o in self.recon_owners[first:stop] if o is not None]
+        else:
+            seg = self.table[first:stop]
+            lead = seg.lstrip(b"\xff")[:1]
+            rest = sorted(set(seg) - {0xFF} - set(lead))
+            return [*lead, *rest]
+        out: list[int | str] = []
+        for o in seq:
+            if o not in out:
+                out.append(o)
+        return out
+
+    def _any_unowned(self, first: int, last: int) -> bool:
+        known = self._known_buckets()
+        if last >= known:
+            return True
+        if self.recon_owners is not None:
+            return any(o is None for o in self.recon_owners[first : last + 1])
+        return 0xFF in self.table[first : last + 1]
+
+    def _unowned_overlap(self, ranges: list[Range], ends: list[int], a: int, b: int) -> bool:
+        """Whether a part of ``ranges`` inside ``[a, b)`` lies in a bucket nobody owns."""
+        i = bisect_right(ends, a)
+        while i < len(ranges) and ranges[i][0] < b:
+            s, e = max(a, ranges[i][0], BUCKETS_START), min(b, ranges[i][1])
+            if s < e and self._any_unowned(
+                (s - BUCKETS_START) // self.bucket_size, (e - 1 - BUCKETS_START) // self.bucket_size
+            ):
+                return True
+            i += 1
+        return False
 
     def cells(self, capacity: int) -> list[MapCell]:
         return [self.cell(a, b) for a, b in self.units(capacity)]
@@ -277,8 +384,10 @@ class MemoryMap(Widget, can_focus=True):
             return
         width = max(1, width)
         n = len(self.model.units(width * MAX_ROWS))
-        # As few rows as the cells need at width 1, then the widest cells that still fit those rows.
-        rows = max(1, min(MAX_ROWS, -(-n // width)))
+        # As few rows as the cells need at width 2 (so two-letter labels such as "m4" fit), or at width
+        # 1 when even that overflows, then the widest cells that still fit those rows.
+        base = 2 if width >= 2 and -(-n // (width // 2)) <= MAX_ROWS else 1
+        rows = max(1, min(MAX_ROWS, -(-n // (width // base))))
         cell_w, per_row = 1, width
         for cw in range(MAX_CELL_WIDTH, 0, -1):
             per = max(1, width // cw)
@@ -358,14 +467,21 @@ class MemoryMap(Widget, can_focus=True):
             return Strip.blank(width, self._base)
         segs: list[Segment] = []
         pos_cell = self.cell_index_at(self.position)
-        for i in range(y * per_row, min(len(cells), (y + 1) * per_row)):
-            cell = cells[i]
-            prev = cells[i - 1] if i else None
-            # A label only where a run of same-owner cells starts, so the strip stays readable.
-            starts_run = prev is None or (prev.state, prev.label) != (cell.state, cell.label)
-            label = cell.label if starts_run and len(cell.label) <= cell_w else ""
-            text = label.ljust(cell_w)[:cell_w] if cell_w > 1 else (label[:1] if label else " ")
-            segs.append(Segment(text, self._cell_style(cell, i == self.map_cursor, i == pos_cell)))
+        # A label per run of same-owner cells (at most once per row), written across the run's cells:
+        # a run of narrow cells still shows "m4" or "MM" when each cell is a single column wide.
+        i, stop = y * per_row, min(len(cells), (y + 1) * per_row)
+        while i < stop:
+            key = (cells[i].state, cells[i].label)
+            j = i + 1
+            while j < stop and (cells[j].state, cells[j].label) == key:
+                j += 1
+            width_run = (j - i) * cell_w
+            label = cells[i].label
+            text = fit_label(label, width_run).ljust(width_run)
+            for k in range(i, j):
+                part = text[(k - i) * cell_w : (k - i + 1) * cell_w]
+                segs.append(Segment(part, self._cell_style(cells[k], k == self.map_cursor, k == pos_cell)))
+            i = j
         return Strip(segs).extend_cell_length(width, self._base)
 
     def _caption(self, width: int) -> Strip:
