@@ -173,7 +173,7 @@ class NestedManager(Structure):
         view = self._view()
         region = mm_region(view)
         region.add(memories_region(view))
-        region.memory_id = self.memory_id
+        region.memory_id = self.memory_id if not isinstance(self.memory_id, list) else None
         region.detail = f"nested: {region.detail}, memories " + ", ".join(
             str(m.memory.memory_id) for m in self.inner.memories
         )
@@ -398,7 +398,7 @@ def _memory_all_zero(mem: Memory, fd: int | None) -> bool:
     file holds as data are read: holes are zero by definition, so a huge sparse memory costs nothing."""
     from inspector.sparse import data_ranges, is_zero
 
-    root = getattr(mem, "root", mem)
+    root: Any = getattr(mem, "root", mem)  # the snapshot file (a PhysicalMemory) under any nesting
     n = min(mem.size, ZERO_CHECK_LIMIT)
     try:
         pieces = mem.physical_ranges(0, n)
