@@ -406,3 +406,33 @@ def test_fixture_empty_noise_and_stable_save_only(capsys: pytest.CaptureFixture[
     )
     code, doc = fixture_json(capsys, "stable_save_only", "check")
     assert code == 0 and codes(doc) == ["stable_save_blob"] and doc["findings"][0]["severity"] == "info"
+
+
+def test_diff_attributes_bytes_to_application_region_and_inner_memories(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manager = fl.sample_manager(2, [0, 1]).to_bytes()
+    old = fl.restricted_image(manager, 3 * PAGE, fl.iic_header())
+    new = bytearray(old)
+    new[10] ^= 0xFF  # inside the application's header
+    a, b = write(tmp_path, "a.bin", old), write(tmp_path, "b.bin", bytes(new))
+    assert main(["diff", "--json", str(a), str(b)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    text = json.dumps(doc["changes"])
+    assert "application region" in text and "MemoryManager header" not in text
+    nested = fl.nested_image(1, 7, 2, [3, 9], 1)
+    changed = bytearray(nested)
+    session_path = write(tmp_path, "n.bin", nested)
+    from inspector.session import load
+
+    s = load(session_path)
+    try:
+        vec_start = s.analysis.structure("7/9").mem.to_physical(64)  # the first Vec slot
+    finally:
+        s.close()
+    changed[vec_start] ^= 0x01
+    assert main(["diff", "--json", str(session_path), str(write(tmp_path, "n2.bin", bytes(changed)))]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert "memory 7/9" in json.dumps(doc["changes"])
+    (vec,) = [sd for sd in doc["structures"] if sd["memory_id"] == "7/9"]
+    assert vec["changed"] == 1
