@@ -262,7 +262,11 @@ class LayoutIndex:
             if v < MM_HEADER_SIZE:
                 return MM_HEADER_SIZE, "inner MemoryManager header", "inner MemoryManager header"
             if v < BUCKETS_START or not bs:
-                return BUCKETS_START, "inner MemoryManager page 0", "inner MemoryManager bucket table / page 0"
+                return (
+                    BUCKETS_START,
+                    "inner MemoryManager page 0",
+                    "inner MemoryManager bucket table / page 0",
+                )
             b, off = divmod(v - BUCKETS_START, bs)
             owner = inner.table[b] if b < len(inner.table) else UNALLOCATED_BUCKET
             end = v - off + bs

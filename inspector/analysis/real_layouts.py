@@ -345,13 +345,15 @@ def recognition_findings(analysis: Any, report: Any) -> None:
         return
     if any(s.kind not in ("unknown", "empty") for s in analysis.structures):
         return
-    if snap.size == 0 or _file_all_zero(snap):
+    if snap.size == 0:
+        return  # the snapshot reader already says so (stable_memory_empty)
+    if _file_all_zero(snap):
         analysis.findings.append(
             Finding(
                 "info",
                 "empty_memory",
                 f"all {snap.size:,} bytes of stable memory are zero: nothing was ever written",
-                [(0, snap.size)] if snap.size else [],
+                [(0, snap.size)],
             )
         )
         return
