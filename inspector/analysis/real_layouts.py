@@ -77,7 +77,7 @@ def application_region(analysis: Any) -> dict[str, Any] | None:
         "owner": "application (not managed by ic-stable-structures)",
         "first_bytes_hex": head.hex(),
         "first_bytes_ascii": _ascii(head),
-        "content": "zero" if not any(head) else "bytes",
+        "content": "bytes" if any(head) or not _range_zero(analysis.snapshot, 0, base) else "zero",
     }
     if head[:4] == DIDL:
         from inspector.analysis.stable_save import find_at_physical_zero
@@ -416,6 +416,24 @@ def _memory_all_zero(mem: Memory, fd: int | None) -> bool:
             for pos in range(a, b, step):
                 if not is_zero(root.buf[pos : min(b, pos + step)]):
                     return False
+    return True
+
+
+def _range_zero(snap: Snapshot, start: int, end: int, limit: int = ZERO_CHECK_LIMIT) -> bool:
+    """Whether physical [start, end) is zero, reading only data (not holes) and at most ``limit`` bytes."""
+    from inspector.sparse import data_ranges, is_zero
+
+    ranges = data_ranges(snap.fd, snap.size) if snap.fd is not None else [(0, snap.size)]
+    budget = limit
+    for lo, hi in ranges:
+        lo, hi = max(lo, start), min(hi, end)
+        for pos in range(lo, hi, 1 << 22):
+            take = min(hi, pos + (1 << 22)) - pos
+            if budget <= 0:
+                return True  # judged by what was read
+            if not is_zero(snap.buf[pos : pos + take]):
+                return False
+            budget -= take
     return True
 
 
