@@ -436,3 +436,14 @@ def test_diff_attributes_bytes_to_application_region_and_inner_memories(
     assert "memory 7/9" in json.dumps(doc["changes"])
     (vec,) = [sd for sd in doc["structures"] if sd["memory_id"] == "7/9"]
     assert vec["changed"] == 1
+
+
+def test_nesting_depth_is_limited_to_four(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, doc = run_json(capsys, "check", write(tmp_path, "deep4.bin", fl.deeply_nested_image(4, host_id=2)))
+    assert code == 0 and codes(doc) == []
+    assert structures(doc)['"2/2/2/0"']["kind"] == "cell"
+    code, doc = run_json(capsys, "check", write(tmp_path, "deep5.bin", fl.deeply_nested_image(5, host_id=2)))
+    assert code == 0 and codes(doc) == ["nesting_too_deep"]
+    (f,) = doc["findings"]
+    assert f["memory_id"] == "2/2/2/2" and f["severity"] == "warning"
+    assert '"2/2/2/2/0"' not in structures(doc)

@@ -268,8 +268,8 @@ def bucket_order_risk(analysis: Any) -> None:
             if len(m.buckets) < 2 or not bs:
                 continue
             s = analysis.structure(m.memory.memory_id)
-            if s is None or s.kind not in ("unknown", "empty"):
-                continue
+            if s is None or s.kind not in ("unknown", "empty") or getattr(s, "magic", "") == "MGR":
+                continue  # a structure, or a manager nested too deep to decode: its pages are in order
             for k in range(1, len(m.buckets)):
                 try:
                     if not range_contains(data, m.memory.to_physical(k * bs)):
