@@ -21,6 +21,7 @@ from snapshots.forge_candid import NAT, TEXT, Record, candid_message
 from snapshots.forge_image import apply_stable_save
 
 PAGE = 65_536
+BUCKET_TABLE_FIRST = 2_080
 
 
 def write(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -447,3 +448,22 @@ def test_nesting_depth_is_limited_to_four(tmp_path: Path, capsys: pytest.Capture
     (f,) = doc["findings"]
     assert f["memory_id"] == "2/2/2/2" and f["severity"] == "warning"
     assert '"2/2/2/2/0"' not in structures(doc)
+
+
+def test_didl_over_a_manager_whose_first_bucket_hosts_a_nested_one_is_the_incident(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The nested manager's MGR lands exactly at 65,536 (host memory 7 took bucket 0). A short stable_save
+    # message leaves the base-0 bucket table (its 0xFF tail) intact: that table says a manager was at 0.
+    image = bytearray(fl.nested_image(1, 7, 2, [3, 9], 1))
+    image[BUCKET_TABLE_FIRST : BUCKET_TABLE_FIRST + 2] = bytes([7, 1])  # swap: bucket 0 is now memory 7's
+    swapped = bytearray(image)
+    swapped[PAGE : 2 * PAGE], swapped[2 * PAGE : 3 * PAGE] = (
+        image[2 * PAGE : 3 * PAGE],
+        image[PAGE : 2 * PAGE],
+    )
+    assert swapped[PAGE : PAGE + 3] == b"MGR"
+    clobbered = apply_stable_save(swapped, small_message())
+    code, doc = run_json(capsys, "check", write(tmp_path, "incident0.bin", bytes(clobbered)))
+    assert code == 1 and doc["memory_manager"]["present"] is False
+    assert "memory_manager_clobbered" in codes(doc, "error")
