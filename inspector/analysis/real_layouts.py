@@ -15,7 +15,6 @@ import math
 from typing import Any
 
 from inspector.layouts import (
-    BUCKETS_START,
     MM_HEADER_PAGE_USED,
     MM_MAGIC,
     STRUCTURE_MAGICS,
@@ -31,9 +30,7 @@ from inspector.structures.base import Structure
 MAX_NESTING = 4  # managers inside managers, counting the outermost one
 HEAD_SHOWN = 32
 # Structures whose header sits at offset 0 of a memory (not node/chunk magics, which sit anywhere).
-_HEADER_MAGICS = {
-    m for m, kind in STRUCTURE_MAGICS.items() if m in (b"BTR", b"SCL", b"SVC", b"SMH", b"GLI", b"GLD")
-}
+_HEADER_MAGICS = frozenset({b"BTR", b"SCL", b"SVC", b"SMH", b"GLI", b"GLD"})
 # Bytes checked for "never written": a memory beyond this is judged by its first 64 MiB.
 ZERO_CHECK_LIMIT = 64 << 20
 
@@ -280,7 +277,7 @@ def bucket_order_risk(analysis: Any) -> None:
                 if magic not in _HEADER_MAGICS:
                     continue
                 writer = m.buckets[k:] + m.buckets[:k]
-                what = STRUCTURE_MAGICS.get(magic, magic.decode("latin-1"))
+                what = f"{STRUCTURE_MAGICS.get(magic, 'structure')} ({magic.decode('latin-1')})"
                 mid = m.memory.memory_id
                 hole_text = (
                     f" The bucket table has {len(holes)} free hole(s) below num_allocated_buckets "
@@ -448,7 +445,3 @@ def _file_all_zero(snap: Snapshot) -> bool:
             if not is_zero(buf[pos : min(hi, pos + (1 << 22))]):
                 return False
     return True
-
-
-def buckets_start(mm: MemoryManagerInfo) -> int:
-    return mm.base_offset + BUCKETS_START
