@@ -258,6 +258,43 @@ class LayoutIndex:
                     self._locators[mid[1]] = (_log_data_locator(s), data_mem)
                 continue
             self._locators[mid] = (structure_locator(s), s.mem)
+        # A manager nested in a memory: bytes of that memory are attributed to the inner memories.
+        for s in self.analysis.structures:
+            inner = getattr(s, "inner", None)
+            if s.kind == "memory_manager" and inner is not None:
+                self._locators[s.memory_id] = (self._nested_locator(inner), s.mem)
+
+    def _nested_locator(self, inner: Any) -> Locator:
+        bs = inner.bucket_size_bytes
+        owners = {m.id: m for m in inner.memories}
+
+        def locate(v: int, detail: bool) -> Located:
+            if v < MM_HEADER_SIZE:
+                return MM_HEADER_SIZE, "inner MemoryManager header", "inner MemoryManager header"
+            if v < BUCKETS_START or not bs:
+                return (
+                    BUCKETS_START,
+                    "inner MemoryManager page 0",
+                    "inner MemoryManager bucket table / page 0",
+                )
+            b, off = divmod(v - BUCKETS_START, bs)
+            owner = inner.table[b] if b < len(inner.table) else UNALLOCATED_BUCKET
+            end = v - off + bs
+            m = owners.get(owner)
+            if m is None or b not in m.buckets:
+                return end, "inner unallocated buckets", f"inner bucket {b} (unallocated)"
+            iv = m.buckets.index(b) * bs + off
+            iid = m.memory.memory_id
+            entry = self._locators.get(iid)
+            if entry is None:
+                return end, f"memory {iid} · data", f"memory {iid} · data"
+            try:
+                ivend, area, what = entry[0](iv, detail)
+            except OutOfBounds:
+                ivend, area, what = iv + 1, "unreadable", "unreadable bytes"
+            return min(end, v + max(1, ivend - iv)), f"memory {iid} · {area}", f"memory {iid} · {what}"
+
+        return locate
 
     def _prefix(self, mid: Any) -> str:
         return "raw memory" if mid == "raw" else f"memory {mid}"

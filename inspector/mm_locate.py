@@ -70,13 +70,31 @@ def scan_for_base(phys: PhysicalMemory, fd: int | None, start: int = WASM_PAGE_S
     size = phys.size
     ranges = data_ranges(fd, size) if fd is not None else [(0, size)]
     buf = phys.buf
-    for lo, hi in ranges:
-        p = max(start, lo + (-lo % WASM_PAGE_SIZE))
-        while p + MM_HEADER_PAGE_USED <= size and p < hi:
-            if buf[p : p + 4] == _NEEDLE and header_valid_at(buf, size, p):
-                return p
-            p += WASM_PAGE_SIZE
-    return None
+    # Four bytes per page: without this hint each touch would read ahead 128 KiB of a dense file.
+    _advise(buf, "MADV_RANDOM")
+    try:
+        for lo, hi in ranges:
+            p = max(start, lo + (-lo % WASM_PAGE_SIZE))
+            while p + MM_HEADER_PAGE_USED <= size and p < hi:
+                if buf[p : p + 4] == _NEEDLE and header_valid_at(buf, size, p):
+                    return p
+                p += WASM_PAGE_SIZE
+        return None
+    finally:
+        _advise(buf, "MADV_NORMAL")
+
+
+def _advise(buf: object, name: str) -> None:
+    import mmap
+
+    flag = getattr(mmap, name, None)
+    advise = getattr(buf, "madvise", None)
+    if flag is None or advise is None:
+        return
+    try:
+        advise(flag)
+    except (OSError, ValueError):
+        pass  # a hint only
 
 
 def _structure_page_before(phys: PhysicalMemory, fd: int | None, end: int) -> bool:
@@ -104,8 +122,23 @@ def choose_base(phys: PhysicalMemory, fd: int | None) -> BaseChoice:
     base = scan_for_base(phys, fd)
     if base is None:
         return BaseChoice(None, "offset 0")
-    if head == DIDL and base != BUCKETS_START and _structure_page_before(phys, fd, base):
-        # A Candid message at 0 and structure headers at page starts of the base-0 bucket area: the
-        # incident (stable_save over a manager at 0). The later MGR is then some memory's own data.
+    if head == DIDL and (
+        _base0_table_survives(phys) or (base != BUCKETS_START and _structure_page_before(phys, fd, base))
+    ):
+        # A Candid message at 0 and, behind it, a base-0 bucket table or structure headers at page starts of
+        # the base-0 bucket area: the incident (stable_save over a manager at 0). The later MGR is then a
+        # nested manager inside one of the old memories.
         return BaseChoice(None, "offset 0", note=f"'MGR' at {base:,} ignored: the layout at 0 was clobbered")
     return BaseChoice(base, "page scan")
+
+
+# The tail of a base-0 bucket table: a manager writes 0xFF for every bucket it never allocated, and a
+# manager with 31,744+ buckets is unheard of, so 1,024 × 0xFF right before 34,848 is its signature.
+_TABLE_TAIL = 1024
+
+
+def _base0_table_survives(phys: PhysicalMemory) -> bool:
+    if phys.size < MM_HEADER_PAGE_USED:
+        return False
+    tail = bytes(phys.buf[MM_HEADER_PAGE_USED - _TABLE_TAIL : MM_HEADER_PAGE_USED])
+    return tail == _ALL_FREE[:_TABLE_TAIL]

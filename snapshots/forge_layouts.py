@@ -178,3 +178,16 @@ def unsupported_version_image(version: int = 2) -> bytes:
     data = bytearray(sample_manager(2, [0, 1]).to_bytes())
     data[3] = version
     return bytes(data)
+
+
+def deeply_nested_image(levels: int, host_id: int = 1) -> bytes:
+    """``levels`` managers, each initialised in memory ``host_id`` of the one around it; the innermost
+    holds a Cell in memory 0."""
+    inner = MemoryManagerImage(1)
+    inner.place(0, cell(b"deep"))
+    data = inner.to_bytes()
+    for _ in range(levels - 1):
+        outer = MemoryManagerImage(1)
+        outer.write(host_id, 0, data)
+        data = outer.to_bytes()
+    return data

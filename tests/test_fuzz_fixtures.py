@@ -159,9 +159,17 @@ def _expected_codes(t: Target) -> set[str] | None:
     if t.structure == "memory_manager":
         if field == "size" or t.name.startswith("mm.size"):
             return {"memory_size_mismatch"}
-        return {"memory_manager_clobbered", "bucket_table_mismatch", "physical_size_mismatch"}
+        # A version byte other than 1 is a layout we cannot read, not damage (issue 11).
+        return {
+            "memory_manager_clobbered",
+            "bucket_table_mismatch",
+            "bucket_table_holes",
+            "physical_size_mismatch",
+            "unsupported_version",
+        }
     if t.structure == "bucket_table":
-        return {"memory_size_mismatch", "bucket_table_mismatch", "bucket_out_of_range"}
+        # An owner turned into 0xFF below num_allocated_buckets reads as a 0.7.1 reclaim hole.
+        return {"memory_size_mismatch", "bucket_table_mismatch", "bucket_table_holes", "bucket_out_of_range"}
     if field in ("magic", "layout_version", "version") and t.structure in (
         "btreemap",
         "cell",

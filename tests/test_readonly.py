@@ -201,7 +201,16 @@ def _all_argvs(p: Path, out_dir: Path, other: Path) -> list[list[str]]:
             argvs += [
                 ["entries", path, "--memory", mid, "--format", "jsonl"],
                 ["entries", path, "--memory", mid, "--format", "table", "--limit", "50"],
-                ["extract", path, "--memory", mid, "-o", str(out_dir / f"extract-{mid}.bin"), "--force"],
+                # Nested ids ("5/1") contain a slash: not a file name as such.
+                [
+                    "extract",
+                    path,
+                    "--memory",
+                    mid,
+                    "-o",
+                    str(out_dir / f"extract-{mid.replace('/', '_')}.bin"),
+                    "--force",
+                ],
             ]
         if kind == "btreemap":
             argvs.append(["salvage", path, "--memory", mid, "--format", "jsonl"])

@@ -21,6 +21,7 @@ from snapshots.forge_candid import NAT, TEXT, Record, candid_message
 from snapshots.forge_image import apply_stable_save
 
 PAGE = 65_536
+BUCKET_TABLE_FIRST = 2_080
 
 
 def write(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -406,3 +407,63 @@ def test_fixture_empty_noise_and_stable_save_only(capsys: pytest.CaptureFixture[
     )
     code, doc = fixture_json(capsys, "stable_save_only", "check")
     assert code == 0 and codes(doc) == ["stable_save_blob"] and doc["findings"][0]["severity"] == "info"
+
+
+def test_diff_attributes_bytes_to_application_region_and_inner_memories(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manager = fl.sample_manager(2, [0, 1]).to_bytes()
+    old = fl.restricted_image(manager, 3 * PAGE, fl.iic_header())
+    new = bytearray(old)
+    new[10] ^= 0xFF  # inside the application's header
+    a, b = write(tmp_path, "a.bin", old), write(tmp_path, "b.bin", bytes(new))
+    assert main(["diff", "--json", str(a), str(b)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    text = json.dumps(doc["changes"])
+    assert "application region" in text and "MemoryManager header" not in text
+    nested = fl.nested_image(1, 7, 2, [3, 9], 1)
+    changed = bytearray(nested)
+    session_path = write(tmp_path, "n.bin", nested)
+    from inspector.session import load
+
+    s = load(session_path)
+    try:
+        vec_start = s.analysis.structure("7/9").mem.to_physical(64)  # the first Vec slot
+    finally:
+        s.close()
+    changed[vec_start] ^= 0x01
+    assert main(["diff", "--json", str(session_path), str(write(tmp_path, "n2.bin", bytes(changed)))]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert "memory 7/9" in json.dumps(doc["changes"])
+    (vec,) = [sd for sd in doc["structures"] if sd["memory_id"] == "7/9"]
+    assert vec["changed"] == 1
+
+
+def test_nesting_depth_is_limited_to_four(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, doc = run_json(capsys, "check", write(tmp_path, "deep4.bin", fl.deeply_nested_image(4, host_id=2)))
+    assert code == 0 and codes(doc) == []
+    assert structures(doc)['"2/2/2/0"']["kind"] == "cell"
+    code, doc = run_json(capsys, "check", write(tmp_path, "deep5.bin", fl.deeply_nested_image(5, host_id=2)))
+    assert code == 0 and codes(doc) == ["nesting_too_deep"]
+    (f,) = doc["findings"]
+    assert f["memory_id"] == "2/2/2/2" and f["severity"] == "warning"
+    assert '"2/2/2/2/0"' not in structures(doc)
+
+
+def test_didl_over_a_manager_whose_first_bucket_hosts_a_nested_one_is_the_incident(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The nested manager's MGR lands exactly at 65,536 (host memory 7 took bucket 0). A short stable_save
+    # message leaves the base-0 bucket table (its 0xFF tail) intact: that table says a manager was at 0.
+    image = bytearray(fl.nested_image(1, 7, 2, [3, 9], 1))
+    image[BUCKET_TABLE_FIRST : BUCKET_TABLE_FIRST + 2] = bytes([7, 1])  # swap: bucket 0 is now memory 7's
+    swapped = bytearray(image)
+    swapped[PAGE : 2 * PAGE], swapped[2 * PAGE : 3 * PAGE] = (
+        image[2 * PAGE : 3 * PAGE],
+        image[PAGE : 2 * PAGE],
+    )
+    assert swapped[PAGE : PAGE + 3] == b"MGR"
+    clobbered = apply_stable_save(swapped, small_message())
+    code, doc = run_json(capsys, "check", write(tmp_path, "incident0.bin", bytes(clobbered)))
+    assert code == 1 and doc["memory_manager"]["present"] is False
+    assert "memory_manager_clobbered" in codes(doc, "error")

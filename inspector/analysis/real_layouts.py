@@ -15,7 +15,6 @@ import math
 from typing import Any
 
 from inspector.layouts import (
-    BUCKETS_START,
     MM_HEADER_PAGE_USED,
     MM_MAGIC,
     STRUCTURE_MAGICS,
@@ -31,9 +30,7 @@ from inspector.structures.base import Structure
 MAX_NESTING = 4  # managers inside managers, counting the outermost one
 HEAD_SHOWN = 32
 # Structures whose header sits at offset 0 of a memory (not node/chunk magics, which sit anywhere).
-_HEADER_MAGICS = {
-    m for m, kind in STRUCTURE_MAGICS.items() if m in (b"BTR", b"SCL", b"SVC", b"SMH", b"GLI", b"GLD")
-}
+_HEADER_MAGICS = frozenset({b"BTR", b"SCL", b"SVC", b"SMH", b"GLI", b"GLD"})
 # Bytes checked for "never written": a memory beyond this is judged by its first 64 MiB.
 ZERO_CHECK_LIMIT = 64 << 20
 
@@ -77,7 +74,7 @@ def application_region(analysis: Any) -> dict[str, Any] | None:
         "owner": "application (not managed by ic-stable-structures)",
         "first_bytes_hex": head.hex(),
         "first_bytes_ascii": _ascii(head),
-        "content": "zero" if not any(head) else "bytes",
+        "content": "bytes" if any(head) or not _range_zero(analysis.snapshot, 0, base) else "zero",
     }
     if head[:4] == DIDL:
         from inspector.analysis.stable_save import find_at_physical_zero
@@ -173,7 +170,7 @@ class NestedManager(Structure):
         view = self._view()
         region = mm_region(view)
         region.add(memories_region(view))
-        region.memory_id = self.memory_id
+        region.memory_id = self.memory_id if not isinstance(self.memory_id, list) else None
         region.detail = f"nested: {region.detail}, memories " + ", ".join(
             str(m.memory.memory_id) for m in self.inner.memories
         )
@@ -268,8 +265,8 @@ def bucket_order_risk(analysis: Any) -> None:
             if len(m.buckets) < 2 or not bs:
                 continue
             s = analysis.structure(m.memory.memory_id)
-            if s is None or s.kind not in ("unknown", "empty"):
-                continue
+            if s is None or s.kind not in ("unknown", "empty") or getattr(s, "magic", "") == "MGR":
+                continue  # a structure, or a manager nested too deep to decode: its pages are in order
             for k in range(1, len(m.buckets)):
                 try:
                     if not range_contains(data, m.memory.to_physical(k * bs)):
@@ -280,7 +277,7 @@ def bucket_order_risk(analysis: Any) -> None:
                 if magic not in _HEADER_MAGICS:
                     continue
                 writer = m.buckets[k:] + m.buckets[:k]
-                what = STRUCTURE_MAGICS.get(magic, magic.decode("latin-1"))
+                what = f"{STRUCTURE_MAGICS.get(magic, 'structure')} ({magic.decode('latin-1')})"
                 mid = m.memory.memory_id
                 hole_text = (
                     f" The bucket table has {len(holes)} free hole(s) below num_allocated_buckets "
@@ -345,13 +342,15 @@ def recognition_findings(analysis: Any, report: Any) -> None:
         return
     if any(s.kind not in ("unknown", "empty") for s in analysis.structures):
         return
-    if snap.size == 0 or _file_all_zero(snap):
+    if snap.size == 0:
+        return  # the snapshot reader already says so (stable_memory_empty)
+    if _file_all_zero(snap):
         analysis.findings.append(
             Finding(
                 "info",
                 "empty_memory",
                 f"all {snap.size:,} bytes of stable memory are zero: nothing was ever written",
-                [(0, snap.size)] if snap.size else [],
+                [(0, snap.size)],
             )
         )
         return
@@ -398,7 +397,7 @@ def _memory_all_zero(mem: Memory, fd: int | None) -> bool:
     file holds as data are read: holes are zero by definition, so a huge sparse memory costs nothing."""
     from inspector.sparse import data_ranges, is_zero
 
-    root = getattr(mem, "root", mem)
+    root: Any = getattr(mem, "root", mem)  # the snapshot file (a PhysicalMemory) under any nesting
     n = min(mem.size, ZERO_CHECK_LIMIT)
     try:
         pieces = mem.physical_ranges(0, n)
@@ -417,6 +416,24 @@ def _memory_all_zero(mem: Memory, fd: int | None) -> bool:
     return True
 
 
+def _range_zero(snap: Snapshot, start: int, end: int, limit: int = ZERO_CHECK_LIMIT) -> bool:
+    """Whether physical [start, end) is zero, reading only data (not holes) and at most ``limit`` bytes."""
+    from inspector.sparse import data_ranges, is_zero
+
+    ranges = data_ranges(snap.fd, snap.size) if snap.fd is not None else [(0, snap.size)]
+    budget = limit
+    for lo, hi in ranges:
+        lo, hi = max(lo, start), min(hi, end)
+        for pos in range(lo, hi, 1 << 22):
+            take = min(hi, pos + (1 << 22)) - pos
+            if budget <= 0:
+                return True  # judged by what was read
+            if not is_zero(snap.buf[pos : pos + take]):
+                return False
+            budget -= take
+    return True
+
+
 def _file_all_zero(snap: Snapshot) -> bool:
     from inspector.sparse import data_ranges, is_zero
 
@@ -428,7 +445,3 @@ def _file_all_zero(snap: Snapshot) -> bool:
             if not is_zero(buf[pos : min(hi, pos + (1 << 22))]):
                 return False
     return True
-
-
-def buckets_start(mm: MemoryManagerInfo) -> int:
-    return mm.base_offset + BUCKETS_START

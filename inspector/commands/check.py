@@ -85,15 +85,30 @@ def print_report(analysis: Any, console: Console) -> None:
         t.append_text(safe_rich_text(f.message))
         console.print(t)
     if not analysis.diagnosis and not counts["error"] and not counts["warning"]:
-        n = len([s for s in analysis.structures if s.kind not in ("empty",)])
+        n = len([s for s in analysis.structures if s.kind not in ("empty", "memory_manager")])
         console.print(
             Text(
                 f"No problems found: {n} structure(s) decoded"
                 + (" through a MemoryManager" if analysis.mm.present else "")
+                + _layout_note(analysis)
                 + "; every header, walk and allocator check passed.",
                 style="green",
             )
         )
+
+
+def _layout_note(analysis: Any) -> str:
+    """Where the manager sits when that is not the usual byte 0, and nested managers (issue 11)."""
+    mm = analysis.mm
+    if not mm.present:
+        return ""
+    out = ""
+    if mm.base_offset:
+        out += f" at byte {mm.base_offset:,} (bytes before it belong to the application)"
+    nested = [s.memory_id for s in analysis.structures if s.kind == "memory_manager"]
+    if nested:
+        out += " with a nested manager in memory " + ", ".join(str(m) for m in nested)
+    return out
 
 
 def run(args: argparse.Namespace) -> int:

@@ -49,7 +49,7 @@ def parse_goto(text: str, analysis: Any, cursor: int = 0) -> int:
         raise GotoError("type an offset, e.g. 0x10000 or m4:0x2f14")
     if t[0] in "+-":
         pos = cursor + (1 if t[0] == "+" else -1) * parse_number(t[1:])
-    elif m := re.fullmatch(r"(?:m|mem|memory)\s*(\d+|raw)\s*:\s*(.+)", t):
+    elif m := re.fullmatch(r"(?:m|mem|memory)\s*(\d+(?:/\d+)*|raw)\s*:\s*(.+)", t):
         pos = _virtual_to_physical(analysis, m.group(1), parse_number(m.group(2)))
     elif m := re.fullmatch(r"raw\s*:\s*(.+)", t):
         pos = parse_number(m.group(1))
@@ -72,7 +72,8 @@ def parse_goto(text: str, analysis: Any, cursor: int = 0) -> int:
 
 
 def _virtual_to_physical(analysis: Any, mid_text: str, offset: int) -> int:
-    mid: int | str = mid_text if mid_text == "raw" else int(mid_text)
+    # "5/1": memory 1 of the manager nested in memory 5 (ids as the tree and the CLI write them).
+    mid: int | str = mid_text if mid_text == "raw" or "/" in mid_text else int(mid_text)
     mem = analysis.memory(mid)
     if mem is None:
         known = ", ".join(str(m) for m, _ in analysis.memory_refs) or "none"
