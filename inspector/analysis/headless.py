@@ -469,3 +469,15 @@ def continuation_buckets(analysis: Any, structure: Any) -> list[int]:
         last = cluster.chunks[-1].physical + cluster.chunk_size
         return [x for x in run if BUCKETS_START + x * bs < last]
     return []
+
+
+def with_buckets(mem: Any, extra: list[int]) -> Any:
+    """``mem`` (to the end of its last bucket) followed by the buckets ``extra`` (``continuation_buckets``)."""
+    from inspector.analysis.salvage import extended_memory
+    from inspector.memory import VirtualMemory
+
+    base: Any = extended_memory(mem)
+    buckets = [*base.buckets, *extra]
+    return VirtualMemory(
+        base.phys, base.memory_id, buckets, base.bucket_size_bytes, len(buckets) * base.bucket_size_bytes
+    )
