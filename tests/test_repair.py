@@ -492,3 +492,23 @@ def test_repair_never_opens_the_input_for_writing(tmp_path: Path, capsys: pytest
             assert rc == 0, err
     assert not _WATCH.violations, _WATCH.violations
     assert (sha(path), sha(clobbered)) == before
+
+
+def test_base_candidates_solve_the_grid_congruence() -> None:
+    """The map-base candidates (page boundaries on the chunk grid) equal a page-by-page search."""
+    from inspector.analysis.headless import _base_candidates
+
+    def brute(first: int, cs: int) -> list[int]:
+        target, out = first - 100, []
+        d = (target // PAGE) * PAGE
+        while d >= 0 and len(out) < 64:
+            if (target - d) % cs == 0:
+                out.append(d)
+            d -= PAGE
+        return out
+
+    rng = random.Random(12)
+    for _ in range(500):
+        cs = rng.choice([1040, 291, 225, 1024, 1088, 144, 65_552, 131_088])
+        first = rng.randrange(100, 50_000_000)
+        assert _base_candidates(first, cs) == brute(first, cs), (first, cs)

@@ -23,6 +23,7 @@ is guessed: a node that fails contributes no entry.
 from __future__ import annotations
 
 import bisect
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,7 @@ from inspector.structures.btreemap import HEADER_END, BTreeMap
 CHUNK_PROBE = CHUNK_MAGIC + b"\x01"  # "CHK" v1: every chunk header starts so
 MAX_CHUNKS_SCANNED = 1_000_000  # a bound for hostile inputs full of "CHK\x01"
 MAX_BASE_CANDIDATES = 64
+MAX_CLUSTERS = 4096  # grids placed per scan (hostile bytes can make every chunk its own grid)
 MAX_VOTING_NODES = 256
 KEY_LAYOUT_SAMPLE = 8
 
@@ -177,14 +179,22 @@ def _pointers(buf: Buffer, size: int, c: FoundChunk) -> list[tuple[int, str]]:
 
 
 def _base_candidates(first_chunk: int, cs: int) -> list[int]:
-    """Physical bases D ≤ first_chunk − 100 with D ≡ first_chunk − 100 (mod cs) and D a page boundary."""
+    """Physical bases D ≤ first_chunk − 100 with D ≡ first_chunk − 100 (mod cs) and D a page boundary,
+    nearest first. D = 65,536·k with 65,536·k ≡ target (mod cs): solved for k, no page-by-page search."""
     target = first_chunk - FIRST_CHUNK_OFFSET
+    if target < 0:
+        return []
+    g = math.gcd(WASM_PAGE_SIZE, cs)
+    if target % g:
+        return []
+    step = cs // g
+    k0 = (target // g) * pow(WASM_PAGE_SIZE // g, -1, step) % step if step > 1 else 0
+    k = target // WASM_PAGE_SIZE
+    k -= (k - k0) % step
     out: list[int] = []
-    d = (target // WASM_PAGE_SIZE) * WASM_PAGE_SIZE
-    while d >= 0 and len(out) < MAX_BASE_CANDIDATES:
-        if (target - d) % cs == 0:
-            out.append(d)
-        d -= WASM_PAGE_SIZE
+    while k >= 0 and len(out) < MAX_BASE_CANDIDATES:
+        out.append(k * WASM_PAGE_SIZE)
+        k -= step
     return out
 
 
@@ -234,6 +244,8 @@ def find_node_clusters(
     for g in groups:
         if not any(c.payload == "BTN" and c.allocated for c in g):
             continue
+        if len(out) >= MAX_CLUSTERS:
+            break
         placed = _place(g, cs, phys.buf, phys.size)
         if placed is not None and placed.base >= BUCKETS_START:
             out.append(placed)
@@ -440,8 +452,6 @@ def continuation_buckets(analysis: Any, structure: Any) -> list[int]:
     placed by their own node addresses (or, when no address names another chunk, by a grid step that
     leaves a single possible base), their map's virtual 0 is the memory's virtual 0.
     """
-    import math
-
     from inspector.memory import VirtualMemory
 
     mm = getattr(analysis, "mm", None)
