@@ -51,6 +51,7 @@ from inspector.structures.btreemap import HEADER_END, BTreeMap
 CHUNK_PROBE = CHUNK_MAGIC + b"\x01"  # "CHK" v1: every chunk header starts so
 MAX_CHUNKS_SCANNED = 1_000_000  # a bound for hostile inputs full of "CHK\x01"
 MAX_BASE_CANDIDATES = 64
+MAX_PAGE_SIZES = 4
 MAX_CLUSTERS = 4096  # grids placed per scan (hostile bytes can make every chunk its own grid)
 MAX_VOTING_NODES = 256
 KEY_LAYOUT_SAMPLE = 8
@@ -231,24 +232,37 @@ def find_node_clusters(
     Only clusters with at least one allocated ``BTN`` node are returned: free chunks alone are stale.
     """
     chunks = _find_chunks(phys, fd, start, end)
-    cs = _chunk_size(chunks)
-    if cs is None:
-        return []
-    groups: list[list[FoundChunk]] = []
-    for c in chunks:
-        if groups and (c.physical - groups[-1][-1].physical) % cs == 0:
-            groups[-1].append(c)
-        else:
-            groups.append([c])
+    # Maps of different page sizes leave grids of different steps: take the most common step, group the
+    # chunks on it, and look again at what is left over (bounded: a few page sizes per snapshot).
+    placed: list[tuple[int, list[FoundChunk]]] = []
+    remaining = chunks
+    for _ in range(MAX_PAGE_SIZES):
+        cs = _chunk_size(remaining)
+        if cs is None:
+            break
+        groups: list[list[FoundChunk]] = []
+        for c in remaining:
+            if groups and (c.physical - groups[-1][-1].physical) % cs == 0:
+                groups[-1].append(c)
+            else:
+                groups.append([c])
+        placed.extend((cs, g) for g in groups if len(g) > 1)
+        leftover = [g[0] for g in groups if len(g) == 1]
+        if len(leftover) == len(remaining) or len(leftover) < 2:
+            placed.extend((cs, [c]) for c in leftover)
+            break
+        remaining = leftover
+    placed.sort(key=lambda item: item[1][0].physical)
     out: list[NodeCluster] = []
-    for g in groups:
+    for cs, g in placed:
         if not any(c.payload == "BTN" and c.allocated for c in g):
             continue
         if len(out) >= MAX_CLUSTERS:
             break
-        placed = _place(g, cs, phys.buf, phys.size)
-        if placed is not None and placed.base >= BUCKETS_START:
-            out.append(placed)
+        cluster = _place(g, cs, phys.buf, phys.size)
+        if cluster is not None and cluster.base >= BUCKETS_START:
+            out.append(cluster)
+    out.sort(key=lambda c: c.base)
     return out
 
 
