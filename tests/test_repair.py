@@ -492,3 +492,58 @@ def test_repair_never_opens_the_input_for_writing(tmp_path: Path, capsys: pytest
             assert rc == 0, err
     assert not _WATCH.violations, _WATCH.violations
     assert (sha(path), sha(clobbered)) == before
+
+
+def test_base_candidates_solve_the_grid_congruence() -> None:
+    """The map-base candidates (page boundaries on the chunk grid) equal a page-by-page search."""
+    from inspector.analysis.headless import _base_candidates
+
+    def brute(first: int, cs: int) -> list[int]:
+        target, out = first - 100, []
+        d = (target // PAGE) * PAGE
+        while d >= 0 and len(out) < 64:
+            if (target - d) % cs == 0:
+                out.append(d)
+            d -= PAGE
+        return out
+
+    rng = random.Random(12)
+    for _ in range(500):
+        cs = rng.choice([1040, 291, 225, 1024, 1088, 144, 65_552, 131_088])
+        first = rng.randrange(100, 50_000_000)
+        assert _base_candidates(first, cs) == brute(first, cs), (first, cs)
+
+
+def test_two_headless_maps_of_different_page_sizes_are_both_found() -> None:
+    """Grids of two steps (page 1024 and 275) in one file: each found, placed and salvaged exactly."""
+    from inspector.analysis.headless import (
+        OffsetMemory,
+        find_node_clusters,
+        open_headless_map,
+        salvage_headless,
+    )
+    from snapshots.forge_image import content_bytes
+
+    rng = random.Random(5)
+    a, b = _string_map(rng, 300), _u64_map(rng, 1_500)
+    image_a = bytearray(content_bytes(forge_btreemap(a)))
+    image_b = bytearray(
+        content_bytes(
+            forge_u64_btreemap(
+                [int.from_bytes(k, "big") for k, _ in b], [int.from_bytes(v, "big") for _, v in b]
+            )
+        )
+    )
+    image_a[:100] = bytes(100)  # both maps lose their BTR + BTA headers
+    image_b[:100] = bytes(100)
+    base_a, base_b = 3 * PAGE, 3 * PAGE + (len(image_a) // PAGE + 2) * PAGE
+    data = bytearray(base_b + len(image_b) + PAGE)
+    data[base_a : base_a + len(image_a)] = image_a
+    data[base_b : base_b + len(image_b)] = image_b
+    phys = PhysicalMemory(bytes(data), len(data))
+    clusters = find_node_clusters(phys, None, 0)
+    assert [(c.base, c.page_size) for c in clusters] == [(base_a, 1024), (base_b, 275)]
+    for cluster, expected in zip(clusters, (a, b), strict=True):
+        bmap = open_headless_map(OffsetMemory(phys, cluster.base, cluster.extent), cluster)
+        result = salvage_headless(bmap, None, label="x", memory_id="?")
+        assert sorted((e.key, e.value) for e in result.entries) == expected

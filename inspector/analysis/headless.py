@@ -23,6 +23,7 @@ is guessed: a node that fails contributes no entry.
 from __future__ import annotations
 
 import bisect
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,8 @@ from inspector.structures.btreemap import HEADER_END, BTreeMap
 CHUNK_PROBE = CHUNK_MAGIC + b"\x01"  # "CHK" v1: every chunk header starts so
 MAX_CHUNKS_SCANNED = 1_000_000  # a bound for hostile inputs full of "CHK\x01"
 MAX_BASE_CANDIDATES = 64
+MAX_PAGE_SIZES = 4
+MAX_CLUSTERS = 4096  # grids placed per scan (hostile bytes can make every chunk its own grid)
 MAX_VOTING_NODES = 256
 KEY_LAYOUT_SAMPLE = 8
 
@@ -177,14 +180,22 @@ def _pointers(buf: Buffer, size: int, c: FoundChunk) -> list[tuple[int, str]]:
 
 
 def _base_candidates(first_chunk: int, cs: int) -> list[int]:
-    """Physical bases D ≤ first_chunk − 100 with D ≡ first_chunk − 100 (mod cs) and D a page boundary."""
+    """Physical bases D ≤ first_chunk − 100 with D ≡ first_chunk − 100 (mod cs) and D a page boundary,
+    nearest first. D = 65,536·k with 65,536·k ≡ target (mod cs): solved for k, no page-by-page search."""
     target = first_chunk - FIRST_CHUNK_OFFSET
+    if target < 0:
+        return []
+    g = math.gcd(WASM_PAGE_SIZE, cs)
+    if target % g:
+        return []
+    step = cs // g
+    k0 = (target // g) * pow(WASM_PAGE_SIZE // g, -1, step) % step if step > 1 else 0
+    k = target // WASM_PAGE_SIZE
+    k -= (k - k0) % step
     out: list[int] = []
-    d = (target // WASM_PAGE_SIZE) * WASM_PAGE_SIZE
-    while d >= 0 and len(out) < MAX_BASE_CANDIDATES:
-        if (target - d) % cs == 0:
-            out.append(d)
-        d -= WASM_PAGE_SIZE
+    while k >= 0 and len(out) < MAX_BASE_CANDIDATES:
+        out.append(k * WASM_PAGE_SIZE)
+        k -= step
     return out
 
 
@@ -221,22 +232,37 @@ def find_node_clusters(
     Only clusters with at least one allocated ``BTN`` node are returned: free chunks alone are stale.
     """
     chunks = _find_chunks(phys, fd, start, end)
-    cs = _chunk_size(chunks)
-    if cs is None:
-        return []
-    groups: list[list[FoundChunk]] = []
-    for c in chunks:
-        if groups and (c.physical - groups[-1][-1].physical) % cs == 0:
-            groups[-1].append(c)
-        else:
-            groups.append([c])
+    # Maps of different page sizes leave grids of different steps: take the most common step, group the
+    # chunks on it, and look again at what is left over (bounded: a few page sizes per snapshot).
+    placed: list[tuple[int, list[FoundChunk]]] = []
+    remaining = chunks
+    for _ in range(MAX_PAGE_SIZES):
+        cs = _chunk_size(remaining)
+        if cs is None:
+            break
+        groups: list[list[FoundChunk]] = []
+        for c in remaining:
+            if groups and (c.physical - groups[-1][-1].physical) % cs == 0:
+                groups[-1].append(c)
+            else:
+                groups.append([c])
+        placed.extend((cs, g) for g in groups if len(g) > 1)
+        leftover = [g[0] for g in groups if len(g) == 1]
+        if len(leftover) == len(remaining) or len(leftover) < 2:
+            placed.extend((cs, [c]) for c in leftover)
+            break
+        remaining = leftover
+    placed.sort(key=lambda item: item[1][0].physical)
     out: list[NodeCluster] = []
-    for g in groups:
+    for cs, g in placed:
         if not any(c.payload == "BTN" and c.allocated for c in g):
             continue
-        placed = _place(g, cs, phys.buf, phys.size)
-        if placed is not None and placed.base >= BUCKETS_START:
-            out.append(placed)
+        if len(out) >= MAX_CLUSTERS:
+            break
+        cluster = _place(g, cs, phys.buf, phys.size)
+        if cluster is not None and cluster.base >= BUCKETS_START:
+            out.append(cluster)
+    out.sort(key=lambda c: c.base)
     return out
 
 
@@ -440,8 +466,6 @@ def continuation_buckets(analysis: Any, structure: Any) -> list[int]:
     placed by their own node addresses (or, when no address names another chunk, by a grid step that
     leaves a single possible base), their map's virtual 0 is the memory's virtual 0.
     """
-    import math
-
     from inspector.memory import VirtualMemory
 
     mm = getattr(analysis, "mm", None)
@@ -469,3 +493,15 @@ def continuation_buckets(analysis: Any, structure: Any) -> list[int]:
         last = cluster.chunks[-1].physical + cluster.chunk_size
         return [x for x in run if BUCKETS_START + x * bs < last]
     return []
+
+
+def with_buckets(mem: Any, extra: list[int]) -> Any:
+    """``mem`` (to the end of its last bucket) followed by the buckets ``extra`` (``continuation_buckets``)."""
+    from inspector.analysis.salvage import extended_memory
+    from inspector.memory import VirtualMemory
+
+    base: Any = extended_memory(mem)
+    buckets = [*base.buckets, *extra]
+    return VirtualMemory(
+        base.phys, base.memory_id, buckets, base.bucket_size_bytes, len(buckets) * base.bucket_size_bytes
+    )

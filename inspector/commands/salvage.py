@@ -349,14 +349,12 @@ def run(args: argparse.Namespace) -> int:
             result = salvage_memory(analysis, structure, cluster, session.snapshot.fd)
             structure = result.structure
         else:
-            from inspector.analysis.headless import continuation_buckets
+            from inspector.analysis.headless import continuation_buckets, with_buckets
 
             extra = continuation_buckets(analysis, structure) if layout == "live" else []
             mem = None
             if extra:
-                from inspector.repair.plan import _with_buckets
-
-                mem = _with_buckets(structure.mem, extra)
+                mem = with_buckets(structure.mem, extra)
                 notes.append(
                     f"the old map continues in unowned bucket(s) {', '.join(map(str, extra))} (its chunk grid "
                     "runs on through them): scanned too"

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from inspector.repair.plan import RepairPlan
+from inspector.repair.model import RepairPlan
 from inspector.snapshot import METADATA_FILE, STABLE_MEMORY_FILE
 from inspector.sparse import data_ranges, is_zero
 

@@ -20,9 +20,6 @@ has no orphans that a later salvage could mistake for data).
 
 from __future__ import annotations
 
-import hashlib
-import struct
-from dataclasses import dataclass, field
 from typing import Any
 
 from inspector.layouts import (
@@ -31,287 +28,21 @@ from inspector.layouts import (
     MM_HEADER_PAGE_USED,
     UNALLOCATED_BUCKET,
     VEC_DATA_OFFSET,
-    WASM_PAGE_SIZE,
 )
-from inspector.memory import Range, merge_ranges
 from inspector.repair.btree_writer import build_btree
-from inspector.repair.mm_writer import bucket_start, manager_page, physical_size
+from inspector.repair.layout import Layout, last_nonzero_end, old_extent, pages
+from inspector.repair.mm_writer import bucket_start, manager_page
+from inspector.repair.model import (
+    PREFER_CHOICES,
+    Conflict,
+    MapPlan,
+    RepairError,
+    RepairPlan,
+    entries_digest,
+    merge_entries,
+)
 
-_BE32 = struct.Struct(">I").pack
-PREFER_CHOICES = ("live", "salvaged")
-SCAN_BLOCK = 1 << 20
-MAX_VALUE_HEX = 4096
-
-
-class RepairError(Exception):
-    """The repair cannot be planned (ambiguous MemoryIds, nothing to rebuild from…): nothing is written."""
-
-
-def entries_digest(keys: list[bytes], values: list[bytes]) -> str:
-    """The fixtures' ``entries_sha256``: u32 BE len(key), key, u32 BE len(value), value, in key order."""
-    h = hashlib.sha256()
-    for k, v in zip(keys, values, strict=True):
-        h.update(_BE32(len(k)) + k + _BE32(len(v)) + v)
-    return h.hexdigest()
-
-
-def _text(b: bytes) -> str | None:
-    try:
-        t = b.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    return t if t.isprintable() else None
-
-
-@dataclass
-class Conflict:
-    memory_id: int
-    key: bytes
-    live: bytes | None  # the live value (None: the key is only in salvaged nodes)
-    salvaged: list[bytes]
-    kept: str  # "live" | "salvaged" | "none" (two salvaged copies disagree: neither is written)
-
-    def to_json(self) -> dict[str, Any]:
-        def val(v: bytes) -> dict[str, Any]:
-            out: dict[str, Any] = {"len": len(v), "sha256": hashlib.sha256(v).hexdigest()}
-            if len(v) <= MAX_VALUE_HEX:
-                out["hex"] = v.hex()
-            return out
-
-        out: dict[str, Any] = {"memory_id": self.memory_id, "key_hex": self.key.hex()}
-        text = _text(self.key)
-        if text is not None:
-            out["key_utf8"] = text
-        out["live"] = val(self.live) if self.live is not None else None
-        out["salvaged"] = [val(v) for v in self.salvaged]
-        out["kept"] = self.kept
-        return out
-
-
-@dataclass
-class MapPlan:
-    """One map of the repaired snapshot and where its entries come from."""
-
-    memory_id: int
-    action: str  # "rebuilt" | "kept"
-    keys: list[bytes]
-    values: list[bytes]
-    live: int
-    salvaged: int
-    conflicts: list[Conflict]
-    prefer: str
-    page_size: int = 0
-    key_layout: str | int = "prefixed"
-    node_count: int = 0
-    extent: int = 0
-
-    @property
-    def count(self) -> int:
-        return len(self.keys)
-
-    @property
-    def digest(self) -> str:
-        return entries_digest(self.keys, self.values)
-
-    def line(self) -> str:
-        text = f"memory {self.memory_id}: {self.live:,} live + {self.salvaged:,} salvaged = {self.count:,} entries"
-        if self.conflicts:
-            kept = {c.kept for c in self.conflicts}
-            how = f"{self.prefer} kept" if kept <= {"live", "salvaged"} else "see conflicts"
-            text += f", {len(self.conflicts)} conflict{'s' if len(self.conflicts) != 1 else ''}, {how}"
-        if self.action == "kept":
-            text += " (the map is intact: kept as it is)"
-        return text
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "count": self.count,
-            "entries_sha256": self.digest,
-            "action": self.action,
-            "live": self.live,
-            "salvaged": self.salvaged,
-            "conflicts": len(self.conflicts),
-            "page_size": self.page_size,
-            "key_layout": self.key_layout,
-        }
-
-
-@dataclass
-class Write:
-    start: int  # physical
-    data: bytes
-    what: str
-
-    @property
-    def end(self) -> int:
-        return self.start + len(self.data)
-
-
-@dataclass
-class RepairPlan:
-    case: str  # "header_clobbered" | "reinitialised" | "nothing"
-    base_offset: int
-    bucket_size_pages: int
-    owners: list[int | None]
-    sizes: dict[int, int]
-    input_size: int
-    output_size: int
-    writes: list[Write] = field(default_factory=list)
-    maps: dict[int, MapPlan] = field(default_factory=dict)
-    restored: list[dict[str, Any]] = field(default_factory=list)
-    lost: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    stable_save: Range | None = None
-
-    @property
-    def written_ranges(self) -> list[Range]:
-        ranges = merge_ranges([(w.start, w.end) for w in self.writes])
-        if self.output_size > self.input_size:
-            ranges = merge_ranges([*ranges, (self.input_size, self.output_size)])
-        return ranges
-
-    @property
-    def conflicts(self) -> list[Conflict]:
-        return [c for m in self.maps.values() for c in m.conflicts]
-
-    def add(self, start: int, data: bytes, what: str) -> None:
-        if data:
-            self.writes.append(Write(start, data, what))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "case": self.case,
-            "memory_manager": {
-                "base_offset": self.base_offset,
-                "bucket_size_in_pages": self.bucket_size_pages,
-                "num_allocated_buckets": len(self.owners),
-                "bucket_owners": list(self.owners),
-                "memory_sizes_in_pages": {str(k): v for k, v in sorted(self.sizes.items()) if v},
-            },
-            "input_size_bytes": self.input_size,
-            "output_size_bytes": self.output_size,
-            "written_ranges": [list(r) for r in self.written_ranges],
-            "writes": [{"range": [w.start, w.end], "what": w.what} for w in self.writes],
-            "restored": self.restored,
-            "lost": self.lost,
-            "conflicts": [c.to_json() for c in self.conflicts],
-            "maps": {str(k): m.to_json() for k, m in sorted(self.maps.items())},
-            "stable_save_range": list(self.stable_save) if self.stable_save else None,
-            "notes": list(self.notes),
-        }
-
-
-# --- entries --------------------------------------------------------------------------------------------
-
-
-def merge_entries(
-    memory_id: int, live: list[tuple[bytes, bytes]], salvaged: list[tuple[bytes, bytes]], prefer: str
-) -> tuple[list[bytes], list[bytes], int, int, list[Conflict]]:
-    """Live ∪ salvaged, keys in byte order. A key with two different values is a conflict: ``prefer``
-    picks between a live and a salvaged value; two salvaged values that disagree are never guessed
-    between (neither is written, both are reported)."""
-    live_map = dict(live)
-    salv: dict[bytes, list[bytes]] = {}
-    for k, v in salvaged:
-        vals = salv.setdefault(k, [])
-        if v not in vals:
-            vals.append(v)
-    out: dict[bytes, bytes] = {}
-    origin: dict[bytes, str] = {}
-    conflicts: list[Conflict] = []
-    for k, v in live_map.items():
-        out[k], origin[k] = v, "live"
-    for k, vals in salv.items():
-        lv = live_map.get(k)
-        if lv is not None:
-            if vals == [lv]:
-                continue  # the same entry, seen twice
-            others = [v for v in vals if v != lv]
-            if prefer == "salvaged" and len(others) == 1:
-                out[k], origin[k] = others[0], "salvaged"
-                conflicts.append(Conflict(memory_id, k, lv, others, "salvaged"))
-            else:
-                conflicts.append(Conflict(memory_id, k, lv, others, "live"))
-            continue
-        if len(vals) == 1:
-            out[k], origin[k] = vals[0], "salvaged"
-        else:
-            conflicts.append(Conflict(memory_id, k, None, vals, "none"))
-    keys = sorted(out)
-    n_live = sum(1 for k in keys if origin[k] == "live")
-    return keys, [out[k] for k in keys], n_live, len(keys) - n_live, conflicts
-
-
-# --- physical placement ----------------------------------------------------------------------------------
-
-
-class Layout:
-    """The repaired manager's buckets: where a memory's virtual bytes land physically."""
-
-    def __init__(self, base: int, bucket_size_pages: int, owners: list[int | None]) -> None:
-        self.base = base
-        self.bs_pages = bucket_size_pages
-        self.bs = bucket_size_pages * WASM_PAGE_SIZE
-        self.owners = owners
-
-    def buckets(self, mid: int) -> list[int]:
-        return [b for b, o in enumerate(self.owners) if o == mid]
-
-    def capacity(self, mid: int) -> int:
-        return len(self.buckets(mid)) * self.bs
-
-    def grow_to(self, mid: int, nbytes: int) -> list[int]:
-        """Allocate buckets at the end of the table until the memory holds ``nbytes``; the new ones."""
-        new: list[int] = []
-        while self.capacity(mid) < nbytes:
-            self.owners.append(mid)
-            new.append(len(self.owners) - 1)
-        return new
-
-    def physical(self, mid: int, offset: int, n: int) -> list[Range]:
-        out: list[Range] = []
-        buckets = self.buckets(mid)
-        pos, end = offset, offset + n
-        while pos < end:
-            k, off = divmod(pos, self.bs)
-            take = min(end - pos, self.bs - off)
-            s = bucket_start(self.base, buckets[k], self.bs_pages) + off
-            out.append((s, s + take))
-            pos += take
-        return out
-
-    def place(self, plan: RepairPlan, mid: int, offset: int, data: bytes, what: str) -> None:
-        pos = 0
-        for s, e in self.physical(mid, offset, len(data)):
-            plan.add(s, data[pos : pos + e - s], what)
-            pos += e - s
-
-    @property
-    def physical_size(self) -> int:
-        return physical_size(self.base, len(self.owners), self.bs_pages)
-
-
-def _last_nonzero_end(buf: Any, size: int, ranges: list[Range]) -> int:
-    """For a memory made of the physical ``ranges`` (in virtual order): the virtual offset just past its
-    last non-zero byte (0 when it is all zero). Read backwards in blocks, so the cost is the tail's."""
-    starts = [0]
-    for s, e in ranges:
-        starts.append(starts[-1] + e - s)
-    for i in range(len(ranges) - 1, -1, -1):
-        s, e = ranges[i]
-        hi = min(e, size)
-        while hi > s:
-            lo = max(s, hi - SCAN_BLOCK)
-            block = bytes(buf[lo:hi]).rstrip(b"\0")
-            if block:
-                return starts[i] + (lo - s) + len(block)
-            hi = lo
-    return 0
-
-
-def _pages(nbytes: int) -> int:
-    return -(-nbytes // WASM_PAGE_SIZE)
-
+__all__ = ["Conflict", "MapPlan", "RepairError", "RepairPlan", "entries_digest", "make_plan", "merge_entries"]
 
 # --- map rebuilding -------------------------------------------------------------------------------------
 
@@ -350,26 +81,18 @@ def rebuild_map(
             bucket_start(layout.base, b, layout.bs_pages),
             bucket_start(layout.base, b + 1, layout.bs_pages),
         )
-        if s < phys.size and _last_nonzero_end(phys.buf, phys.size, [(s, e)]):
+        if s < phys.size and last_nonzero_end(phys.buf, phys.size, [(s, e)]):
             plan.notes.append(
                 f"bucket {b} (physical {s:,}..{e:,}) held older bytes that no memory owned; the output overwrites "
                 "them (the input keeps them)"
             )
-    end = _old_extent(phys, layout, mid)
+    end = old_extent(phys, layout, mid)
     layout.place(plan, mid, 0, bytes(image.data), f"memory {mid}: rebuilt BTreeMap ({mp.count:,} entries)")
     if end > image.extent:
         layout.place(
             plan, mid, image.extent, bytes(end - image.extent), f"memory {mid}: old map bytes cleared"
         )
-    plan.sizes[mid] = max(plan.sizes.get(mid, 0), _pages(image.extent))
-
-
-def _old_extent(phys: Any, layout: Layout, mid: int) -> int:
-    ranges = [
-        (bucket_start(layout.base, b, layout.bs_pages), bucket_start(layout.base, b + 1, layout.bs_pages))
-        for b in layout.buckets(mid)
-    ]
-    return _last_nonzero_end(phys.buf, phys.size, ranges)
+    plan.sizes[mid] = max(plan.sizes.get(mid, 0), pages(image.extent))
 
 
 # --- the two cases --------------------------------------------------------------------------------------
@@ -394,17 +117,6 @@ def _live_map_plan(
     return mp, _map_layout(bmap)
 
 
-def _with_buckets(mem: Any, extra: list[int]) -> Any:
-    from inspector.analysis.salvage import extended_memory
-    from inspector.memory import VirtualMemory
-
-    base: Any = extended_memory(mem)
-    buckets = [*base.buckets, *extra]
-    return VirtualMemory(
-        base.phys, base.memory_id, buckets, base.bucket_size_bytes, len(buckets) * base.bucket_size_bytes
-    )
-
-
 def _reference_lost(plan: RepairPlan, reference: Any, mid: int, mp: MapPlan) -> None:
     """With a reference snapshot: its entries of this map that the repaired map does not hold."""
     ref = reference.structure(mid) if reference is not None else None
@@ -425,7 +137,7 @@ def _reference_lost(plan: RepairPlan, reference: Any, mid: int, mp: MapPlan) -> 
 
 
 def plan_reinitialised(analysis: Any, prefer: str, reference: Any | None = None) -> RepairPlan:
-    from inspector.analysis.headless import continuation_buckets
+    from inspector.analysis.headless import continuation_buckets, with_buckets
 
     mm = analysis.mm
     snap = analysis.snapshot
@@ -444,7 +156,7 @@ def plan_reinitialised(analysis: Any, prefer: str, reference: Any | None = None)
         if not s.map.walkable or not s.map.allocator_ok:
             continue
         extra = continuation_buckets(analysis, s)
-        found = _live_map_plan(s, prefer, snap.fd, _with_buckets(s.mem, extra) if extra else None)
+        found = _live_map_plan(s, prefer, snap.fd, with_buckets(s.mem, extra) if extra else None)
         if found is None:
             continue
         if extra:
@@ -669,14 +381,14 @@ def plan_clobbered(
             else:
                 need = _structure_needs(s)
                 if need is not None:
-                    size = max(size, _pages(need))
+                    size = max(size, pages(need))
             plan.restored.append(
                 {"memory_id": mid, "what": "BTreeMap", "entries": mp.count, "text": mp.line()}
             )
         elif s is not None and kind not in ("unknown", "empty", None):
             need = _structure_needs(s)
             if need is not None:
-                size = max(size, _pages(need))
+                size = max(size, pages(need))
             plan.restored.append(
                 {
                     "memory_id": mid,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from inspector.repair.plan import RepairPlan
+from inspector.repair.model import RepairPlan
 
 
 @dataclass
