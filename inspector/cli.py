@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--quick", action="store_true", help="smaller inputs, fewer runs")
     p.add_argument("--workdir", default=None, help="where to build benchmark inputs (default: a temp dir)")
+    p.add_argument(
+        "--inputs", metavar="DIR", help="also time real snapshots in DIR that have an expected.json"
+    )
     return parser
 
 
