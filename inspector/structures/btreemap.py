@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import repeat
+from itertools import compress, repeat
 from operator import lt
 from typing import Any, Literal, NamedTuple
 
@@ -39,6 +39,8 @@ from inspector.layouts import (
     OVERFLOW_MAGIC,
     PAGE_SIZE_VALUE_MARKER,
     B,
+    ChunkHeader,
+    field_spans,
     v1_node_size,
 )
 from inspector.memory import Memory, OutOfBounds
@@ -1273,6 +1275,29 @@ class BTreeMap:
             )
         return count
 
+    def _scan_headers_fast(
+        self, buf: Any, phys: int, addr: int, run: int, reached: set[int], unreached: list[int]
+    ) -> int | None:
+        """Allocated-chunk count of ``run`` back-to-back chunk headers, unpacked a batch at a time; None
+        when one of them is not a valid "CHK" v1 header (the caller's loop then names it)."""
+        cs = self._cs
+        allocated = 0
+        for b0 in range(0, run, _SCAN_BATCH):
+            n = min(_SCAN_BATCH, run - b0)
+            t = _header_scan_struct(cs, n).unpack_from(buf, phys + b0 * cs)
+            if t[0::3].count(CHUNK_MAGIC) != n or t[1::3].count(1) != n:
+                return None
+            flags = t[2::3]
+            k = flags.count(1)
+            allocated += k
+            if k:
+                first = addr + b0 * cs + CHUNK_HEADER_SIZE
+                payloads = compress(range(first, first + n * cs, cs), map((1).__eq__, flags))
+                missing = set(payloads).difference(reached)
+                if missing:
+                    unreached.extend(sorted(missing))
+        return allocated
+
     def _check_allocator(self, sink: _Sink, result: WalkResult, reached: set[int]) -> None:
         chain, problems, frontier = self._free_list()
         head_span = self._phys(76, 8)
@@ -1305,6 +1330,12 @@ class BTreeMap:
                 # Every header wholly inside this contiguous run (up to a bucket's end) is unpacked
                 # without another address lookup: one lookup per bucket instead of one per chunk.
                 run = min((avail - CHUNK_HEADER_SIZE) // cs + 1, -(-(frontier - addr) // cs))
+                done = self._scan_headers_fast(buf, phys, addr, run, reached, unreached)
+                if done is not None:
+                    allocated += done
+                    free += run - done
+                    addr += run * cs
+                    continue
                 headers = map(unpack, repeat(buf, run), range(phys, phys + run * cs, cs))
                 addrs = range(addr, addr + run * cs, cs)
                 for a, (magic, version, alloc, _pad, _nxt) in zip(addrs, headers, strict=True):
@@ -1436,6 +1467,20 @@ class BTreeMap:
                 continue
             found.append(node)
         return found
+
+
+_SCAN_BATCH = 1024  # chunk headers per unpack in the allocator scan
+
+
+@lru_cache(maxsize=16)
+def _header_scan_struct(chunk_size: int, n: int) -> struct.Struct:
+    """(magic, version, allocated) of ``n`` chunk headers ``chunk_size`` apart, from CHUNK_HEADER's
+    leading fields (derived from the declaration, not re-typed)."""
+    head = CHUNK_HEADER.format[1:5]  # "3sBB": magic, version, allocated
+    width = struct.calcsize("<" + head)
+    if width != field_spans(ChunkHeader)[3].offset:  # the padding field follows the three we read
+        raise AssertionError(f"chunk header format {CHUNK_HEADER.format} does not start with {head}")
+    return struct.Struct("<" + head + f"{chunk_size - width}x{head}" * (n - 1))
 
 
 _RUN_MIN, _RUN_MAX = 8, 512  # overflow pages unpacked per run (doubling while the pages stay back to back)
