@@ -248,7 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             args.pending_bytes = start_byte_diff(args.old, args.new)
         handler = HANDLERS.get(args.command) or _lazy_handler(args.command)
-        return handler(args)
+        from inspector.slow_progress import for_command
+
+        tui = args.command == "diff" and not (args.json or args.report)
+        with for_command("open" if tui else args.command):  # a line on stderr after 2 s (terminal only)
+            return handler(args)
     except (InputError, UsageError) as exc:
         from inspector.safe_text import escape_control
 

@@ -45,6 +45,7 @@ from inspector.layouts import (
 )
 from inspector.memory import Memory, OutOfBounds
 from inspector.model import Finding
+from inspector.slow_progress import note
 from inspector.structures.btreemap_nodes import (
     BE32,
     CHUNK_NODE,
@@ -1159,6 +1160,8 @@ class BTreeMap:
                     sink.add("error", e.code, str(e), self._node_span(addr), {"addr": addr, "depth": depth})
                     break
                 n_nodes += 1
+                if not n_nodes & 4095:
+                    note(f"walking {self.mem.label}: entries", count)
                 if _ver == 1:
                     n_v1 += 1
                     if slots:
