@@ -165,6 +165,7 @@ def prepare_pairs(
 def structure_diff_rows(workdir: Path, mib: int, patches: int, runs: int) -> list[Row]:
     rows: list[Row] = []
     for what, a, a2, b, info in prepare_pairs(workdir, mib, patches):
+        short = "StableVec" if what.startswith("StableVec") else "big-value map"
         cli = inspector_cmd("diff", str(a), str(b), "--json")
         note = _check_structure_diff(cli, patches, info)
         run_child(["cat", str(a), str(a2), str(b)], timeout=1200.0)
@@ -182,7 +183,7 @@ def structure_diff_rows(workdir: Path, mib: int, patches: int, runs: int) -> lis
         label = f"{size / GiB:.2f} GiB" if size >= GiB // 2 else f"{size / MiB:.0f} MiB"
         rows.append(
             Row(
-                f"reference: cmp -s, two identical {label} copies of the {what.split(' ')[0]} snapshot",
+                f"reference: cmp -s, two identical {label} copies of the {short} snapshot",
                 cmp_s,
                 "s",
                 None,
