@@ -1067,7 +1067,25 @@ class Bench:
         self._guard("check", f"≤ {CHECK_LIMIT_S:g} s", self.check)
         self._guard("no textual on the CLI path", "0 commands", self.no_textual)
         self._guard("TUI", f"≤ {TUI_PAINT_LIMIT_S:g} s", self.tui)
+        self._guard("structure-filled diff pairs", "", self.structure_diff)
+        if self.inputs_dir is not None:
+            self._guard(f"real inputs in {self.inputs_dir}", "", self.real_inputs)
         return self.rows
+
+    # -- issue 13: library-shaped inputs (inspector.bench_real) --
+
+    inputs_dir: Path | None = None
+
+    def structure_diff(self) -> list[Row]:
+        from inspector.bench_real import structure_diff_rows
+
+        return structure_diff_rows(self.workdir, self.cfg.dense_mib, self.cfg.patches, self.cfg.runs)
+
+    def real_inputs(self) -> list[Row]:
+        from inspector.bench_real import real_input_rows
+
+        assert self.inputs_dir is not None
+        return real_input_rows(self.inputs_dir, self.workdir, self.cfg.runs)
 
 
 # --- report ---------------------------------------------------------------------------------------------
@@ -1179,14 +1197,16 @@ def markdown_table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def run_benchmark(cfg: Config, workdir: Path) -> dict[str, Any]:
+def run_benchmark(cfg: Config, workdir: Path, inputs_dir: Path | None = None) -> dict[str, Any]:
     """Build (or reuse) the inputs in ``workdir``, time every target, return the JSON-able report."""
     start = time.perf_counter()
     machine = machine_info()
     workdir.mkdir(parents=True, exist_ok=True)
     compile_bytecode()
     inputs = prepare_inputs(cfg, workdir)
-    rows = Bench(cfg, inputs, workdir).run_all()
+    bench = Bench(cfg, inputs, workdir)
+    bench.inputs_dir = inputs_dir
+    rows = bench.run_all()
     elapsed = time.perf_counter() - start
     measured = [r for r in rows if r.passed is not None]
     try:
@@ -1247,7 +1267,8 @@ def run(args: argparse.Namespace) -> int:
         workdir = Path(tempfile.mkdtemp(prefix="stable-inspect-bench-"))
         cleanup = True
     try:
-        report = run_benchmark(cfg, workdir)
+        inputs_dir = getattr(args, "inputs", None)
+        report = run_benchmark(cfg, workdir, Path(inputs_dir) if inputs_dir else None)
     except BenchError as exc:
         print(f"stable-inspect bench: {exc}", file=sys.stderr)
         return 2
@@ -1270,6 +1291,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--markdown", action="store_true", help="print the table as markdown (for the README)")
     p.add_argument("--from-json", metavar="FILE", help="render a saved --json report instead of running")
+    p.add_argument(
+        "--inputs", metavar="DIR", help="also time real snapshots in DIR that have an expected.json"
+    )
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke tests only
     return p
 

@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--quick", action="store_true", help="smaller inputs, fewer runs")
     p.add_argument("--workdir", default=None, help="where to build benchmark inputs (default: a temp dir)")
+    p.add_argument(
+        "--inputs", metavar="DIR", help="also time real snapshots in DIR that have an expected.json"
+    )
     return parser
 
 
@@ -359,7 +362,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         _session.BASE_OVERRIDE = _parse_base(args.base) if getattr(args, "base", None) is not None else None
         handler = HANDLERS.get(args.command) or _lazy_handler(args.command)
-        return handler(args)
+        from inspector.slow_progress import for_command
+
+        tui = args.command == "diff" and not (args.json or args.report)
+        with for_command("open" if tui else args.command):  # a line on stderr after 2 s (terminal only)
+            return handler(args)
     except (InputError, UsageError) as exc:
         from inspector.safe_text import escape_control
 

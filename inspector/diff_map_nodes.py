@@ -28,9 +28,16 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from inspector.diff_sequences import PageReleaser, _Ranges, virtual_hits
-from inspector.layouts import CHUNK_HEADER_SIZE, CHUNK_MAGIC, FIRST_CHUNK_OFFSET, NODE_MAGIC
+from inspector.layouts import CHUNK_HEADER_SIZE, CHUNK_MAGIC, FIRST_CHUNK_OFFSET, NODE_MAGIC, OVERFLOW_MAGIC
 from inspector.structures.base import Element
-from inspector.structures.btreemap_nodes import INTERNAL, NodeError
+from inspector.structures.btreemap_nodes import (
+    CHUNK_NODE,
+    CHUNK_OVERFLOW,
+    INTERNAL,
+    OVERFLOW_DATA_OFFSET,
+    V2_PREFIX_SIZE,
+    NodeError,
+)
 
 Range = tuple[int, int]
 MAX_DIRTY_CHUNKS = 100_000  # beyond this many changed chunks a key-order walk is the better plan
@@ -60,14 +67,33 @@ class _Side:
         self.loads = 0
 
     def load(self, addr: int) -> tuple[Any, ...]:
-        """(version, type, k, children, keys, None, overflows, ...) of a node (cached, values dropped)."""
+        """(version, type, k, children, keys, None, overflows, value spans) of a node, cached.
+
+        A v2 node is read without its values: the overflow chain by its page headers only, then the
+        keys and each value's length prefix through the chain. A map of big values is never held in
+        memory, and a node whose values are megabytes costs a few small reads. (v1 nodes, which have
+        no overflow pages, are parsed whole; their value spans are None.)
+        """
         got = self.nodes.get(addr)
         if got is None:
-            got = self.load_full(addr)
-            got = self.nodes[addr] = got[:5] + (None,) + got[6:]
-            for o in got[6]:
-                self.owner_of[o] = addr
+            got = _light(self.m, addr)
+            if got is None:
+                full = self.load_full(addr)
+                got = full[:5] + (None, full[6], None)
+            else:
+                self.loads += 1
+            self.nodes[addr] = got
+            self.owner_of.update(dict.fromkeys(got[6], addr))
         return got
+
+    def value(self, addr: int, slot: int) -> bytes:
+        """One value's bytes, read through the node's chain (or the whole node for a v1 node)."""
+        shape = self.load(addr)
+        spans = shape[7]
+        if spans is None:
+            return bytes(self.load_full(addr)[5][slot])
+        start, n = spans[slot]
+        return _read_stream(self.m, addr, shape[6], start, n)
 
     def load_full(self, addr: int) -> tuple[Any, ...]:
         self.loads += 1
@@ -156,11 +182,161 @@ def _owner(side: _Side, page: int) -> int | None:
     return None
 
 
+def _chain(m: Any, first: int) -> list[int] | None:
+    """The overflow chain from ``first`` by page headers only (None if anything is unusual).
+
+    Pages the allocator handed out back to back are checked a run at a time (one unpack_from and a few
+    tuple slices per run), so a chain of thousands of pages costs a handful of Python steps.
+    """
+    cs, page = m.chunk_size, m.page_size
+    out: list[int] = []
+    seen: set[int] = set()
+    nxt = first
+    want = 8
+    while nxt:
+        if len(out) > m._max_chunks or nxt < FIRST_CHUNK_OFFSET + CHUNK_HEADER_SIZE:
+            return None
+        buf, phys, avail = m.mem.contiguous(nxt - CHUNK_HEADER_SIZE)
+        n = min(want, avail // cs)
+        if n >= 1:
+            t = _chain_struct(cs, page, n).unpack_from(buf, phys)
+        else:
+            try:
+                t = CHUNK_OVERFLOW.unpack_from(m.mem.read(nxt - CHUNK_HEADER_SIZE, CHUNK_OVERFLOW.size))
+            except Exception:
+                return None
+            n = 1
+        nexts = t[6::7]
+        expected = range(nxt + cs, nxt + (n + 1) * cs, cs)
+        run = n
+        if nexts != tuple(expected):
+            run = next(j for j in range(n) if nexts[j] != expected[j]) + 1
+        stop = 7 * run
+        if (
+            t[0:stop:7].count(CHUNK_MAGIC) != run
+            or t[1:stop:7].count(1) != run
+            or t[2:stop:7].count(1) != run
+            or t[5:stop:7].count(OVERFLOW_MAGIC) != run
+        ):
+            return None
+        addrs = range(nxt, nxt + run * cs, cs)
+        if not seen.isdisjoint(addrs):
+            return None  # a loop
+        seen.update(addrs)
+        out.extend(addrs)
+        nxt = nexts[run - 1]
+        want = min(want * 2, 512) if run == n else 8
+    return out
+
+
+@lru_cache(maxsize=16)
+def _chain_struct(chunk_size: int, page: int, n: int) -> struct.Struct:
+    """``n`` overflow-page headers ``chunk_size`` apart (derived from CHUNK_OVERFLOW)."""
+    one = CHUNK_OVERFLOW.format[1:]
+    return struct.Struct("<" + one + f"{chunk_size - CHUNK_OVERFLOW.size}x{one}" * (n - 1))
+
+
+def _read_stream(m: Any, addr: int, chain: list[int], pos: int, n: int) -> bytes:
+    """``n`` bytes of a v2 node's logical stream from ``pos``: the node page, then each overflow
+    page's data after its header (FORMAT.md §3.5)."""
+    page = m.page_size
+    body = page - OVERFLOW_DATA_OFFSET
+    parts: list[bytes] = []
+    while n > 0:
+        if pos < page:
+            v, room = addr + pos, page - pos
+        else:
+            j, off = divmod(pos - page, body)
+            if j >= len(chain):
+                raise NodeError("node stream runs past its overflow chain")
+            v, room = chain[j] + OVERFLOW_DATA_OFFSET + off, body - off
+        take = min(n, room)
+        parts.append(m.mem.read(v, take))
+        pos += take
+        n -= take
+    return b"".join(parts)
+
+
+def _stream_pos(m: Any, addr: int, chain_index: dict[int, int], v: int) -> int | None:
+    """Where virtual byte ``v`` sits in the node's stream (None: in a chunk or overflow header)."""
+    page = m.page_size
+    if addr <= v < addr + page:
+        return v - addr
+    cs = m.chunk_size
+    payload = FIRST_CHUNK_OFFSET + (v - FIRST_CHUNK_OFFSET) // cs * cs + CHUNK_HEADER_SIZE
+    j = chain_index.get(payload)
+    if j is None or v < payload + OVERFLOW_DATA_OFFSET:
+        return None
+    return page + j * (page - OVERFLOW_DATA_OFFSET) + (v - payload - OVERFLOW_DATA_OFFSET)
+
+
+def _light(m: Any, addr: int) -> tuple[Any, ...] | None:
+    """A v2 node's shape without its values (see ``_Side.load``), or None to parse it whole."""
+    if addr < FIRST_CHUNK_OFFSET + CHUNK_HEADER_SIZE or (addr - FIRST_CHUNK_OFFSET - CHUNK_HEADER_SIZE) % (
+        m.chunk_size
+    ):
+        raise NodeError("node address off the chunk grid")
+    try:
+        head = m.mem.read(addr - CHUNK_HEADER_SIZE, CHUNK_NODE.size)
+    except Exception as exc:
+        raise NodeError(str(exc)) from exc
+    cmagic, cver, alloc, _pad, _nxt, nmagic, nver, ntype, k, ovf = CHUNK_NODE.unpack_from(head)
+    if (cmagic, cver, alloc, nmagic) != (CHUNK_MAGIC, 1, 1, NODE_MAGIC) or ntype > 1 or not 1 <= k <= 11:
+        raise NodeError("not a node")
+    if nver != 2:
+        return None
+    chain = _chain(m, ovf) if ovf else []
+    if chain is None:
+        return None
+    kfix = m._kfix
+    if kfix is None:
+        return None
+
+    def rd(pos: int, n: int) -> bytes:
+        return _read_stream(m, addr, chain, pos, n)
+
+    p = V2_PREFIX_SIZE
+    children: tuple[int, ...] = ()
+    if ntype == INTERNAL:
+        children = struct.unpack(f"<{k + 1}Q", rd(p, 8 * (k + 1)))
+        p += 8 * (k + 1)
+    keys: list[bytes] = []
+    for _ in range(k):
+        if kfix:
+            n = kfix
+        else:
+            (n,) = _U32(rd(p, 4))
+            p += 4
+        keys.append(rd(p, n))
+        p += n
+    spans: list[tuple[int, int]] = []
+    for _ in range(k):
+        (n,) = _U32(rd(p, 4))
+        spans.append((p + 4, n))
+        p += 4 + n
+    needed = -(-max(0, p - m.page_size) // (m.page_size - OVERFLOW_DATA_OFFSET))
+    if needed != len(chain):
+        raise NodeError("overflow chain length does not match the node stream")
+    return (2, ntype, k, children, keys, None, chain, spans)
+
+
+_U32 = struct.Struct("<I").unpack
+
+
 class MapPlan:
     """The nodes whose entries may differ (payload addresses), and how many node reads that took."""
 
-    def __init__(self, old: _Side, new: _Side, nodes: list[int]) -> None:
+    def __init__(
+        self,
+        old: _Side,
+        new: _Side,
+        nodes: list[int],
+        hits: list[Range] | None = None,
+        dirty: dict[int, list[int]] | None = None,
+    ) -> None:
         self.old, self.new, self.nodes = old, new, nodes
+        self.hits = hits or []  # the changed ranges as virtual ranges of the map's memory, sorted
+        self.dirty = dirty or {}  # node → payload addresses of its changed chunks (page or overflow)
 
     @property
     def node_loads(self) -> int:
@@ -198,6 +374,7 @@ def _plan(ma: Any, mb: Any, a: Any, b: Any, changed: _Ranges) -> MapPlan | None:
     release = PageReleaser(a, b)
     old, new = _Side(ma, release), _Side(mb, release)
     nodes: set[int] = set()
+    dirty: dict[int, list[int]] = {}
     for ci in sorted(chunks):
         chunk = FIRST_CHUNK_OFFSET + ci * cs
         if chunk + CHUNK_HEADER_SIZE > ma.mem.size:
@@ -208,11 +385,13 @@ def _plan(ma: Any, mb: Any, a: Any, b: Any, changed: _Ranges) -> MapPlan | None:
         payload = chunk + CHUNK_HEADER_SIZE
         if ka == "node":
             nodes.add(payload)
+            dirty.setdefault(payload, []).append(payload)
         elif ka == "overflow":
             oa, ob = _owner(old, payload), _owner(new, payload)
             if oa is None or oa != ob:
                 return None
             nodes.add(oa)
+            dirty.setdefault(oa, []).append(payload)
     for addr in nodes:
         ra, rb = old.reaches(addr), new.reaches(addr)
         if not (ra and rb):
@@ -220,7 +399,7 @@ def _plan(ma: Any, mb: Any, a: Any, b: Any, changed: _Ranges) -> MapPlan | None:
         la, lb = old.load(addr), new.load(addr)
         if la[1] != lb[1] or tuple(la[3]) != tuple(lb[3]):
             return None  # different children: the subtrees below may differ too
-    return MapPlan(old, new, sorted(nodes))
+    return MapPlan(old, new, sorted(nodes), hits, dirty)
 
 
 def _element(key: bytes, value: bytes, addr: int, slot: int) -> Element:
@@ -245,6 +424,41 @@ def _sorted_refs(
     return out
 
 
+def _changed_slots(p: MapPlan, addr: int) -> list[int] | None:
+    """The slots of a node whose values hold a changed byte, when the node has the same shape on both
+    sides (type, keys, children, overflow chain and every value's place); None otherwise.
+
+    With equal shapes, a changed byte inside a value's bytes means that value differs, and a changed
+    byte anywhere else (stale bytes past the stream's end) changes no entry: no value is read.
+    """
+    a, b = p.old.load(addr), p.new.load(addr)
+    if a[7] is None or a[1:5] != b[1:5] or a[6] != b[6] or a[7] != b[7]:
+        return None
+    m = p.old.m
+    page = m.page_size
+    index = {o: j for j, o in enumerate(a[6])}
+    starts = [vs for vs, _n in a[7]]
+    slots: set[int] = set()
+    for payload in p.dirty.get(addr, ()):
+        lo = bisect_left(p.hits, (payload,)) - 1
+        for hs, he in p.hits[max(0, lo) :]:
+            if hs >= payload + page:
+                break
+            s, e = max(hs, payload), min(he, payload + page)
+            if s >= e:
+                continue
+            ps, pe = _stream_pos(m, addr, index, s), _stream_pos(m, addr, index, e - 1)
+            if ps is None or pe is None:
+                return None  # an overflow page's own header changed
+            i = max(0, bisect_left(starts, ps + 1) - 1)
+            while i < len(starts) and starts[i] <= pe:
+                vs, n = a[7][i]
+                if vs < pe + 1 and ps < vs + n:
+                    slots.add(i)
+                i += 1
+    return sorted(slots)
+
+
 def diff_by_nodes(d: Any, a: Any, b: Any, p: MapPlan, c: Any, check: Callable[[int], None]) -> bool:
     """Fill ``d`` (a ``StructureDiff``) from the changed nodes only; False if the plan does not hold.
 
@@ -261,6 +475,11 @@ def diff_by_nodes(d: Any, a: Any, b: Any, p: MapPlan, c: Any, check: Callable[[i
             if n % 64 == 63:
                 check(n)
                 release()
+            slots = _changed_slots(p, addr)
+            if slots is not None:
+                key_list = p.old.load(addr)[4]
+                ops.extend((key_list[i], "changed", (addr, i), (addr, i)) for i in slots)
+                continue
             x, y = p.old.load_full(addr), p.new.load_full(addr)
             if x[4] == y[4]:
                 for i, (vx, vy) in enumerate(zip(x[5], y[5], strict=True)):
@@ -301,18 +520,12 @@ def diff_by_nodes(d: Any, a: Any, b: Any, p: MapPlan, c: Any, check: Callable[[i
 
 def _list(ops: list[tuple[bytes, str, Ref | None, Ref | None]], p: MapPlan, c: Any) -> None:
     """Feed the differences to the collector in key order; values are read only for the listed ones."""
-    cache: dict[tuple[int, int], tuple[Any, ...]] = {}
 
     def el(side: _Side, which: int, key: bytes, ref: Ref | None, wanted: bool) -> Element:
         assert ref is not None
         if not wanted:
             return _element(key, b"", *ref)
-        node = cache.get((which, ref[0]))
-        if node is None:
-            node = cache[(which, ref[0])] = side.load_full(ref[0])
-            if len(cache) > 32:
-                cache.pop(next(iter(cache)))
-        return _element(key, node[5][ref[1]], *ref)
+        return _element(key, side.value(*ref), *ref)
 
     for key, op, ro, rn in ops:
         room = c.kept[op] < c.limit

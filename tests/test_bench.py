@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ def test_every_target_has_a_row(tiny_run: tuple[dict[str, Any], Path, int]) -> N
         "never imports textual",
         "TUI first screen",
         "TUI scroll",
+        "StableVec<u64> (raw memory, full)",
+        "StableBTreeMap<u64, Vec<u8>>",
     ):
         assert any(needle in t for t in targets), f"no row for {needle!r}: {targets}"
     for row in report["rows"]:
@@ -156,3 +159,31 @@ def test_json_texts_equals_decode(type_text: str) -> None:
             assert (fast is not None) == clean, (type_text, items)
             if fast is not None:
                 assert fast == [json.dumps(t.decode(d).value, ensure_ascii=False) for d in items]
+
+
+def test_real_inputs_are_found_checked_and_timed(tmp_path: Path) -> None:
+    """``bench --inputs DIR``: a snapshot with NAME.expected.json (count + digest) gets its rows; a
+    wrong digest is refused rather than timed."""
+    from inspector import bench_real
+    from snapshots.forge import RawImage, forge_u64_btreemap
+
+    keys = random.Random(4).sample(range(1 << 40), 3_000)
+    fm = forge_u64_btreemap(sorted(keys), [k * 3 for k in sorted(keys)])
+    image = RawImage()
+    image.place(fm)
+    snap = tmp_path / "small.bin"
+    image.write_to(snap, sparse=False)
+    count, digest = bench.entries_digest(fm.entries())
+    (tmp_path / "small.expected.json").write_text(json.dumps({"count": count, "entries_sha256": digest}))
+    (tmp_path / "other.expected.json").write_text(json.dumps({"count": 1}))  # no digest: ignored
+    assert [p.name for p, _ in bench_real.find_real_inputs(tmp_path)] == ["small.bin"]
+    try:
+        rows = bench_real.real_input_rows(tmp_path, tmp_path, 1)
+    finally:
+        bench.close_launcher()
+    targets = [r.target for r in rows]
+    assert any(t.startswith("summary --deep, small.bin (3,000 entries") for t in targets), targets
+    assert any(t.startswith("entries --format jsonl, small.bin") for t in targets), targets
+    (tmp_path / "small.expected.json").write_text(json.dumps({"count": count, "entries_sha256": "0" * 64}))
+    with pytest.raises(bench.BenchError, match="no map with count 3000"):
+        bench_real.real_input_rows(tmp_path, tmp_path, 1)

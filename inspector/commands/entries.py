@@ -19,6 +19,7 @@ from rich.table import Table
 
 from inspector.decode.values import decode_for, type_for, validate_schema_types
 from inspector.safe_text import escape_control, json_safe, safe_rich_text
+from inspector.slow_progress import note
 from inspector.structures.base import Element, Structure
 
 # Finding codes that mean "not every element is listed"; entries repeats them on stderr.
@@ -137,9 +138,11 @@ def write_jsonl(
     write = out.write
     chunks = map_jsonl_chunks(structure, limit)
     if chunks is not None:
+        total = structure.count()
         for chunk in chunks:
             if guard is not None:
                 guard()
+            note("entries written", n, total)
             # Bidi overrides, C1 controls and the like stay raw under ensure_ascii=False: escape them.
             write(json_safe(chunk))
             n += chunk.count("\n")
@@ -147,6 +150,7 @@ def write_jsonl(
     for line in jsonl_lines(structure, islice(structure.elements(0), limit)):
         if guard is not None and not n & 0xFFF:
             guard()
+            note("entries written", n)
         write(json_safe(line))
         write("\n")
         n += 1

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import repeat
+from itertools import compress, repeat
 from operator import lt
 from typing import Any, Literal, NamedTuple
 
@@ -39,10 +39,13 @@ from inspector.layouts import (
     OVERFLOW_MAGIC,
     PAGE_SIZE_VALUE_MARKER,
     B,
+    ChunkHeader,
+    field_spans,
     v1_node_size,
 )
 from inspector.memory import Memory, OutOfBounds
 from inspector.model import Finding
+from inspector.slow_progress import note
 from inspector.structures.btreemap_nodes import (
     BE32,
     CHUNK_NODE,
@@ -1125,6 +1128,7 @@ class BTreeMap:
         """The hot loop: in-order traversal with an explicit stack, hashing entries as it goes."""
         load = self._load
         upd = h.update
+        release = self._page_releaser()
         be_cache: dict[int, bytes] = {}
         stack: list[list[Any]] = []
         # None, not 0, means "nothing to descend into": a child address of 0 is corruption to report.
@@ -1159,6 +1163,9 @@ class BTreeMap:
                     sink.add("error", e.code, str(e), self._node_span(addr), {"addr": addr, "depth": depth})
                     break
                 n_nodes += 1
+                if not n_nodes & 4095:
+                    note(f"walking {self.mem.label}: entries", count)
+                    release.pages(4096)
                 if _ver == 1:
                     n_v1 += 1
                     if slots:
@@ -1176,6 +1183,8 @@ class BTreeMap:
                             },
                         )
                 if ovfs:
+                    if len(ovfs) > 64:
+                        release.pages(len(ovfs))
                     for o in ovfs:
                         if o in visited:
                             sink.add(
@@ -1275,6 +1284,44 @@ class BTreeMap:
             )
         return count
 
+    def _scan_headers_fast(
+        self, buf: Any, phys: int, addr: int, run: int, reached: set[int], unreached: list[int]
+    ) -> int | None:
+        """Allocated-chunk count of ``run`` back-to-back chunk headers, unpacked a batch at a time; None
+        when one of them is not a valid "CHK" v1 header (the caller's loop then names it)."""
+        cs = self._cs
+        allocated = 0
+        for b0 in range(0, run, _SCAN_BATCH):
+            n = min(_SCAN_BATCH, run - b0)
+            t = _header_scan_struct(cs, n).unpack_from(buf, phys + b0 * cs)
+            if t[0::3].count(CHUNK_MAGIC) != n or t[1::3].count(1) != n:
+                return None
+            flags = t[2::3]
+            k = flags.count(1)
+            allocated += k
+            if k:
+                first = addr + b0 * cs + CHUNK_HEADER_SIZE
+                payloads = compress(range(first, first + n * cs, cs), map((1).__eq__, flags))
+                missing = set(payloads).difference(reached)
+                if missing:
+                    unreached.extend(sorted(missing))
+        return allocated
+
+    def _page_releaser(self) -> _Releaser:
+        """Drops this process's mapping of a big snapshot as a walk goes, so peak RSS stays flat.
+
+        A read through the mmap maps whole page-cache folios into the process; over a walk of an 800 MB
+        map that is 800 MB of RSS. ``madvise(MADV_DONTNEED)`` on the read-only mapping only unmaps them
+        (the page cache keeps the data). Snapshots under ``RELEASE_MIN_BYTES`` are left alone.
+        """
+        phys = getattr(self.mem, "phys", self.mem)
+        buf, size = getattr(phys, "buf", None), int(getattr(phys, "size", 0))
+        if buf is None or size < RELEASE_MIN_BYTES or self._cs <= 0:
+            return _Releaser(None, 0, 1 << 62)
+        from inspector.byte_diff import _page_releaser
+
+        return _Releaser(_page_releaser(buf), size, max(1, RELEASE_EVERY_BYTES // self._cs))
+
     def _check_allocator(self, sink: _Sink, result: WalkResult, reached: set[int]) -> None:
         chain, problems, frontier = self._free_list()
         head_span = self._phys(76, 8)
@@ -1301,12 +1348,20 @@ class BTreeMap:
         cs = self._cs
         contig = self._contig
         unpack = CHUNK_HEADER.unpack_from
+        release = self._page_releaser()
         while addr < frontier:
             buf, phys, avail = contig(addr)
             if avail >= CHUNK_HEADER_SIZE:
                 # Every header wholly inside this contiguous run (up to a bucket's end) is unpacked
                 # without another address lookup: one lookup per bucket instead of one per chunk.
-                run = min((avail - CHUNK_HEADER_SIZE) // cs + 1, -(-(frontier - addr) // cs))
+                run = min((avail - CHUNK_HEADER_SIZE) // cs + 1, -(-(frontier - addr) // cs), release.every)
+                done = self._scan_headers_fast(buf, phys, addr, run, reached, unreached)
+                release.pages(run)  # after the scan: what it mapped is let go
+                if done is not None:
+                    allocated += done
+                    free += run - done
+                    addr += run * cs
+                    continue
                 headers = map(unpack, repeat(buf, run), range(phys, phys + run * cs, cs))
                 addrs = range(addr, addr + run * cs, cs)
                 for a, (magic, version, alloc, _pad, _nxt) in zip(addrs, headers, strict=True):
@@ -1438,6 +1493,43 @@ class BTreeMap:
                 continue
             found.append(node)
         return found
+
+
+RELEASE_MIN_BYTES = 256 << 20  # snapshots smaller than this are not unmapped as walks go
+RELEASE_EVERY_BYTES = 64 << 20  # chunks' worth of bytes read between two releases
+
+
+class _Releaser:
+    """Calls the page releaser every ``every`` chunks (``pages``) or on demand (``()``)."""
+
+    __slots__ = ("fn", "size", "every", "count")
+
+    def __init__(self, fn: Any, size: int, every: int) -> None:
+        self.fn, self.size, self.every, self.count = fn, size, every, 0
+
+    def pages(self, n: int) -> None:
+        self.count += n
+        if self.count >= self.every:
+            self()
+
+    def __call__(self) -> None:
+        if self.fn is not None:
+            self.count = 0
+            self.fn(0, self.size)
+
+
+_SCAN_BATCH = 1024  # chunk headers per unpack in the allocator scan
+
+
+@lru_cache(maxsize=16)
+def _header_scan_struct(chunk_size: int, n: int) -> struct.Struct:
+    """(magic, version, allocated) of ``n`` chunk headers ``chunk_size`` apart, from CHUNK_HEADER's
+    leading fields (derived from the declaration, not re-typed)."""
+    head = CHUNK_HEADER.format[1:5]  # "3sBB": magic, version, allocated
+    width = struct.calcsize("<" + head)
+    if width != field_spans(ChunkHeader)[3].offset:  # the padding field follows the three we read
+        raise AssertionError(f"chunk header format {CHUNK_HEADER.format} does not start with {head}")
+    return struct.Struct("<" + head + f"{chunk_size - width}x{head}" * (n - 1))
 
 
 _RUN_MIN, _RUN_MAX = 8, 512  # overflow pages unpacked per run (doubling while the pages stay back to back)
