@@ -54,7 +54,7 @@ async def _both_panes_and_stepping(old: Session, new: Session) -> None:
         g0 = app.diff.group(0)
         assert app.current == 0 and g0 is not None
         assert app.hex("old").cursor == app.hex("new").cursor == g0.start
-        await pilot.press("n")
+        await pilot.press("right_square_bracket")
         await pilot.pause()
         g1 = app.diff.group(1)
         assert app.current == 1 and g1 is not None
@@ -66,7 +66,7 @@ async def _both_panes_and_stepping(old: Session, new: Session) -> None:
             assert first <= g1.start < last
         # Change 2 is in memory 0: its entry-level differences are listed.
         assert app.shown_structure is not None and app.shown_structure.memory_id == 0
-        await pilot.press("p")
+        await pilot.press("left_square_bracket")
         await pilot.pause()
         assert app.current == 0 and app.hex("old").cursor == g0.start
         # Stepping to a change in the map lists the map's differences.
