@@ -103,5 +103,3 @@ async def test_next_previous_change_keys(tmp_path: Path) -> None:
         assert app.current == 0
         tree = app.query_one("#old-tree")
         assert tree.region.height >= 8, "the trees are usable at 200x50"
-
-

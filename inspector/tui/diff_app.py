@@ -161,8 +161,13 @@ class DiffApp(App[int]):
         Binding(
             "m", "focus_pane('map')", "Focus memory map (old, then new)", show=False, id="diff.focus_map"
         ),
+        Binding("s", "swap_side", "Other side", show=False, id="diff.swap_side"),
         Binding("q", "quit", "Quit", id="diff.quit"),
     ]
+
+    # Below NARROW columns one pane is shown at a time (``s`` shows the other); below SHORT rows the
+    # maps and data inspectors make way for the trees and hex views.
+    NARROW, SHORT = 120, 32
 
     def __init__(
         self, old: Session, new: Session, *, diff: SnapshotDiff | None = None, owns_sessions: bool = False
@@ -230,7 +235,29 @@ class DiffApp(App[int]):
     def entries_list(self) -> OptionList:
         return self.query_one("#entries", OptionList)
 
+    def on_resize(self, event: Any) -> None:
+        self._fit_layout(event.size.width, event.size.height)
+
+    def _fit_layout(self, width: int, height: int) -> None:
+        narrow = width < self.NARROW
+        self.screen.set_class(narrow, "narrow")
+        self.screen.set_class(height < self.SHORT, "short")
+        for side in SIDES:
+            title = self._title(side)
+            if narrow:
+                title.append("   s: show the other snapshot", style="italic")
+            for widget in self.query(f"#{side}-title"):
+                if isinstance(widget, Static):
+                    widget.update(title)
+
+    def action_swap_side(self) -> None:
+        """On a narrow screen: show the other snapshot's pane (the hex views stay in step)."""
+        for side in SIDES:
+            self.query_one(f"#{side}-pane").toggle_class("hidden-side")
+
     def on_mount(self) -> None:
+        self.query_one("#old-pane").add_class("hidden-side")
+        self._fit_layout(self.size.width, self.size.height)
         self.query_one("#verdict", Static).border_title = "Verdict"
         self.changes_list.border_title = "Changes"
         self.entries_list.border_title = "Entry differences"
