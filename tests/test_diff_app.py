@@ -151,3 +151,15 @@ def test_diff_app_snapshot(snap_compare: Any, sessions: tuple[Session, Session])
         await settle(pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (250, 70)], ids=["80x24", "250x70"])
+def test_diff_app_snapshot_small_and_large(snap_compare: Any, size: tuple[int, int]) -> None:
+    """The bundled healthy → after_stable_save pair (no ../shared needed) at both ends of the sizes."""
+    from conftest import ROOT
+
+    from inspector.session import load
+
+    samples = ROOT / "snapshots" / "samples"
+    app = create_diff_app(load(samples / "healthy"), load(samples / "after_stable_save"))
+    assert snap_compare(app, terminal_size=size, run_before=settle)
