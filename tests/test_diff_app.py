@@ -52,7 +52,7 @@ async def _both_panes_and_stepping(old: Session, new: Session) -> None:
         g0 = app.diff.group(0)
         assert app.current == 0 and g0 is not None
         assert app.hex("old").cursor == app.hex("new").cursor == g0.start
-        await pilot.press("n")
+        await pilot.press("right_square_bracket")
         await pilot.pause()
         g1 = app.diff.group(1)
         assert app.current == 1 and g1 is not None
@@ -64,7 +64,7 @@ async def _both_panes_and_stepping(old: Session, new: Session) -> None:
             assert first <= g1.start < last
         # Change 2 is in memory 0: its entry-level differences are listed.
         assert app.shown_structure is not None and app.shown_structure.memory_id == 0
-        await pilot.press("p")
+        await pilot.press("left_square_bracket")
         await pilot.pause()
         assert app.current == 0 and app.hex("old").cursor == g0.start
         # Stepping to a change in the map lists the map's differences.
@@ -149,3 +149,15 @@ def test_diff_app_snapshot(snap_compare: Any, sessions: tuple[Session, Session])
         await settle(pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (250, 70)], ids=["80x24", "250x70"])
+def test_diff_app_snapshot_small_and_large(snap_compare: Any, size: tuple[int, int]) -> None:
+    """The bundled healthy → after_stable_save pair (no ../shared needed) at both ends of the sizes."""
+    from conftest import ROOT
+
+    from inspector.session import load
+
+    samples = ROOT / "snapshots" / "samples"
+    app = create_diff_app(load(samples / "healthy"), load(samples / "after_stable_save"))
+    assert snap_compare(app, terminal_size=size, run_before=settle)

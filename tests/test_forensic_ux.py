@@ -306,3 +306,79 @@ async def test_candid_value_is_real_multiline_text_shown_once() -> None:
         for python in ("None", "False", "True"):
             assert python not in head and python not in value
         assert value.count("DAO Members Registry") == 1, "one rendering of the value, not text + JSON"
+
+
+# --------------------------------------------------------------------------- words, not ids
+
+
+@run_async
+async def test_help_and_palette_show_words_not_action_ids() -> None:
+    from inspector.tui.screens import HelpScreen
+
+    app = create_app(SAMPLES / "healthy")
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        text = _rendered(app.screen.query_one("#help-table").content)  # type: ignore[attr-defined]
+        assert "Next finding" in text and "Search" in text
+        for action_id in ("app.", "hex.", "tree.", "cursor_parent_next_sibling", "next_finding"):
+            assert action_id not in text, action_id
+        await pilot.press("escape")
+        commands = list(app.get_system_commands(app.screen))
+        assert all("app." not in (c.help or "") for c in commands)
+
+
+@run_async
+async def test_export_says_where_it_wrote(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    app = create_app(SAMPLES / "healthy")
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot)
+        await pilot.press("e")
+        await pilot.pause()
+        await pilot.press("enter")  # the proposed name, in the working directory
+        await settle(pilot)
+        written = [p for p in tmp_path.iterdir() if p.is_file()]
+        assert len(written) == 1
+        messages = [n.message for n in app._notifications]
+        assert any(f"to {written[0].resolve()}" in m for m in messages), messages
+
+
+def test_readme_key_table_matches_the_bindings() -> None:
+    import re
+
+    from inspector.tui.app import InspectorApp
+    from inspector.tui.diff_app import DiffApp
+    from inspector.tui.hexview import HexView
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| key | anywhere (main view) | diff view |") :].split("\n\n", 1)[0]
+    documented: set[str] = set()
+    for row in table.splitlines()[2:]:
+        documented.update(re.findall(r"`([^`]+)`", row.split("|")[1]))
+    app = create_app(SAMPLES / "healthy")
+    shown = {app.get_key_display(b) for b in InspectorApp.BINDINGS if b.show}  # type: ignore[union-attr]
+    motion = {
+        "up",
+        "down",
+        "left",
+        "right",
+        "pageup",
+        "pagedown",
+        "home",
+        "end",
+        "ctrl+home",
+        "ctrl+end",
+        "f1",
+    }
+    every = {
+        app.get_key_display(b)  # type: ignore[arg-type]
+        for b in [*InspectorApp.BINDINGS, *DiffApp.BINDINGS, *HexView.BINDINGS]
+        if b.key not in motion  # type: ignore[union-attr]
+    }
+    assert shown <= documented, shown - documented
+    assert every <= documented, every - documented
+    assert documented <= every, documented - every
+    app.session.close()

@@ -34,3 +34,18 @@ def test_main_screen_real_layouts(name: str, snap_compare: Any, monkeypatch: pyt
     monkeypatch.chdir(ROOT)
     app = create_app(os.path.relpath(FIXTURES / name, ROOT))
     assert snap_compare(app, terminal_size=SIZE, run_before=settle)
+
+
+@pytest.mark.parametrize(
+    ("sample", "size"),
+    [("after_stable_save", (80, 24)), ("healthy", (80, 24)), ("after_stable_save", (250, 70))],
+    ids=["incident-80x24", "healthy-80x24", "incident-250x70"],
+)
+def test_main_screen_small_and_large(
+    sample: str, size: tuple[int, int], snap_compare: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bundled samples (no ../shared needed) at the smallest and a large terminal: 8 and 32 bytes a
+    line with the ASCII column, the verdict and next command on the incident's first screen."""
+    monkeypatch.chdir(ROOT)
+    app = create_app(os.path.join("snapshots", "samples", sample))
+    assert snap_compare(app, terminal_size=size, run_before=settle)

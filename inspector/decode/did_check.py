@@ -90,7 +90,7 @@ class _Parser:
 
     def actor(self) -> None:
         self.i += 1  # service
-        if self.peek() is not None and self.peek().kind == "id" and self.is_sym(":", 1):  # type: ignore[union-attr]
+        if (tok := self.peek()) is not None and tok.kind == "id" and self.is_sym(":", 1):
             self.i += 1
         self.sym(":")
         if self.is_sym("("):
@@ -122,13 +122,13 @@ class _Parser:
         self.tuptype()
         self.sym("->")
         self.tuptype()
-        while self.peek() is not None and self.peek().kind == "id" and self.peek().value in FUNC_ANNOTATIONS:  # type: ignore[union-attr]
+        while (tok := self.peek()) is not None and tok.kind == "id" and str(tok.value) in FUNC_ANNOTATIONS:
             self.i += 1
 
     def tuptype(self) -> None:
         self.sym("(")
         while not self.is_sym(")"):
-            if self.peek() is not None and self.peek().kind in ("id", "text") and self.is_sym(":", 1):  # type: ignore[union-attr]
+            if (tok := self.peek()) is not None and tok.kind in ("id", "text") and self.is_sym(":", 1):
                 self.i += 2
             self.datatype()
             if self.is_sym(","):
@@ -177,8 +177,8 @@ def _show(tok: DidToken) -> str:
     if tok.kind == "text":
         return "a quoted name"
     if tok.kind == "nat":
-        return f"the number {tok.value}"
-    return f"'{tok.value}'"
+        return f"the number {tok.value!s}"
+    return f"'{tok.value!s}'"
 
 
 def check_did(text: str) -> None:

@@ -19,12 +19,26 @@ class DataInspector(Static):
     DataInspector { height: auto; }
     """
 
-    def __init__(self, *, id: str | None = None) -> None:
+    # The rows a compact inspector (the diff view's, one per side) shows, on two or three lines.
+    COMPACT = ("address", "u8", "u32 LE / BE", "u64 LE / BE", "LEB128", "principal")
+
+    def __init__(self, *, id: str | None = None, compact: bool = False) -> None:
         super().__init__(markup=False, id=id)
         self.rows: list[tuple[str, str]] = []
+        self.compact = compact
 
     def show_at(self, analysis: Any, pos: int) -> None:
         self.rows = inspect_at(analysis, pos)
+        if self.compact:
+            line = Text()
+            for label, value in self.rows:
+                if label in self.COMPACT:
+                    if line:
+                        line.append("  ·  ", style="dim")
+                    line.append(f"{label} ", style="bold")
+                    line.append_text(safe_rich_text(value))
+            self.update(line)
+            return
         table = Table.grid(padding=(0, 1))
         table.add_column(no_wrap=True, style="bold")
         table.add_column(overflow="fold")

@@ -6,7 +6,8 @@ panes already browse both snapshots. Then:
 
 * every changed byte is marked in both hex views and every changed cell in both memory maps;
 * the list of changes (consecutive changed ranges grouped by what they hit on both sides) can be
-  stepped through with ``n`` / ``p``: both hex views jump to the change, its span is selected;
+  stepped through with ``]`` / ``[`` (or ``n`` / ``N``): both hex views jump to the change, its span is
+  selected;
 * the entry-level differences of the structure the change (or the tree cursor) is in are listed at the
   bottom right; choosing one moves each hex view to that entry's bytes on its side;
 * moving one hex cursor by hand moves the other to the same physical offset.
@@ -40,10 +41,13 @@ from inspector.offset_index import OffsetIndex, describe_position
 from inspector.regions import build_tree
 from inspector.safe_text import escape_control, safe_rich_text
 from inspector.session import Session
+from inspector.tui.data_inspector import DataInspector
 from inspector.tui.decoding import CORE_LOCK
+from inspector.tui.export import slug
 from inspector.tui.hexview import HexView
 from inspector.tui.memory_map import MapCell, MapModel, MemoryMap
 from inspector.tui.tree import RegionTree
+from inspector.words import distinguishing_names, plural
 
 SIDES = ("old", "new")
 MAX_LISTED_CHANGES = 1_000  # changes shown in the list; n / p keep stepping past them
@@ -140,17 +144,31 @@ class DiffApp(App[int]):
     CSS_PATH = ["app.tcss", "diff.tcss"]
     TITLE = "stable-inspect diff"
 
+    # One keymap with the single-snapshot view: ? g e l q mean the same there; ] / [ step through the
+    # things worth a look (findings there, changes here), n / N through matches (here: the changes too).
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("n", "step(1)", "Next change", id="diff.next_change"),
-        Binding("p", "step(-1)", "Previous change", id="diff.prev_change"),
-        Binding("c", "focus('changes')", "Changes", id="diff.focus_changes"),
-        Binding("e", "focus('entries')", "Entries", id="diff.focus_entries"),
-        Binding("o", "focus('old-hex')", "Old hex", show=False, id="diff.focus_old_hex"),
-        Binding("w", "focus('new-hex')", "New hex", show=False, id="diff.focus_new_hex"),
-        Binding("t", "focus('old-tree')", "Old tree", show=False, id="diff.focus_old_tree"),
-        Binding("y", "focus('new-tree')", "New tree", show=False, id="diff.focus_new_tree"),
+        Binding("question_mark", "help", "Help", id="diff.help"),
+        Binding("g", "goto", "Go to", id="diff.goto"),
+        Binding("right_square_bracket", "step(1)", "Next change", id="diff.next_change"),
+        Binding("left_square_bracket", "step(-1)", "Previous change", show=False, id="diff.prev_change"),
+        Binding("n", "step(1)", "Next change", show=False, id="diff.next_change_n"),
+        Binding("N", "step(-1)", "Previous change", show=False, id="diff.prev_change_n"),
+        Binding("e", "export", "Export", id="diff.export"),
+        Binding("l", "legend", "Legend", id="diff.legend"),
+        Binding("c", "focus('changes')", "Focus changes", show=False, id="diff.focus_changes"),
+        Binding("E", "focus('entries')", "Focus entry differences", show=False, id="diff.focus_entries"),
+        Binding("t", "focus_pane('tree')", "Focus tree (old, then new)", show=False, id="diff.focus_tree"),
+        Binding("x", "focus_pane('hex')", "Focus hex view (old, then new)", show=False, id="diff.focus_hex"),
+        Binding(
+            "m", "focus_pane('map')", "Focus memory map (old, then new)", show=False, id="diff.focus_map"
+        ),
+        Binding("s", "swap_side", "Other side", show=False, id="diff.swap_side"),
         Binding("q", "quit", "Quit", id="diff.quit"),
     ]
+
+    # Below NARROW columns one pane is shown at a time (``s`` shows the other); below SHORT rows the
+    # maps and data inspectors make way for the trees and hex views.
+    NARROW, SHORT = 120, 32
 
     def __init__(
         self, old: Session, new: Session, *, diff: SnapshotDiff | None = None, owns_sessions: bool = False
@@ -165,13 +183,15 @@ class DiffApp(App[int]):
         self.shown_structure: StructureDiff | None = None
         self._owns = owns_sessions
         self._syncing = False
+        self.titles = dict(zip(SIDES, distinguishing_names(old.snapshot, new.snapshot), strict=True))
 
     # ------------------------------------------------------------- compose
 
     def _title(self, side: str) -> Text:
         snap = self.sessions[side].snapshot
-        # The name only: an absolute path differs between machines (and would leak into screenshots).
-        name = escape_control(snap.path.name or str(snap.path))
+        # The shortest path suffix that tells the two apart (never an absolute path: it differs between
+        # machines and would leak into screenshots).
+        name = escape_control(self.titles[side])
         text = Text(f"{side.upper()}  ", style="bold")
         text.append_text(safe_rich_text(name, "bold"))
         text.append(f"  {snap.size:,} bytes", style="dim")
@@ -192,6 +212,7 @@ class DiffApp(App[int]):
                         id=f"{side}-tree",
                     )
                     yield DiffHexView(self.sessions[side].analysis, self.indexes[side], id=f"{side}-hex")
+                    yield DataInspector(id=f"{side}-inspector", compact=True)
         with Horizontal(id="bottom"):
             yield OptionList(id="changes", markup=False)
             yield OptionList(id="entries", markup=False)
@@ -215,7 +236,29 @@ class DiffApp(App[int]):
     def entries_list(self) -> OptionList:
         return self.query_one("#entries", OptionList)
 
+    def on_resize(self, event: Any) -> None:
+        self._fit_layout(event.size.width, event.size.height)
+
+    def _fit_layout(self, width: int, height: int) -> None:
+        narrow = width < self.NARROW
+        self.screen.set_class(narrow, "narrow")
+        self.screen.set_class(height < self.SHORT, "short")
+        for side in SIDES:
+            title = self._title(side)
+            if narrow:
+                title.append("   s: show the other snapshot", style="italic")
+            for widget in self.query(f"#{side}-title"):
+                if isinstance(widget, Static):
+                    widget.update(title)
+
+    def action_swap_side(self) -> None:
+        """On a narrow screen: show the other snapshot's pane (the hex views stay in step)."""
+        for side in SIDES:
+            self.query_one(f"#{side}-pane").toggle_class("hidden-side")
+
     def on_mount(self) -> None:
+        self.query_one("#old-pane").add_class("hidden-side")
+        self._fit_layout(self.size.width, self.size.height)
         self.query_one("#verdict", Static).border_title = "Verdict"
         self.changes_list.border_title = "Changes"
         self.entries_list.border_title = "Entry differences"
@@ -274,7 +317,16 @@ class DiffApp(App[int]):
         verdict.border_title = f"Verdict · {diff.incident.kind}"
         text = safe_rich_text(diff.verdict, "bold")
         b = diff.bytes
-        text.append(f"\n{b.count:,} changed ranges, {b.total_bytes:,} bytes", style="dim")
+        groups = len(diff.groups(MAX_LISTED_CHANGES))
+        text.append(
+            f"\n{plural(b.total_bytes, 'byte')} differ in {plural(b.count, 'byte range')}, grouped into "
+            f"{plural(groups, 'change')}{'+' if not diff.groups_complete else ''} "
+            "(neighbouring ranges that hit the same part of the layout are one change)",
+            style="dim",
+        )
+        for fact in diff.incident.facts:  # the report's bullets: what caused it, what it overwrote
+            text.append("\n")
+            text.append_text(safe_rich_text("• " + fact))
         if b.size_a != b.size_b:
             text.append(f" · size {b.size_a:,} → {b.size_b:,}", style="dim")
         verdict.update(text)
@@ -299,12 +351,12 @@ class DiffApp(App[int]):
         for g in groups:
             options.append(Option(self._change_label(g), id=f"change-{g.index}"))
         if not diff.groups_complete:
-            options.append(Option(Text("… more changes: n / p keep stepping", style="italic"), disabled=True))
+            options.append(Option(Text("… more changes: ] / [ keep stepping", style="italic"), disabled=True))
         if not options:
             options.append(Option(Text("no changes: the snapshots are byte-identical"), disabled=True))
         lst.add_options(options)
         total = f"{len(groups):,}" + ("+" if not diff.groups_complete else "")
-        lst.border_title = f"Changes · {total} (n / p)"
+        lst.border_title = f"Changes · {total} (] / [)"
 
     @staticmethod
     def _change_label(g: ChangeGroup) -> Text:
@@ -317,6 +369,113 @@ class DiffApp(App[int]):
         text.append(" → ")
         text.append_text(safe_rich_text(g.new_what, "green"))
         return text
+
+    # ----------------------------------------------------- shared actions
+
+    def action_focus_pane(self, kind: str) -> None:
+        """Focus the old side's pane of this kind, or the new side's when the old one has focus."""
+        old = self.query_one(f"#old-{kind}")
+        target = self.query_one(f"#new-{kind}") if self.focused is old else old
+        target.focus()
+
+    def action_help(self) -> None:
+        from inspector.tui.screens import HelpRow, HelpScreen
+
+        rows: list[HelpRow] = []
+        sections: list[tuple[str, list[BindingType]]] = [
+            ("anywhere", self.BINDINGS),
+            ("tree", [*RegionTree.BINDINGS, *Tree.BINDINGS]),
+            ("hex view", HexView.BINDINGS),
+            ("memory map", MemoryMap.BINDINGS),
+        ]
+        for section, bindings in sections:
+            for bd in Binding.make_bindings(bindings):
+                rows.append(HelpRow(section, self.get_key_display(bd), bd.id or bd.action, bd.description))
+        rows.append(
+            HelpRow("anywhere", "ctrl+p", "app.command_palette", "Command palette (every action by name)")
+        )
+        self.push_screen(HelpScreen(rows))
+
+    def action_legend(self) -> None:
+        from inspector.tui.screens import LegendScreen
+
+        self.push_screen(LegendScreen())
+
+    def action_goto(self) -> None:
+        from inspector.tui.nav import GOTO_HELP, GotoError, parse_goto
+        from inspector.tui.screens import GotoScreen
+
+        analysis = self.sessions["new"].analysis
+
+        def validate(text: str) -> str | None:
+            try:
+                parse_goto(text, analysis, self.hex("new").cursor)
+            except GotoError as exc:
+                return str(exc)
+            return None
+
+        def done(text: str | None) -> None:
+            if text:
+                self.goto(text)
+
+        self.push_screen(
+            GotoScreen("Go to offset (both sides)", GOTO_HELP, placeholder="0x10000", validate=validate), done
+        )
+
+    def goto(self, text: str) -> int:
+        """Move both hex views to an address (``m4:0x…`` is read in the new snapshot's layout)."""
+        from inspector.tui.nav import parse_goto
+
+        pos = parse_goto(text, self.sessions["new"].analysis, self.hex("new").cursor)
+        for side in SIDES:
+            self._syncing = True
+            try:
+                self.hex(side).move_cursor(pos, top=True)
+            finally:
+                self._syncing = False
+        self._update_status()
+        return pos
+
+    def action_export(self) -> None:
+        """Write the whole comparison as JSON (what ``diff --json`` prints) next to the working directory."""
+        from inspector.tui.screens import GotoScreen
+
+        if self.diff is None:
+            self.notify("The comparison is still running.", markup=False)
+            return
+        default = f"diff-{slug(self.titles['old'])}-vs-{slug(self.titles['new'])}.json"
+
+        def done(text: str | None) -> None:
+            if text:
+                self._export(text.strip())
+
+        self.push_screen(
+            GotoScreen(
+                "Export the comparison as JSON", "a new file; existing files are not replaced", value=default
+            ),
+            done,
+        )
+
+    def _export(self, name: str) -> None:
+        import json
+        from pathlib import Path
+
+        from inspector.commands.diff import _json_default
+
+        out = Path(name).expanduser().resolve()
+        assert self.diff is not None
+        try:
+            with CORE_LOCK:
+                text = json.dumps(self.diff.to_json(), indent=2, default=_json_default, ensure_ascii=False)
+            with open(out, "x", encoding="utf-8") as fh:  # never replaces a file (nor a snapshot)
+                fh.write(escape_control(text, single_line=False) + "\n")
+        except FileExistsError:
+            self.notify(f"{out} already exists: choose another name", severity="error", markup=False)
+            return
+        except OSError as exc:
+            self.notify(f"{out}: cannot write: {exc.strerror or exc}", severity="error", markup=False)
+            return
+        self.notify(f"wrote the comparison to {out}", markup=False)
 
     # ------------------------------------------------------------- changes
 
@@ -357,8 +516,10 @@ class DiffApp(App[int]):
         if self.diff is None:
             return None
         for side in ("new", "old"):
-            index = self.diff.new_index if side == "new" else self.diff.old_index
-            _end, _area, _what, mid, _v = index.locate(pos)
+            # What is at the byte, from the same offset index the tree and hex view use.
+            with CORE_LOCK:
+                path = self.indexes[side].resolve(pos)
+            mid = next((r.memory_id for r in reversed(path) if r.memory_id is not None), None)
             if mid is not None:
                 sd = self.diff.structure(mid)
                 if sd is not None:
@@ -483,6 +644,9 @@ class DiffApp(App[int]):
             return
         side = "old" if source.id == "old-hex" else "new"
         self.memory_map(side).set_position(event.offset)
+        self.query_one(f"#{side}-inspector", DataInspector).show_at(
+            self.sessions[side].analysis, event.offset
+        )
         if event.by_user and not self._syncing:
             other = "new" if side == "old" else "old"
             self._syncing = True
