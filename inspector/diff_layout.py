@@ -43,6 +43,7 @@ from inspector.layouts import (
     field_spans,
 )
 from inspector.memory import Memory, OutOfBounds
+from inspector.structures.base import Structure
 
 Range = tuple[int, int]
 MemoryId = int | str | None
@@ -168,7 +169,7 @@ def stable_save_span(analysis: Any) -> Range | None:
         if span is not None:
             return span
     for s in getattr(analysis, "structures", []):
-        content = getattr(s, "content", None)
+        content = s.content
         if s.memory_id == "raw" and isinstance(content, dict) and content.get("kind") == "candid":
             length = content.get("length")
             if content.get("verified") and isinstance(length, int) and length > 0:
@@ -245,8 +246,7 @@ class LayoutIndex:
             mid = s.memory_id
             if isinstance(mid, list):
                 # A paired log: its index half and data half live in two memories.
-                index_mem = getattr(s, "index_mem", None)
-                data_mem = getattr(s, "data_mem", None)
+                index_mem, data_mem = s.index_mem, s.data_mem
                 if index_mem is not None and mid:
                     self._locators[mid[0]] = (_log_index_locator(s), index_mem)
                 if data_mem is not None and len(mid) > 1:
@@ -401,7 +401,7 @@ class LayoutIndex:
 # --------------------------------------------------------------------------- structure locators
 
 
-def structure_locator(s: Any) -> Locator:
+def structure_locator(s: Structure) -> Locator:
     kind = s.kind
     if kind == "cell":
         return _cell_locator(s)
@@ -410,7 +410,7 @@ def structure_locator(s: Any) -> Locator:
     if kind in ("vec", "minheap"):
         return _VecLocator(s)
     label = {"empty": "zero-filled memory", "unknown": "unrecognised bytes"}.get(kind, f"{kind} bytes")
-    content = getattr(s, "content", None)
+    content = s.content
     size = s.mem.size
     if (
         isinstance(content, dict)

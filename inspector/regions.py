@@ -91,10 +91,9 @@ class ValueRef:
 
 
 def element_region(structure: Structure, el: Element) -> Region:
-    spans = getattr(structure, "element_spans", None)
-    if spans is not None and not el.value_spans:
-        el.key_spans, el.value_spans = spans(el)
-    vmem = getattr(structure, "value_mem", None) or structure.mem
+    if not el.value_spans:
+        el.key_spans, el.value_spans = structure.element_spans(el)
+    vmem = structure.value_mem or structure.mem
     vranges = _phys(vmem, el.value_spans)
     children: list[Region] = []
     name = f"[{el.index}]"
@@ -198,9 +197,9 @@ def finding_region(f: Finding) -> Region:
 
 def structure_region(structure: Structure) -> Region:
     """The region of one structure: its header, then its entries (B-trees build their own)."""
-    builder = getattr(structure, "region", None)
-    if builder is not None:
-        return builder()
+    own = structure.region()
+    if own is not None:
+        return own
     mem = structure.mem
     kind = structure.kind
     hj = structure.header_json()
@@ -215,7 +214,7 @@ def structure_region(structure: Structure) -> Region:
         layout, size = VecHeader, VEC_HEADER.size
         raw_header = VEC_HEADER.parse_dict(mem.read(0, size))
     elif kind == "log":
-        index_mem = getattr(structure, "index_mem", None)
+        index_mem = structure.index_mem
         layout, size = (
             (LogIndexHeader, LOG_INDEX_HEADER.size) if index_mem else (LogDataHeader, LOG_DATA_HEADER.size)
         )
@@ -232,12 +231,8 @@ def structure_region(structure: Structure) -> Region:
                 memory_id=_mid(structure),
             )
         )
-        if (
-            kind == "log"
-            and getattr(structure, "data_mem", None) is not None
-            and getattr(structure, "index_mem", None)
-        ):
-            dmem = structure.data_mem  # type: ignore[attr-defined]
+        dmem = structure.data_mem
+        if kind == "log" and dmem is not None and structure.index_mem:
             dr = _first_physical(dmem, 0, LOG_DATA_HEADER.size)
             children.append(
                 Region(
@@ -254,7 +249,7 @@ def structure_region(structure: Structure) -> Region:
     if count:
         children.append(entries_region(structure, count, "value" if kind == "cell" else "entries"))
     if not size:  # no declared header: cover the bytes the summary shows (the first bytes)
-        size = len(getattr(structure, "head", b"")) or 1
+        size = len(structure.head) or 1
     try:
         ranges = mem.physical_ranges(0, min(mem.size, size))
     except OutOfBounds:

@@ -66,11 +66,9 @@ class Analysis:
         if self.deep_done:
             return
         for s in self.structures:
-            walk = getattr(s, "deep", None)
-            if walk is not None:
-                # A walk reads the mapped file; one that shrank meanwhile would end in SIGBUS.
-                self.snapshot.check_unchanged()
-                walk()
+            # A walk reads the mapped file; one that shrank meanwhile would end in SIGBUS.
+            self.snapshot.check_unchanged()
+            s.deep()
         self.deep_done = True
 
     def to_json(self, *, deep: bool = False) -> dict[str, Any]:

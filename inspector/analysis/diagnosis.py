@@ -10,6 +10,7 @@ import shlex
 from typing import Any
 
 from inspector.analysis.stable_save import compact_overwritten
+from inspector.structures.base import Structure
 
 
 def short_type(t: Any) -> str:
@@ -28,10 +29,10 @@ def _path(analysis: Any) -> str:
     return shlex.quote(str(snap.path))
 
 
-def _structure_line(s: Any) -> str:
-    kind = getattr(s, "kind", "?")
+def _structure_line(s: Structure) -> str:
+    kind = s.kind
     if kind == "btreemap":
-        bmap = getattr(s, "map", None)
+        bmap = s.walker()
         n = (bmap.length if bmap.root_addr else 0) if bmap is not None else s.count()
         return f"BTreeMap with {n:,} entries"
     if kind == "cell":
@@ -42,7 +43,7 @@ def _structure_line(s: Any) -> str:
         return f"Log of {s.count():,} entries"
     if kind == "empty":
         return "no data"
-    content = getattr(s, "content", None) or {}
+    content = s.content or {}
     if content.get("kind") == "length_prefixed":
         return f"a u32 length prefix and a {content.get('length', 0):,}-byte {content.get('payload_kind', '')} payload"
     if content.get("kind") == "candid":
@@ -135,7 +136,7 @@ def _clobbered_lines(analysis: Any, report: Any, path: str) -> list[str]:
         )
     intact: list[str] = []
     for s in getattr(recon, "structures", []) or []:
-        if getattr(s, "kind", "") in ("empty",):
+        if s.kind in ("empty",):
             continue
         intact.append(f"{_memory_label(recon, s.memory_id)}: {_structure_line(s)}")
     if intact:
@@ -150,7 +151,7 @@ def _clobbered_lines(analysis: Any, report: Any, path: str) -> list[str]:
             "The stable_save message itself decodes completely: it is exactly what stable_restore returns "
             "(see 'stable_save' in check --json)."
         )
-    maps = [s for s in getattr(recon, "structures", []) or [] if getattr(s, "kind", "") == "btreemap"]
+    maps = [s for s in getattr(recon, "structures", []) or [] if s.kind == "btreemap"]
     todo = "What to do: do not upgrade or re-initialise this canister's MemoryManager until the data is saved"
     if maps:
         cmds = [
@@ -198,7 +199,7 @@ def _reinit_lines(
     what: list[str] = []
     for o in map_orphans:
         s = o.structure
-        bmap = getattr(s, "map", None)
+        bmap = s.walker()
         live = (bmap.length if bmap.root_addr else 0) if bmap is not None else 0
         what.append(
             f"memory {o.memory_id}'s BTreeMap ({live:,} entries) was created over an older map: "

@@ -200,9 +200,7 @@ def _adopt_reconstruction(analysis: Any, recon: Reconstruction, options: dict[st
     analysis.findings.extend(findings)
     if deep:
         for s in structures:
-            walk = getattr(s, "deep", None)
-            if walk is not None:
-                walk()
+            s.deep()
 
 
 def _report_blob(analysis: Any, report: ForensicsReport) -> None:
@@ -249,7 +247,7 @@ def _report_blob(analysis: Any, report: ForensicsReport) -> None:
 def _memory_blobs(analysis: Any, report: ForensicsReport) -> None:
     """Candid messages at the start of memories that hold no structure (an upgrade memory)."""
     for s in list(analysis.structures):
-        if getattr(s, "kind", "") != "unknown" or s.memory_id == "raw" or isinstance(s.memory_id, list):
+        if s.kind != "unknown" or s.memory_id == "raw" or isinstance(s.memory_id, list):
             continue
         blob = find_in_memory(s.mem, s.memory_id)
         if blob is None:
@@ -287,7 +285,7 @@ def _orphan_scan(analysis: Any, report: ForensicsReport, fd: int | None) -> None
     if mm.present and mm.bucket_size_in_pages:
         orphans.extend(scan_unowned_buckets(buf, size, fd, mm.table, mm.bucket_size_in_pages))
     for s in analysis.structures:
-        if getattr(s, "kind", "") == "btreemap":
+        if s.kind == "btreemap":
             found = scan_map_orphans(s, fd)
             if found is not None:
                 orphans.append(found)

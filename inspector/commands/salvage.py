@@ -29,6 +29,7 @@ from rich.table import Table
 
 from inspector.analysis.salvage import SalvagedEntry, SalvageResult, compare_with_reference, salvage_structure
 from inspector.safe_text import json_safe, safe_rich_text
+from inspector.structures.base import Structure
 
 TABLE_VALUE_CHARS = 120
 SAMPLE_SIZE = 16
@@ -56,7 +57,7 @@ def resolve_map(analysis: Any, key: int | str) -> tuple[Any | None, str, str, li
         maps = [
             s
             for s in getattr(recon, "structures", [])
-            if getattr(s, "kind", "") == "btreemap" and isinstance(s.memory_id, str)
+            if s.kind == "btreemap" and isinstance(s.memory_id, str)
         ]
         if len(maps) == 1:
             structure = maps[0]
@@ -82,7 +83,7 @@ def resolve_map(analysis: Any, key: int | str) -> tuple[Any | None, str, str, li
             notes.append("no MemoryManager or BTreeMap evidence survives: nothing to salvage")
             return None, f"memory {key}", "reconstructed", notes
         raise UsageError(f"memory {key} is not in this snapshot (memories: {_known(analysis)})")
-    if getattr(structure, "kind", "") != "btreemap":
+    if structure.kind != "btreemap":
         raise UsageError(
             f"memory {structure.memory_id} holds a {structure.kind}, not a BTreeMap: salvage recovers map entries"
         )
@@ -116,13 +117,13 @@ def _reference_entries(
     ref = None
     for c in candidates:
         s = analysis.structure(c)
-        if s is not None and getattr(s, "kind", "") == "btreemap":
+        if s is not None and s.kind == "btreemap":
             ref = s
             break
     if ref is None:
         start = structure.physical_start
         for s in analysis.structures:
-            if getattr(s, "kind", "") == "btreemap" and start is not None and s.physical_start == start:
+            if s.kind == "btreemap" and start is not None and s.physical_start == start:
                 ref = s
                 break
     if ref is None:
@@ -138,11 +139,11 @@ class _Decoders:
     """Key/value decoders: the schema's choice, else a guess from the recovered entries themselves
     (the live map may be empty or hold other data than what is being salvaged)."""
 
-    def __init__(self, structure: Any, entries: list[SalvagedEntry]) -> None:
+    def __init__(self, structure: Structure, entries: list[SalvagedEntry]) -> None:
         from inspector.decode.valuetypes import guess_type, parse_type
 
-        settings = getattr(structure, "settings", None) or {}
-        self.names = getattr(structure, "names", None) or None
+        settings = structure.settings
+        self.names = structure.names or None
         self.types: dict[str, Any] = {}
         for role in ("key", "value"):
             chosen = settings.get(role)
