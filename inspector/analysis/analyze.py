@@ -119,9 +119,7 @@ def analyze(snapshot: Snapshot, *, options: dict[str, Any] | None = None, forens
         options=dict(options or {}),
     )
     if forensics:
-        try:
-            from inspector.analysis.forensics import run_forensics
-        except ImportError:
-            return analysis
+        from inspector.analysis.forensics import run_forensics
+
         run_forensics(analysis)
     return analysis
