@@ -27,32 +27,13 @@ from inspector.decode.candid import (
 )
 from inspector.decode.candid_render import message_json
 from inspector.decode.did import idl_hash, names_from_did
+from snapshots.forge_candid import leb128, sleb128
 
 # ---------------------------------------------------------------------------------------------------------
-# A tiny Candid encoder for building test messages by hand (test-only, deliberately naive).
-
-
-def leb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def sleb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if (n == 0 and not b & 0x40) or (n == -1 and b & 0x40):
-            out.append(b)
-            return bytes(out)
-        out.append(b | 0x80)
+# A tiny Candid encoder for building test messages by hand (test-only, deliberately naive); the LEB128
+# encoders are the forge's (snapshots/forge_candid.py), which its own tests check.
+leb = leb128
+sleb = sleb128
 
 
 def didl(table: list[bytes], args: list[int], values: bytes = b"") -> bytes:
