@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from inspector.memory import Memory, Range
+from inspector.memory import Memory, OutOfBounds, Range
 from inspector.model import Finding, Region
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ class Structure:
     def physical_start(self) -> int | None:
         try:
             return self.mem.to_physical(0)
-        except Exception:
+        except OutOfBounds:  # an empty memory, or one whose buckets the file does not hold
             return None
 
     def header_json(self) -> dict[str, Any]:
@@ -93,7 +93,7 @@ class Structure:
         for s, e in spans:
             try:
                 out.extend(self.mem.physical_ranges(s, e - s))
-            except Exception:
+            except OutOfBounds:
                 continue
         return out
 
