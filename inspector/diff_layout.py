@@ -15,7 +15,7 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector.layouts import (
     ALLOCATOR_OFFSET,
@@ -44,6 +44,9 @@ from inspector.layouts import (
 )
 from inspector.memory import Memory, OutOfBounds
 from inspector.structures.base import Structure
+
+if TYPE_CHECKING:
+    from inspector.analysis.analyze import Analysis
 
 Range = tuple[int, int]
 MemoryId = int | str | None
@@ -133,7 +136,7 @@ Located = tuple[int, str, str]
 Locator = Callable[[int, bool], Located]
 
 
-def effective_layout(analysis: Any) -> tuple[str, dict[Any, Any], int]:
+def effective_layout(analysis: Analysis) -> tuple[str, dict[Any, Any], int]:
     """(kind, memories by id, bucket size in bytes) of the layout that maps this snapshot's buckets.
 
     ``kind`` is "memory_manager" for a header read from disk, "reconstructed" when the forensics pass
@@ -151,7 +154,7 @@ def effective_layout(analysis: Any) -> tuple[str, dict[Any, Any], int]:
     return "none", {}, 0
 
 
-def stable_save_span(analysis: Any) -> Range | None:
+def stable_save_span(analysis: Analysis) -> Range | None:
     """Where a ``stable_save`` Candid message sits in this snapshot, if anything says so.
 
     The forensics pass (``analysis.stable_save``) is asked first; its object is read defensively since
@@ -216,7 +219,7 @@ def _bucket_span_text(first: int, last: int) -> str:
 class LayoutIndex:
     """Attribution of physical bytes to one snapshot's layout (see the module docstring)."""
 
-    def __init__(self, analysis: Any, *, name: str = "") -> None:
+    def __init__(self, analysis: Analysis, *, name: str = "") -> None:
         self.analysis = analysis
         self.name = name
         snap = analysis.snapshot
@@ -642,7 +645,7 @@ def _magic_text(raw: bytes) -> str:
     return "".join(chr(c) if 32 <= c < 127 else f"\\x{c:02x}" for c in raw)
 
 
-def mm_header_fields(analysis: Any) -> dict[str, Any]:
+def mm_header_fields(analysis: Analysis) -> dict[str, Any]:
     """The MemoryManager header as a reader sees it, read from the bytes even when the magic is wrong
     (a stable_save message turns "MGR", 1, 2 buckets … into "DID", 76, 27,905 buckets, FORMAT.md §11.1)."""
     snap = analysis.snapshot

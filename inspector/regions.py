@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from construct import Struct
 
@@ -34,6 +34,9 @@ from inspector.layouts import (
 from inspector.memory import Memory, OutOfBounds, Range
 from inspector.model import Field, Finding, Region
 from inspector.structures.base import Element, Structure
+
+if TYPE_CHECKING:
+    from inspector.analysis.analyze import Analysis
 
 ENTRIES_PAGE = 1_000  # entries per lazily built page of the tree
 
@@ -293,7 +296,7 @@ def _label_id(mid: Any) -> str:
     return "raw memory" if mid == "raw" else f"memory {mid}"
 
 
-def build_tree(analysis: Any) -> Region:
+def build_tree(analysis: Analysis) -> Region:
     """The whole snapshot as a region tree (lazy below the top levels)."""
     snap = analysis.snapshot
     mm = analysis.mm
@@ -341,7 +344,7 @@ def _finding_counts(findings: list[Finding]) -> str:
     return ", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items() if n) or "none"
 
 
-def mm_region(analysis: Any) -> Region:
+def mm_region(analysis: Analysis) -> Region:
     mm = analysis.mm
     phys = analysis.snapshot.memory
     h = {
@@ -401,21 +404,17 @@ def mm_region(analysis: Any) -> Region:
     )
 
 
-def memories_region(analysis: Any) -> Region:
+def memories_region(analysis: Analysis) -> Region:
     mm = analysis.mm
 
     def rows() -> Iterator[Region]:
         for m in mm.memories:
             structure = analysis.structure(m.id)
             children = [structure_region(structure)] if structure is not None else []
-            if (
-                isinstance(structure.memory_id if structure else None, list)
-                and structure.memory_id[0] != m.id
-            ):
+            pair = structure.memory_id if structure is not None else None
+            if isinstance(pair, list) and pair[0] != m.id:
                 # The data half of a paired log: the log is shown once, under its index memory.
-                children = [
-                    Region(f"data half of the log at memories {_label_id(structure.memory_id)[9:]}", "log")
-                ]
+                children = [Region(f"data half of the log at memories {_label_id(pair)[9:]}", "log")]
             try:
                 used = m.memory.physical_ranges(0, m.memory.size)
             except OutOfBounds:

@@ -7,10 +7,13 @@ sentence can be traced to bytes. A healthy snapshot gets no diagnosis at all.
 from __future__ import annotations
 
 import shlex
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector.analysis.stable_save import compact_overwritten
 from inspector.structures.base import Structure
+
+if TYPE_CHECKING:
+    from inspector.analysis.analyze import Analysis
 
 
 def short_type(t: Any) -> str:
@@ -24,7 +27,7 @@ def short_type(t: Any) -> str:
     return str(kind)
 
 
-def _path(analysis: Any) -> str:
+def _path(analysis: Analysis) -> str:
     snap = analysis.snapshot
     return shlex.quote(str(snap.path))
 
@@ -64,7 +67,7 @@ def _salvage_memory_arg(recon: Any, key: Any) -> str:
     return str(key)
 
 
-def build_diagnosis(analysis: Any, report: Any) -> list[str]:
+def build_diagnosis(analysis: Analysis, report: Any) -> list[str]:
     lines: list[str] = []
     path = _path(analysis)
     blob = report.blob
@@ -101,7 +104,7 @@ def build_diagnosis(analysis: Any, report: Any) -> list[str]:
     return lines
 
 
-def _clobbered_lines(analysis: Any, report: Any, path: str) -> list[str]:
+def _clobbered_lines(analysis: Analysis, report: Any, path: str) -> list[str]:
     blob = report.blob
     recon = report.recon
     lines: list[str] = []
@@ -192,7 +195,7 @@ def _lost_text(parts: list[Any], recon: Any) -> str:
 
 
 def _reinit_lines(
-    analysis: Any, map_orphans: list[Any], bucket_orphans: list[Any], tail: Any, path: str
+    analysis: Analysis, map_orphans: list[Any], bucket_orphans: list[Any], tail: Any, path: str
 ) -> list[str]:
     mm = analysis.mm
     lines: list[str] = []

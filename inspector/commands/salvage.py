@@ -22,7 +22,7 @@ import argparse
 import json
 import sys
 from itertools import islice
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
@@ -30,6 +30,9 @@ from rich.table import Table
 from inspector.analysis.salvage import SalvagedEntry, SalvageResult, compare_with_reference, salvage_structure
 from inspector.safe_text import json_safe, safe_rich_text
 from inspector.structures.base import Structure
+
+if TYPE_CHECKING:
+    from inspector.analysis.analyze import Analysis
 
 TABLE_VALUE_CHARS = 120
 SAMPLE_SIZE = 16
@@ -41,11 +44,11 @@ def parse_memory(text: str) -> int | str:
     return _parse_memory_id(text)
 
 
-def _known(analysis: Any) -> str:
+def _known(analysis: Analysis) -> str:
     return ", ".join(str(mid) for mid, _ in analysis.memory_refs) or "none"
 
 
-def resolve_map(analysis: Any, key: int | str) -> tuple[Any | None, str, str, list[str]]:
+def resolve_map(analysis: Analysis, key: int | str) -> tuple[Any | None, str, str, list[str]]:
     """(structure or None, label, layout, notes) for the map the user asked for."""
     from inspector.cli import UsageError
 
@@ -109,7 +112,7 @@ def reference_map(path: str, structure: Any, key: int | str) -> tuple[dict[bytes
 
 
 def _reference_entries(
-    analysis: Any, path: str, structure: Any, key: int | str
+    analysis: Analysis, path: str, structure: Any, key: int | str
 ) -> tuple[dict[bytes, bytes], str]:
     from inspector.cli import UsageError
 
@@ -126,11 +129,12 @@ def _reference_entries(
             if s.kind == "btreemap" and start is not None and s.physical_start == start:
                 ref = s
                 break
-    if ref is None:
+    walker = ref.walker() if ref is not None else None
+    if ref is None or walker is None:
         raise UsageError(
             f"{path}: no BTreeMap at memory {key} (or at the same physical start) to compare with"
         )
-    entries = {bytes(e.key): bytes(e.value) for e in ref.map.iter_entries()}
+    entries = {bytes(e.key): bytes(e.value) for e in walker.iter_entries()}
     label = f"{path} memory {ref.memory_id}"
     return entries, label
 

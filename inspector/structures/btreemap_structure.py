@@ -23,6 +23,7 @@ from inspector.structures.btreemap_nodes import NodeError
 
 
 class BTreeMapStructure(Structure):
+    memory_id: int | str  # a map lives in one memory (only a Log pairs two)
     kind = "btreemap"
     magic = "BTR"
     is_sequence = False
