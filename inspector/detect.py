@@ -92,10 +92,8 @@ def open_structure(
 
 def _describe_unknown(raw: RawContent) -> None:
     """Say what an unknown memory seems to hold: a length-prefixed blob, a Candid message, …"""
-    try:
-        from inspector.decode.blobs import describe_unknown_memory
-    except ImportError:
-        return
+    from inspector.decode.blobs import describe_unknown_memory
+
     raw.content = describe_unknown_memory(raw.mem) or {}
 
 

@@ -168,7 +168,7 @@ def _sort_key(mid: Any) -> tuple[int, Any]:
 
 def structure_physical(s: Structure) -> list[Range] | None:
     """Every physical byte the structure's memory (or memories) may use, or None if unmappable."""
-    mems = [m for m in (getattr(s, "index_mem", None), getattr(s, "data_mem", None)) if m is not None]
+    mems = [m for m in (s.index_mem, s.data_mem) if m is not None]
     if not mems:
         mems = [s.mem]
     out: list[Range] = []
@@ -329,14 +329,13 @@ def _stored(value: bytes) -> bytes:
 
 def element_physical(s: Structure, el: Element) -> list[Range]:
     """Physical ranges of an element's key and value (looked up in its node for B-trees)."""
-    spans = getattr(s, "element_spans", None)
     key_spans, value_spans = el.key_spans, el.value_spans
-    if spans is not None and not value_spans:
+    if not value_spans:
         try:
-            key_spans, value_spans = spans(el)
+            key_spans, value_spans = s.element_spans(el)
         except Exception:
             key_spans, value_spans = [], []
-    vmem = getattr(s, "value_mem", None) or s.mem
+    vmem = s.value_mem or s.mem
     out: list[Range] = []
     for mem, group in ((s.mem, key_spans), (vmem, value_spans)):
         for start, end in group:

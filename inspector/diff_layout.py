@@ -15,7 +15,7 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector.layouts import (
     ALLOCATOR_OFFSET,
@@ -43,6 +43,10 @@ from inspector.layouts import (
     field_spans,
 )
 from inspector.memory import Memory, OutOfBounds
+from inspector.structures.base import Structure
+
+if TYPE_CHECKING:
+    from inspector.analysis.analyze import Analysis
 
 Range = tuple[int, int]
 MemoryId = int | str | None
@@ -132,7 +136,7 @@ Located = tuple[int, str, str]
 Locator = Callable[[int, bool], Located]
 
 
-def effective_layout(analysis: Any) -> tuple[str, dict[Any, Any], int]:
+def effective_layout(analysis: Analysis) -> tuple[str, dict[Any, Any], int]:
     """(kind, memories by id, bucket size in bytes) of the layout that maps this snapshot's buckets.
 
     ``kind`` is "memory_manager" for a header read from disk, "reconstructed" when the forensics pass
@@ -150,7 +154,7 @@ def effective_layout(analysis: Any) -> tuple[str, dict[Any, Any], int]:
     return "none", {}, 0
 
 
-def stable_save_span(analysis: Any) -> Range | None:
+def stable_save_span(analysis: Analysis) -> Range | None:
     """Where a ``stable_save`` Candid message sits in this snapshot, if anything says so.
 
     The forensics pass (``analysis.stable_save``) is asked first; its object is read defensively since
@@ -168,7 +172,7 @@ def stable_save_span(analysis: Any) -> Range | None:
         if span is not None:
             return span
     for s in getattr(analysis, "structures", []):
-        content = getattr(s, "content", None)
+        content = s.content
         if s.memory_id == "raw" and isinstance(content, dict) and content.get("kind") == "candid":
             length = content.get("length")
             if content.get("verified") and isinstance(length, int) and length > 0:
@@ -218,7 +222,7 @@ def _bucket_span_text(first: int, last: int) -> str:
 class LayoutIndex:
     """Attribution of physical bytes to one snapshot's layout (see the module docstring)."""
 
-    def __init__(self, analysis: Any, *, name: str = "") -> None:
+    def __init__(self, analysis: Analysis, *, name: str = "") -> None:
         self.analysis = analysis
         self.name = name
         snap = analysis.snapshot
@@ -250,8 +254,7 @@ class LayoutIndex:
             mid = s.memory_id
             if isinstance(mid, list):
                 # A paired log: its index half and data half live in two memories.
-                index_mem = getattr(s, "index_mem", None)
-                data_mem = getattr(s, "data_mem", None)
+                index_mem, data_mem = s.index_mem, s.data_mem
                 if index_mem is not None and mid:
                     self._locators[mid[0]] = (_log_index_locator(s), index_mem)
                 if data_mem is not None and len(mid) > 1:
@@ -458,7 +461,7 @@ class LayoutIndex:
 # --------------------------------------------------------------------------- structure locators
 
 
-def structure_locator(s: Any) -> Locator:
+def structure_locator(s: Structure) -> Locator:
     kind = s.kind
     if kind == "cell":
         return _cell_locator(s)
@@ -467,7 +470,7 @@ def structure_locator(s: Any) -> Locator:
     if kind in ("vec", "minheap"):
         return _VecLocator(s)
     label = {"empty": "zero-filled memory", "unknown": "unrecognised bytes"}.get(kind, f"{kind} bytes")
-    content = getattr(s, "content", None)
+    content = s.content
     size = s.mem.size
     if (
         isinstance(content, dict)
@@ -699,7 +702,7 @@ def _magic_text(raw: bytes) -> str:
     return "".join(chr(c) if 32 <= c < 127 else f"\\x{c:02x}" for c in raw)
 
 
-def mm_header_fields(analysis: Any) -> dict[str, Any]:
+def mm_header_fields(analysis: Analysis) -> dict[str, Any]:
     """The MemoryManager header as a reader sees it, read from the bytes even when the magic is wrong
     (a stable_save message turns "MGR", 1, 2 buckets … into "DID", 76, 27,905 buckets, FORMAT.md §11.1)."""
     snap = analysis.snapshot

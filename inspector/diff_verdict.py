@@ -21,7 +21,7 @@ Incidents recognised (FORMAT.md §11):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector.diff_entries import StructureDiff
 from inspector.diff_layout import LayoutIndex, RangeSet, mm_fields_hit, stable_save_span
@@ -33,6 +33,10 @@ from inspector.layouts import (
     MM_HEADER_PAGE_USED,
     MM_HEADER_SIZE,
 )
+from inspector.structures.base import Structure
+
+if TYPE_CHECKING:
+    from inspector.analysis.analyze import Analysis
 
 Range = tuple[int, int]
 
@@ -78,7 +82,7 @@ class Incident:
         }
 
 
-def _live(analysis: Any) -> bool:
+def _live(analysis: Analysis) -> bool:
     mm = analysis.mm
     return bool(mm.present and mm.bucket_size_bytes and not getattr(mm, "reconstructed", False))
 
@@ -129,11 +133,14 @@ def old_entries_on_disk(old_s: Any, new_s: Any | None, changed: RangeSet) -> tup
     return entries, nodes
 
 
-def unreachable_in(new_s: Any) -> tuple[int, int]:
+def unreachable_in(new_s: Structure) -> tuple[int, int]:
     """(entries, nodes) in valid nodes the new map cannot reach, including the ones a re-created map
     left past its allocator frontier (no reference snapshot needed)."""
+    walker = new_s.walker()
+    if walker is None:
+        return 0, 0
     try:
-        found = new_s.map.unreachable_nodes(beyond_frontier=True, include_frontier=True)
+        found = walker.unreachable_nodes(beyond_frontier=True, include_frontier=True)
     except Exception:
         return 0, 0
     return sum(n.num_entries for n in found), len(found)

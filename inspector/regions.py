@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from construct import Struct
 
@@ -32,6 +32,9 @@ from inspector.layouts import (
 from inspector.memory import Memory, OutOfBounds, Range
 from inspector.model import Field, Finding, Region
 from inspector.structures.base import Element, Structure
+
+if TYPE_CHECKING:
+    from inspector.analysis.analyze import Analysis
 
 ENTRIES_PAGE = 1_000  # entries per lazily built page of the tree
 
@@ -89,10 +92,9 @@ class ValueRef:
 
 
 def element_region(structure: Structure, el: Element) -> Region:
-    spans = getattr(structure, "element_spans", None)
-    if spans is not None and not el.value_spans:
-        el.key_spans, el.value_spans = spans(el)
-    vmem = getattr(structure, "value_mem", None) or structure.mem
+    if not el.value_spans:
+        el.key_spans, el.value_spans = structure.element_spans(el)
+    vmem = structure.value_mem or structure.mem
     vranges = _phys(vmem, el.value_spans)
     children: list[Region] = []
     name = f"[{el.index}]"
@@ -196,9 +198,9 @@ def finding_region(f: Finding) -> Region:
 
 def structure_region(structure: Structure) -> Region:
     """The region of one structure: its header, then its entries (B-trees build their own)."""
-    builder = getattr(structure, "region", None)
-    if builder is not None:
-        return builder()
+    own = structure.region()
+    if own is not None:
+        return own
     mem = structure.mem
     kind = structure.kind
     hj = structure.header_json()
@@ -213,7 +215,7 @@ def structure_region(structure: Structure) -> Region:
         layout, size = VecHeader, VEC_HEADER.size
         raw_header = VEC_HEADER.parse_dict(mem.read(0, size))
     elif kind == "log":
-        index_mem = getattr(structure, "index_mem", None)
+        index_mem = structure.index_mem
         layout, size = (
             (LogIndexHeader, LOG_INDEX_HEADER.size) if index_mem else (LogDataHeader, LOG_DATA_HEADER.size)
         )
@@ -230,12 +232,8 @@ def structure_region(structure: Structure) -> Region:
                 memory_id=_mid(structure),
             )
         )
-        if (
-            kind == "log"
-            and getattr(structure, "data_mem", None) is not None
-            and getattr(structure, "index_mem", None)
-        ):
-            dmem = structure.data_mem  # type: ignore[attr-defined]
+        dmem = structure.data_mem
+        if kind == "log" and dmem is not None and structure.index_mem:
             dr = _first_physical(dmem, 0, LOG_DATA_HEADER.size)
             children.append(
                 Region(
@@ -252,7 +250,7 @@ def structure_region(structure: Structure) -> Region:
     if count:
         children.append(entries_region(structure, count, "value" if kind == "cell" else "entries"))
     if not size:  # no declared header: cover the bytes the summary shows (the first bytes)
-        size = len(getattr(structure, "head", b"")) or 1
+        size = len(structure.head) or 1
     try:
         ranges = mem.physical_ranges(0, min(mem.size, size))
     except OutOfBounds:
@@ -296,7 +294,7 @@ def _label_id(mid: Any) -> str:
     return "raw memory" if mid == "raw" else f"memory {mid}"
 
 
-def build_tree(analysis: Any) -> Region:
+def build_tree(analysis: Analysis) -> Region:
     """The whole snapshot as a region tree (lazy below the top levels)."""
     snap = analysis.snapshot
     mm = analysis.mm
@@ -358,7 +356,7 @@ def _finding_counts(findings: list[Finding]) -> str:
     return ", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items() if n) or "none"
 
 
-def mm_region(analysis: Any) -> Region:
+def mm_region(analysis: Analysis) -> Region:
     mm = analysis.mm
     # The memory the manager lives in: the snapshot, or the host memory of a nested manager.
     phys = getattr(analysis, "host", None) or analysis.snapshot.memory
@@ -449,7 +447,7 @@ def mm_region(analysis: Any) -> Region:
     )
 
 
-def memories_region(analysis: Any) -> Region:
+def memories_region(analysis: Analysis) -> Region:
     mm = analysis.mm
 
     def rows() -> Iterator[Region]:
@@ -457,11 +455,10 @@ def memories_region(analysis: Any) -> Region:
             mid = m.memory.memory_id  # "5/1" inside a nested manager
             structure = analysis.structure(mid)
             children = [structure_region(structure)] if structure is not None else []
-            if isinstance(structure.memory_id if structure else None, list) and structure.memory_id[0] != mid:
+            pair = structure.memory_id if structure is not None else None
+            if isinstance(pair, list) and pair[0] != mid:
                 # The data half of a paired log: the log is shown once, under its index memory.
-                children = [
-                    Region(f"data half of the log at memories {_label_id(structure.memory_id)[9:]}", "log")
-                ]
+                children = [Region(f"data half of the log at memories {_label_id(pair)[9:]}", "log")]
             try:
                 used = m.memory.physical_ranges(0, m.memory.size)
             except OutOfBounds:

@@ -95,3 +95,13 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
     ):
         status = main(argv)
     return status, out.getvalue(), err.getvalue()
+
+
+def make_sparse(path: Path, size: int, writes: dict[int, bytes]) -> Path:
+    """A file of ``size`` bytes that is one hole except for ``writes`` (offset → bytes)."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+        for off, data in writes.items():
+            f.seek(off)
+            f.write(data)
+    return path

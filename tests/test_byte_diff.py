@@ -13,7 +13,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import load_expected, require_fixtures
+from conftest import load_expected, make_sparse, require_fixtures
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -331,15 +331,6 @@ def test_matches_naive_reference(
 
 
 # --- sparse files ---
-
-
-def make_sparse(path: Path, size: int, writes: dict[int, bytes]) -> Path:
-    with open(path, "wb") as f:
-        f.truncate(size)
-        for off, data in writes.items():
-            f.seek(off)
-            f.write(data)
-    return path
 
 
 def test_sparse_files_skip_common_holes(tmp_path: Path) -> None:

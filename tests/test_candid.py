@@ -25,33 +25,15 @@ from inspector.decode.candid import (
     parse_header,
     principal_to_text,
 )
+from inspector.decode.candid_render import message_json
 from inspector.decode.did import idl_hash, names_from_did
+from snapshots.forge_candid import leb128, sleb128
 
 # ---------------------------------------------------------------------------------------------------------
-# A tiny Candid encoder for building test messages by hand (test-only, deliberately naive).
-
-
-def leb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def sleb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if (n == 0 and not b & 0x40) or (n == -1 and b & 0x40):
-            out.append(b)
-            return bytes(out)
-        out.append(b | 0x80)
+# A tiny Candid encoder for building test messages by hand (test-only, deliberately naive); the LEB128
+# encoders are the forge's (snapshots/forge_candid.py), which its own tests check.
+leb = leb128
+sleb = sleb128
 
 
 def didl(table: list[bytes], args: list[int], values: bytes = b"") -> bytes:
@@ -210,7 +192,7 @@ def test_fixture_values_match_official_js_decoder(label: str, st: dict) -> None:
         raw = bytes.fromhex(st["value_hex"])
         msg = decode_message(raw)
         assert msg.end == len(raw) == st["value_len"]
-        assert msg.to_json(names) == [js["decoded"]]
+        assert message_json(msg, names) == [js["decoded"]]
         check_offsets(msg, raw)
     else:
         assert st["kind"] == "btreemap"
@@ -220,7 +202,7 @@ def test_fixture_values_match_official_js_decoder(label: str, st: dict) -> None:
             raw = bytes.fromhex(entry["value_hex"])
             msg = decode_message(raw)
             assert msg.end == len(raw) == entry["value_len"]
-            [value] = msg.to_json(names)
+            [value] = message_json(msg, names)
             assert value == by_key[bytes.fromhex(entry["key_hex"]).decode()]
             check_offsets(msg, raw)
 
@@ -234,7 +216,7 @@ def test_cell_value_decodes_in_place_with_absolute_offsets() -> None:
     assert (msg.start, msg.end) == (lo, hi)
     assert check_offsets(msg, blob) == msg.value_count
     names = names_from_did(cell["value_encoding"]["type_definitions_did"])
-    assert msg.to_json(names) == [cell["value_encoding"]["decoded_by_official_js"]["decoded"]]
+    assert message_json(msg, names) == [cell["value_encoding"]["decoded_by_official_js"]["decoded"]]
     # The record's "name" field is a text node whose bytes sit right there in the file.
     fields = dict(msg.args[0].fields())
     name_node = fields[1224700491]
@@ -250,13 +232,13 @@ def test_every_buffer_type_gives_the_same_result(tmp_path: Path) -> None:
     [[lo, hi]] = cell["value_physical_ranges"]
     path = FIXTURES / "cell_and_map" / "stable_memory.bin"
     data = path.read_bytes()
-    want = decode_message(data, lo).to_json()
-    assert decode_message(bytearray(data), lo).to_json() == want
-    assert decode_message(memoryview(data), lo).to_json() == want
-    assert decode_message(memoryview(data).cast("b"), lo).to_json() == want  # other formats get cast
+    want = message_json(decode_message(data, lo))
+    assert message_json(decode_message(bytearray(data), lo)) == want
+    assert message_json(decode_message(memoryview(data), lo)) == want
+    assert message_json(decode_message(memoryview(data).cast("b"), lo)) == want  # other formats get cast
     with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         got = decode_message(mm, lo)
-        assert got.end == hi and got.to_json() == want
+        assert got.end == hi and message_json(got) == want
         assert looks_like_candid(mm, lo)
     # The mmap closed cleanly: the decoder kept no exported buffer alive.
 
@@ -271,7 +253,7 @@ def test_stable_save_blob_end_is_found_by_decoding(variant: str, length: int) ->
     assert msg.start == 0 and msg.end == length
     assert hashlib.sha256(mem[: msg.end]).hexdigest() == save["sha256"]
     names = names_from_did(save["type_definitions_did"])
-    [value] = msg.to_json(names)
+    [value] = message_json(msg, names)
     js = save["decoded_by_official_js"]
     if "decoded" in js:
         assert value == js["decoded"]
@@ -316,7 +298,7 @@ def test_stable_save_over_memory_manager_vec_nat8() -> None:
     assert blob.value.raw == bytes(0x30 + x % 7 for x in range(300))
     assert (blob.start, blob.end) == (9, 311)
     assert blob.value[299].start == 310 and blob.value[299].value == 0x35
-    assert msg.to_json() == [[0x30 + x % 7 for x in range(300)]]
+    assert message_json(msg) == [[0x30 + x % 7 for x in range(300)]]
     assert looks_like_candid(mem)
 
 
@@ -355,9 +337,9 @@ def test_header_and_looks_like_candid_on_fixture() -> None:
 def test_format_md_examples() -> None:
     # FORMAT.md §8.3: stable_save((42u64,)) and stable_save((vec![1u8,2,3],)).
     msg = decode_message(bytes.fromhex("4449444c0001782a00000000000000"))
-    assert msg.end == 15 and msg.to_json() == ["42"] and msg.args[0].kind == "nat64"
+    assert msg.end == 15 and message_json(msg) == ["42"] and msg.args[0].kind == "nat64"
     msg = decode_message(bytes.fromhex("4449444c016d7b010003010203") + b"stale")
-    assert msg.end == 13 and msg.to_json() == [[1, 2, 3]]
+    assert msg.end == 13 and message_json(msg) == [[1, 2, 3]]
 
 
 def test_all_primitives_json() -> None:
@@ -385,7 +367,7 @@ def test_all_primitives_json() -> None:
     args += [TEXT, RESERVED, PRINCIPAL, PRINCIPAL]
     msg = decode_message(didl([], args, values))
     assert msg.end == len(didl([], args, values))
-    assert msg.to_json() == [
+    assert message_json(msg) == [
         None,
         True,
         str(2**70),
@@ -432,7 +414,7 @@ def test_composites_json_conventions() -> None:
         + leb(4)
     )  # fmt: skip
     msg = decode_message(didl(table, [0, 0, 1, 2, 3, 4, 4, 5, 6], values))
-    assert msg.to_json({1000: "nothing"}) == [
+    assert message_json(msg, {1000: "nothing"}) == [
         [],
         [7],
         ["a", "b"],
@@ -456,7 +438,7 @@ def test_recursive_list_type_decodes() -> None:
     table = [t_opt(1), t_record([(head, NAT), (tail, 0)])]
     values = b"".join(b"\x01" + leb(i) for i in range(50)) + b"\x00"
     msg = decode_message(didl(table, [0], values))
-    node: Any = msg.to_json({head: "head", tail: "tail"})[0]
+    node: Any = message_json(msg, {head: "head", tail: "tail"})[0]
     seen = []
     while node:
         seen.append(int(node[0]["head"]))
@@ -472,7 +454,7 @@ def test_reserved_future_func_service_values() -> None:
     values = leb(2) + leb(0) + b"zz" + b"\x01" + v_principal(b"\x04") + v_text("greet") + v_principal(b"")
     msg = decode_message(didl([future, func, service], [0, 1, 2], values))
     assert msg.end == len(didl([future, func, service], [0, 1, 2], values))
-    assert msg.to_json() == [None, ["2vxsx-fae", "greet"], "aaaaa-aa"]
+    assert message_json(msg) == [None, ["2vxsx-fae", "greet"], "aaaaa-aa"]
     assert msg.args[0].value.data == b"zz"
     assert [t.kind for t in msg.table] == ["future", "func", "service"]
 
@@ -531,7 +513,7 @@ def test_offset_and_end_arguments() -> None:
     buf = b"junk" + msg + b"tail"
     got = decode_message(buf, 4)
     assert (got.start, got.values_start, got.end) == (4, 4 + 7, 4 + len(msg))
-    assert got.args[0].start == 11 and got.to_json() == [7]
+    assert got.args[0].start == 11 and message_json(got) == [7]
     with pytest.raises(CandidError):
         decode_message(buf, 4, end=4 + len(msg) - 1)
     with pytest.raises(CandidError, match="outside"):

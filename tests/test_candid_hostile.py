@@ -41,7 +41,7 @@ from inspector.decode.candid import (
     looks_like_candid,
     parse_header,
 )
-from inspector.decode.candid_render import to_json, to_text
+from inspector.decode.candid_render import message_json, message_text, message_types, to_json, to_text
 
 
 def raises_quickly(buf: bytes, pattern: str, limits: Limits | None = None) -> CandidError:
@@ -69,9 +69,9 @@ def decode_or_error(buf: bytes) -> Any:
     assert looks_like_candid(buf)
     assert msg.end <= len(buf)
     check_offsets(msg, buf)
-    json.dumps(msg.to_json())
-    msg.to_text(max_vec_items=4, max_text_len=40)
-    msg.types_text()
+    json.dumps(message_json(msg))
+    message_text(msg, max_vec_items=4, max_text_len=40)
+    message_types(msg)
     if msg.args:
         msg.path_at(msg.args[0].start)
     return msg
@@ -90,7 +90,7 @@ def test_fourteen_byte_vector_of_a_billion_nulls() -> None:
     msg = decode_message(didl([t_vec(NULL)], [0], leb(1_000_000)))
     assert isinstance(msg.args[0].value, RepeatedVector) and len(msg.args[0].value) == 1_000_000
     assert msg.value_count == 2  # the vector and the one node standing for all its nulls
-    assert len(msg.to_json()[0]) == 1_000_000
+    assert len(message_json(msg)[0]) == 1_000_000
 
 
 def test_zero_sized_records_count_too() -> None:
@@ -198,7 +198,7 @@ def test_types_without_finite_values(table: list[bytes]) -> None:
     n = len(table)
     ok = didl([*table, t_opt(0), t_vec(0)], [n, n + 1], b"\x00\x00")
     msg = decode_message(ok)
-    assert msg.to_json() == [[], []]
+    assert message_json(msg) == [[], []]
 
 
 def test_value_budget() -> None:

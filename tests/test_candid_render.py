@@ -31,7 +31,14 @@ from test_candid import (
 )
 
 from inspector.decode.candid import Limits, decode_message
-from inspector.decode.candid_render import to_json, to_text, type_text
+from inspector.decode.candid_render import (
+    message_json,
+    message_text,
+    message_types,
+    to_json,
+    to_text,
+    type_text,
+)
 from inspector.decode.did import idl_hash, names_from_did
 
 
@@ -90,15 +97,16 @@ def test_composite_text_forms_with_names() -> None:
     assert to_text(msg.args[2], max_vec_items=2) == 'blob "\\01\\02"… /* 5 bytes */'
     assert to_text(msg.args[3]) == 'record { 3; "t" }'
     assert (
-        msg.to_text(names, width=200) == f'({rec}, opt 7 : nat8, blob "\\01\\02ab\\5c", record {{ 3; "t" }})'
+        message_text(msg, names, width=200)
+        == f'({rec}, opt 7 : nat8, blob "\\01\\02ab\\5c", record {{ 3; "t" }})'
     )
-    assert msg.to_json(names) == [
+    assert message_json(msg, names) == [
         {"with space": "3", "name": "x", "role": {"Admin": None}},
         [7],
         [1, 2, 97, 98, 92],
         ["3", "t"],
     ]
-    assert msg.to_json()[0] == {
+    assert message_json(msg)[0] == {
         "_67622700_": "3",
         "_1224700491_": "x",
         "_1269754742_": {"_2943884399_": None},
@@ -120,7 +128,7 @@ def test_fixture_text_layout_and_names() -> None:
     cell = next(s for s in exp["structures"] if s["kind"] == "cell")
     names = names_from_did(cell["value_encoding"]["type_definitions_did"])
     msg = decode_message(bytes.fromhex(cell["value_hex"]))
-    text = msg.to_text(names, width=80)
+    text = message_text(msg, names, width=80)
     assert text.startswith("(\n  record {\n    owner = opt principal")
     assert '    name = "Guild of Builders";' in text
     assert "    next_member_id = 24_073 : nat64;" in text
@@ -128,11 +136,11 @@ def test_fixture_text_layout_and_names() -> None:
     for line in text.splitlines():
         assert len(line) <= 80 or 'principal "' in line
     assert (
-        msg.types_text(names).splitlines()[1]
+        message_types(msg, names).splitlines()[1]
         == "type table1 = record { at : nat64; action : text; actor : text };"
     )
-    assert (
-        msg.table[5].describe(names).startswith("record { owner : table0; name : text; audit_log : table2;")
+    assert type_text(msg.table[5], names).startswith(
+        "record { owner : table0; name : text; audit_log : table2;"
     )
     assert type_text(msg.table[4]) == "vec principal"
 
@@ -143,10 +151,10 @@ def test_big_message_renders_quickly_abbreviated() -> None:
     exp = load_expected("migration/after_stable_save")
     names = names_from_did(exp["stable_save"]["type_definitions_did"])
     msg = decode_message(mem)
-    text = msg.to_text(names, max_vec_items=3)
+    text = message_text(msg, names, max_vec_items=3)
     assert "/* 8_497 more */" in text and "/* 37 more */" in text
     assert len(text.splitlines()) < 60
-    assert len(json.dumps(msg.to_json(names))) > 300_000
+    assert len(json.dumps(message_json(msg, names))) > 300_000
 
 
 def test_rendering_needs_no_python_recursion() -> None:
@@ -164,7 +172,7 @@ def test_rendering_needs_no_python_recursion() -> None:
     try:
         value = to_json(msg.args[0])
         text = to_text(msg.args[0])
-        compact = msg.to_text(width=10_000)
+        compact = message_text(msg, width=10_000)
     finally:
         sys.setrecursionlimit(old)
     assert text.count("record {") == 127 and compact.count("record {") == 127

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, require_fixtures
+from conftest import FIXTURES, make_sparse, require_fixtures
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,15 +19,6 @@ from inspector.sparse import WASM_PAGE_SIZE, data_ranges, find_all, is_zero
 
 PAGE = WASM_PAGE_SIZE
 MIB = 1 << 20
-
-
-def make_sparse(path: Path, size: int, writes: dict[int, bytes]) -> Path:
-    with open(path, "wb") as f:
-        f.truncate(size)
-        for off, data in writes.items():
-            f.seek(off)
-            f.write(data)
-    return path
 
 
 def require_holes(path: Path) -> None:

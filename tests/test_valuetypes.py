@@ -309,9 +309,14 @@ class _FakeMessage:
 
 
 def _fake_candid(monkeypatch: pytest.MonkeyPatch, decode: Any) -> None:
+    """Stand-ins for the decoder and its renderer: all that valuetypes may rely on of them."""
     module = types.ModuleType("inspector.decode.candid")
     module.decode_message = decode  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "inspector.decode.candid", module)
+    render = types.ModuleType("inspector.decode.candid_render")
+    render.message_json = lambda msg, names=None: msg.to_json(names)  # type: ignore[attr-defined]
+    render.message_text = lambda msg, names=None, **options: msg.to_text(names, **options)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "inspector.decode.candid_render", render)
 
 
 def test_candid_integration_contract(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -327,14 +332,6 @@ def test_candid_integration_contract(monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_candid(monkeypatch, explode)
     failed = parse_type("opt<candid>").decode(b"DIDL\x01")
     assert not failed.ok and "decoder bug" in (failed.error or "")
-
-
-def test_candid_decoder_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "inspector.decode.candid", None)
-    result = CandidType().decode(CANDID_42)
-    assert not result.ok and "not available" in (result.error or "")
-    found = detect_length_prefixed(_with_prefix(CANDID_42), PAGE)
-    assert found is not None and found.kind == "candid" and not found.verified
 
 
 # --- length-prefixed (quick_start) detector --------------------------------------------------------

@@ -66,11 +66,9 @@ class Analysis:
         if self.deep_done:
             return
         for s in self.structures:
-            walk = getattr(s, "deep", None)
-            if walk is not None:
-                # A walk reads the mapped file; one that shrank meanwhile would end in SIGBUS.
-                self.snapshot.check_unchanged()
-                walk()
+            # A walk reads the mapped file; one that shrank meanwhile would end in SIGBUS.
+            self.snapshot.check_unchanged()
+            s.deep()
         self.deep_done = True
 
     def to_json(self, *, deep: bool = False) -> dict[str, Any]:
@@ -138,9 +136,7 @@ def analyze(
         analysis.extras["_application_region_node"] = real_layouts.application_region_node
     real_layouts.bucket_order_risk(analysis)
     if forensics:
-        try:
-            from inspector.analysis.forensics import run_forensics
-        except ImportError:
-            return analysis
+        from inspector.analysis.forensics import run_forensics
+
         run_forensics(analysis)
     return analysis

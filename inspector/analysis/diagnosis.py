@@ -7,10 +7,14 @@ sentence can be traced to bytes. A healthy snapshot gets no diagnosis at all.
 from __future__ import annotations
 
 import shlex
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector.analysis.stable_save import compact_overwritten
+from inspector.structures.base import Structure
 from inspector.words import plural
+
+if TYPE_CHECKING:
+    from inspector.analysis.analyze import Analysis
 
 
 def short_type(t: Any) -> str:
@@ -24,15 +28,15 @@ def short_type(t: Any) -> str:
     return str(kind)
 
 
-def _path(analysis: Any) -> str:
+def _path(analysis: Analysis) -> str:
     snap = analysis.snapshot
     return shlex.quote(str(snap.path))
 
 
-def _structure_line(s: Any) -> str:
-    kind = getattr(s, "kind", "?")
+def _structure_line(s: Structure) -> str:
+    kind = s.kind
     if kind == "btreemap":
-        bmap = getattr(s, "map", None)
+        bmap = s.walker()
         n = (bmap.length if bmap.root_addr else 0) if bmap is not None else s.count()
         return f"BTreeMap with {plural(n, 'entry')}"
     if kind == "cell":
@@ -43,7 +47,7 @@ def _structure_line(s: Any) -> str:
         return f"Log of {plural(s.count(), 'entry')}"
     if kind == "empty":
         return "no data"
-    content = getattr(s, "content", None) or {}
+    content = s.content or {}
     if content.get("kind") == "length_prefixed":
         return f"a u32 length prefix and a {content.get('length', 0):,}-byte {content.get('payload_kind', '')} payload"
     if content.get("kind") == "candid":
@@ -64,7 +68,7 @@ def _salvage_memory_arg(recon: Any, key: Any) -> str:
     return str(key)
 
 
-def build_diagnosis(analysis: Any, report: Any) -> list[str]:
+def build_diagnosis(analysis: Analysis, report: Any) -> list[str]:
     lines: list[str] = []
     path = _path(analysis)
     blob = report.blob
@@ -101,7 +105,7 @@ def build_diagnosis(analysis: Any, report: Any) -> list[str]:
     return lines
 
 
-def _clobbered_lines(analysis: Any, report: Any, path: str) -> list[str]:
+def _clobbered_lines(analysis: Analysis, report: Any, path: str) -> list[str]:
     blob = report.blob
     recon = report.recon
     lines: list[str] = []
@@ -136,7 +140,7 @@ def _clobbered_lines(analysis: Any, report: Any, path: str) -> list[str]:
         )
     intact: list[str] = []
     for s in getattr(recon, "structures", []) or []:
-        if getattr(s, "kind", "") in ("empty",):
+        if s.kind in ("empty",):
             continue
         intact.append(
             f"{_memory_label(recon, s.memory_id)}: {_headless_line(recon, s) or _structure_line(s)}"
@@ -154,9 +158,7 @@ def _clobbered_lines(analysis: Any, report: Any, path: str) -> list[str]:
             "(see 'stable_save' in check --json)."
         )
     maps = [
-        s
-        for s in getattr(recon, "structures", []) or []
-        if getattr(s, "kind", "") == "btreemap" or _headless_line(recon, s)
+        s for s in getattr(recon, "structures", []) or [] if s.kind == "btreemap" or _headless_line(recon, s)
     ]
     todo = "What to do: do not upgrade or re-initialise this canister's MemoryManager until the data is saved"
     if maps:
@@ -217,14 +219,14 @@ def _lost_text(parts: list[Any], recon: Any) -> str:
 
 
 def _reinit_lines(
-    analysis: Any, map_orphans: list[Any], bucket_orphans: list[Any], tail: Any, path: str
+    analysis: Analysis, map_orphans: list[Any], bucket_orphans: list[Any], tail: Any, path: str
 ) -> list[str]:
     mm = analysis.mm
     lines: list[str] = []
     what: list[str] = []
     for o in map_orphans:
         s = o.structure
-        bmap = getattr(s, "map", None)
+        bmap = s.walker()
         live = (bmap.length if bmap.root_addr else 0) if bmap is not None else 0
         what.append(
             f"memory {o.memory_id}'s BTreeMap ({live:,} entries) was created over an older map: "

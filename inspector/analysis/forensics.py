@@ -18,7 +18,7 @@ Effects on the analysis:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector.analysis.diagnosis import build_diagnosis, short_type
 from inspector.analysis.orphans import Orphan, scan_map_orphans, scan_page0_tail, scan_unowned_buckets
@@ -42,6 +42,10 @@ from inspector.layouts import (
     WASM_PAGE_SIZE,
 )
 from inspector.model import Finding, Region
+from inspector.structures.btreemap_structure import BTreeMapStructure
+
+if TYPE_CHECKING:
+    from inspector.analysis.analyze import Analysis
 
 REPORT_ATTR = "forensics_report"
 
@@ -58,11 +62,11 @@ class ForensicsReport:
     scanned: bool = False
 
 
-def report_of(analysis: Any) -> ForensicsReport | None:
+def report_of(analysis: Analysis) -> ForensicsReport | None:
     return getattr(analysis, REPORT_ATTR, None)
 
 
-def run_forensics(analysis: Any, *, scan: bool = True, deep: bool = False) -> ForensicsReport:
+def run_forensics(analysis: Analysis, *, scan: bool = True, deep: bool = False) -> ForensicsReport:
     """Run every forensic check once (later calls return the first report). ``scan=False`` skips the
     orphan scan; ``deep=True`` also runs the validated walk of structures found by reconstruction."""
     existing = report_of(analysis)
@@ -97,7 +101,7 @@ def run_forensics(analysis: Any, *, scan: bool = True, deep: bool = False) -> Fo
     return report
 
 
-def refresh_diagnosis(analysis: Any) -> list[str]:
+def refresh_diagnosis(analysis: Analysis) -> list[str]:
     """Rebuild the diagnosis after more findings arrived (e.g. ``check`` ran the deep walks)."""
     report = report_of(analysis)
     if report is not None:
@@ -130,7 +134,9 @@ def header_field_problems(head: bytes) -> list[str]:
     return out
 
 
-def _check_clobbered(analysis: Any, report: ForensicsReport, options: dict[str, Any], deep: bool) -> None:
+def _check_clobbered(
+    analysis: Analysis, report: ForensicsReport, options: dict[str, Any], deep: bool
+) -> None:
     """No 'MGR' at 0 and no structure there: was a MemoryManager here? Rebuild its layout if so."""
     phys = analysis.snapshot.memory
     if phys.size <= WASM_PAGE_SIZE:
@@ -211,7 +217,9 @@ def _node_evidence(recon: Reconstruction, damaged_end: int) -> list[str]:
     return out
 
 
-def _adopt_reconstruction(analysis: Any, recon: Reconstruction, options: dict[str, Any], deep: bool) -> None:
+def _adopt_reconstruction(
+    analysis: Analysis, recon: Reconstruction, options: dict[str, Any], deep: bool
+) -> None:
     """Decode the reconstructed memories like a manager's and add them to the analysis."""
     from inspector.detect import detect_structures
 
@@ -227,12 +235,10 @@ def _adopt_reconstruction(analysis: Any, recon: Reconstruction, options: dict[st
     analysis.findings.extend(findings)
     if deep:
         for s in structures:
-            walk = getattr(s, "deep", None)
-            if walk is not None:
-                walk()
+            s.deep()
 
 
-def _report_blob(analysis: Any, report: ForensicsReport) -> None:
+def _report_blob(analysis: Analysis, report: ForensicsReport) -> None:
     blob = report.blob
     assert blob is not None
     if report.clobbered:
@@ -273,10 +279,10 @@ def _report_blob(analysis: Any, report: ForensicsReport) -> None:
     )
 
 
-def _memory_blobs(analysis: Any, report: ForensicsReport) -> None:
+def _memory_blobs(analysis: Analysis, report: ForensicsReport) -> None:
     """Candid messages at the start of memories that hold no structure (an upgrade memory)."""
     for s in list(analysis.structures):
-        if getattr(s, "kind", "") != "unknown" or s.memory_id == "raw" or isinstance(s.memory_id, list):
+        if s.kind != "unknown" or s.memory_id == "raw" or isinstance(s.memory_id, list):
             continue
         blob = find_in_memory(s.mem, s.memory_id)
         if blob is None:
@@ -302,7 +308,7 @@ def _memory_blobs(analysis: Any, report: ForensicsReport) -> None:
         )
 
 
-def _orphan_scan(analysis: Any, report: ForensicsReport, fd: int | None) -> None:
+def _orphan_scan(analysis: Analysis, report: ForensicsReport, fd: int | None) -> None:
     snap = analysis.snapshot
     buf, size = snap.buf, snap.size
     mm = analysis.mm
@@ -318,7 +324,7 @@ def _orphan_scan(analysis: Any, report: ForensicsReport, fd: int | None) -> None
             )
         )
     for s in analysis.structures:
-        if getattr(s, "kind", "") == "btreemap":
+        if isinstance(s, BTreeMapStructure):
             found = scan_map_orphans(s, fd)
             if found is not None:
                 orphans.append(found)
@@ -326,7 +332,7 @@ def _orphan_scan(analysis: Any, report: ForensicsReport, fd: int | None) -> None
     analysis.findings.extend(o.finding() for o in orphans)
 
 
-def unreachable_regions(analysis: Any) -> list[Region]:
+def unreachable_regions(analysis: Analysis) -> list[Region]:
     """Regions for the "Unreachable data" node: the stable_save message(s) and the orphans."""
     report = report_of(analysis)
     if report is None:

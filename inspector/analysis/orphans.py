@@ -34,6 +34,7 @@ from inspector.layouts import BUCKETS_START as _BUCKETS_START
 from inspector.memory import Range
 from inspector.model import Field, Finding, Region
 from inspector.sparse import data_ranges, is_zero
+from inspector.structures.btreemap_structure import BTreeMapStructure
 from inspector.words import plural
 
 MAX_LISTED_BUCKETS = 64
@@ -50,7 +51,7 @@ class Orphan:
     memory_id: int | str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     scan: MapScan | None = None  # for unreachable nodes: what the scan found
-    structure: Any = None
+    structure: BTreeMapStructure | None = None
 
     def finding(self) -> Finding:
         return Finding(
@@ -84,7 +85,7 @@ class Orphan:
         )
 
 
-def _node_regions(structure: Any, scan: MapScan) -> list[Region]:
+def _node_regions(structure: BTreeMapStructure, scan: MapScan) -> list[Region]:
     """One region per salvaged node with its entries (decoded lazily, like the live map's)."""
     from inspector.regions import element_region
     from inspector.structures.base import Element
@@ -257,7 +258,7 @@ def scan_unowned_buckets(
     return found
 
 
-def scan_map_orphans(structure: Any, fd: int | None) -> Orphan | None:
+def scan_map_orphans(structure: BTreeMapStructure, fd: int | None) -> Orphan | None:
     """Valid nodes at or beyond a map's allocator frontier (see module docstring)."""
     try:
         bmap = scan_map_of(structure)

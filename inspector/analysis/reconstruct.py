@@ -58,6 +58,7 @@ from inspector.layouts import (
 )
 from inspector.memory import OutOfBounds, PhysicalMemory, VirtualMemory
 from inspector.sparse import data_ranges
+from inspector.structures.base import Structure
 from inspector.words import plural
 
 LEGACY_BUCKET_SIZE_IN_PAGES = 1024  # v0.1.0–v0.3.0 default (FORMAT.md §1)
@@ -280,7 +281,7 @@ class Reconstruction:
     starts: list[StructureStart]
     memories: list[ReconMemory]
     notes: list[str] = field(default_factory=list)
-    structures: list[Any] = field(default_factory=list)  # filled by forensics after detection
+    structures: list[Structure] = field(default_factory=list)  # filled by forensics after detection
     # B-tree nodes whose map header is gone (``headless.NodeCluster``), placed at their map's virtual 0.
     node_clusters: list[Any] = field(default_factory=list)
 
@@ -343,10 +344,7 @@ class Reconstruction:
                 }
                 for s in self.starts
             ],
-            "structures": [
-                {"memory": getattr(s, "memory_id", None), "kind": getattr(s, "kind", "?")}
-                for s in self.structures
-            ],
+            "structures": [{"memory": s.memory_id, "kind": s.kind} for s in self.structures],
             "notes": list(self.notes),
         }
 

@@ -416,7 +416,7 @@ class SalvageResult:
     memory_id: int | str
     label: str
     layout: str  # "live": the manager the library will load; "reconstructed": rebuilt by forensics
-    structure: Any
+    structure: BTreeMapStructure
     entries: list[SalvagedEntry]
     scan: MapScan
     notes: list[str] = field(default_factory=list)
@@ -475,7 +475,7 @@ def _entries_of_node(bmap: BTreeMap, v: NodeVerdict) -> Iterator[SalvagedEntry]:
 
 
 def salvage_structure(
-    structure: Any, *, layout: str, label: str, fd: int | None = None, mem: Memory | None = None
+    structure: BTreeMapStructure, *, layout: str, label: str, fd: int | None = None, mem: Memory | None = None
 ) -> SalvageResult:
     """Every entry of a map: reachable ones from the root, then the valid unreachable nodes' ones.
     ``mem``: the memory to scan instead of the structure's own (extended by older buckets)."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from inspector.decode.candid import MAGIC as DIDL
 from inspector.decode.candid import CandidError, CandidMessage, decode_message
+from inspector.decode.candid_render import message_json, message_text, message_types, type_text
 from inspector.layouts import (
     BUCKET_TABLE_OFFSET,
     BUCKETS_START,
@@ -97,18 +98,18 @@ class StableSaveBlob:
     def arg_types(self) -> list[str]:
         if self.message is None:
             return []
-        return [t.describe(self.names or None) for t in self.message.arg_types]
+        return [type_text(t, self.names or None) for t in self.message.arg_types]
 
     def value_json(self) -> Any:
         """The decoded arguments in the official JS decoder's conventions (one list item per argument)."""
         if self.message is None:
             return None
-        return self.message.to_json(self.names or None)
+        return message_json(self.message, self.names or None)
 
     def value_text(self, **options: Any) -> str:
         if self.message is None:
             return ""
-        return self.message.to_text(self.names or None, **options)
+        return message_text(self.message, self.names or None, **options)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -124,7 +125,7 @@ class StableSaveBlob:
             out["error"] = self.error
         if self.message is not None:
             out["arg_types"] = self.arg_types
-            out["type_definitions"] = self.message.types_text(self.names or None)
+            out["type_definitions"] = message_types(self.message, self.names or None)
             out["value_count"] = self.message.value_count
             if self.length <= MAX_JSON_MESSAGE_BYTES:
                 out["decoded"] = self.value_json()
@@ -148,7 +149,7 @@ class StableSaveBlob:
         value = None
         if self.message is not None:
             fields.append(Field("arg_types", self.arg_types, display=", ".join(self.arg_types)))
-            fields.append(Field("types", self.message.types_text(self.names or None)))
+            fields.append(Field("types", message_types(self.message, self.names or None)))
             text = self.value_text()
             value = Decoded(self.value_json(), text if len(text) <= 400 else text[:399] + "…")
             base = self.message_phys_base
@@ -156,10 +157,10 @@ class StableSaveBlob:
                 ranges = [(base + arg.start, base + arg.end)] if base is not None else []
                 children.append(
                     Region(
-                        f"argument {i}: {arg.type.describe(self.names or None)}",
+                        f"argument {i}: {type_text(arg.type, self.names or None)}",
                         "value",
                         ranges,
-                        value=Decoded(self.message.to_json(self.names or None)[i], ""),
+                        value=Decoded(message_json(self.message, self.names or None)[i], ""),
                         detail=f"{arg.end - arg.start:,} bytes",
                     )
                 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.text import Text
@@ -18,6 +18,9 @@ from inspector.analysis.forensics import refresh_diagnosis, run_forensics
 from inspector.jsonout import json_default
 from inspector.model import Finding
 from inspector.safe_text import safe_rich_text
+
+if TYPE_CHECKING:
+    from inspector.analysis.analyze import Analysis
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 MAX_RANGES_SHOWN = 3
@@ -47,7 +50,7 @@ def _apply_session_choices(session: Any) -> None:
         s.names = s.names or session.names
 
 
-def public_json(analysis: Any) -> dict[str, Any]:
+def public_json(analysis: Analysis) -> dict[str, Any]:
     """``analysis.to_json()`` without the in-process hooks (extras whose key starts with '_')."""
     return {k: v for k, v in analysis.to_json().items() if not k.startswith("_")}
 
@@ -60,7 +63,7 @@ def _ranges_text(f: Finding) -> str:
     return f"[{shown}{f' +{more} more' if more > 0 else ''}]"
 
 
-def print_report(analysis: Any, console: Console) -> None:
+def print_report(analysis: Analysis, console: Console) -> None:
     findings = analysis.all_findings()
     if analysis.diagnosis:
         console.print(Text("Diagnosis", style="bold red" if analysis.has_errors else "bold yellow"))

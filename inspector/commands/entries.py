@@ -89,7 +89,7 @@ def map_jsonl_chunks(structure: Structure, limit: int | None) -> Iterator[str] |
     """
     from inspector.structures.btreemap import BTreeMap
 
-    bmap = getattr(structure, "map", None)
+    bmap = structure.walker()
     if structure.is_sequence or not isinstance(bmap, BTreeMap):
         return None
     key_type = type_for(structure, "key")

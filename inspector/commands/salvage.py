@@ -22,13 +22,17 @@ import argparse
 import json
 import sys
 from itertools import islice
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
 
 from inspector.analysis.salvage import SalvagedEntry, SalvageResult, compare_with_reference, salvage_structure
 from inspector.safe_text import escape_control, json_safe, safe_rich_text
+from inspector.structures.base import Structure
+
+if TYPE_CHECKING:
+    from inspector.analysis.analyze import Analysis
 
 TABLE_VALUE_CHARS = 120
 SAMPLE_SIZE = 16
@@ -40,11 +44,11 @@ def parse_memory(text: str) -> int | str:
     return _parse_memory_id(text)
 
 
-def _known(analysis: Any) -> str:
+def _known(analysis: Analysis) -> str:
     return ", ".join(str(mid) for mid, _ in analysis.memory_refs) or "none"
 
 
-def resolve_map(analysis: Any, key: int | str) -> tuple[Any | None, str, str, list[str]]:
+def resolve_map(analysis: Analysis, key: int | str) -> tuple[Any | None, str, str, list[str]]:
     """(structure or None, label, layout, notes) for the map the user asked for."""
     from inspector.cli import UsageError
 
@@ -59,7 +63,7 @@ def resolve_map(analysis: Any, key: int | str) -> tuple[Any | None, str, str, li
         maps = [
             s
             for s in getattr(recon, "structures", [])
-            if getattr(s, "kind", "") == "btreemap" and isinstance(s.memory_id, str)
+            if s.kind == "btreemap" and isinstance(s.memory_id, str)
         ]
         if len(maps) == 1:
             structure = maps[0]
@@ -85,7 +89,7 @@ def resolve_map(analysis: Any, key: int | str) -> tuple[Any | None, str, str, li
             notes.append("no MemoryManager or BTreeMap evidence survives: nothing to salvage")
             return None, f"memory {key}", "reconstructed", notes
         raise UsageError(f"memory {key} is not in this snapshot (memories: {_known(analysis)})")
-    if getattr(structure, "kind", "") != "btreemap":
+    if structure.kind != "btreemap":
         raise UsageError(
             f"memory {structure.memory_id} holds a {structure.kind}, not a BTreeMap: salvage recovers map entries"
         )
@@ -132,7 +136,7 @@ def reference_map(path: str, structure: Any, key: int | str) -> tuple[dict[bytes
 
 
 def _reference_entries(
-    analysis: Any, path: str, structure: Any, key: int | str
+    analysis: Analysis, path: str, structure: Any, key: int | str
 ) -> tuple[dict[bytes, bytes], str]:
     from inspector.cli import UsageError
 
@@ -140,20 +144,21 @@ def _reference_entries(
     ref = None
     for c in candidates:
         s = analysis.structure(c)
-        if s is not None and getattr(s, "kind", "") == "btreemap":
+        if s is not None and s.kind == "btreemap":
             ref = s
             break
     if ref is None:
         start = structure.physical_start
         for s in analysis.structures:
-            if getattr(s, "kind", "") == "btreemap" and start is not None and s.physical_start == start:
+            if s.kind == "btreemap" and start is not None and s.physical_start == start:
                 ref = s
                 break
-    if ref is None:
+    walker = ref.walker() if ref is not None else None
+    if ref is None or walker is None:
         raise UsageError(
             f"{path}: no BTreeMap at memory {key} (or at the same physical start) to compare with"
         )
-    entries = {bytes(e.key): bytes(e.value) for e in ref.map.iter_entries()}
+    entries = {bytes(e.key): bytes(e.value) for e in walker.iter_entries()}
     label = f"{path} memory {ref.memory_id}"
     return entries, label
 
@@ -162,11 +167,11 @@ class _Decoders:
     """Key/value decoders: the schema's choice, else a guess from the recovered entries themselves
     (the live map may be empty or hold other data than what is being salvaged)."""
 
-    def __init__(self, structure: Any, entries: list[SalvagedEntry]) -> None:
+    def __init__(self, structure: Structure, entries: list[SalvagedEntry]) -> None:
         from inspector.decode.valuetypes import guess_type, parse_type
 
-        settings = getattr(structure, "settings", None) or {}
-        self.names = getattr(structure, "names", None) or None
+        settings = structure.settings
+        self.names = structure.names or None
         self.types: dict[str, Any] = {}
         for role in ("key", "value"):
             chosen = settings.get(role)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import gc
 import mmap
 import struct
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, NoReturn, overload
 
@@ -233,12 +233,6 @@ class CandidType:
     def __repr__(self) -> str:
         where = "" if self.index is None else f" table{self.index}"
         return f"<CandidType {self.kind}{where}>"
-
-    def describe(self, names: Mapping[int, str] | None = None) -> str:
-        """didc-like text of this type, one level deep: nested table entries appear as ``table<N>``."""
-        from inspector.decode.candid_render import type_text
-
-        return type_text(self, names)
 
 
 # Shared singletons: primitive types are never in the type table, only referenced by opcode.
@@ -453,24 +447,6 @@ class CandidMessage:
     @property
     def header(self) -> CandidHeader:
         return CandidHeader(self.start, self.values_start, self.table, self.arg_types)
-
-    def to_json(self, names: Mapping[int, str] | None = None) -> list[Any]:
-        """One JSON-able value per argument, in the official JS decoder's conventions."""
-        from inspector.decode.candid_render import to_json
-
-        return [to_json(a, names) for a in self.args]
-
-    def to_text(self, names: Mapping[int, str] | None = None, **options: Any) -> str:
-        """Candid text of the argument tuple, ``(...)`` like didc; options as for ``args_to_text``."""
-        from inspector.decode.candid_render import args_to_text
-
-        return args_to_text(self.args, names, **options)
-
-    def types_text(self, names: Mapping[int, str] | None = None) -> str:
-        """The type table and argument types in .did-like syntax."""
-        from inspector.decode.candid_render import message_types_text
-
-        return message_types_text(self.table, self.arg_types, names)
 
     def path_at(self, offset: int) -> list[CandidValue]:
         """Values whose byte range contains ``offset``, outermost first (empty if none does).

@@ -49,6 +49,7 @@ from inspector.decode.candid import (
     TEXT,
     VARIANT,
     VEC,
+    CandidMessage,
     CandidType,
     CandidValue,
     FuncRef,
@@ -523,3 +524,21 @@ def message_types_text(
     lines = [f"type {t.name} = {type_text(t, names)};" for t in table]
     lines.append("(" + ", ".join(_ref(a) for a in arg_types) + ")")
     return "\n".join(lines)
+
+
+# --- whole messages (the decoder does not import this module: rendering sits on top of decoding) ------
+
+
+def message_json(msg: CandidMessage, names: Mapping[int, str] | None = None) -> list[Any]:
+    """One JSON-able value per argument, in the official JS decoder's conventions."""
+    return [to_json(a, names) for a in msg.args]
+
+
+def message_text(msg: CandidMessage, names: Mapping[int, str] | None = None, **options: Any) -> str:
+    """Candid text of the argument tuple, ``(...)`` like didc; options as for ``args_to_text``."""
+    return args_to_text(msg.args, names, **options)
+
+
+def message_types(msg: CandidMessage, names: Mapping[int, str] | None = None) -> str:
+    """The type table and argument types in .did-like syntax."""
+    return message_types_text(msg.table, msg.arg_types, names)

@@ -426,13 +426,13 @@ class CandidType(TypeExpr):
         return "candid" if self.limit is None else f"candid<{self.limit}>"
 
     def _decode(self, data: bytes, names: Any) -> Decoded:
-        try:
-            from inspector.decode.candid import decode_message
-        except ImportError:
-            return Decoded.failure("Candid decoder is not available", data)
+        # Imported here: the Candid decoder is only loaded when a value is Candid.
+        from inspector.decode.candid import decode_message
+        from inspector.decode.candid_render import message_json
+
         try:
             message = decode_message(data)
-            args_json = message.to_json(names)
+            args_json = message_json(message, names)
             value = args_json[0] if isinstance(args_json, list) and len(args_json) == 1 else args_json
             text = _candid_one_line(message, names)
             end = int(message.end)
@@ -448,10 +448,12 @@ class CandidType(TypeExpr):
 def _candid_one_line(message: Any, names: Any) -> str:
     """didc-style text of a message on one line (the renderer escapes newlines inside strings, so the
     only newlines are layout and can be folded)."""
+    from inspector.decode.candid_render import message_text
+
     try:
-        text = message.to_text(names, width=10 * TEXT_LIMIT, max_vec_items=16, max_text_len=TEXT_LIMIT)
+        text = message_text(message, names, width=10 * TEXT_LIMIT, max_vec_items=16, max_text_len=TEXT_LIMIT)
     except TypeError:  # a renderer without layout options
-        text = message.to_text(names)
+        text = message_text(message, names)
     return _clip(escape_control(re.sub(r"\n\s*", " ", str(text))))
 
 
@@ -875,12 +877,9 @@ class LengthPrefixed:
 
 
 def _candid_end(payload: bytes) -> int | None:
-    """End offset of the Candid message at the start of ``payload``, None if it does not parse, or -1 if
-    no Candid decoder is installed."""
-    try:
-        from inspector.decode.candid import decode_message
-    except ImportError:
-        return -1
+    """End offset of the Candid message at the start of ``payload``, None if it does not parse."""
+    from inspector.decode.candid import decode_message
+
     try:
         return int(decode_message(payload).end)
     except Exception:  # noqa: BLE001 - any failure of the Candid decoder means "not Candid"
@@ -927,8 +926,6 @@ def detect_length_prefixed(head: bytes | bytearray | memoryview, memory_size: in
         end = _candid_end(payload)
         if end == length:
             return LengthPrefixed(length, "candid", True, f"Candid message of exactly {length} bytes")
-        if end == -1:
-            return LengthPrefixed(length, "candid", False, "DIDL magic (no Candid decoder to verify)")
         notes.append("starts with DIDL but is not one Candid message of that length")
     elif payload and 2 <= (payload[0] >> 5) <= 6:
         if complete:

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from inspector.memory import Memory, Range
-from inspector.model import Finding
+from inspector.memory import Memory, OutOfBounds, Range
+from inspector.model import Finding, Region
 
 if TYPE_CHECKING:
     from inspector.structures.btreemap import BTreeMap
@@ -31,11 +31,22 @@ class Element:
 
 
 class Structure:
-    """A decoded structure at virtual offset 0 of a memory (or physical 0 of a raw snapshot)."""
+    """A decoded structure at virtual offset 0 of a memory (or physical 0 of a raw snapshot).
+
+    This is the one typed interface the analysis, the diff and the views use: the optional capabilities
+    (a second memory, a B-tree walker, a region builder, per-element spans) are declared here with neutral
+    defaults, so callers ask the structure instead of probing it with ``getattr``.
+    """
 
     kind: str = "unknown"
     magic: str = ""
     is_sequence: bool = True
+    # A Log's two memories; element values live in ``value_mem`` when it is set (else in ``mem``).
+    index_mem: Memory | None = None
+    data_mem: Memory | None = None
+    value_mem: Memory | None = None
+    head: bytes = b""  # raw content: its first bytes, as shown
+    content: dict[str, Any] | None = None  # raw content: what its bytes look like (detect.py)
 
     def __init__(self, mem: Memory, memory_id: int | str | list[int]) -> None:
         self.mem = mem
@@ -49,7 +60,7 @@ class Structure:
     def physical_start(self) -> int | None:
         try:
             return self.mem.to_physical(0)
-        except Exception:
+        except OutOfBounds:  # an empty memory, or one whose buckets the file does not hold
             return None
 
     def header_json(self) -> dict[str, Any]:
@@ -65,6 +76,14 @@ class Structure:
         """The B-tree walker behind a BTreeMap (its raw entry stream, allocator, nodes); None otherwise."""
         return None
 
+    def region(self) -> Region | None:
+        """The structure's own region tree when it builds one (B-trees); None: the generic one is used."""
+        return None
+
+    def element_spans(self, el: Element) -> tuple[list[Range], list[Range]]:
+        """Virtual ranges of an element's key and value bytes; B-trees look them up in the node."""
+        return el.key_spans, el.value_spans
+
     def elements(self, start: int = 0) -> Iterator[Element]:
         return iter(())
 
@@ -74,7 +93,7 @@ class Structure:
         for s, e in spans:
             try:
                 out.extend(self.mem.physical_ranges(s, e - s))
-            except Exception:
+            except OutOfBounds:
                 continue
         return out
 

@@ -24,6 +24,7 @@ from inspector.words import plural
 
 
 class BTreeMapStructure(Structure):
+    memory_id: int | str  # a map lives in one memory (only a Log pairs two)
     kind = "btreemap"
     magic = "BTR"
     is_sequence = False

@@ -62,14 +62,11 @@ from inspector.tui.tree import RegionTree
 AUTO_EXPAND = frozenset({"mm_header", "memories", "memory", "unreachable"}) | STRUCTURE_KINDS
 AUTO_EXPAND_MAX_MEMORIES = 16
 DECODER_AUTO = "auto"
-FALLBACK_DECODERS = ("candid", "text", "blob", "u64", "raw")
 
 
 def decoder_choices() -> tuple[str, ...]:
-    try:
-        from inspector.decode.valuetypes import COMMON_TYPES
-    except ImportError:
-        return (DECODER_AUTO, *FALLBACK_DECODERS)
+    from inspector.decode.valuetypes import COMMON_TYPES
+
     return (DECODER_AUTO, *COMMON_TYPES)
 
 

@@ -52,9 +52,6 @@ def show_value(ref: Any) -> Shown | None:
         try:
             with CORE_LOCK:
                 decoded = ref.decoded()
-        except ImportError:
-            # inspector.decode.values is not there yet: hex is still honest.
-            return _fallback(data, None)
         except Exception as exc:  # a decoder bug must not take the UI down
             return _fallback(data, f"decoder failed: {type(exc).__name__}: {exc}")
     if hasattr(decoded, "text"):
