@@ -24,6 +24,7 @@ from inspector.tui.palette import ROLE_CLASSES, label_role
 
 MAX_VALUE_LINES = 300
 MAX_RANGES_SHOWN = 6
+FIELD_LIMIT = 1024  # characters of one field value in the fields table (the rest: "… N more bytes")
 SEVERITY_ROLE = {"error": "role--corrupt", "warning": "details--warning", "info": "details--info"}
 
 
@@ -169,7 +170,10 @@ class DetailsPanel(VerticalScroll):
                 for f in region.fields:
                     span = Text(f"@{f.span[0]:#x}", style=self._s("details--dim")) if f.span else Text("")
                     table.add_row(
-                        safe_rich_text(f.name, self._s("details--label")), safe_rich_text(f.text()), span
+                        safe_rich_text(f.name, self._s("details--label")),
+                        # Folded in a narrow column, a long value is what costs the event loop most.
+                        safe_rich_text(f.text(), limit=FIELD_LIMIT),
+                        span,
                     )
                 parts.append(table)
         if region.findings:
