@@ -158,6 +158,10 @@ def _child_env() -> dict[str, str]:
     # Children import this very tree, whatever is installed elsewhere.
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
+    # The command runs in one process here (no SIGBUS supervisor, see inspector/supervise.py): peak
+    # RSS is read with wait4, and on this kernel a grandchild's peak does not reach it, so a supervised
+    # run would report the idle parent's RSS instead of the work's. The fork itself costs ~1 ms.
+    env["STABLE_INSPECT_NO_SUPERVISOR"] = "1"
     return env
 
 
