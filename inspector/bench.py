@@ -59,6 +59,9 @@ JSONL_LIMIT_X = 15.0
 DIFF_LIMIT_X = 1.0
 CHECK_LIMIT_S = 20.0
 TUI_PAINT_LIMIT_S = 1.0
+# Issue 16: a diff where every other byte differs must finish in seconds at 64 MiB.
+HOSTILE_DIFF_MIB = 64
+HOSTILE_DIFF_LIMIT_S = 10.0
 # A "stall" is the UI's event loop blocked long enough for a user to notice a frozen screen.
 TUI_STALL_LIMIT_S = 0.25
 # "Flat" memory: peak RSS on the 8 GiB snapshot at most this much above the same layout at 1 GiB.
@@ -83,7 +86,7 @@ class Config:
     patches: int  # scattered single-byte differences between them
     runs: int  # timed runs per target (after one untimed, checked run)
     tui_runs: int
-    tui_inputs: int = 4  # how many of the inputs the TUI first-paint is measured on
+    tui_inputs: int = 5  # how many of the inputs the TUI first-paint is measured on
     warmup: bool = True  # one untimed run first (off only for the smoke test, where speed is moot)
     tui_keys: int = 40  # scale of the TUI scroll test (about 3× this many key presses)
 
@@ -157,6 +160,10 @@ def _child_env() -> dict[str, str]:
     # Children import this very tree, whatever is installed elsewhere.
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
+    # The command runs in one process here (no SIGBUS supervisor, see inspector/supervise.py): peak
+    # RSS is read with wait4, and on this kernel a grandchild's peak does not reach it, so a supervised
+    # run would report the idle parent's RSS instead of the work's. The fork itself costs ~1 ms.
+    env["STABLE_INSPECT_NO_SUPERVISOR"] = "1"
     return env
 
 
@@ -990,14 +997,29 @@ class Bench:
 
     # -- TUI --
 
+    def _sparse_8tib(self) -> Path | None:
+        """The small sparse snapshot extended to 8 TiB of holes (no disk used), as a user's truncate;
+        None where the filesystem cannot hold such a file."""
+        path = self.workdir / "sparse-8tib.bin"
+        try:
+            if not path.exists():
+                shutil.copyfile(self.inputs.sparse_small, path)
+                os.truncate(path, 8 << 40)
+        except OSError:
+            path.unlink(missing_ok=True)
+            return None
+        return path
+
     def tui(self) -> list[Row]:
         inp, cfg = self.inputs, self.cfg
-        targets = [
-            (f"{cfg.sparse_gib:g} GiB sparse", inp.sparse_big),
-            (f"{inp.map_count:,}-entry map", inp.map_mm),
-            ("map on raw memory", inp.map_raw),
-            (f"{inp.dense_a.stat().st_size / MiB:,.0f} MiB dense", inp.dense_a),
-        ][: cfg.tui_inputs]
+        candidates: list[tuple[str, Callable[[], Path | None]]] = [
+            (f"{cfg.sparse_gib:g} GiB sparse", lambda: inp.sparse_big),
+            (f"{inp.map_count:,}-entry map", lambda: inp.map_mm),
+            ("map on raw memory", lambda: inp.map_raw),
+            (f"{inp.dense_a.stat().st_size / MiB:,.0f} MiB dense", lambda: inp.dense_a),
+            ("8 TiB sparse, truncate -s 8T", self._sparse_8tib),
+        ]
+        targets = [(label, p) for label, make in candidates[: cfg.tui_inputs] if (p := make()) is not None]
         rows: list[Row] = []
         limit_text = f"≤ {TUI_PAINT_LIMIT_S:g} s"
         for label, path in targets:
@@ -1059,6 +1081,50 @@ class Bench:
         )
         return rows
 
+    # -- issue 16: hostile sizes --
+
+    def hostile(self) -> list[Row]:
+        """A diff where every other byte differs, a 15.7 MB metadata value, a TUI on 8 TiB of holes."""
+        cfg, work = self.cfg, self.workdir
+        mib = min(HOSTILE_DIFF_MIB, cfg.dense_mib)
+        zero, pattern = work / f"zero-{mib}mib.bin", work / f"0001-{mib}mib.bin"
+        for path, unit in ((zero, b"\x00\x00"), (pattern, b"\x00\x01")):
+            if not path.exists() or path.stat().st_size != mib * MiB:
+                with open(path, "wb") as fh:
+                    for _ in range(mib):
+                        fh.write(unit * (MiB // 2))
+        rows = []
+        what = f"{mib} MiB all-zero vs 00 01 repeated ({mib * MiB // 2:,} changed ranges)"
+        for flag in ("--json", "--report"):
+            timing = self._time(inspector_cmd("diff", str(zero), str(pattern), flag), what="diff")
+            rows.append(
+                timed_row(
+                    f"diff {flag}, {what}",
+                    timing,
+                    limit=HOSTILE_DIFF_LIMIT_S,
+                    limit_text=f"≤ {HOSTILE_DIFF_LIMIT_S:g} s",
+                    note="ranges merged into runs past the cap; totals exact (issue: 240 s / killed at 64 MiB)",
+                )
+            )
+        snapdir = work / "long-metadata"
+        if not snapdir.exists():
+            snapdir.mkdir()
+            shutil.copyfile(self.inputs.sparse_small, snapdir / "stable_memory.bin")
+            size = (snapdir / "stable_memory.bin").stat().st_size
+            meta = {"stable_memory_size": size, "long_value": "é" + "x" * 15_700_000}
+            (snapdir / "metadata.json").write_text(json.dumps(meta))
+        timing = self._time(inspector_cmd("summary", str(snapdir)), what="summary")
+        rows.append(
+            timed_row(
+                "summary, a 15.7 MB metadata.json value",
+                timing,
+                limit=SUMMARY_LIMIT_S,
+                limit_text=f"≤ {SUMMARY_LIMIT_S:g} s",
+                note="displayed strings capped at 4 KiB (issue: 129 s, 259 MB)",
+            )
+        )
+        return rows
+
     def run_all(self) -> list[Row]:
         self._guard("summary", f"≤ {SUMMARY_LIMIT_S:g} s", self.summary)
         self._guard("summary --deep", "", self.deep)
@@ -1070,6 +1136,7 @@ class Bench:
         self._guard("structure-filled diff pairs", "", self.structure_diff)
         if self.inputs_dir is not None:
             self._guard(f"real inputs in {self.inputs_dir}", "", self.real_inputs)
+        self._guard("hostile sizes", "", self.hostile)
         return self.rows
 
     # -- issue 13: library-shaped inputs (inspector.bench_real) --

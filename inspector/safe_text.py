@@ -128,7 +128,14 @@ def cap_text(s: str, limit: int = DISPLAY_LIMIT) -> str:
     """``s`` cut to ``limit`` characters, with "… N more bytes" (UTF-8 bytes of the rest) appended."""
     if len(s) <= limit:
         return s
-    rest = len(s[limit:].encode("utf-8", "surrogatepass"))
+    return _cap_long(s, limit)
+
+
+@lru_cache(maxsize=64)
+def _cap_long(s: str, limit: int) -> str:
+    # Cached: a view repaints the same 15 MB value many times, and counting the rest's UTF-8 bytes
+    # copies it (an ASCII-only string is counted without encoding).
+    rest = len(s) - limit if s.isascii() else len(s[limit:].encode("utf-8", "surrogatepass"))
     return f"{s[:limit]}… {rest:,} more bytes"
 
 

@@ -64,13 +64,13 @@ def test_runs_cover_every_difference_and_count_it_exactly(
     rng = random.Random(seed)
     size = 20_000
     a = bytes(rng.getrandbits(8) for _ in range(size))
-    b = bytearray(a)
+    edited = bytearray(a)
     for _ in range(600):
         pos = rng.randrange(size)
         for k in range(rng.randint(1, 4)):
             if pos + k < size:
-                b[pos + k] ^= 1 + rng.randrange(255)
-    b = bytes(b)
+                edited[pos + k] ^= 1 + rng.randrange(255)
+    b = bytes(edited)
     want = naive_ranges(a, b)
     res = changed_ranges(a, b)
     assert res.count <= 32 < len(want)

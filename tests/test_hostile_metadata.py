@@ -118,5 +118,5 @@ def test_tui_details_of_the_root_is_capped_and_escaped(folder: Path) -> None:
 
     shown = asyncio.run(scenario())
     assert UNSAFE.search(shown) is None
-    assert "more bytes" in shown
+    assert "morebytes" in "".join(shown.split())  # the cut is said (folded over lines in a narrow column)
     assert len(shown) < 400_000

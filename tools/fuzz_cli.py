@@ -17,6 +17,12 @@ A header mutation that leaves ``summary --deep --json`` identical to the pristin
 same structures) is counted as *unreported*: informational here, asserted in ``tests/test_fuzz*.py``.
 
     python tools/fuzz_cli.py --runs 2000 [--seed 1] [--jobs N] [--timeout 20] [--keep-failures DIR]
+        [--hostile 40]
+
+``--hostile N`` adds issue 16's round (``tools/fuzz_hostile.py``): snapshot folders whose metadata.json
+has hostile keys and values (no raw control character may reach stdout or stderr), schema files with
+invalid fields, every kind of ``-o`` target (devices, FIFOs, links, directories, the input: none may be
+replaced) and a snapshot that shrinks while it is read (no signal death, one line and exit 2).
 
 The target catalogue (``find_targets``, ``TARGET_MUTATORS``) is shared with the hypothesis tests, so both
 mutate the same places with the same kinds of invalid values.
@@ -786,6 +792,75 @@ def run_special(
                 )
 
 
+def run_cli_capture(
+    argv: list[str], timeout: float, env: dict[str, str], prefix: list[str] | None = None
+) -> tuple[int | None, str, str]:
+    """Like ``run_cli`` but keeps stdout too (hostile-text checks look at it)."""
+    cmd = [sys.executable, *(prefix or ["-m", "inspector"]), *argv]
+    with subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=str(ROOT),
+        env=env,
+        start_new_session=True,
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, 9)
+            except ProcessLookupError:
+                pass
+            proc.communicate()
+            return None, "", ""
+    return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+def run_hostile(
+    args: argparse.Namespace, seeds: Sequence[Seed], env: dict[str, str], workroot: Path, stats: Stats
+) -> None:
+    """Issue 16's round: hostile metadata keys/values, schema fields, -o target kinds, a shrinking file."""
+    from tools import fuzz_hostile as fh
+
+    rng = random.Random(f"{args.seed}:hostile")
+    small = [s for s in seeds if s.path.stat().st_size <= 4 << 20] or list(seeds)
+    for i in range(args.hostile):
+        seed = rng.choice(small)
+        work = workroot / f"hostile{i}"
+        work.mkdir()
+        kind = rng.choice(["metadata", "schema", "output", "shrink"])
+        if kind == "metadata":
+            case = fh.metadata_case(seed.path, work, rng)
+        elif kind == "schema":
+            case = fh.schema_case(seed.path, work, rng, seed.memory_ids)
+        elif kind == "output":
+            case = fh.output_case(seed.path, work, rng, seed.memory_ids)
+        else:
+            case = fh.shrink_case(seed.path, work, rng, seed.memory_ids)
+        outs = [run_cli_capture(a, args.timeout, {**env, **case.env}, case.prefix) for a in case.runs]
+        problems = [classify(st, err) for st, _out, err in outs]
+        extra = case.check(outs)
+        stats.invocations += len(outs)
+        stats.by_command[f"hostile:{case.name.split(':')[0]}"] += len(outs)
+        for (st, _out, err), argv, problem in zip(outs, case.runs, problems, strict=True):
+            stats.status["timeout" if st is None else str(st)] += 1
+            if problem or extra:
+                stats.failures.append(
+                    {
+                        "hostile": case.name,
+                        "command": argv,
+                        "env": case.env,
+                        "problem": problem or extra,
+                        "status": st,
+                        "stderr_tail": err[-2000:],
+                    }
+                )
+                extra = None
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=200, help="mutated snapshots to try")
@@ -800,6 +875,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument(
+        "--hostile", type=int, default=40, help="runs of the hostile round (metadata, schema, -o, shrinking)"
+    )
     args = parser.parse_args(argv)
 
     dirs = args.fixtures or [FIXTURES, SAMPLES]
@@ -828,6 +906,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="fuzz_cli_") as tmp:
         workroot = Path(tmp)
         run_special(args, commands, env, workroot, stats)
+        run_hostile(args, seeds, env, workroot, stats)
         rng = random.Random(args.seed)
         # Small seeds are cheap: weight them up so the run count goes to variety, not to copying 16 MiB.
         weights = [1.0 / max(1.0, s.path.stat().st_size / (1 << 20)) ** 0.5 for s in seeds]

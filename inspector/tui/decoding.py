@@ -12,7 +12,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from inspector.safe_text import bytes_preview, escape_control
+from inspector.safe_text import DISPLAY_LIMIT, bytes_preview, cap_text, escape_control
+
+# The decoded text a view keeps of one value (the display caps it further; exports also carry the value).
+SHOWN_LIMIT = 16 * DISPLAY_LIMIT
 
 # The core's lazy structures (region factories, node caches, decoders) were written for one thread.
 # Every call into them from a TUI worker thread holds this lock, so two workers never interleave.
@@ -57,7 +60,8 @@ def show_value(ref: Any) -> Shown | None:
     if hasattr(decoded, "text"):
         # Newlines kept: a Candid value or type table renders over several lines (the details panel
         # shows it as such; one-line views shorten it themselves).
-        text = escape_control(str(decoded.text), single_line=False)
+        # Capped before escaping (a Python loop on non-ASCII text): a 15 MB value costs nothing here.
+        text = escape_control(cap_text(str(decoded.text), SHOWN_LIMIT), single_line=False)
         err = getattr(decoded, "error", None)
         return Shown(
             text=text,
@@ -68,8 +72,8 @@ def show_value(ref: Any) -> Shown | None:
             decoder=_decoder_name(ref),
         )
     if isinstance(decoded, str | int | float | bool):
-        return Shown(text=escape_control(str(decoded)), value=decoded, data=data)
-    return Shown(text=escape_control(repr(decoded)), value=None, data=data)
+        return Shown(text=escape_control(cap_text(str(decoded), SHOWN_LIMIT)), value=decoded, data=data)
+    return Shown(text=escape_control(cap_text(repr(decoded), SHOWN_LIMIT)), value=None, data=data)
 
 
 def _decoder_name(ref: Any) -> str:

@@ -24,6 +24,7 @@ from inspector.tui.palette import ROLE_CLASSES, label_role
 
 MAX_VALUE_LINES = 300
 MAX_RANGES_SHOWN = 6
+FIELD_LIMIT = 1024  # characters of one field value in the fields table (the rest: "… N more bytes")
 SEVERITY_ROLE = {"error": "role--corrupt", "warning": "details--warning", "info": "details--info"}
 
 
@@ -182,7 +183,8 @@ class DetailsPanel(VerticalScroll):
                     span = Text(f"@{f.span[0]:#x}", style=self._s("details--dim")) if f.span else Text("")
                     table.add_row(
                         safe_rich_text(f.name, self._s("details--label")),
-                        safe_rich_text(_field_text(f), single_line=False),
+                        # Folded in a narrow column, a long value is what costs the event loop most.
+                        safe_rich_text(_field_text(f), single_line=False, limit=FIELD_LIMIT),
                         span,
                     )
                 parts.append(table)
