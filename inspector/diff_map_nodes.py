@@ -45,6 +45,7 @@ OWNER_LOOKBACK = 8192  # chunks looked back from an overflow page for its node
 OWNER_CANDIDATES = 8  # nodes tried per overflow page before giving up
 LOOKBACK_BATCH = 64  # chunk magics read per unpack while looking back
 RELEASE_EVERY = 16  # node reads between drops of the mapped pages
+RELEASE_EVERY_PAGES = 16_384  # overflow-page headers read between drops of the mapped pages
 
 
 class _Collector(Protocol):
@@ -65,6 +66,7 @@ class _Side:
         self.nodes: dict[int, tuple[Any, ...]] = {}
         self.owner_of: dict[int, int] = {}  # overflow page → node, for every node loaded
         self.loads = 0
+        self.touched = 0  # chunks whose headers were read since the last release
 
     def load(self, addr: int) -> tuple[Any, ...]:
         """(version, type, k, children, keys, None, overflows, value spans) of a node, cached.
@@ -82,6 +84,11 @@ class _Side:
                 got = full[:5] + (None, full[6], None)
             else:
                 self.loads += 1
+                # Reading a chain's page headers maps every page it runs through: let them go.
+                self.touched += 1 + len(got[6])
+                if self.touched >= RELEASE_EVERY_PAGES:
+                    self.touched = 0
+                    self.release()
             self.nodes[addr] = got
             self.owner_of.update(dict.fromkeys(got[6], addr))
         return got
