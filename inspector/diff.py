@@ -220,7 +220,9 @@ class SnapshotDiff:
         """Changed bytes per area of the old or new layout, over every range (lazily, cached)."""
         if side not in self._areas:
             index = self.old_index if side == "old" else self.new_index
-            self._areas[side] = area_totals(index, self.changes, self.limits.area_budget)
+            release = _releaser(self)
+            self._areas[side] = area_totals(index, self.changes, self.limits.area_budget, release)
+            release()
         return self._areas[side]
 
     def structure(self, memory_id: Any) -> StructureDiff | None:
@@ -303,6 +305,24 @@ class SnapshotDiff:
         yield "salvage", [s.to_json() for s in self.incident.salvage]
         yield "stable_save", self.incident.stable_save
         yield "new_diagnosis", list(getattr(self.new.analysis, "diagnosis", []) or [])
+
+
+def _releaser(d: SnapshotDiff) -> Callable[[], None]:
+    """Drops the pages that scattered layout lookups mapped: with large page-cache folios each lookup
+    maps up to megabytes (see ``diff_sequences.PageReleaser``); the page cache keeps the data."""
+    from inspector.byte_diff import _page_releaser
+
+    calls = []
+    for session in (d.old, d.new):
+        buf = session.snapshot.buf
+        if buf is not None:
+            calls.append((_page_releaser(buf), len(buf)))
+
+    def release() -> None:
+        for fn, size in calls:
+            fn(0, size)
+
+    return release
 
 
 def _side_json(session: Any) -> dict[str, Any]:

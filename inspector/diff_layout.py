@@ -895,7 +895,9 @@ class AreaTotal:
         return {"area": self.area, "bytes": self.bytes, "ranges": self.ranges}
 
 
-def area_totals(index: LayoutIndex, changes: RangeSet, budget: int) -> tuple[list[AreaTotal], bool]:
+def area_totals(
+    index: LayoutIndex, changes: RangeSet, budget: int, tick: Callable[[], object] | None = None
+) -> tuple[list[AreaTotal], bool]:
     """Changed bytes per area of one layout, over every range; (totals, complete).
 
     One layout lookup covers every range inside the part it names (summed in C over the range arrays),
@@ -924,6 +926,8 @@ def area_totals(index: LayoutIndex, changes: RangeSet, budget: int) -> tuple[lis
             break
         seg_end, area, _what, _mid, _v = index.locate(starts[i])
         used += 1
+        if tick is not None and not used % 64:
+            tick()  # e.g. let go of the pages the lookups mapped (see diff_sequences.PageReleaser)
         j = bisect_right(starts, seg_end - 1, i)  # ranges i..j-1 start inside this part
         k = j - 1 if ends[j - 1] > seg_end else j  # range k (if < j) runs past the part's end
         if k > i:

@@ -22,8 +22,9 @@ the caller falls back to walking both maps in key order together.
 from __future__ import annotations
 
 import struct
-from bisect import bisect_left
-from collections.abc import Callable
+from array import array
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -45,6 +46,7 @@ OWNER_LOOKBACK = 8192  # chunks looked back from an overflow page for its node
 OWNER_CANDIDATES = 8  # nodes tried per overflow page before giving up
 LOOKBACK_BATCH = 64  # chunk magics read per unpack while looking back
 RELEASE_EVERY = 16  # node reads between drops of the mapped pages
+RELEASE_EVERY_PAGES = 16_384  # overflow-page headers read between drops of the mapped pages
 
 
 class _Collector(Protocol):
@@ -63,8 +65,10 @@ class _Side:
         self.release = release
         # Shapes only (values dropped): a map of big values must not end up held in memory.
         self.nodes: dict[int, tuple[Any, ...]] = {}
-        self.owner_of: dict[int, int] = {}  # overflow page → node, for every node loaded
+        # Overflow pages of every node loaded, as runs of back-to-back pages: (first, last, node), sorted.
+        self.runs: list[tuple[int, int, int]] = []
         self.loads = 0
+        self.touched = 0  # chunks whose headers were read since the last release
 
     def load(self, addr: int) -> tuple[Any, ...]:
         """(version, type, k, children, keys, None, overflows, value spans) of a node, cached.
@@ -82,9 +86,33 @@ class _Side:
                 got = full[:5] + (None, full[6], None)
             else:
                 self.loads += 1
+                # Reading a chain's page headers maps every page it runs through: let them go.
+                self.touched += 1 + len(got[6])
+                if self.touched >= RELEASE_EVERY_PAGES:
+                    self.touched = 0
+                    self.release()
             self.nodes[addr] = got
-            self.owner_of.update(dict.fromkeys(got[6], addr))
+            self._note_runs(got[6], addr)
         return got
+
+    def _note_runs(self, chain: Sequence[int], addr: int) -> None:
+        cs = self.m.chunk_size
+        i = 0
+        while i < len(chain):
+            j = i
+            while j + 1 < len(chain) and chain[j + 1] == chain[j] + cs:
+                j += 1
+            insort(self.runs, (chain[i], chain[j], addr))
+            i = j + 1
+
+    def owner_of(self, page: int) -> int | None:
+        """The loaded node whose chain holds ``page``, if any."""
+        k = bisect_right(self.runs, (page, 1 << 64, 0)) - 1
+        if k >= 0:
+            first, last, addr = self.runs[k]
+            if first <= page <= last and (page - first) % self.m.chunk_size == 0:
+                return addr
+        return None
 
     def value(self, addr: int, slot: int) -> bytes:
         """One value's bytes, read through the node's chain (or the whole node for a v1 node)."""
@@ -146,7 +174,7 @@ def _owner(side: _Side, page: int) -> int | None:
     The allocator hands out a node's overflow pages when the node is saved, so its owner is usually the
     nearest node page before it; a few earlier nodes are tried too.
     """
-    known = side.owner_of.get(page)
+    known = side.owner_of(page)
     if known is not None:
         return known
     m = side.m
@@ -182,14 +210,14 @@ def _owner(side: _Side, page: int) -> int | None:
     return None
 
 
-def _chain(m: Any, first: int) -> list[int] | None:
+def _chain(m: Any, first: int) -> array[int] | None:
     """The overflow chain from ``first`` by page headers only (None if anything is unusual).
 
     Pages the allocator handed out back to back are checked a run at a time (one unpack_from and a few
     tuple slices per run), so a chain of thousands of pages costs a handful of Python steps.
     """
     cs, page = m.chunk_size, m.page_size
-    out: list[int] = []
+    out = array("Q")  # 8 bytes a page: a map's chains together can run to a million pages
     seen: set[int] = set()
     nxt = first
     want = 8
@@ -236,7 +264,7 @@ def _chain_struct(chunk_size: int, page: int, n: int) -> struct.Struct:
     return struct.Struct("<" + one + f"{chunk_size - CHUNK_OVERFLOW.size}x{one}" * (n - 1))
 
 
-def _read_stream(m: Any, addr: int, chain: list[int], pos: int, n: int) -> bytes:
+def _read_stream(m: Any, addr: int, chain: Sequence[int], pos: int, n: int) -> bytes:
     """``n`` bytes of a v2 node's logical stream from ``pos``: the node page, then each overflow
     page's data after its header (FORMAT.md §3.5)."""
     page = m.page_size
@@ -285,7 +313,7 @@ def _light(m: Any, addr: int) -> tuple[Any, ...] | None:
         raise NodeError("not a node")
     if nver != 2:
         return None
-    chain = _chain(m, ovf) if ovf else []
+    chain = _chain(m, ovf) if ovf else array("Q")
     if chain is None:
         return None
     kfix = m._kfix
@@ -375,7 +403,9 @@ def _plan(ma: Any, mb: Any, a: Any, b: Any, changed: _Ranges) -> MapPlan | None:
     old, new = _Side(ma, release), _Side(mb, release)
     nodes: set[int] = set()
     dirty: dict[int, list[int]] = {}
-    for ci in sorted(chunks):
+    for n_chunk, ci in enumerate(sorted(chunks)):
+        if n_chunk % 64 == 63:
+            release()  # each scattered read maps a whole page-cache folio
         chunk = FIRST_CHUNK_OFFSET + ci * cs
         if chunk + CHUNK_HEADER_SIZE > ma.mem.size:
             continue
