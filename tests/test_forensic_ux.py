@@ -382,3 +382,32 @@ def test_readme_key_table_matches_the_bindings() -> None:
     assert every <= documented, every - documented
     assert documented <= every, documented - every
     app.session.close()
+
+
+def test_resolve_in_a_big_map_builds_one_path_not_the_entries(tmp_path: Any) -> None:
+    """A map with 30,000 entries: resolving a byte of the last key builds one root-to-leaf path (counts
+    of work, not timings: the entries pages stay unbuilt and the index holds a few hundred regions)."""
+    from snapshots.forge import build_mm_image, forge_btreemap
+
+    entries = [(i.to_bytes(8, "big"), (i * 7).to_bytes(8, "little")) for i in range(30_000)]
+    path = tmp_path / "big.bin"
+    path.write_bytes(build_mm_image(16, [(2, forge_btreemap(entries))]).to_bytes())
+    session = load(path)
+    try:
+        analysis = session.analysis
+        root = build_tree(analysis)
+        index = OffsetIndex(root, analysis)
+        structure = analysis.structure(2)
+        *_, last = structure.map.iter_entries(29_990)
+        node = structure.map.node(last.node_addr)
+        (key_range,) = structure.physical(list(node.entries[last.index_in_node].key_ranges))
+        resolved = index.resolve(key_range[0] + 3)
+        assert resolved[-1].kind == "key" and resolved[-1].value.data == last.key == (29_999).to_bytes(
+            8, "big"
+        )
+        btree = next(r for r in resolved if r.kind == "btreemap")
+        entries_region = next(c for c in btree.children() if c.kind == "entries")
+        assert not entries_region.children_loaded, "the 30,000 entries were not materialised"
+        assert len(index) < 400
+    finally:
+        session.close()
