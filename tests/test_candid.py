@@ -429,6 +429,8 @@ def test_composites_json_conventions() -> None:
     assert isinstance(rep.value, RepeatedVector) and len(rep.value) == 4
     assert rep.value[3].start == rep.value[3].end == rep.end  # zero-sized: all at the vector's end
     assert rep.value[0] is rep.value[3]  # one shared node stands for every element
+    # It is a real Sequence: count() and index() are the Sequence methods, not shadowed by attributes.
+    assert rep.value.count(rep.value[0]) == 4 and rep.value.index(rep.value[2]) == 0
     assert msg.value_count == 1 + 2 + 3 + 3 + 3 + 2 + 2 + 1 + 2
 
 

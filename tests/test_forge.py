@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -479,13 +478,11 @@ def test_bad_inputs_are_rejected() -> None:
         u64_map(10, fill=4)
 
 
-def test_million_entries_is_fast_and_consistent() -> None:
+def test_million_entries_are_consistent() -> None:
+    # How long forging takes is the benchmark's business (it forges this map); here: what it wrote.
     n = 1_000_000
-    start = time.perf_counter()
     fm = u64_map(n)
     mem = fm.to_bytes()
-    elapsed = time.perf_counter() - start
-    assert elapsed < 15, f"forging {n:,} u64 entries took {elapsed:.1f} s"
     # Allocator arithmetic from the headers and a linear scan of the whole chunk grid.
     _m, _v, _p, alloc_size, nalloc, free_head, _r = ALLOCATOR_HEADER.unpack_from(mem, 52)
     stride = alloc_size + 16
