@@ -243,7 +243,9 @@ def _count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _write_output(out: str, inputs: Sequence[Path | None], force: bool, writer: Callable[[Any], None]) -> str:
+def _write_output(
+    out: str | Path, inputs: Sequence[Path | None], force: bool, writer: Callable[[Any], None]
+) -> str:
     """Write a user-named output by the rules of ``inspector.output`` (never an input, never a device
     replaced, ``-`` is stdout); returns where it went, for the message."""
     from inspector.output import OutputError, write_output

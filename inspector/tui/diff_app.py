@@ -460,13 +460,13 @@ class DiffApp(App[int]):
         import json
         from pathlib import Path
 
-        from inspector.commands.diff import _json_default
+        from inspector.jsonout import json_default
 
         out = Path(name).expanduser().resolve()
         assert self.diff is not None
         try:
             with CORE_LOCK:
-                text = json.dumps(self.diff.to_json(), indent=2, default=_json_default, ensure_ascii=False)
+                text = json.dumps(self.diff.to_json(), indent=2, default=json_default, ensure_ascii=False)
             with open(out, "x", encoding="utf-8") as fh:  # never replaces a file (nor a snapshot)
                 fh.write(escape_control(text, single_line=False) + "\n")
         except FileExistsError:
