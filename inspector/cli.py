@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decoder_options(p)
 
     p = sub.add_parser("repair", help="write a new snapshot in which the library finds the data again")
-    p.add_argument("path")
+    p.add_argument("path", help=SNAPSHOT_HELP)
     p.add_argument(
         "-o", "--output", required=True, help="the repaired snapshot (a .bin, or a folder for a folder)"
     )
