@@ -476,12 +476,13 @@ def continuation_buckets(analysis: Any, structure: Any) -> list[int]:
     table = mm.table
     run: list[int] = []
     b = mem.buckets[-1] + 1
-    while BUCKETS_START + (b + 1) * bs <= phys.size and b < len(table) and table[b] == 0xFF:
+    start0 = mem.base + BUCKETS_START  # bucket 0 of a RestrictedMemory manager starts after its base
+    while start0 + (b + 1) * bs <= phys.size and b < len(table) and table[b] == 0xFF:
         run.append(b)
         b += 1
     if not run:
         return []
-    start, end = BUCKETS_START + run[0] * bs, BUCKETS_START + (run[-1] + 1) * bs
+    start, end = start0 + run[0] * bs, start0 + (run[-1] + 1) * bs
     expected_base = start - len(mem.buckets) * bs
     fd = getattr(getattr(analysis, "snapshot", None), "fd", None)
     for cluster in find_node_clusters(phys, fd, start, end):
@@ -491,7 +492,7 @@ def continuation_buckets(analysis: Any, structure: Any) -> list[int]:
         if not cluster.votes and not unique:
             continue
         last = cluster.chunks[-1].physical + cluster.chunk_size
-        return [x for x in run if BUCKETS_START + x * bs < last]
+        return [x for x in run if start0 + x * bs < last]
     return []
 
 

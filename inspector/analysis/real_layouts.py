@@ -91,10 +91,9 @@ def _candid_text(blob: Any) -> str:
     """The decoded value, shortened for display (vectors to 8 items, texts to 80 characters)."""
     if blob.message is None:
         return f"does not decode: {blob.error}"
-    try:
-        return str(blob.message.to_text(max_vec_items=8, max_text_len=80))[:2000]
-    except Exception:  # noqa: BLE001 - a message we cannot render is still described by its types
-        return ", ".join(str(t) for t in getattr(blob, "arg_types", []) or [])
+    from inspector.decode.candid_render import message_text
+
+    return message_text(blob.message, max_vec_items=8, max_text_len=80)[:2000]
 
 
 def _ascii(data: bytes) -> str:

@@ -123,12 +123,13 @@ def extended_memory(mem: Memory) -> Memory:
     """
     if isinstance(mem, VirtualMemory):
         bs = mem.bucket_size_bytes
-        buckets = [b for b in mem.buckets if BUCKETS_START + (b + 1) * bs <= mem.phys.size]
+        start0 = mem.base + BUCKETS_START  # a RestrictedMemory manager's buckets start after its base
+        buckets = [b for b in mem.buckets if start0 + (b + 1) * bs <= mem.phys.size]
         if len(buckets) < len(mem.buckets):
             # A truncated snapshot: keep the buckets up to the first missing one, so virtual order holds.
             buckets = mem.buckets[: next(i for i, b in enumerate(mem.buckets) if b not in buckets)]
         size = max(mem.size, len(buckets) * bs) if len(buckets) == len(mem.buckets) else len(buckets) * bs
-        return VirtualMemory(mem.phys, mem.memory_id, buckets, bs, size, label=mem.label)
+        return VirtualMemory(mem.phys, mem.memory_id, buckets, bs, size, label=mem.label, base=mem.base)
     return mem
 
 
@@ -157,7 +158,7 @@ def _virtual_data_ranges(mem: Memory, fd: int | None) -> list[Range] | None:
         out: list[Range] = []
         bs = mem.bucket_size_bytes
         for k, b in enumerate(mem.buckets):
-            start = BUCKETS_START + b * bs
+            start = mem.base + BUCKETS_START + b * bs
             i = bisect.bisect_right(ranges, (start, float("inf"))) - 1
             i = max(i, 0)
             while i < len(ranges) and ranges[i][0] < start + bs:

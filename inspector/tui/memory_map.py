@@ -68,6 +68,10 @@ class MapModel:
         self.mm_live = self.mm_present and not getattr(mm, "reconstructed", False)
         self.bucket_size = mm.bucket_size_bytes if self.mm_present else 0
         self.table: bytes = mm.table if self.mm_present else b""
+        # A manager on a RestrictedMemory sits at a page-aligned base (Internet Identity: 65,536); the
+        # bytes before it are the application's own, and its buckets start 64 KiB after the base.
+        self.base = int(getattr(mm, "base_offset", 0) or 0) if self.mm_present else 0
+        self.buckets_start = self.base + BUCKETS_START
         # Without a readable header, the forensics' reconstruction (if any) still knows the geometry
         # and, for some buckets, the owners: the map shows what it can.
         self.recon_owners: list[Any] | None = None
@@ -110,18 +114,20 @@ class MapModel:
             return []
         if self.pages <= capacity:
             return [(p * WASM_PAGE_SIZE, min(size, (p + 1) * WASM_PAGE_SIZE)) for p in range(self.pages)]
-        if self.mm_present and capacity > 1 and size > BUCKETS_START:
+        if self.mm_present and capacity > (2 if self.base else 1) and size > self.buckets_start:
             # Page 0 always gets its own cell, and cells never straddle a bucket boundary, so that the
             # header page and each bucket's owner stay visible however large the snapshot is.
-            n_buckets = -(-(size - BUCKETS_START) // self.bucket_size)
+            n_buckets = -(-(size - self.buckets_start) // self.bucket_size)
             # Zoom on the buckets that have owners: a file far larger than they are (8 TiB with 143
             # buckets used) gets one last cell for the rest, which still shows stray data there.
             used = min(n_buckets, max(1, self._used_buckets()))
             head, tail = (n_buckets, 0) if used * 2 > n_buckets or capacity < 3 else (used, 1)
-            per = -(-head // (capacity - 1 - tail))
+            app = [(0, self.base)] if self.base else []
+            per = -(-head // max(1, capacity - 1 - tail - len(app)))
             step = per * self.bucket_size
-            end = min(size, BUCKETS_START + head * self.bucket_size)
-            units = [(0, BUCKETS_START)] + [(s, min(end, s + step)) for s in range(BUCKETS_START, end, step)]
+            end = min(size, self.buckets_start + head * self.bucket_size)
+            units = [*app, (self.base, self.buckets_start)]
+            units += [(s, min(end, s + step)) for s in range(self.buckets_start, end, step)]
             return units + ([(end, size)] if end < size else [])
         per = -(-self.pages // capacity)
         step = per * WASM_PAGE_SIZE
@@ -138,9 +144,12 @@ class MapModel:
         manager to tell what it holds."""
         if not self.mm_present:
             return True
-        if page == 0:
+        start = page * WASM_PAGE_SIZE
+        if start < self.base:
+            return True  # the application region: only its bytes say what it holds
+        if start < self.buckets_start:
             return not self.mm_live
-        b = (page * WASM_PAGE_SIZE - BUCKETS_START) // self.bucket_size
+        b = (start - self.buckets_start) // self.bucket_size
         return self.bucket_owner(b) is None
 
     def pages_to_scan(self) -> Iterator[int]:
@@ -243,19 +252,28 @@ class MapModel:
 
     def _owner_cell(self, a: int, b: int) -> MapCell:
         where = f"{a:#x}–{b - 1:#x}"
-        if not self.mm_present or (a < BUCKETS_START and not self.mm_live):
+        if self.mm_present and a < self.base:
+            state = self._data_state(a, b)
+            what = "application region (not managed by ic-stable-structures)"
+            if state == "data":
+                return MapCell(a, b, "raw", "AP", f"{where} · {what}, non-zero")
+            if state == "unknown":
+                return MapCell(a, b, "unknown", "..", f"{where} · {what}, not scanned yet")
+            return MapCell(a, b, "empty", "", f"{where} · {what}, zero")
+        if not self.mm_present or (a < self.buckets_start and not self.mm_live):
             state = self._data_state(a, b)
             if state == "data":
                 return MapCell(a, b, "raw", "··", f"{where} · raw memory, non-zero")
             if state == "unknown":
                 return MapCell(a, b, "unknown", "..", f"{where} · not scanned yet")
             return MapCell(a, b, "empty", "", f"{where} · zero")
-        if a < BUCKETS_START:
+        if a < self.buckets_start:
+            page = "page 0" if not self.base else f"the page at {self.base:#x}"
             return MapCell(
-                a, b, "mm-header", "MM", f"{where} · MemoryManager header and bucket table (page 0)"
+                a, b, "mm-header", "MM", f"{where} · MemoryManager header and bucket table ({page})"
             )
-        first = (a - BUCKETS_START) // self.bucket_size
-        last = (b - 1 - BUCKETS_START) // self.bucket_size
+        first = (a - self.buckets_start) // self.bucket_size
+        last = (b - 1 - self.buckets_start) // self.bucket_size
         buckets = f"bucket {first}" if first == last else f"buckets {first}–{last}"
         owners = self._owners(first, last)
         # What the unowned buckets of this cell hold, from the sparse scan results: a few bisections
@@ -319,9 +337,9 @@ class MapModel:
         """Whether a part of ``ranges`` inside ``[a, b)`` lies in a bucket nobody owns."""
         i = bisect_right(ends, a)
         while i < len(ranges) and ranges[i][0] < b:
-            s, e = max(a, ranges[i][0], BUCKETS_START), min(b, ranges[i][1])
+            s, e = max(a, ranges[i][0], self.buckets_start), min(b, ranges[i][1])
             if s < e and self._any_unowned(
-                (s - BUCKETS_START) // self.bucket_size, (e - 1 - BUCKETS_START) // self.bucket_size
+                (s - self.buckets_start) // self.bucket_size, (e - 1 - self.buckets_start) // self.bucket_size
             ):
                 return True
             i += 1
