@@ -176,8 +176,10 @@ def plan(a: Structure, b: Structure, changed: _Ranges) -> SequencePlan | None:
         la, lb = a, b
         if la.role != "pair" or lb.role != "pair":  # type: ignore[attr-defined]
             return None
-        ih = virtual_hits(la.index_mem, changed)  # type: ignore[attr-defined]
-        dh = virtual_hits(la.data_mem, changed)  # type: ignore[attr-defined]
+        if la.index_mem is None or la.data_mem is None:
+            return None
+        ih = virtual_hits(la.index_mem, changed)
+        dh = virtual_hits(la.data_mem, changed)
         if ih is None or dh is None:
             return None
         # Data ranges are looked up on both sides: an entry's extent may differ where its index did.

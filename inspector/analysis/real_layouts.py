@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from inspector.layouts import (
     MM_HEADER_PAGE_USED,
@@ -26,6 +26,9 @@ from inspector.mm_locate import DIDL, choose_base
 from inspector.model import Field, Finding, Region
 from inspector.snapshot import InputError, Snapshot
 from inspector.structures.base import Structure
+
+if TYPE_CHECKING:
+    from inspector.analysis.analyze import Analysis
 
 MAX_NESTING = 4  # managers inside managers, counting the outermost one
 HEAD_SHOWN = 32
@@ -166,7 +169,8 @@ class NestedManager(Structure):
     def region(self) -> Region:
         from inspector.regions import memories_region, mm_region
 
-        view = self._view()
+        # _Inner carries the part of an Analysis these two read (mm, host, findings, structures).
+        view = cast("Analysis", self._view())
         region = mm_region(view)
         region.add(memories_region(view))
         region.memory_id = self.memory_id if not isinstance(self.memory_id, list) else None
