@@ -40,6 +40,7 @@ from inspector.diff_layout import (
     next_group,
 )
 from inspector.diff_verdict import Incident, classify
+from inspector.offset_index import OffsetIndex
 
 __all__ = [
     "DiffCancelled",
@@ -339,6 +340,7 @@ def diff_sessions(
     cancel: CancelFn | None = None,
     lock: AbstractContextManager[Any] | None = None,
     byte_result: DiffResult | None = None,
+    indexes: tuple[OffsetIndex, OffsetIndex] | None = None,
 ) -> SnapshotDiff:
     """Compare two loaded sessions (``inspector.session.load``) at every level.
 
@@ -347,6 +349,8 @@ def diff_sessions(
     ``lock`` is held while structures are read (their walkers keep caches that are not thread-safe, so
     a UI that also browses them passes its lock); the byte compare only reads the maps and runs
     without it. ``byte_result`` is a byte compare of the same two files computed beforehand.
+    ``indexes`` are the (old, new) offset indexes a UI already has over these sessions: the changes
+    are then attributed by the very index its tree and hex views ask (otherwise the diff makes its own).
     """
     limits = limits or DiffLimits()
     so, sn = old.snapshot, new.snapshot
@@ -364,7 +368,7 @@ def diff_sessions(
         )
     changes = RangeSet(result.pairs())
     with lock if lock is not None else nullcontext():
-        return _layout_and_structures(old, new, result, changes, limits, progress, cancel)
+        return _layout_and_structures(old, new, result, changes, limits, progress, cancel, indexes)
 
 
 def _layout_and_structures(
@@ -375,10 +379,12 @@ def _layout_and_structures(
     limits: DiffLimits,
     progress: ProgressFn | None,
     cancel: CancelFn | None,
+    indexes: tuple[OffsetIndex, OffsetIndex] | None = None,
 ) -> SnapshotDiff:
     a, b = old.analysis, new.analysis
-    old_index = LayoutIndex(a, name="the old")
-    new_index = LayoutIndex(b, name="the new")
+    old_oi, new_oi = indexes if indexes is not None else (None, None)
+    old_index = LayoutIndex(a, name="the old", index=old_oi)
+    new_index = LayoutIndex(b, name="the new", index=new_oi)
     count, items = bucket_owner_changes(a, b, changes, limits.max_bucket_changes)
     memories, layouts = memory_changes(a, b)
     structs = diff_structures(a, b, changes, max_items=limits.max_items, progress=progress, cancel=cancel)

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from inspector.layouts import (
@@ -35,6 +36,7 @@ from inspector.layouts import (
     VEC_DATA_OFFSET,
 )
 from inspector.model import Region
+from inspector.offset_geometry import LayoutGeometry, MemoryId
 
 Segment = tuple[int, int, Region]
 
@@ -52,6 +54,22 @@ MAX_DEPTH = 64
 ENTRIES_PAGE = 1_000  # must match inspector.regions.ENTRIES_PAGE (the tree's page size)
 
 
+@dataclass(frozen=True)
+class Location:
+    """What the layout says is at a physical byte, without building a region (``OffsetIndex.locate``).
+
+    ``area`` names the kind of thing without addresses ("memory 4 · BTreeMap node"), so bytes can be
+    totalled per area; ``what`` is the full description ("memory 4 · BTreeMap node at virtual 0x2f14");
+    ``end`` is where the part that holds the byte ends (physical, exclusive).
+    """
+
+    end: int
+    area: str
+    what: str
+    memory_id: MemoryId = None
+    virtual: int | None = None
+
+
 def region_size(region: Region) -> int:
     return sum(max(0, e - s) for s, e in region.ranges)
 
@@ -59,9 +77,19 @@ def region_size(region: Region) -> int:
 class OffsetIndex:
     """Lazy resolution over a region tree plus an index of the regions registered so far."""
 
-    def __init__(self, root: Region | None = None, analysis: Any = None) -> None:
+    def __init__(
+        self,
+        root: Region | None = None,
+        analysis: Any = None,
+        *,
+        name: str = "",
+        build: Callable[[], Region] | None = None,
+    ) -> None:
         self.root = root
+        self._build = build  # builds the region tree on the first resolve() (the diff rarely needs it)
         self.analysis = analysis
+        self.name = name  # "the old" / "the new" in a diff's "past the end of … snapshot"
+        self._geometry: LayoutGeometry | None = None
         self._items: dict[int, tuple[Region, int]] = {}
         self._parents: dict[int, Region | None] = {}
         self._lineage: dict[int, str] = {}
@@ -76,6 +104,30 @@ class OffsetIndex:
     def set_tree(self, root: Region, analysis: Any) -> None:
         self.clear()
         self.root, self.analysis = root, analysis
+        self._geometry = None
+
+    # ------------------------------------------------------------------ by geometry (builds nothing)
+
+    @property
+    def geometry(self) -> LayoutGeometry:
+        if self._geometry is None:
+            self._geometry = LayoutGeometry(self.analysis, name=self.name)
+        return self._geometry
+
+    def locate(self, pos: int) -> Location:
+        """What holds physical byte ``pos``, from the layout's geometry alone (a few reads, no regions):
+        the diff's attribution, its JSON and the memory map's caption ask this."""
+        return Location(*self.geometry.locate(pos))
+
+    def detail(self, start: int, end: int, where: Location) -> str:
+        """The detailed label of ``[start, end)``, which lies in the part ``where`` (from ``locate(start)``):
+        header fields, node address and the entries' keys, element numbers."""
+        return self.geometry.detail(start, end, where.memory_id, where.virtual, where.what)
+
+    def region_path(self, pos: int) -> list[str]:
+        """Names of the regions from the root down to the innermost one at ``pos`` (``resolve``), as the
+        tree shows them; empty without a region tree."""
+        return [r.name for r in self.resolve(pos)]
 
     # ------------------------------------------------------------------ registered regions
 
@@ -227,6 +279,8 @@ class OffsetIndex:
         Every region on the path is registered, so ``at(pos)`` answers the same afterwards. Returns
         ``[root]`` when nothing more specific covers the byte, ``[]`` without a tree.
         """
+        if self.root is None and self._build is not None:
+            self.root = self._build()
         if self.root is None:
             return []
         self._claimed = set()

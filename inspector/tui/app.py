@@ -192,7 +192,7 @@ class InspectorApp(App[int]):
         self._owns_session = owns_session
         self.root_region = build_tree(self.analysis)
         self.index = OffsetIndex(self.root_region, self.analysis)
-        self.map_model = MapModel(self.analysis)
+        self.map_model = MapModel(self.analysis, self.index)
         self.selected: Region | None = None
         self._from_hex: Region | None = None
         self._auto_nodes: set[int] = set()
@@ -760,7 +760,7 @@ class InspectorApp(App[int]):
         self._owns_session = True
         self.did_path, self.schema_path = did, schema
         self.root_region = build_tree(self.analysis)
-        self.map_model = MapModel(self.analysis)
+        self.map_model = MapModel(self.analysis, self.index)
         trail = self._selection_trail()
         self._install()
         self._restore_trail(trail)

@@ -124,8 +124,8 @@ class DiffHexView(HexView):
 class DiffMapModel(MapModel):
     """Memory-map cells, with every cell that holds a changed byte marked "Δ"."""
 
-    def __init__(self, analysis: Any) -> None:
-        super().__init__(analysis)
+    def __init__(self, analysis: Any, index: OffsetIndex | None = None) -> None:
+        super().__init__(analysis, index)
         self.changes: RangeSet | None = None
 
     def cell(self, a: int, b: int) -> MapCell:
@@ -176,8 +176,12 @@ class DiffApp(App[int]):
         super().__init__()
         self.sessions = {"old": old, "new": new}
         self.roots = {side: build_tree(self.sessions[side].analysis) for side in SIDES}
-        self.indexes = {side: OffsetIndex(self.roots[side], self.sessions[side].analysis) for side in SIDES}
-        self.models = {side: DiffMapModel(self.sessions[side].analysis) for side in SIDES}
+        # One index per side serves the tree, the hex view, the map's caption and the diff's attribution.
+        self.indexes = {
+            side: OffsetIndex(self.roots[side], self.sessions[side].analysis, name=f"the {side}")
+            for side in SIDES
+        }
+        self.models = {side: DiffMapModel(self.sessions[side].analysis, self.indexes[side]) for side in SIDES}
         self.diff: SnapshotDiff | None = diff
         self.current = -1  # index of the current change group
         self.shown_structure: StructureDiff | None = None
@@ -294,6 +298,7 @@ class DiffApp(App[int]):
                 progress=progress,
                 cancel=lambda: worker.is_cancelled,
                 lock=CORE_LOCK,
+                indexes=(self.indexes["old"], self.indexes["new"]),
             )
             with CORE_LOCK:
                 # Decode what the panels will show here, off the UI thread.

@@ -26,6 +26,7 @@ from textual.widget import Widget
 
 from inspector.layouts import BUCKETS_START, WASM_PAGE_SIZE
 from inspector.memory import merge_ranges
+from inspector.offset_index import OffsetIndex
 from inspector.tui.palette import MAP_CLASSES, MAP_STATES, forensic_ranges, memory_role, unexplained_errors
 
 Range = tuple[int, int]
@@ -59,8 +60,12 @@ def fit_label(label: str, width: int) -> str:
 class MapModel:
     """Cells of the map for a given number of cells available; knows nothing about Textual."""
 
-    def __init__(self, analysis: Any) -> None:
+    def __init__(self, analysis: Any, index: OffsetIndex | None = None) -> None:
         self.analysis = analysis
+        # The one offset index of the views: asked only for the cell under the cursor (its caption), so
+        # painting the cells stays O(cells) with no region built per cell.
+        self.index = index
+        self._caption: tuple[int, str] | None = None
         self.size = analysis.snapshot.size
         self.pages = -(-self.size // WASM_PAGE_SIZE)
         mm = analysis.mm
@@ -348,6 +353,19 @@ class MapModel:
     def cells(self, capacity: int) -> list[MapCell]:
         return [self.cell(a, b) for a, b in self.units(capacity)]
 
+    def caption(self, cell: MapCell) -> str:
+        """The cell's note and what the offset index says holds its first byte (the tree's answer too)."""
+        if self.index is None or cell.start >= self.size:
+            return cell.note
+        if self._caption is None or self._caption[0] != cell.start:
+            try:
+                what = self.index.locate(cell.start).what
+            except Exception:  # a caption is never worth failing the screen for
+                what = ""
+            self._caption = (cell.start, what)
+        what = self._caption[1]
+        return f"{cell.note} · at {cell.start:#x}: {what}" if what else cell.note
+
 
 class MemoryMap(Widget, can_focus=True):
     """The map widget: cells in rows, a caption for the cell under the map cursor."""
@@ -507,7 +525,7 @@ class MemoryMap(Widget, can_focus=True):
         if not self._cells:
             return Strip([Segment("(empty snapshot)", style)]).crop_extend(0, width, self._base)
         cell = self._cells[self.map_cursor]
-        return Strip([Segment(cell.note, style)]).crop_extend(0, width, self._base)
+        return Strip([Segment(self.model.caption(cell), style)]).crop_extend(0, width, self._base)
 
     # --------------------------------------------------------------- input
 
