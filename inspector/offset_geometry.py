@@ -177,6 +177,8 @@ class LayoutGeometry:
         # A manager on RestrictedMemory: everything below is shifted by its base (FORMAT.md §14.1).
         self.base = mm.base_offset if self.mm_live else 0
         self._bucket_owner: dict[int, tuple[Any, int]] = {}
+        # Bytes of a memory past its declared size are no part of its structure, whatever they hold.
+        self._declared: dict[Any, int] = {m.id: m.size_pages * WASM_PAGE_SIZE for m in memories.values()}
         for m in memories.values():
             for k, b in enumerate(m.buckets):
                 self._bucket_owner[b] = (m, k)
@@ -329,6 +331,9 @@ class LayoutGeometry:
         given its coarse ``what``: asked only for the ranges a diff lists."""
         if memory_id is None or virtual is None:
             return self._page0_detail(start, end, what)
+        declared = self._declared.get(memory_id)
+        if declared is not None and virtual >= declared:
+            return what  # "past its declared size (bucket b)": the structure's locator must not relabel it
         entry = self._locators.get(memory_id)
         if entry is None:
             return what
