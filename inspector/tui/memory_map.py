@@ -364,7 +364,9 @@ class MapModel:
                 what = ""
             self._caption = (cell.start, what)
         what = self._caption[1]
-        return f"{cell.note} · at {cell.start:#x}: {what}" if what else cell.note
+        # The note starts with the cell's range, so "what" reads as "what its first byte is"; it is left
+        # out where the note already says it ("MemoryManager header and bucket table").
+        return f"{cell.note} · {what}" if what and what not in cell.note else cell.note
 
 
 class MemoryMap(Widget, can_focus=True):
