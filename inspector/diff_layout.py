@@ -21,22 +21,13 @@ from inspector.layouts import (
     MM_HEADER_SIZE,
     UNALLOCATED_BUCKET,
 )
-from inspector.offset_geometry import END_OF_TIME, MemoryId, effective_layout, mm_fields_hit, stable_save_span
+from inspector.offset_geometry import MemoryId, effective_layout
 from inspector.offset_index import Location, OffsetIndex
 from inspector.regions import build_tree
 
 if TYPE_CHECKING:
     from inspector.analysis.analyze import Analysis
 
-__all__ = [
-    "END_OF_TIME",
-    "LayoutIndex",
-    "Piece",
-    "RangeSet",
-    "effective_layout",
-    "mm_fields_hit",
-    "stable_save_span",
-]
 
 Range = tuple[int, int]
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from inspector.diff_entries import StructureDiff
-from inspector.diff_layout import LayoutIndex, RangeSet, mm_fields_hit, stable_save_span
+from inspector.diff_layout import LayoutIndex, RangeSet
 from inspector.errors import InspectorError
 from inspector.layouts import (
     BUCKET_TABLE_OFFSET,
@@ -33,6 +33,7 @@ from inspector.layouts import (
     MM_HEADER_PAGE_USED,
     MM_HEADER_SIZE,
 )
+from inspector.offset_geometry import mm_fields_hit, stable_save_span
 from inspector.structures.base import Structure
 
 if TYPE_CHECKING:
