@@ -10,6 +10,9 @@ Two halves over the same region tree (``inspector.model``):
   costs one root-to-leaf path, never a page of a thousand entries it does not need.
 * ``at(pos)`` / ``overlapping(a, b)`` answer from the regions already *registered* (loaded in a view or
   resolved): the hex view colours its bytes from these, so colouring never builds anything.
+* ``locate(pos)`` / ``detail(a, b, where)`` answer from the layout's geometry alone
+  (``inspector.offset_geometry``: a few reads, no region built): the diff's attribution and its JSON,
+  the memory map's caption. ``region_path(pos)`` is ``resolve`` by name, for the same byte in the tree.
 
 "Innermost" = the region with the fewest bytes in total; ties go to the deeper one. That matches
 nested layouts (memory ⊃ structure ⊃ node ⊃ entry ⊃ key) without relying on children lying physically
