@@ -7,6 +7,7 @@ sentence can be traced to bytes. A healthy snapshot gets no diagnosis at all.
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from inspector.analysis.stable_save import compact_overwritten
@@ -66,6 +67,29 @@ def _salvage_memory_arg(recon: Any, key: Any) -> str:
     if isinstance(key, str) and key.startswith("?"):
         return shlex.quote(key)
     return str(key)
+
+
+def _repair_command(analysis: Analysis, path: str, extra: str = "") -> str:
+    """The README's rescue: ``repair --dry-run`` into a new snapshot (a folder for a folder)."""
+    out = "rescued" if Path(str(analysis.snapshot.path)).is_dir() else "rescued.bin"
+    return f"stable-inspect repair {path} --dry-run -o {out}{extra}"
+
+
+def _repair_advice(analysis: Analysis, recon: Any, path: str) -> str:
+    """The rescue for a clobbered header; with the ``--assign`` hints when the bucket table is gone."""
+    unknown = [m.id for m in getattr(recon, "memories", []) or [] if not m.id_known]
+    if not unknown:
+        return (
+            f"rescue it with `{_repair_command(analysis, path)}` (the plan: what is restored and what stays "
+            "lost), then run the same command without --dry-run to write the repaired snapshot"
+        )
+    assigns = "".join(f" --assign {shlex.quote(f'{k}=<MemoryId>')}" for k in unknown[:3])
+    return (
+        f"rescue it with `{_repair_command(analysis, path, assigns)}` (the plan: what is restored and what "
+        "stays lost; the bucket table is gone, so give each memory its MemoryId from the canister's code, "
+        "or pass --reference OLD_SNAPSHOT, an earlier snapshot of this canister, instead of --assign), then "
+        "run the same command without --dry-run to write the repaired snapshot"
+    )
 
 
 def build_diagnosis(analysis: Analysis, report: Any) -> list[str]:
@@ -160,19 +184,20 @@ def _clobbered_lines(analysis: Analysis, report: Any, path: str) -> list[str]:
     maps = [
         s for s in getattr(recon, "structures", []) or [] if s.kind == "btreemap" or _headless_line(recon, s)
     ]
-    todo = "What to do: do not upgrade or re-initialise this canister's MemoryManager until the data is saved"
+    todo = (
+        "What to do: do not upgrade or re-initialise this canister's MemoryManager until the data is saved; "
+        + _repair_advice(analysis, recon, path)
+    )
     if maps:
         cmds = [
             f"stable-inspect salvage {path} --memory {_salvage_memory_arg(recon, s.memory_id)}"
             for s in maps[:3]
         ]
-        todo += "; recover the map entries with `" + "`, `".join(cmds) + "`"
+        todo += "; to only list the map entries, `" + "`, `".join(cmds) + "`"
         unknown = [s for s in maps if isinstance(s.memory_id, str)]
         if unknown and len(unknown) == 1:
-            todo += " (the map's MemoryId is unknown; passing its real MemoryId also selects it)"
-    lines.append(
-        todo + "; then restore the header and bucket table, or write the data back into fresh structures."
-    )
+            todo += " (passing the map's real MemoryId also selects it)"
+    lines.append(todo + ".")
     return lines
 
 
@@ -262,10 +287,10 @@ def _reinit_lines(
     if map_orphans:
         cmds = [f"stable-inspect salvage {path} --memory {o.memory_id}" for o in map_orphans[:3]]
         todo += (
-            "recover the old entries with `"
-            + "`, `".join(cmds)
-            + "` (add --reference OLD_SNAPSHOT to check them against an earlier snapshot), then write them back "
-            "into the live map"
+            f"rebuild the map from its live and old entries with `{_repair_command(analysis, path)}` (the plan: "
+            "what is restored and what stays lost; add --reference OLD_SNAPSHOT to count the entries no node "
+            "holds any more), then run the same command without --dry-run to write the repaired snapshot; to "
+            "only list the old entries, `" + "`, `".join(cmds) + "`"
         )
     else:
         todo += "copy the unowned buckets' bytes out before any memory grows into them"
