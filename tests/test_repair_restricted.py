@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_repair import READBACK_VERSIONS, TOOLS, _message, _string_map, digest, run_repair
+from test_repair import READBACK_VERSIONS, TOOLS, _message, _string_map, digest, forge_clobbered, run_repair
 
 from inspector.analysis.analyze import analyze
+from inspector.cli import main
 from inspector.snapshot import open_snapshot
 from snapshots.forge_btree import forge_btreemap
 from snapshots.forge_image import MemoryManagerImage, apply_stable_save
@@ -101,3 +102,53 @@ def test_reinitialised_restricted_manager_is_repaired_at_its_base(
     old_map = dict(old)
     assert all(v == dict(new).get(k, old_map.get(k)) for k, v in entries.items())
     assert_library_reads_at(out, base_pages, 9, sorted(entries.items()))
+
+
+CLOBBER_SHAPES = [
+    # base pages, (bucket pages, cell id, map id, key kind, cut into the map's memory, seed)
+    (1, (4, 3, 9, "string", 60, 1)),
+    (16, (1, 0, 200, "string", 9_000, 2)),
+    (16, (2, 11, 5, "u64", 3_000, 3)),
+    (1, (3, 7, 42, "string", 500, 4)),  # 3-page buckets: the base is not on the bucket grid of base 0
+]
+
+
+@pytest.mark.parametrize(
+    "base_pages,shape", CLOBBER_SHAPES, ids=[f"base{b}-bs{s[0]}-map{s[2]}" for b, s in CLOBBER_SHAPES]
+)
+def test_clobbered_restricted_manager_is_found_and_rebuilt_at_its_base(
+    base_pages: int, shape: tuple[Any, ...], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Candid message written at the base of a RestrictedMemory manager (the application's header in
+    page 0 stays): check names the clobber at the base, repair rebuilds the header there and writes
+    nothing before it, and the real library reads the forge's surviving entries."""
+    bucket_pages, _cell_id, map_id, kind, _cut, _seed = shape
+    after, _entries, expected, length = forge_clobbered(*shape)
+    base = base_pages * PAGE
+    path = tmp_path / "after.bin"
+    path.write_bytes(shifted(after, base_pages))
+
+    assert main(["check", str(path), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    clobber = [f for f in report["findings"] if f["code"] == "memory_manager_clobbered"]
+    assert len(clobber) == 1 and clobber[0]["details"]["damaged_range"] == [base, base + length]
+    assert (
+        clobber[0]["physical_ranges"][0] == [base, base + 2_080]
+        and "RestrictedMemory" in clobber[0]["message"]
+    )
+    assert report["reconstructed"]["base_offset"] == base
+    assert report["reconstructed"]["bucket_size_in_pages"] == bucket_pages
+
+    key = next(m["key"] for m in report["reconstructed"]["memories"] if not m["id_known"])
+    out = tmp_path / "repaired.bin"
+    rc, plan, err = run_repair(capsys, str(path), "-o", str(out), "--assign", f"{key}={map_id}")
+    assert rc == 0, err
+    assert plan is not None and plan["case"] == "header_clobbered" and plan["proof"]["ok"]
+    assert plan["memory_manager"]["base_offset"] == base
+    assert all(s >= base for s, _e in plan["written_ranges"]), "the application's bytes are never written"
+    assert out.read_bytes()[:base] == path.read_bytes()[:base]
+    assert (plan["maps"][str(map_id)]["count"], plan["maps"][str(map_id)]["entries_sha256"]) == (
+        len(expected),
+        digest(expected),
+    )
+    assert_library_reads_at(out, base_pages, map_id, expected, "u64u64" if kind == "u64" else "bytesbytes")

@@ -142,6 +142,16 @@ def _clobbered_lines(analysis: Analysis, report: Any, path: str) -> list[str]:
             + (f" ({types})" if types else "")
             + f" at offset 0 of stable memory, over the MemoryManager. It overwrote {parts}."
         )
+    elif report.clobber_write is not None:
+        s0, e0 = report.clobber_write
+        lines.append(
+            f"What happened: a {e0 - s0:,}-byte Candid message was written at offset {s0:,}, over the MemoryManager "
+            f"that sat there on a RestrictedMemory (bytes 0..{s0:,} belong to the application and are untouched): "
+            f"it overwrote the header ({'; '.join(report.clobber_fields)})"
+            + (", the bucket table" if e0 > s0 + 2_080 else "")
+            + (" and the start of the buckets" if e0 > s0 + 65_536 else "")
+            + "."
+        )
     else:
         lines.append(
             "What happened: the MemoryManager header at offset 0 was overwritten "
