@@ -20,6 +20,7 @@ import pytest
 from test_repair import READBACK_VERSIONS, TOOLS, _message, _string_map, digest, forge_clobbered, run_repair
 
 from inspector.analysis.analyze import analyze
+from inspector.analysis.verdict import verdict
 from inspector.cli import main
 from inspector.snapshot import open_snapshot
 from snapshots.forge_btree import forge_btreemap
@@ -87,6 +88,13 @@ def test_reinitialised_restricted_manager_is_repaired_at_its_base(
     restricted.write_bytes(shifted(mm2.to_bytes(), base_pages))
     base = base_pages * PAGE
 
+    assert main(["check", str(restricted), "--json"]) == 1
+    diagnosis = json.loads(capsys.readouterr().out)["diagnosis"]
+    assert any(f"of the manager's first page (at {base:,})" in line for line in diagnosis)
+    assert (verdict(diagnosis)[1] or "").startswith(
+        f"stable-inspect repair {restricted} --dry-run -o rescued.bin"
+    )
+
     rc, plan0, err = run_repair(capsys, str(flat), "-o", str(tmp_path / "flat.out"))
     assert rc == 0, err
     out = tmp_path / "restricted.out"
@@ -140,6 +148,10 @@ def test_clobbered_restricted_manager_is_found_and_rebuilt_at_its_base(
     assert report["reconstructed"]["bucket_size_in_pages"] == bucket_pages
 
     key = next(m["key"] for m in report["reconstructed"]["memories"] if not m["id_known"])
+    headline, command = verdict(report["diagnosis"])
+    assert f"written at offset {base:,}, over a RestrictedMemory's MemoryManager" in headline
+    assert command is not None and command.startswith("stable-inspect repair ")
+    assert f"--assign '{key}=<MemoryId>'" in command
     out = tmp_path / "repaired.bin"
     rc, plan, err = run_repair(capsys, str(path), "-o", str(out), "--assign", f"{key}={map_id}")
     assert rc == 0, err

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from inspector.analysis.stable_save import compact_overwritten
+from inspector.layouts import BUCKETS_START, MM_HEADER_PAGE_USED
 from inspector.structures.base import Structure
 from inspector.words import plural
 
@@ -144,13 +145,16 @@ def _clobbered_lines(analysis: Analysis, report: Any, path: str) -> list[str]:
         )
     elif report.clobber_write is not None:
         s0, e0 = report.clobber_write
+        hit = ["the header"]
+        if e0 > s0 + MM_HEADER_PAGE_USED:
+            hit.append("the bucket table")
+        if e0 > s0 + BUCKETS_START:
+            hit.append("the start of the buckets")
         lines.append(
-            f"What happened: a {e0 - s0:,}-byte Candid message was written at offset {s0:,}, over the MemoryManager "
-            f"that sat there on a RestrictedMemory (bytes 0..{s0:,} belong to the application and are untouched): "
-            f"it overwrote the header ({'; '.join(report.clobber_fields)})"
-            + (", the bucket table" if e0 > s0 + 2_080 else "")
-            + (" and the start of the buckets" if e0 > s0 + 65_536 else "")
-            + "."
+            f"What happened: a {e0 - s0:,}-byte Candid message was written at offset {s0:,}, over a "
+            f"RestrictedMemory's MemoryManager. It overwrote {', '.join(hit[:-1]) + ' and ' if len(hit) > 1 else ''}"
+            f"{hit[-1]} ({'; '.join(report.clobber_fields)}); bytes 0..{s0:,} belong to the application and are "
+            "untouched."
         )
     else:
         lines.append(
@@ -282,9 +286,11 @@ def _reinit_lines(
     )
     if tail is not None:
         s, e = tail.physical_ranges[0]
+        base = int(getattr(mm, "base_offset", 0) or 0)
+        page = "page 0" if not base else f"the manager's first page (at {base:,})"
         why += (
-            f". Bytes {s:,}..{e:,} of page 0, where a manager never writes, are not zero: remains of an earlier "
-            "write at offset 0 of more than 34,848 bytes, such as a stable_save message"
+            f". Bytes {s:,}..{e:,} of {page}, where a manager never writes, are not zero: remains of an earlier "
+            f"write at offset {base:,} of more than 34,848 bytes, such as a stable_save message"
         )
     lines.append(why + ".")
     recoverable = sum(o.details["entries"] for o in map_orphans)
