@@ -164,3 +164,17 @@ def test_clobbered_restricted_manager_is_found_and_rebuilt_at_its_base(
         digest(expected),
     )
     assert_library_reads_at(out, base_pages, map_id, expected, "u64u64" if kind == "u64" else "bytesbytes")
+
+
+def test_a_candid_message_at_a_page_start_without_a_bucket_grid_is_no_incident(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The restricted-base search needs a manager's trace behind the message, not just ``DIDL`` at a page
+    start: an application header, then a Candid message at page 16 and nothing on any bucket grid."""
+    image = iic_header() + bytes(16 * PAGE - len(iic_header())) + _message(90_000) + bytes(3 * PAGE)
+    path = tmp_path / "app.bin"
+    path.write_bytes(image)
+    main(["check", str(path), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert "memory_manager_clobbered" not in {f["code"] for f in report["findings"]}
+    assert not report.get("reconstructed")
