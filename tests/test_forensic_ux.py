@@ -103,7 +103,12 @@ def test_verdict_is_headline_plus_next_command() -> None:
     try:
         headline, command = verdict(session.analysis.diagnosis)
         assert headline.startswith("an ic-cdk stable_save wrote") and headline.endswith("MemoryManager.")
-        assert command is not None and command.startswith("stable-inspect salvage ")
+        # The README's rescue: repair's dry-run into a new snapshot, with the ids the bucket table lost.
+        assert command is not None and command.startswith("stable-inspect repair ")
+        assert "--dry-run -o rescued" in command and "--assign '?b1=<MemoryId>'" in command
+        todo = next(line for line in session.analysis.diagnosis if line.startswith("What to do"))
+        # ... and salvage stays as the listing alternative.
+        assert "--reference OLD_SNAPSHOT" in todo and "stable-inspect salvage " in todo
         names = [r.name for r in build_tree(session.analysis).children()]
         assert not any(n.startswith("unknown") for n in names), "the stable_save bytes are shown once"
     finally:
@@ -119,7 +124,7 @@ async def test_incident_first_screen_shows_verdict_and_command_at_80x24() -> Non
         panel = app.diagnosis_panel
         texts = [str(panel.get_option_at_index(i).prompt) for i in range(panel.option_count)]
         assert texts[0].startswith("an ic-cdk stable_save wrote")
-        assert texts[1].startswith("Next: stable-inspect salvage")
+        assert texts[1].startswith("Next: stable-inspect repair") and "--dry-run" in texts[1]
         # The long diagnosis is not repeated in the panel: only in Details, once.
         assert not any(t.startswith("Consequence") or "Consequence:" in t for t in texts)
         assert panel.region.height >= 4 and panel.display

@@ -232,6 +232,8 @@ def test_diagnosis_after_stable_save_says_what_happened_and_what_to_do() -> None
     assert "MemoryManager::init" in text and "fresh, empty" in text
     assert "Intact:" in text and "BTreeMap with 200 entries" in text
     assert "Lost:" in text and "stable-inspect salvage" in text
+    todo = next(line for line in analysis.diagnosis if line.startswith("What to do"))
+    assert "stable-inspect repair " in todo and "--dry-run -o rescued" in todo
 
 
 def test_diagnosis_post_upgrade_names_the_reinitialised_manager() -> None:

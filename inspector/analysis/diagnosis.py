@@ -7,9 +7,11 @@ sentence can be traced to bytes. A healthy snapshot gets no diagnosis at all.
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from inspector.analysis.stable_save import compact_overwritten
+from inspector.layouts import BUCKETS_START, MM_HEADER_PAGE_USED
 from inspector.structures.base import Structure
 from inspector.words import plural
 
@@ -68,6 +70,29 @@ def _salvage_memory_arg(recon: Any, key: Any) -> str:
     return str(key)
 
 
+def _repair_command(analysis: Analysis, path: str, extra: str = "") -> str:
+    """The README's rescue: ``repair --dry-run`` into a new snapshot (a folder for a folder)."""
+    out = "rescued" if Path(str(analysis.snapshot.path)).is_dir() else "rescued.bin"
+    return f"stable-inspect repair {path} --dry-run -o {out}{extra}"
+
+
+def _repair_advice(analysis: Analysis, recon: Any, path: str) -> str:
+    """The rescue for a clobbered header; with the ``--assign`` hints when the bucket table is gone."""
+    unknown = [m.id for m in getattr(recon, "memories", []) or [] if not m.id_known]
+    if not unknown:
+        return (
+            f"rescue it with `{_repair_command(analysis, path)}` (the plan: what is restored and what stays "
+            "lost), then run the same command without --dry-run to write the repaired snapshot"
+        )
+    assigns = "".join(f" --assign {shlex.quote(f'{k}=<MemoryId>')}" for k in unknown[:3])
+    return (
+        f"rescue it with `{_repair_command(analysis, path, assigns)}` (the plan: what is restored and what "
+        "stays lost; the bucket table is gone, so give each memory its MemoryId from the canister's code, "
+        "or pass --reference OLD_SNAPSHOT, an earlier snapshot of this canister, instead of --assign), then "
+        "run the same command without --dry-run to write the repaired snapshot"
+    )
+
+
 def build_diagnosis(analysis: Analysis, report: Any) -> list[str]:
     lines: list[str] = []
     path = _path(analysis)
@@ -118,6 +143,19 @@ def _clobbered_lines(analysis: Analysis, report: Any, path: str) -> list[str]:
             + (f" ({types})" if types else "")
             + f" at offset 0 of stable memory, over the MemoryManager. It overwrote {parts}."
         )
+    elif report.clobber_write is not None:
+        s0, e0 = report.clobber_write
+        hit = ["the header"]
+        if e0 > s0 + MM_HEADER_PAGE_USED:
+            hit.append("the bucket table")
+        if e0 > s0 + BUCKETS_START:
+            hit.append("the start of the buckets")
+        lines.append(
+            f"What happened: a {e0 - s0:,}-byte Candid message was written at offset {s0:,}, over a "
+            f"RestrictedMemory's MemoryManager. It overwrote {', '.join(hit[:-1]) + ' and ' if len(hit) > 1 else ''}"
+            f"{hit[-1]} ({'; '.join(report.clobber_fields)}); bytes 0..{s0:,} belong to the application and are "
+            "untouched."
+        )
     else:
         lines.append(
             "What happened: the MemoryManager header at offset 0 was overwritten "
@@ -160,19 +198,20 @@ def _clobbered_lines(analysis: Analysis, report: Any, path: str) -> list[str]:
     maps = [
         s for s in getattr(recon, "structures", []) or [] if s.kind == "btreemap" or _headless_line(recon, s)
     ]
-    todo = "What to do: do not upgrade or re-initialise this canister's MemoryManager until the data is saved"
+    todo = (
+        "What to do: do not upgrade or re-initialise this canister's MemoryManager until the data is saved; "
+        + _repair_advice(analysis, recon, path)
+    )
     if maps:
         cmds = [
             f"stable-inspect salvage {path} --memory {_salvage_memory_arg(recon, s.memory_id)}"
             for s in maps[:3]
         ]
-        todo += "; recover the map entries with `" + "`, `".join(cmds) + "`"
+        todo += "; to only list the map entries, `" + "`, `".join(cmds) + "`"
         unknown = [s for s in maps if isinstance(s.memory_id, str)]
         if unknown and len(unknown) == 1:
-            todo += " (the map's MemoryId is unknown; passing its real MemoryId also selects it)"
-    lines.append(
-        todo + "; then restore the header and bucket table, or write the data back into fresh structures."
-    )
+            todo += " (passing the map's real MemoryId also selects it)"
+    lines.append(todo + ".")
     return lines
 
 
@@ -247,9 +286,11 @@ def _reinit_lines(
     )
     if tail is not None:
         s, e = tail.physical_ranges[0]
+        base = int(getattr(mm, "base_offset", 0) or 0)
+        page = "page 0" if not base else f"the manager's first page (at {base:,})"
         why += (
-            f". Bytes {s:,}..{e:,} of page 0, where a manager never writes, are not zero: remains of an earlier "
-            "write at offset 0 of more than 34,848 bytes, such as a stable_save message"
+            f". Bytes {s:,}..{e:,} of {page}, where a manager never writes, are not zero: remains of an earlier "
+            f"write at offset {base:,} of more than 34,848 bytes, such as a stable_save message"
         )
     lines.append(why + ".")
     recoverable = sum(o.details["entries"] for o in map_orphans)
@@ -262,10 +303,10 @@ def _reinit_lines(
     if map_orphans:
         cmds = [f"stable-inspect salvage {path} --memory {o.memory_id}" for o in map_orphans[:3]]
         todo += (
-            "recover the old entries with `"
-            + "`, `".join(cmds)
-            + "` (add --reference OLD_SNAPSHOT to check them against an earlier snapshot), then write them back "
-            "into the live map"
+            f"rebuild the map from its live and old entries with `{_repair_command(analysis, path)}` (the plan: "
+            "what is restored and what stays lost; add --reference OLD_SNAPSHOT to count the entries no node "
+            "holds any more), then run the same command without --dry-run to write the repaired snapshot; to "
+            "only list the old entries, `" + "`, `".join(cmds) + "`"
         )
     else:
         todo += "copy the unowned buckets' bytes out before any memory grows into them"

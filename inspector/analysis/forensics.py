@@ -27,6 +27,7 @@ from inspector.analysis.stable_save import (
     StableSaveBlob,
     compact_overwritten,
     describe_overwritten,
+    find_at_physical,
     find_at_physical_zero,
     find_in_memory,
 )
@@ -56,6 +57,8 @@ class ForensicsReport:
     clobbered: bool = False
     clobber_fields: list[str] = field(default_factory=list)
     clobber_evidence: list[str] = field(default_factory=list)
+    # A Candid message at a RestrictedMemory manager's base (page start > 0) that clobbered it: [start, end).
+    clobber_write: tuple[int, int] | None = None
     recon: Reconstruction | None = None
     orphans: list[Orphan] = field(default_factory=list)
     memory_blobs: list[StableSaveBlob] = field(default_factory=list)
@@ -81,7 +84,10 @@ def run_forensics(analysis: Analysis, *, scan: bool = True, deep: bool = False) 
 
     if not analysis.mm.present and phys.size:
         report.blob = find_at_physical_zero(phys)
-        if bytes(phys.buf[0:3]) not in STRUCTURE_MAGICS:
+        head = bytes(phys.buf[0:3])
+        if report.blob is None and head != MM_MAGIC and head not in STRUCTURE_MAGICS:
+            _check_restricted_clobber(analysis, report, options, deep)
+        if head not in STRUCTURE_MAGICS and not report.clobbered:
             _check_clobbered(analysis, report, options, deep)
     if report.blob is not None:
         _report_blob(analysis, report)
@@ -134,18 +140,59 @@ def header_field_problems(head: bytes) -> list[str]:
     return out
 
 
-def _check_clobbered(
+# Candid messages at page starts tried as a clobbered RestrictedMemory base (each costs a reconstruction).
+MAX_RESTRICTED_CANDIDATES = 4
+
+
+def _check_restricted_clobber(
     analysis: Analysis, report: ForensicsReport, options: dict[str, Any], deep: bool
 ) -> None:
-    """No 'MGR' at 0 and no structure there: was a MemoryManager here? Rebuild its layout if so."""
+    """No message at 0 and no valid manager anywhere: a Candid message at a later page start B, with
+    structure headers or B-tree nodes on the bucket grid of a manager at B behind it, is a RestrictedMemory
+    manager that a ``stable_save``-like write at its base clobbered (docs/LAYOUTS.md §1)."""
+    from inspector.sparse import data_ranges
+
     phys = analysis.snapshot.memory
-    if phys.size <= WASM_PAGE_SIZE:
+    fd = analysis.snapshot.fd
+    size = phys.size
+    tried = 0
+    for lo, hi in data_ranges(fd, size) if fd is not None else [(0, size)]:
+        p = max(WASM_PAGE_SIZE, lo + (-lo % WASM_PAGE_SIZE))
+        while p + WASM_PAGE_SIZE < min(hi, size):
+            if bytes(phys.buf[p : p + 4]) == b"DIDL":
+                found = find_at_physical(phys, p)
+                if found is not None and found.complete:
+                    _check_clobbered(analysis, report, options, deep, base=p, write_end=found.end)
+                    if report.clobbered:
+                        report.clobber_write = (p, found.end)
+                        return
+                tried += 1
+                if tried >= MAX_RESTRICTED_CANDIDATES:
+                    return
+            p += WASM_PAGE_SIZE
+
+
+def _check_clobbered(
+    analysis: Analysis,
+    report: ForensicsReport,
+    options: dict[str, Any],
+    deep: bool,
+    *,
+    base: int = 0,
+    write_end: int | None = None,
+) -> None:
+    """No 'MGR' at ``base`` and no structure there: was a MemoryManager here? Rebuild its layout if so."""
+    phys = analysis.snapshot.memory
+    if phys.size <= base + WASM_PAGE_SIZE:
         return  # no bucket area: nothing a manager could have managed
     blob = report.blob
     # Without a decodable message the extent of the damage is unknown; the header is gone for sure and
     # the table is then judged by whether it still looks like one.
-    damaged_end = blob.end if blob is not None else MM_HEADER_SIZE
-    recon = reconstruct(phys, analysis.snapshot.fd, damaged_end)
+    if write_end is not None:
+        damaged_end = write_end
+    else:
+        damaged_end = blob.end if blob is not None else base + MM_HEADER_SIZE
+    recon = reconstruct(phys, analysis.snapshot.fd, damaged_end, base)
     evidence: list[str] = []
     if recon.table.state != "lost" and recon.table.num_buckets:
         owners = [recon.table.owners.get(b) for b in range(recon.table.lost_entries, recon.table.num_buckets)]
@@ -153,15 +200,17 @@ def _check_clobbered(
             " …" if len(owners) > 16 else ""
         )
         evidence.append(
-            f"the bucket table at {BUCKET_TABLE_OFFSET:,} survives"
+            f"the bucket table at {base + BUCKET_TABLE_OFFSET:,} survives"
             + (" in part" if recon.table.state == "partial" else "")
             + f": {recon.table.num_buckets} allocated bucket(s), owners {shown}"
         )
     if recon.starts and recon.bucket_size_in_pages:
         bs = recon.bucket_size_in_pages
-        aligned = [s for s in recon.starts if (s.page - 1) % bs == 0 and s.kind != HEADLESS_KIND]
+        aligned = [
+            s for s in recon.starts if recon.bucket_of_page(s.page) is not None and s.kind != HEADLESS_KIND
+        ]
         if aligned:
-            where = "; ".join(f"{s.summary} at bucket {(s.page - 1) // bs}" for s in aligned[:4])
+            where = "; ".join(f"{s.summary} at bucket {recon.bucket_of_page(s.page)}" for s in aligned[:4])
             evidence.append(f"structure headers sit at bucket starts of {bs}-page buckets: {where}")
     evidence.extend(_node_evidence(recon, damaged_end))
     if not evidence:
@@ -169,24 +218,35 @@ def _check_clobbered(
     report.clobbered = True
     report.recon = recon
     report.clobber_evidence = evidence
-    head = phys.read(0, min(MM_HEADER_SIZE, phys.size))
+    head = phys.read(base, min(MM_HEADER_SIZE, phys.size - base))
     report.clobber_fields = header_field_problems(head)
-    ranges = [(0, MM_HEADER_SIZE)]
-    if damaged_end > BUCKET_TABLE_OFFSET:
-        ranges.append((BUCKET_TABLE_OFFSET, min(damaged_end, MM_HEADER_PAGE_USED)))
-    what = "a stable_save message" if blob is not None else "other bytes"
+    ranges = [(base, base + MM_HEADER_SIZE)]
+    if damaged_end > base + BUCKET_TABLE_OFFSET:
+        ranges.append((base + BUCKET_TABLE_OFFSET, min(damaged_end, base + MM_HEADER_PAGE_USED)))
+    if write_end is not None:
+        what = f"a {write_end - base:,}-byte Candid message written at the manager's base"
+    else:
+        what = "a stable_save message" if blob is not None else "other bytes"
+    where = (
+        f" (on a RestrictedMemory starting at page {base // WASM_PAGE_SIZE:,}; bytes 0..{base:,} belong to the "
+        "application)"
+        if base
+        else ""
+    )
     analysis.findings.append(
         Finding(
             "error",
             "memory_manager_clobbered",
-            f"bytes 0..{MM_HEADER_SIZE:,} are not a MemoryManager header: {', '.join(report.clobber_fields)}. "
-            f"A MemoryManager was here: {'; '.join(evidence)}. {what[0].upper() + what[1:]} overwrote it; the "
+            f"bytes {base:,}..{base + MM_HEADER_SIZE:,} are not a MemoryManager header: "
+            f"{', '.join(report.clobber_fields)}. "
+            f"A MemoryManager was here{where}: {'; '.join(evidence)}. {what[0].upper() + what[1:]} overwrote it; the "
             "next MemoryManager::init will silently start a fresh, empty manager",
             ranges,
             details={
                 "header_fields": report.clobber_fields,
                 "evidence": evidence,
-                "damaged_range": [0, damaged_end],
+                "damaged_range": [base, damaged_end],
+                "base_offset": base,
                 "bucket_table": recon.table.state,
             },
         )
@@ -199,20 +259,22 @@ def _node_evidence(recon: Reconstruction, damaged_end: int) -> list[str]:
     as a manager's trace only together with a write that ran past page 0 (which is what took their
     header), or when the nodes' own addresses confirm where their map starts."""
     bs = recon.bucket_size_in_pages
+    base = recon.base_offset
     out: list[str] = []
     for c in recon.node_clusters:
-        if not bs or (c.base_page - 1) % bs or not c.allocated_nodes:
+        bucket = recon.bucket_of_page(c.base_page)
+        if bucket is None or not c.allocated_nodes:
             continue
-        if damaged_end <= WASM_PAGE_SIZE and not c.votes:
+        if damaged_end - base <= WASM_PAGE_SIZE and not c.votes:
             continue
         why = (
-            f"the write at offset 0 is {damaged_end:,} bytes long, past page 0"
-            if damaged_end > WASM_PAGE_SIZE
+            f"the write at offset {base:,} is {damaged_end - base:,} bytes long, past "
+            + ("page 0" if not base else "the manager's first page")
+            if damaged_end - base > WASM_PAGE_SIZE
             else f"{c.votes} node address(es) confirm it"
         )
         out.append(
-            f"{c.describe()} sit on a chunk grid that starts at bucket {(c.base_page - 1) // bs} of "
-            f"{bs}-page buckets ({why})"
+            f"{c.describe()} sit on a chunk grid that starts at bucket {bucket} of {bs}-page buckets ({why})"
         )
     return out
 
@@ -314,7 +376,12 @@ def _orphan_scan(analysis: Analysis, report: ForensicsReport, fd: int | None) ->
     mm = analysis.mm
     orphans: list[Orphan] = []
     if mm.present or report.clobbered:
-        tail = scan_page0_tail(buf, size, report.blob.end if report.blob is not None else 0, mm.base_offset)
+        if report.clobber_write is not None:
+            tail = scan_page0_tail(buf, size, report.clobber_write[1], report.clobber_write[0])
+        else:
+            tail = scan_page0_tail(
+                buf, size, report.blob.end if report.blob is not None else 0, mm.base_offset
+            )
         if tail is not None:
             orphans.append(tail)
     if mm.present and mm.bucket_size_in_pages:

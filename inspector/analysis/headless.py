@@ -504,5 +504,10 @@ def with_buckets(mem: Any, extra: list[int]) -> Any:
     base: Any = extended_memory(mem)
     buckets = [*base.buckets, *extra]
     return VirtualMemory(
-        base.phys, base.memory_id, buckets, base.bucket_size_bytes, len(buckets) * base.bucket_size_bytes
+        base.phys,
+        base.memory_id,
+        buckets,
+        base.bucket_size_bytes,
+        len(buckets) * base.bucket_size_bytes,
+        base=base.base,  # a RestrictedMemory manager's buckets start after its base
     )

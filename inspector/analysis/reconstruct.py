@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from inspector.layouts import (
@@ -163,13 +163,17 @@ class TableEvidence:
         }
 
 
-def read_table_evidence(phys: PhysicalMemory, damaged_end: int, max_buckets: int) -> TableEvidence:
+def read_table_evidence(
+    phys: PhysicalMemory, damaged_end: int, max_buckets: int, base: int = 0
+) -> TableEvidence:
     """Surviving owners and bucket count. ``max_buckets`` is how many buckets the file could hold at
-    the smallest bucket size (1 page): a table claiming more is not a table."""
-    lost = min(max(damaged_end - BUCKET_TABLE_OFFSET, 0), MAX_NUM_BUCKETS)
-    if phys.size < BUCKET_TABLE_OFFSET + MAX_NUM_BUCKETS or lost >= MAX_NUM_BUCKETS:
+    the smallest bucket size (1 page): a table claiming more is not a table. ``base``: where the
+    manager's header was (its table follows it)."""
+    table_at = base + BUCKET_TABLE_OFFSET
+    lost = min(max(damaged_end - table_at, 0), MAX_NUM_BUCKETS)
+    if phys.size < table_at + MAX_NUM_BUCKETS or lost >= MAX_NUM_BUCKETS:
         return TableEvidence("lost", None, lost, {})
-    table = phys.read(BUCKET_TABLE_OFFSET, MAX_NUM_BUCKETS)
+    table = phys.read(table_at, MAX_NUM_BUCKETS)
     owned_end = len(table.rstrip(bytes([UNALLOCATED_BUCKET])))
     if owned_end <= lost or owned_end > max_buckets or owned_end >= MAX_NUM_BUCKETS:
         # Either every owner entry is inside the damage (the bucket count is unknowable), or the bytes
@@ -284,6 +288,18 @@ class Reconstruction:
     structures: list[Structure] = field(default_factory=list)  # filled by forensics after detection
     # B-tree nodes whose map header is gone (``headless.NodeCluster``), placed at their map's virtual 0.
     node_clusters: list[Any] = field(default_factory=list)
+    # Where the clobbered manager's MGR header was: 0, or S × 65,536 for one on RestrictedMemory.
+    base_offset: int = 0
+
+    @property
+    def base_page(self) -> int:
+        return self.base_offset // WASM_PAGE_SIZE
+
+    def bucket_of_page(self, page: int) -> int | None:
+        """The bucket a structure starting at physical ``page`` starts, or None off the bucket grid."""
+        bs = self.bucket_size_in_pages
+        k = page - self.base_page - 1
+        return k // bs if bs and k >= 0 and k % bs == 0 else None
 
     @property
     def bucket_size_bytes(self) -> int:
@@ -319,7 +335,8 @@ class Reconstruction:
     def to_json(self) -> dict[str, Any]:
         return {
             "reconstructed": True,
-            "damaged_range": [0, self.damaged_end],
+            "base_offset": self.base_offset,
+            "damaged_range": [self.base_offset, self.damaged_end],
             "bucket_size_in_pages": self.bucket_size_in_pages,
             "bucket_size_evidence": self.bucket_size_evidence,
             "num_allocated_buckets": self.num_buckets,
@@ -377,15 +394,19 @@ def _structure_extent(phys: PhysicalMemory, start: int, kind: str, limit: int) -
     return 1
 
 
-def reconstruct(phys: PhysicalMemory, fd: int | None, damaged_end: int) -> Reconstruction:
-    """Rebuild the layout of a MemoryManager whose bytes [0, damaged_end) were overwritten."""
+def reconstruct(phys: PhysicalMemory, fd: int | None, damaged_end: int, base: int = 0) -> Reconstruction:
+    """Rebuild the layout of a MemoryManager whose bytes [base, damaged_end) were overwritten. ``base`` is
+    where its MGR header was: 0, or S × 65,536 for a manager on ``RestrictedMemory`` (its bucket i is at
+    base + 65,536 + i × bucket size). Everything is worked out in the manager's own pages, then placed."""
     size = phys.size
-    pages = size // WASM_PAGE_SIZE
-    table = read_table_evidence(phys, damaged_end, max(0, pages - 1))
-    first_page = max(1, -(-damaged_end // WASM_PAGE_SIZE))
+    base_page = base // WASM_PAGE_SIZE
+    pages = size // WASM_PAGE_SIZE - base_page  # the manager's pages: its own page 0 is at the base
+    table = read_table_evidence(phys, damaged_end, max(0, pages - 1), base)
+    first_page = max(base_page + 1, -(-damaged_end // WASM_PAGE_SIZE))
     starts = scan_page_starts(phys, fd, first_page)
     clusters = _headless_starts(phys, fd, damaged_end, starts)
-    bs, why = choose_bucket_size(pages, starts, table.num_buckets)
+    local = [replace(s, page=s.page - base_page) for s in starts]
+    bs, why = choose_bucket_size(pages, local, table.num_buckets)
     notes: list[str] = []
     if bs is not None and table.num_buckets and table.num_buckets * bs != pages - 1:
         # The "table" does not fit the file at the size the structures point to: it is not a table
@@ -406,15 +427,16 @@ def reconstruct(phys: PhysicalMemory, fd: int | None, damaged_end: int) -> Recon
             notes,
             [],
             clusters,
+            base,
         )
     bs_bytes = bs * WASM_PAGE_SIZE
-    in_file = max(0, (size - BUCKETS_START) // bs_bytes)
+    in_file = max(0, (size - base - BUCKETS_START) // bs_bytes)
     if table.num_buckets is not None:
         nb, nb_source = table.num_buckets, "the surviving end of the bucket table"
     else:
         nb, nb_source = min(in_file, MAX_NUM_BUCKETS), "the buckets that fit in the file"
     by_page = {s.page: s for s in starts}
-    start_of_bucket = {b: by_page.get(1 + b * bs) for b in range(nb)}
+    start_of_bucket = {b: by_page.get(base_page + 1 + b * bs) for b in range(nb)}
 
     # None: the owner is unknown (overwritten), or a 0xFF hole inside the run (v0.7.1 reclaim).
     owners: list[int | str | None] = [table.owners.get(b) for b in range(nb)]
@@ -425,7 +447,7 @@ def reconstruct(phys: PhysicalMemory, fd: int | None, damaged_end: int) -> Recon
     for b, o in enumerate(owners):
         if isinstance(o, int):
             by_owner.setdefault(o, []).append(b)
-    sizes_from = _SIZE_SLOTS_START
+    sizes_from = base + _SIZE_SLOTS_START
     for mid in sorted(by_owner):
         buckets = [b for b in by_owner[mid] if b < in_file]
         slot = sizes_from + 8 * mid
@@ -442,7 +464,12 @@ def reconstruct(phys: PhysicalMemory, fd: int | None, damaged_end: int) -> Recon
                 f"memory {mid}: its earlier buckets may be among those whose owners were overwritten"
             )
         vm = VirtualMemory(
-            phys, mid, buckets, bs_bytes, min(size_pages * WASM_PAGE_SIZE, len(buckets) * bs_bytes)
+            phys,
+            mid,
+            buckets,
+            bs_bytes,
+            min(size_pages * WASM_PAGE_SIZE, len(buckets) * bs_bytes),
+            base=base,
         )
         first = start_of_bucket.get(buckets[0]) if buckets else None
         memories.append(
@@ -463,7 +490,7 @@ def reconstruct(phys: PhysicalMemory, fd: int | None, damaged_end: int) -> Recon
             free_run[-1] + 1 < min(nb, in_file)
             and owners[free_run[-1] + 1] is None
             and start_of_bucket.get(free_run[-1] + 1) is None
-            and BUCKETS_START + (free_run[-1] + 1) * bs_bytes >= damaged_end
+            and base + BUCKETS_START + (free_run[-1] + 1) * bs_bytes >= damaged_end
         ):
             free_run.append(free_run[-1] + 1)
         cluster = next((c for c in clusters if c.base == s.physical), None)
@@ -482,7 +509,7 @@ def reconstruct(phys: PhysicalMemory, fd: int | None, damaged_end: int) -> Recon
                 "needs them and their owners are unknown)"
             )
         vm = VirtualMemory(
-            phys, -1, buckets, bs_bytes, len(buckets) * bs_bytes, label=f"memory ? (bucket {b})"
+            phys, -1, buckets, bs_bytes, len(buckets) * bs_bytes, label=f"memory ? (bucket {b})", base=base
         )
         memories.append(
             ReconMemory(
@@ -496,7 +523,7 @@ def reconstruct(phys: PhysicalMemory, fd: int | None, damaged_end: int) -> Recon
             "their first bucket ('?b<N>')"
         )
     return Reconstruction(
-        damaged_end, bs, why, nb, nb_source, table, owners, starts, memories, notes, [], clusters
+        damaged_end, bs, why, nb, nb_source, table, owners, starts, memories, notes, [], clusters, base
     )
 
 

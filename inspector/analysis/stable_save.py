@@ -182,14 +182,19 @@ class StableSaveBlob:
 
 def find_at_physical_zero(phys: PhysicalMemory) -> StableSaveBlob | None:
     """A Candid message at physical offset 0 of the snapshot, decoded to find its exact end."""
-    if phys.size < len(DIDL) or bytes(phys.buf[0:4]) != DIDL:
+    return find_at_physical(phys, 0)
+
+
+def find_at_physical(phys: PhysicalMemory, start: int) -> StableSaveBlob | None:
+    """A Candid message at physical offset ``start`` (0, or a RestrictedMemory manager's base)."""
+    if phys.size < start + len(DIDL) or bytes(phys.buf[start : start + 4]) != DIDL:
         return None
     try:
-        msg = decode_message(phys.buf, 0, end=phys.size)
+        msg = decode_message(phys.buf, start, end=phys.size)
     except CandidError as exc:
-        end = max(len(DIDL), min(exc.offset, phys.size))
-        return StableSaveBlob(0, end, None, False, None, str(exc), [(0, end)])
-    return StableSaveBlob(0, msg.end, None, False, msg, None, [(0, msg.end)])
+        end = max(start + len(DIDL), min(exc.offset, phys.size))
+        return StableSaveBlob(start, end, None, False, None, str(exc), [(start, end)])
+    return StableSaveBlob(start, msg.end, None, False, msg, None, [(start, msg.end)])
 
 
 def _decode_in_memory(

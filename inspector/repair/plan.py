@@ -255,7 +255,9 @@ def plan_clobbered(
         raise RepairError(
             "the MemoryManager header is gone and its layout cannot be rebuilt (no bucket size): nothing to write"
         )
-    base = 0  # the manager that was clobbered sat at offset 0 (the write started there)
+    # Where the clobbered manager sat: 0, or a RestrictedMemory base (the write started there); the header
+    # is rebuilt there and nothing before it (the application's bytes) is written.
+    base = recon.base_offset
     bs = recon.bucket_size_in_pages
     assignments = _parse_assignments(assign)
     ref_mm = reference.mm if reference is not None else None
@@ -322,6 +324,8 @@ def plan_clobbered(
     plan = RepairPlan("header_clobbered", base, bs, owners, {}, snap.size, snap.size)
     if report is not None and report.blob is not None:
         plan.stable_save = (report.blob.start, report.blob.end)
+    elif report is not None and report.clobber_write is not None:
+        plan.stable_save = report.clobber_write
     damaged_end = recon.damaged_end
     ref_sizes = {i: p for i, p in enumerate(ref_mm.memory_sizes_in_pages) if p} if ref_mm is not None else {}
     ref_kinds = {
@@ -433,7 +437,7 @@ def plan_clobbered(
             f"{len(layout.owners)} bucket(s), owners {['-' if o is None else o for o in layout.owners]}",
         },
     )
-    _finish_manager(plan, layout, snap.size, None, clear_tail=damaged_end > MM_HEADER_PAGE_USED)
+    _finish_manager(plan, layout, snap.size, None, clear_tail=damaged_end > base + MM_HEADER_PAGE_USED)
     if plan.stable_save is not None:
         s0, e0 = plan.stable_save
         plan.lost.append(
