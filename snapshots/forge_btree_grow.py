@@ -475,23 +475,23 @@ def grow_u64_map(
     (a random subset, in random order), as the real fixture btree_u64_many was made."""
     rng = random.Random(seed)
     m = GrownBTreeMap(page_size=page_size, value_of=value_of, value_len=value_len)
-    seen: set[int] = set()
-    keys: list[int] = []
-    while len(keys) < inserts:
-        k = rng.getrandbits(64)
-        if k not in seen:
-            seen.add(k)
-            keys.append(k)
-    del seen
+    # Keys: a bijective 64-bit mix of a seeded counter, so they are distinct without a set of millions.
+    offset = rng.getrandbits(64)
     ins = m.insert
-    for n, k in enumerate(keys):
-        ins(k)
+    for n in range(inserts):
+        ins(_mix64((n + offset) & U64_MASK))
         if on_progress is not None and n % 1_000_000 == 0:
             on_progress(n)
-    if removals:
-        for k in rng.sample(keys, removals):
-            m.remove(k)
+    for n in rng.sample(range(inserts), removals):
+        m.remove(_mix64((n + offset) & U64_MASK))
     return m
+
+
+def _mix64(x: int) -> int:
+    """splitmix64's finaliser: a bijection on u64 that scatters consecutive inputs."""
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & U64_MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & U64_MASK
+    return x ^ (x >> 31)
 
 
 def grow_map_from(ops: Sequence[tuple[str, int]], **kwargs: object) -> GrownBTreeMap:
