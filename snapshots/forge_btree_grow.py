@@ -63,7 +63,7 @@ from .forge_btree import (
 from .forge_image import PAGE, Segment, pages_for
 
 U64_MASK = 0xFFFF_FFFF_FFFF_FFFF
-_PAGE_SHIFT = 12  # owner code = node serial << 12 | page number (a node spans < 4096 pages)
+_PAGE_SHIFT = 16  # owner code = node serial << 16 | page number (a node spans < 65536 pages)
 
 
 class _Node:
@@ -87,7 +87,7 @@ class GrownBTreeMap:
 
     page_size: int = U64_U64_PAGE_SIZE
     value_of: Callable[[int], bytes] = u64_square
-    value_len: int | None = 8  # fixed value length (None: ask value_of each time)
+    value_len: int | Callable[[int], int] | None = 8  # fixed value length, or key → length (None: value_of)
     root: _Node | None = None
     length: int = 0
     num_allocated_chunks: int = 0
@@ -126,15 +126,15 @@ class GrownBTreeMap:
 
     # -- node saving: only the overflow page count matters until the bytes are written --
 
-    def _vlen(self, key: int) -> int:
-        return 4 + (self.value_len if self.value_len is not None else len(self.value_of(key)))
-
     def _stream_len(self, node: _Node) -> int:
-        n = NODE_PREFIX_LEN + 8 * len(node.keys)
-        if self.value_len is not None:
-            n += (4 + self.value_len) * len(node.keys)
+        n = NODE_PREFIX_LEN + 12 * len(node.keys)  # 8-byte key + 4-byte value length each
+        vl = self.value_len
+        if isinstance(vl, int):
+            n += vl * len(node.keys)
+        elif vl is not None:
+            n += sum(map(vl, node.keys))
         else:
-            n += sum(self._vlen(k) for k in node.keys)
+            n += sum(len(self.value_of(k)) for k in node.keys)
         if node.children is not None:
             n += 8 * len(node.children)
         return n
@@ -468,7 +468,7 @@ def grow_u64_map(
     seed: int = 1,
     page_size: int = U64_U64_PAGE_SIZE,
     value_of: Callable[[int], bytes] = u64_square,
-    value_len: int | None = 8,
+    value_len: int | Callable[[int], int] | None = 8,
     on_progress: Callable[[int], None] | None = None,
 ) -> GrownBTreeMap:
     """``inserts`` random distinct u64 keys inserted in random order, then ``removals`` of them removed
@@ -479,15 +479,15 @@ def grow_u64_map(
     offset = rng.getrandbits(64)
     ins = m.insert
     for n in range(inserts):
-        ins(_mix64((n + offset) & U64_MASK))
+        ins(mix64((n + offset) & U64_MASK))
         if on_progress is not None and n % 1_000_000 == 0:
             on_progress(n)
     for n in rng.sample(range(inserts), removals):
-        m.remove(_mix64((n + offset) & U64_MASK))
+        m.remove(mix64((n + offset) & U64_MASK))
     return m
 
 
-def _mix64(x: int) -> int:
+def mix64(x: int) -> int:
     """splitmix64's finaliser: a bijection on u64 that scatters consecutive inputs."""
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & U64_MASK
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & U64_MASK
@@ -517,4 +517,4 @@ def _min_key(node: _Node) -> int:
     return node.keys[0]
 
 
-__all__ = ["GrownBTreeMap", "grow_map_from", "grow_u64_map", "u64_square"]
+__all__ = ["GrownBTreeMap", "grow_map_from", "grow_u64_map", "mix64", "u64_square"]
