@@ -96,6 +96,10 @@ class GrownBTreeMap:
     splits: int = 0
     merges: int = 0
 
+    def __post_init__(self) -> None:
+        vl = self.value_len
+        self._leaf_fits = isinstance(vl, int) and NODE_PREFIX_LEN + CAPACITY * (12 + vl) <= self.page_size
+
     # -- allocator --
 
     @property
@@ -140,6 +144,8 @@ class GrownBTreeMap:
         return n
 
     def _save(self, node: _Node) -> None:
+        if node.children is None and self._leaf_fits:
+            return  # a full leaf fits in its page (u64 → u64: 235 of 275 bytes): nothing to allocate
         need = overflow_pages_needed(self._stream_len(node), self.page_size)
         ovf = node.ovf
         while len(ovf) > need:
