@@ -68,10 +68,12 @@ TUI_STALL_LIMIT_S = 0.25
 FLAT_RSS_LIMIT_X = 1.25
 
 # Bumped whenever a recipe changes, so cached inputs of an older recipe are rebuilt.
-INPUT_VERSION = 1
+INPUT_VERSION = 2  # 2: maps grown by the library's insert/remove algorithm (snapshots/forge_btree_grow.py)
 MiB = 1 << 20
 GiB = 1 << 30
 U64_MASK = (1 << 64) - 1
+PAGE = 65536
+VEC_HEADER_LEN = 64  # StableVec header: its items start here
 
 
 @dataclass(frozen=True)
@@ -89,9 +91,10 @@ class Config:
     tui_inputs: int = 5  # how many of the inputs the TUI first-paint is measured on
     warmup: bool = True  # one untimed run first (off only for the smoke test, where speed is moot)
     tui_keys: int = 40  # scale of the TUI scroll test (about 3× this many key presses)
+    scale_entries: int = 0  # the big random-order map of the scale rows (0: no scale rows)
 
 
-FULL = Config("full", 1_000_000, 8.0, 1.0, 1024, 1000, 5, 3)
+FULL = Config("full", 1_000_000, 8.0, 1.0, 1024, 1000, 5, 3, scale_entries=20_000_000)
 QUICK = Config("quick", 200_000, 8.0, 1.0, 256, 1000, 3, 1)
 # For the smoke test: every code path, tiny inputs, one run each.
 TINY = Config("tiny", 3_000, 0.05, 0.02, 6, 50, 1, 1, tui_inputs=1, warmup=False, tui_keys=4)
@@ -355,11 +358,16 @@ def _cached(path: Path, params: dict[str, Any], build: Callable[[Path], dict[str
     return info
 
 
-def _u64_map(entries: int) -> Any:
-    from snapshots.forge import forge_u64_btreemap
+REMOVED_SHARE = 10  # a map of n entries: n + n/10 random keys inserted in random order, then n/10 removed
 
-    # k → k² (mod 2⁶⁴), as ``python -m snapshots.forge big`` forges it.
-    return forge_u64_btreemap(range(entries), ((k * k) & U64_MASK for k in range(entries)))
+
+def _u64_map(entries: int) -> Any:
+    """A u64 → u64 map (k → k² mod 2⁶⁴) grown like the library grows one: random keys inserted in random
+    order, node splits, then a random tenth removed again (merges, so the free list is not empty)."""
+    from snapshots.forge_btree_grow import grow_u64_map
+
+    extra = entries // REMOVED_SHARE
+    return grow_u64_map(entries + extra, extra, seed=entries)
 
 
 def entries_digest(pairs: Iterator[tuple[bytes, bytes]]) -> tuple[int, str]:
@@ -379,18 +387,37 @@ def entries_digest(pairs: Iterator[tuple[bytes, bytes]]) -> tuple[int, str]:
 
 
 def build_map_image(out: Path, entries: int, *, raw: bool) -> dict[str, Any]:
-    """The u64 → u64 map at MemoryId 1 of a MemoryManager (8 MiB buckets), or directly on raw memory."""
-    from snapshots.forge import MemoryManagerImage, RawImage
+    """The u64 → u64 map directly on raw memory, or at MemoryId 1 of a MemoryManager (8 MiB buckets)
+    whose buckets alternate with those of a ``StableVec<u64>`` at MemoryId 2 growing at the same time."""
+    from snapshots.forge import RawImage
 
     fm = _u64_map(entries)
-    image: Any = RawImage() if raw else MemoryManagerImage(128)
     if raw:
-        image.place(fm)
+        raw_image = RawImage()
+        raw_image.place(fm)
+        raw_image.write_to(out, sparse=True)
     else:
-        image.place(1, fm)
-    image.write_to(out, sparse=True)
+        interleaved_map_image(fm, entries).write_to(out, sparse=True)
     count, digest = entries_digest(fm.entries())
     return {"count": count, "entries_sha256": digest, "nodes": fm.node_count, "overflows": fm.overflow_count}
+
+
+def interleaved_map_image(fm: Any, entries: int, bucket_pages: int = 128) -> Any:
+    """MemoryManager image: the map's memory and a Vec's memory grow in turns, page by page as the
+    library grows them, so neither memory's buckets are contiguous."""
+    from snapshots.forge import MemoryManagerImage, vec
+
+    vec_items = max(1, entries * 3)  # about half the map's bytes
+    vec_pages = -(-(VEC_HEADER_LEN + 8 * vec_items) // PAGE)
+    map_pages = fm.size // PAGE
+    mm = MemoryManagerImage(bucket_pages)
+    steps = max(1, -(-map_pages // bucket_pages))
+    for i in range(1, steps + 1):
+        mm.grow(1, map_pages * i // steps - mm.sizes[1])
+        mm.grow(2, vec_pages * i // steps - mm.sizes[2])
+    mm.place(1, fm)
+    mm.place(2, vec([(i * 0x9E37).to_bytes(8, "big") for i in range(vec_items)], 8, True))
+    return mm
 
 
 def build_sparse_image(out: Path, gib: float, entries: int) -> dict[str, Any]:
@@ -529,21 +556,24 @@ def check_map_input(path: Path, count: int, digest: str) -> None:
         raise BenchError(f"{path.name}: decoder sees {got}, the forge wrote ({count}, {digest})")
 
 
-def check_jsonl_output(path: Path, workdir: Path, count: int) -> None:
-    """One untimed export to a file: as many lines as entries, the last being the largest key."""
+def check_jsonl_output(path: Path, workdir: Path, count: int, digest: str) -> None:
+    """One untimed export to a file: as many lines as entries, and they hash to the forged entries_sha256
+    (so every entry is there, in key order, with its value)."""
     out = workdir / "entries-check.jsonl"
     try:
         r = run_child(inspector_cmd("entries", str(path), "--memory", "1", "--format", "jsonl"), stdout=out)
         if r.rc != 0:
             raise BenchError(f"entries --format jsonl failed ({r.rc}): {r.stderr[-300:]}")
-        lines = 0
-        last = b""
-        with open(out, "rb") as fh:
-            for line in fh:
-                lines += 1
-                last = line
-        if lines != count or json.loads(last).get("key") != str(count - 1):
-            raise BenchError(f"jsonl export has {lines} lines (want {count}), last {last[:80]!r}")
+
+        def pairs() -> Iterator[tuple[bytes, bytes]]:
+            with open(out, "rb") as fh:
+                for line in fh:
+                    e = json.loads(line)
+                    yield bytes.fromhex(e["key_hex"]), bytes.fromhex(e["value_hex"])
+
+        got = entries_digest(pairs())
+        if got != (count, digest):
+            raise BenchError(f"jsonl export gives {got}, the forge wrote ({count}, {digest})")
     finally:
         out.unlink(missing_ok=True)
 
@@ -708,6 +738,7 @@ class Bench:
         self.inputs = inputs
         self.workdir = workdir
         self.rows: list[Row] = []
+        self.deep_timings: dict[str, Timing] = {}  # summary --deep of the map, by "raw" / "MemoryManager"
 
     def _time(self, cmd: Sequence[str], *, ok: Sequence[int] = (0,), what: str = "") -> Timing:
         # The untimed first run warms the page cache and bytecode caches, as for a user's second try.
@@ -768,6 +799,7 @@ class Bench:
         for label, path in (("MemoryManager", inp.map_mm), ("raw", inp.map_raw)):
             check_map_input(path, inp.map_count, inp.map_sha256)
             t = self._time(inspector_cmd("summary", str(path), "--deep", "--json"), what="summary --deep")
+            self.deep_timings[label] = t
             rows.append(
                 timed_row(
                     f"summary --deep, {inp.map_count:,}-entry u64 map ({label})",
@@ -783,7 +815,7 @@ class Bench:
     def jsonl(self) -> list[Row]:
         inp = self.inputs
         limit = JSONL_LIMIT_X * NATIVE_WALK_S
-        check_jsonl_output(inp.map_mm, self.workdir, inp.map_count)
+        check_jsonl_output(inp.map_mm, self.workdir, inp.map_count, inp.map_sha256)
         cmd = inspector_cmd("entries", str(inp.map_mm), "--memory", "1", "--format", "jsonl")
         t = time_command(cmd, self.cfg.runs, what="entries --format jsonl")
         return [
@@ -793,7 +825,7 @@ class Bench:
                 limit=limit,
                 limit_text=f"≤ {JSONL_LIMIT_X:g}× native ({limit:.2f} s)",
                 reference=NATIVE_WALK_S,
-                note="to /dev/null; line count checked",
+                note="to /dev/null; an untimed export checked against count and entries_sha256",
             )
         ]
 
@@ -1134,6 +1166,8 @@ class Bench:
         self._guard("no textual on the CLI path", "0 commands", self.no_textual)
         self._guard("TUI", f"≤ {TUI_PAINT_LIMIT_S:g} s", self.tui)
         self._guard("structure-filled diff pairs", "", self.structure_diff)
+        if self.cfg.scale_entries:
+            self._guard(f"{self.cfg.scale_entries:,}-entry map", "", self.scale)
         if self.inputs_dir is not None:
             self._guard(f"real inputs in {self.inputs_dir}", "", self.real_inputs)
         self._guard("hostile sizes", "", self.hostile)
@@ -1147,6 +1181,11 @@ class Bench:
         from inspector.bench_real import structure_diff_rows
 
         return structure_diff_rows(self.workdir, self.cfg.dense_mib, self.cfg.patches, self.cfg.runs)
+
+    def scale(self) -> list[Row]:
+        from inspector.bench_scale import scale_rows
+
+        return scale_rows(self)
 
     def real_inputs(self) -> list[Row]:
         from inspector.bench_real import real_input_rows

@@ -15,8 +15,9 @@
   through a manager. Readback also hashes every entry and the whole virtual memory, so it is a slightly
   *slower* reference than a bare walk. Without readback the issue's fixed figure is used, and said so.
 
-The maps of the forged pair are bulk-built by ``snapshots.forge_btree`` (node pages and overflow chains
-as the library lays them out, but not grown by random inserts and removals: see the README).
+The big-value map of the forged pair is grown by ``snapshots.forge_btree_grow`` (the library's insert and
+remove: random key order, a share of the entries removed again, overflow pages taken and freed as nodes
+split and merge, so chains are scattered and the free list holds former overflow pages).
 """
 
 from __future__ import annotations
@@ -96,19 +97,33 @@ def build_bigmap_pair(a: Path, a2: Path, b: Path, mib: int, patches: int) -> dic
     a copy, and a copy with ``patches`` single bytes changed inside overflow-page data."""
     from inspector.layouts import CHUNK_HEADER_SIZE, FIRST_CHUNK_OFFSET, OVERFLOW_MAGIC
     from inspector.structures.btreemap_nodes import OVERFLOW_DATA_OFFSET
-    from snapshots.forge import RawImage, forge_btreemap
+    from snapshots.forge import RawImage
+    from snapshots.forge_btree_grow import grow_map_from, mix64
 
     rng = random.Random(31)
     block = rng.randbytes(4 * MiB)
-    entries: list[tuple[bytes, bytes]] = []
-    total, key = 0, 0
+
+    def value_len(key: int) -> int:
+        return 10_000 + key % 190_000
+
+    def value_of(key: int) -> bytes:
+        n = value_len(key)
+        off = (key >> 24) % (len(block) - n)
+        return block[off : off + n]
+
+    # Keys in random order (a bijective mix of a counter); every 11th is removed again at the end.
+    inserted: list[int] = []
+    total, i = 0, 0
     while total < mib * MiB * 0.97:
-        n = rng.randrange(10_000, 200_000)
-        off = rng.randrange(0, len(block) - n)
-        entries.append((key.to_bytes(8, "big"), block[off : off + n]))
-        total += n
-        key += 1
-    fm = forge_btreemap(entries)
+        k = mix64(i + 31)
+        inserted.append(k)
+        if i % 11 != 5:
+            total += value_len(k)
+        i += 1
+    removed = [k for j, k in enumerate(inserted) if j % 11 == 5]
+    rng.shuffle(removed)
+    ops = [("insert", k) for k in inserted] + [("remove", k) for k in removed]
+    fm = grow_map_from(ops, page_size=1024, value_of=value_of, value_len=value_len)
     image = RawImage()
     image.place(fm)
     image.write_to(a, sparse=False)
@@ -127,7 +142,7 @@ def build_bigmap_pair(a: Path, a2: Path, b: Path, mib: int, patches: int) -> dic
             start = chunk + CHUNK_HEADER_SIZE + OVERFLOW_DATA_OFFSET
             offsets.add(rng.randrange(start, chunk + cs))
     _copies(a, a2, b, sorted(offsets))
-    return {"entries": len(entries), "nodes": fm.node_count, "overflows": fm.overflow_count}
+    return {"entries": fm.length, "nodes": fm.node_count, "overflows": fm.overflow_count}
 
 
 def _copies(a: Path, a2: Path, b: Path, offsets: Sequence[int]) -> None:
