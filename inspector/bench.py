@@ -537,8 +537,8 @@ def prepare_inputs(cfg: Config, workdir: Path) -> Inputs:
 # --- checks of the inputs against the decoder -----------------------------------------------------------
 
 
-def check_map_input(path: Path, count: int, digest: str) -> None:
-    """The decoder must see exactly the forged entries before any timing means anything."""
+def deep_structures(path: Path) -> list[dict[str, Any]]:
+    """The structures ``summary --deep --json`` decodes in ``path``, run as a user runs it."""
     out = subprocess.run(
         inspector_cmd("summary", str(path), "--deep", "--json"),
         capture_output=True,
@@ -548,7 +548,12 @@ def check_map_input(path: Path, count: int, digest: str) -> None:
     )
     if out.returncode != 0:
         raise BenchError(f"summary --deep of {path.name} failed: {out.stderr.strip()[-300:]}")
-    maps = [s for s in json.loads(out.stdout)["structures"] if s.get("kind") == "btreemap"]
+    return list(json.loads(out.stdout)["structures"])
+
+
+def check_map_input(path: Path, count: int, digest: str) -> None:
+    """The decoder must see exactly the forged entries before any timing means anything."""
+    maps = [s for s in deep_structures(path) if s.get("kind") == "btreemap"]
     if len(maps) != 1:
         raise BenchError(f"{path.name}: expected one btreemap, the decoder found {len(maps)}")
     got = (maps[0].get("count"), maps[0].get("entries_sha256"))

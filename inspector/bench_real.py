@@ -45,6 +45,7 @@ from inspector.bench import (
     _cached,
     _child_env,
     _log,
+    deep_structures,
     inspector_cmd,
     run_child,
     timed_row,
@@ -268,16 +269,7 @@ def find_real_inputs(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
 
 
 def _decoded_map(path: Path, exp: dict[str, Any]) -> dict[str, Any]:
-    out = subprocess.run(
-        inspector_cmd("summary", str(path), "--deep", "--json"),
-        capture_output=True,
-        text=True,
-        env=_child_env(),
-        check=False,
-    )
-    if out.returncode != 0:
-        raise BenchError(f"summary --deep of {path.name} failed: {out.stderr.strip()[-300:]}")
-    for s in json.loads(out.stdout)["structures"]:
+    for s in deep_structures(path):
         if s.get("kind") == "btreemap" and (s.get("count"), s.get("entries_sha256")) == (
             exp["count"],
             exp["entries_sha256"],

@@ -413,19 +413,11 @@ def salvage_headless(
     A key found in two nodes is kept twice and both copies are marked ``duplicate_key``: which one the
     map held last is not knowable from the bytes.
     """
-    from inspector.analysis.salvage import SalvageResult, _entries_of_node, scan_unreachable
+    from inspector.analysis.salvage import SalvageResult, add_node_entries, scan_unreachable
 
     scan = scan_unreachable(bmap, full=True, fd=fd, order_check=True)
-    entries = []
-    seen: dict[bytes, Any] = {}
-    for v in scan.accepted:
-        for e in _entries_of_node(bmap, v):
-            other = seen.get(e.key)
-            if other is not None:
-                e.duplicate_key = other.duplicate_key = True
-            else:
-                seen[e.key] = e
-            entries.append(e)
+    entries: list[Any] = []
+    add_node_entries(bmap, scan.accepted, entries)
     notes = [
         f"the map's header and allocator are gone: nodes found by their chunk headers, page size "
         f"{bmap.page_size:,} inferred from the chunk grid, key layout {bmap.key_layout} from the nodes"

@@ -475,6 +475,23 @@ def _entries_of_node(bmap: BTreeMap, v: NodeVerdict) -> Iterator[SalvagedEntry]:
         )
 
 
+def add_node_entries(bmap: BTreeMap, accepted: list[NodeVerdict], entries: list[SalvagedEntry]) -> None:
+    """Append the entries of the accepted unreachable nodes to ``entries``.
+
+    Two surviving copies of one key (already in ``entries`` or in two nodes): neither is dropped (that
+    would be a guess); both are marked ``duplicate_key`` so the user can see them side by side.
+    """
+    seen: dict[bytes, SalvagedEntry] = {e.key: e for e in entries}
+    for v in accepted:
+        for e in _entries_of_node(bmap, v):
+            other = seen.get(e.key)
+            if other is not None:
+                e.duplicate_key = other.duplicate_key = True
+            else:
+                seen[e.key] = e
+            entries.append(e)
+
+
 def salvage_structure(
     structure: BTreeMapStructure, *, layout: str, label: str, fd: int | None = None, mem: Memory | None = None
 ) -> SalvageResult:
@@ -513,17 +530,7 @@ def salvage_structure(
     scan = scan_unreachable(bmap, full=True, fd=fd, order_check=order_is_bytewise(bmap))
     if not scan.order_check:
         notes.append("the live tree's keys are not in byte order, so key order was not used to reject nodes")
-    seen: dict[bytes, SalvagedEntry] = {e.key: e for e in entries}
-    for v in scan.accepted:
-        for e in _entries_of_node(bmap, v):
-            other = seen.get(e.key)
-            if other is not None:
-                # Two surviving copies of one key: neither is dropped (that would be a guess), both are
-                # marked so the user can see them side by side.
-                e.duplicate_key = other.duplicate_key = True
-            else:
-                seen[e.key] = e
-            entries.append(e)
+    add_node_entries(bmap, scan.accepted, entries)
     if not bmap.walkable or not bmap.allocator_ok:
         notes.append("the map's header or allocator is unusable: no node grid to scan")
     return SalvageResult(structure.memory_id, label, layout, structure, entries, scan, notes)
