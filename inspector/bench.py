@@ -475,6 +475,12 @@ def build_dense_pair(a: Path, a2: Path, b: Path, mib: int, patches: int) -> list
     hi = lo + filler  # memory 2 grew in one step: its buckets are consecutive
     rng = random.Random(12)
     offsets = sorted(lo + 2 * i for i in rng.sample(range(8, (hi - lo) // 2), patches))
+    copy_with_flips(a, a2, b, offsets)
+    return offsets
+
+
+def copy_with_flips(a: Path, a2: Path, b: Path, offsets: Sequence[int]) -> None:
+    """``a2``: an identical copy of ``a`` (for ``cmp -s``); ``b``: a copy with each byte at ``offsets`` inverted."""
     shutil.copyfile(a, a2)
     shutil.copyfile(a, b)
     with open(b, "r+b") as f:
@@ -483,7 +489,6 @@ def build_dense_pair(a: Path, a2: Path, b: Path, mib: int, patches: int) -> list
             old = f.read(1)[0]
             f.seek(off)
             f.write(bytes([old ^ 0xFF]))
-    return offsets
 
 
 def prepare_inputs(cfg: Config, workdir: Path) -> Inputs:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import statistics
 import struct
 import subprocess
@@ -45,6 +44,7 @@ from inspector.bench import (
     _cached,
     _child_env,
     _log,
+    copy_with_flips,
     deep_structures,
     inspector_cmd,
     run_child,
@@ -89,7 +89,7 @@ def build_vec_pair(a: Path, a2: Path, b: Path, mib: int, patches: int) -> dict[s
     rng = random.Random(21)
     items = sorted(rng.sample(range(n), patches))
     offsets = [VEC_HEADER + 8 * i + rng.randrange(8) for i in items]
-    _copies(a, a2, b, offsets)
+    copy_with_flips(a, a2, b, offsets)
     return {"items": n, "patch_offsets": offsets, "changed_items": len(items)}
 
 
@@ -142,19 +142,8 @@ def build_bigmap_pair(a: Path, a2: Path, b: Path, mib: int, patches: int) -> dic
             chunks.add(c)
             start = chunk + CHUNK_HEADER_SIZE + OVERFLOW_DATA_OFFSET
             offsets.add(rng.randrange(start, chunk + cs))
-    _copies(a, a2, b, sorted(offsets))
+    copy_with_flips(a, a2, b, sorted(offsets))
     return {"entries": fm.length, "nodes": fm.node_count, "overflows": fm.overflow_count}
-
-
-def _copies(a: Path, a2: Path, b: Path, offsets: Sequence[int]) -> None:
-    shutil.copyfile(a, a2)
-    shutil.copyfile(a, b)
-    with open(b, "r+b") as f:
-        for off in offsets:
-            f.seek(off)
-            old = f.read(1)[0]
-            f.seek(off)
-            f.write(bytes([old ^ 0xFF]))
 
 
 def prepare_pairs(

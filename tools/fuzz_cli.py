@@ -565,19 +565,27 @@ def classify(status: int | None, stderr: str) -> str | None:
 
 
 def run_cli(argv: list[str], timeout: float, env: dict[str, str]) -> tuple[int | None, float, str]:
+    rc, elapsed, _out, err = _run(argv, timeout, env, None, keep_stdout=False)
+    return rc, elapsed, err
+
+
+def _run(
+    argv: list[str], timeout: float, env: dict[str, str], prefix: list[str] | None, *, keep_stdout: bool
+) -> tuple[int | None, float, str, str]:
+    """Run the CLI in its own process group: (status or None on timeout, seconds, stdout, stderr)."""
     start = time.perf_counter()
-    cmd = [sys.executable, "-m", "inspector", *argv]
+    cmd = [sys.executable, *(prefix or ["-m", "inspector"]), *argv]
     with subprocess.Popen(
         cmd,
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE if keep_stdout else subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         cwd=str(ROOT),
         env=env,
         start_new_session=True,
     ) as proc:
         try:
-            _out, err = proc.communicate(timeout=timeout)
+            out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             # The child leads its own process group: end exactly it (and anything it started).
             try:
@@ -585,8 +593,9 @@ def run_cli(argv: list[str], timeout: float, env: dict[str, str]) -> tuple[int |
             except ProcessLookupError:
                 pass
             proc.communicate()
-            return None, time.perf_counter() - start, ""
-    return proc.returncode, time.perf_counter() - start, err.decode("utf-8", "replace")
+            return None, time.perf_counter() - start, "", ""
+    text = (out or b"").decode("utf-8", "replace")
+    return proc.returncode, time.perf_counter() - start, text, err.decode("utf-8", "replace")
 
 
 def report_fingerprint(path: str, timeout: float, env: dict[str, str]) -> tuple[Any, str | None]:
@@ -796,26 +805,8 @@ def run_cli_capture(
     argv: list[str], timeout: float, env: dict[str, str], prefix: list[str] | None = None
 ) -> tuple[int | None, str, str]:
     """Like ``run_cli`` but keeps stdout too (hostile-text checks look at it)."""
-    cmd = [sys.executable, *(prefix or ["-m", "inspector"]), *argv]
-    with subprocess.Popen(
-        cmd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=str(ROOT),
-        env=env,
-        start_new_session=True,
-    ) as proc:
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, 9)
-            except ProcessLookupError:
-                pass
-            proc.communicate()
-            return None, "", ""
-    return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+    rc, _elapsed, out, err = _run(argv, timeout, env, prefix, keep_stdout=True)
+    return rc, out, err
 
 
 def run_hostile(
