@@ -22,15 +22,10 @@ PRINCIPAL_CLASSES = frozenset({0x01, 0x02, 0x03, 0x04})
 
 def read_leb128(data: bytes, signed: bool = False) -> tuple[int, int] | None:
     """(value, bytes used) of an (S)LEB128 number at the start of ``data``; None if it does not end."""
-    value = shift = 0
-    for i, byte in enumerate(data[:MAX_LEB_BYTES]):
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            if signed and byte & 0x40:
-                value -= 1 << shift
-            return value, i + 1
-    return None
+    # Imported here: the Candid decoder is only loaded when it is needed (its leb128 loop is the one copy).
+    from inspector.decode.candid import leb128_prefix
+
+    return leb128_prefix(data, signed, MAX_LEB_BYTES)
 
 
 def _principal(data: bytes) -> str | None:

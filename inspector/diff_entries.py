@@ -22,6 +22,7 @@ from typing import Any
 from inspector import diff_map_nodes, diff_sequences
 from inspector.byte_diff import DiffCancelled
 from inspector.diff_layout import RangeSet
+from inspector.errors import READ_ERRORS
 from inspector.memory import OutOfBounds
 from inspector.structures.base import Element, Structure
 
@@ -183,14 +184,14 @@ def structure_physical(s: Structure) -> list[Range] | None:
 def _count(s: Structure) -> int:
     try:
         return int(s.count())
-    except Exception:
+    except READ_ERRORS:
         return 0
 
 
 def _header_changes(a: Structure, b: Structure) -> dict[str, list[Any]]:
     try:
         ha, hb = a.header_json(), b.header_json()
-    except Exception:
+    except READ_ERRORS:
         return {}
     out: dict[str, list[Any]] = {}
     for k in list(ha) + [k for k in hb if k not in ha]:
@@ -259,7 +260,7 @@ def diff_structures(
 def _physical_start(s: Structure) -> int | None:
     try:
         return s.physical_start
-    except Exception:
+    except READ_ERRORS:
         return None
 
 
@@ -333,7 +334,7 @@ def element_physical(s: Structure, el: Element) -> list[Range]:
     if not value_spans:
         try:
             key_spans, value_spans = s.element_spans(el)
-        except Exception:
+        except READ_ERRORS:
             key_spans, value_spans = [], []
     vmem = s.value_mem or s.mem
     out: list[Range] = []
@@ -402,7 +403,7 @@ def _list_side(d: StructureDiff, s: Structure, op: str, limit: int) -> None:
     try:
         for el in islice(s.elements(0), limit + 1):
             c.added(el) if op == "added" else c.removed(el)
-    except Exception:
+    except READ_ERRORS:
         pass
     d.added, d.removed = saved
 
@@ -629,7 +630,7 @@ def _decode(s: Structure | None, role: str, data: bytes | None, length: int | No
         out["text"] = _clip(str(dec.text))
         if len(data) <= MAX_JSON_VALUE_BYTES and getattr(dec, "ok", True):
             out["value"] = dec.value
-    except Exception as exc:  # a decoder bug must not take the diff down: show the bytes
+    except READ_ERRORS as exc:  # undecodable bytes must not take the diff down: show them
         out["text"] = _clip(data[:VALUE_HEAD].hex())
         out["error"] = f"{type(exc).__name__}: {exc}"
     out["hex_head"] = data[:VALUE_HEAD].hex()

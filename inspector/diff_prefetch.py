@@ -34,7 +34,7 @@ class PendingByteDiff:
             return None
         try:
             out = pickle.loads(b"".join(chunks))
-        except Exception:  # a truncated pipe: fall back rather than trust it
+        except (pickle.UnpicklingError, EOFError):  # a truncated pipe: fall back rather than trust it
             return None
         return out if isinstance(out, DiffResult) else None
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from inspector.diff_entries import StructureDiff
 from inspector.diff_layout import LayoutIndex, RangeSet
-from inspector.errors import InspectorError
+from inspector.errors import READ_ERRORS, InspectorError
 from inspector.layouts import (
     BUCKET_TABLE_OFFSET,
     BUCKETS_START,
@@ -142,7 +142,7 @@ def unreachable_in(new_s: Structure) -> tuple[int, int]:
         return 0, 0
     try:
         found = walker.unreachable_nodes(beyond_frontier=True, include_frontier=True)
-    except Exception:
+    except READ_ERRORS:
         return 0, 0
     return sum(n.num_entries for n in found), len(found)
 
@@ -298,7 +298,7 @@ def map_restarted(sd: StructureDiff) -> bool:
         if not (fa >= 0 and 0 <= fb < fa):
             return False
         return bytes(sd.new.mem.read(fb + b.chunk_size, 3)) == CHUNK_MAGIC
-    except Exception:
+    except READ_ERRORS:
         return False
 
 

@@ -16,6 +16,8 @@ below it catches ``InspectorError`` (or the narrower class it means).
 
 from __future__ import annotations
 
+import struct
+
 
 class InspectorError(Exception):
     """Root of every error the inspector raises on purpose."""
@@ -35,3 +37,11 @@ class LimitExceeded(BadFormat):
 
 class UsageProblem(InspectorError):
     """A request that cannot be done as asked (bad argument, output over the input, unknown offset)."""
+
+
+#: What reading hostile bytes may raise below the CLI/TUI boundary: the inspector's own errors, plus the
+#: standard library's answers to a short or malformed buffer that a reader did not wrap (``struct.error``
+#: from ``unpack_from`` on too few bytes, ``ValueError`` from converting junk). Code that shows "less"
+#: for a broken structure catches this tuple, never ``Exception``, so a product bug (AttributeError,
+#: TypeError, KeyError, IndexError ...) still surfaces instead of being dropped as "bad input".
+READ_ERRORS: tuple[type[Exception], ...] = (InspectorError, struct.error, ValueError)

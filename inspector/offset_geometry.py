@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from inspector.errors import READ_ERRORS
 from inspector.layouts import (
     ALLOCATOR_OFFSET,
     BTREE_HEADER_FIELDS_END,
@@ -103,7 +104,7 @@ def stable_save_span(analysis: Analysis) -> Range | None:
         if span is None and hasattr(ss, "to_json"):
             try:
                 span = _span_of(ss.to_json())
-            except Exception:
+            except READ_ERRORS:
                 span = None
         if span is not None:
             return span
@@ -345,7 +346,7 @@ class LayoutGeometry:
             ranged = getattr(locator, "describe_range", None)
             if ranged is not None:
                 label = ranged(virtual, virtual + (end - start))
-        except Exception:  # a label is never worth failing the diff for
+        except READ_ERRORS:  # a label is never worth failing the diff for
             return what
         return f"{self._prefix(memory_id)} · {label}"
 
@@ -481,7 +482,7 @@ class _BTreeLocator:
         if self._frontier is None:
             try:
                 self._frontier = int(self.map.frontier)
-            except Exception:
+            except READ_ERRORS:
                 self._frontier = -1
         return self._frontier
 
@@ -572,7 +573,7 @@ class _BTreeLocator:
             return base
         try:
             node = m.node(payload)
-        except Exception:
+        except READ_ERRORS:
             return base
         hit: list[str] = []
         for e in node.entries:
@@ -594,6 +595,6 @@ class _BTreeLocator:
             from inspector.decode.values import decode_for
 
             text = decode_for(self.s, "key", key).text
-        except Exception:
+        except READ_ERRORS:
             text = key.hex()
         return text if len(text) <= MAX_LABEL_KEY else text[: MAX_LABEL_KEY - 1] + "…"

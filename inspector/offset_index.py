@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from inspector.errors import READ_ERRORS
 from inspector.layouts import (
     BUCKET_TABLE_OFFSET,
     BUCKETS_START,
@@ -330,7 +331,7 @@ class OffsetIndex:
     def _children(self, region: Region) -> list[Region]:
         try:
             return region.children()
-        except Exception:  # a decoder bug below this region: nothing more specific to say here
+        except READ_ERRORS:  # a region too broken to expand: nothing more specific to say here
             return []
 
     def _candidates(self, region: Region, pos: int) -> Iterator[Region]:
@@ -364,10 +365,7 @@ class OffsetIndex:
     def _structure(self, region: Region) -> Any:
         if self.analysis is None or region.memory_id is None:
             return None
-        try:
-            return self.analysis.structure(region.memory_id)
-        except Exception:
-            return None
+        return self.analysis.structure(region.memory_id)  # a lookup by id: never reads bytes
 
     # ------------------------------------------------------------------ geometry-guided descent
 
@@ -432,7 +430,7 @@ class OffsetIndex:
         payload = chunk + CHUNK_HEADER_SIZE
         try:
             kind = bmap._payload_kind(payload)
-        except Exception:
+        except READ_ERRORS:
             kind = "none"
         node_addr: int | None = None
         if kind == "BTN":
@@ -476,7 +474,7 @@ class OffsetIndex:
             return [root]
         try:
             key = bmap.node(target).entries[0].key
-        except Exception:
+        except READ_ERRORS:
             key = None
         if key is not None:
             # Descend by key (byte order, like the walker): right for the usual key types, and checked.
@@ -484,7 +482,7 @@ class OffsetIndex:
             for _ in range(MAX_DEPTH):
                 try:
                     node = bmap.node(addr)
-                except Exception:
+                except READ_ERRORS:
                     break
                 if not node.children:
                     break
@@ -521,7 +519,7 @@ class OffsetIndex:
             seen.add(addr)
             try:
                 node = bmap.node(addr)
-            except Exception:
+            except READ_ERRORS:
                 continue
             for o in node.overflows:
                 owners[o] = addr

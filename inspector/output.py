@@ -23,7 +23,8 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -169,34 +170,51 @@ def write_output(
     return t
 
 
-def _write_atomic(out: Path, writer: Writer) -> None:
-    tmp = out.with_name(out.name + ".partial")
+def partial_path(out: Path) -> Path:
+    """Where ``out`` is built before it is renamed into place: ``NAME.partial`` beside it."""
+    return out.with_name(out.name + ".partial")
+
+
+@contextmanager
+def removed_on_failure(tmp: Path, remove: Callable[[Path], None]) -> Iterator[None]:
+    """Run a body that builds ``tmp`` and renames it over the output; on any failure (an OSError, a
+    refusal, Ctrl-C) ``remove(tmp)`` and re-raise, so a failed write never leaves half an output."""
     try:
-        # A leftover (or planted) NAME.partial may be a symlink or hard link to an input: unlink the
-        # name and create afresh ("x": O_EXCL), so opening it can never write into some other file.
-        try:
-            tmp_mode = os.lstat(tmp).st_mode
-        except FileNotFoundError:
-            tmp_mode = None
-        if tmp_mode is not None:
-            if stat.S_ISDIR(tmp_mode):
-                raise OutputError(f"{tmp}: is a directory; remove it first")
-            tmp.unlink()
-        with open(tmp, "xb") as fh:
-            writer(fh)
-        try:
-            now = os.lstat(out).st_mode
-        except FileNotFoundError:
-            now = None
-        if now is not None and not stat.S_ISREG(now):
-            raise OutputError(f"{out}: is no longer a regular file; refusing to replace it")
-        os.replace(tmp, out)
-    except OSError as exc:
-        _unlink_quietly(tmp)
-        raise OutputError(f"{out}: cannot write: {_why(exc)}") from None
+        yield
     except BaseException:
-        _unlink_quietly(tmp)
+        remove(tmp)
         raise
+
+
+def _write_atomic(out: Path, writer: Writer) -> None:
+    tmp = partial_path(out)
+    try:
+        with removed_on_failure(tmp, _unlink_quietly):
+            _build_and_rename(tmp, out, writer)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write: {_why(exc)}") from None
+
+
+def _build_and_rename(tmp: Path, out: Path, writer: Writer) -> None:
+    # A leftover (or planted) NAME.partial may be a symlink or hard link to an input: unlink the
+    # name and create afresh ("x": O_EXCL), so opening it can never write into some other file.
+    try:
+        tmp_mode = os.lstat(tmp).st_mode
+    except FileNotFoundError:
+        tmp_mode = None
+    if tmp_mode is not None:
+        if stat.S_ISDIR(tmp_mode):
+            raise OutputError(f"{tmp}: is a directory; remove it first")
+        tmp.unlink()
+    with open(tmp, "xb") as fh:
+        writer(fh)
+    try:
+        now = os.lstat(out).st_mode
+    except FileNotFoundError:
+        now = None
+    if now is not None and not stat.S_ISREG(now):
+        raise OutputError(f"{out}: is no longer a regular file; refusing to replace it")
+    os.replace(tmp, out)
 
 
 def _unlink_quietly(p: Path) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from construct import Struct
 
+from inspector.errors import READ_ERRORS
 from inspector.layouts import (
     CELL_HEADER,
     LOG_DATA_HEADER,
@@ -132,7 +133,7 @@ def _short_key(structure: Structure, key: bytes) -> str:
         from inspector.decode.values import decode_for
 
         text = decode_for(structure, "key", key).text
-    except Exception:
+    except READ_ERRORS:
         text = key.hex()
     return text if len(text) <= 48 else text[:47] + "…"
 
@@ -284,7 +285,7 @@ def _value_detail(structure: Structure) -> str:
                 text = decode_for(structure, "value", first.value).text
                 out += ": " + (text if len(text) <= 100 else text[:99] + "…")
         return out
-    except Exception:  # a structure too broken to sample: the header line says enough
+    except READ_ERRORS:  # a structure too broken to sample: the header line says enough
         return ""
 
 

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from inspector.errors import READ_ERRORS
+
 MAX_MATCHES = 10_000  # enough to step through; a query matching more is too broad to be useful
 PROGRESS_EVERY = 2_000  # entries between progress reports
 
@@ -68,7 +70,7 @@ def _text_of(structure: Any, role: str, data: bytes) -> str:
         from inspector.decode.values import decode_for
 
         return str(decode_for(structure, role, data).text)
-    except Exception:  # a value the decoder cannot read is still searchable by its bytes
+    except READ_ERRORS:  # a value the decoder cannot read is still searchable by its bytes
         return ""
 
 
@@ -127,7 +129,7 @@ def _element_span(structure: Any, el: Any, role: str) -> tuple[int, int] | None:
         return None
     try:
         ranges = (mem or structure.mem).physical_ranges(spans[0][0], spans[0][1] - spans[0][0])
-    except Exception:
+    except READ_ERRORS:
         return None
     return (int(ranges[0][0]), int(ranges[0][1])) if ranges else None
 

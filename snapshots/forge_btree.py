@@ -84,6 +84,36 @@ def chunk_header(allocated: bool, next_addr: int = 0) -> bytes:
 _CHUNK_ALLOCATED = chunk_header(True)
 
 
+def map_header(layout_version: int, size_a: int, size_b: int, root_addr: int, length: int) -> bytes:
+    """The full 52-byte BTreeMap header: v1 sizes are (max key, max value), v2 (page size, marker)."""
+    return BTreeMapHeader.build(
+        {
+            "magic": BTREE_MAGIC,
+            "layout_version": layout_version,
+            "size_a": size_a,
+            "size_b": size_b,
+            "root_addr": root_addr,
+            "length": length,
+            "reserved": bytes(24),
+        }
+    )
+
+
+def allocator_header(allocation_size: int, num_allocated_chunks: int, free_list_head: int) -> bytes:
+    """The 48-byte allocator header at ALLOCATOR_OFFSET."""
+    return AllocatorHeader.build(
+        {
+            "magic": ALLOCATOR_MAGIC,
+            "version": 1,
+            "padding": bytes(4),
+            "allocation_size": allocation_size,
+            "num_allocated_chunks": num_allocated_chunks,
+            "free_list_head": free_list_head,
+            "reserved": bytes(16),
+        }
+    )
+
+
 def overflow_pages_needed(stream_len: int, page_size: int) -> int:
     """Overflow pages a node stream of stream_len bytes needs (FORMAT.md §3.6)."""
     if stream_len <= page_size:
@@ -268,30 +298,10 @@ class ForgedBTreeMap:
             size_a, size_b = self.max_key_size, self.max_value_size
         else:
             size_a, size_b = self.allocation_size, PAGE_SIZE_VALUE_MARKER
-        return BTreeMapHeader.build(
-            {
-                "magic": BTREE_MAGIC,
-                "layout_version": self.layout_version,
-                "size_a": size_a,
-                "size_b": size_b,
-                "root_addr": self.root_addr,
-                "length": self.length,
-                "reserved": bytes(24),
-            }
-        )
+        return map_header(self.layout_version, size_a, size_b, self.root_addr, self.length)
 
     def allocator_header_bytes(self) -> bytes:
-        return AllocatorHeader.build(
-            {
-                "magic": ALLOCATOR_MAGIC,
-                "version": 1,
-                "padding": bytes(4),
-                "allocation_size": self.allocation_size,
-                "num_allocated_chunks": self.num_allocated_chunks,
-                "free_list_head": self.free_list_head,
-                "reserved": bytes(16),
-            }
-        )
+        return allocator_header(self.allocation_size, self.num_allocated_chunks, self.free_list_head)
 
     # -- allocation --
 

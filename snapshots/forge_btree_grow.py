@@ -33,9 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from inspector.layouts import (
-    ALLOCATOR_MAGIC,
     ALLOCATOR_OFFSET,
-    BTREE_MAGIC,
     CAPACITY,
     FIRST_CHUNK_OFFSET,
     NODE_MAGIC,
@@ -43,9 +41,7 @@ from inspector.layouts import (
     OVERFLOW_MAGIC,
     PAGE_SIZE_VALUE_MARKER,
     V2_NODE_PREFIX,
-    AllocatorHeader,
     B,
-    BTreeMapHeader,
 )
 
 from .forge_btree import (
@@ -57,7 +53,9 @@ from .forge_btree import (
     OVERFLOW_HEADER_LEN,
     PACKED_HEADER_SIZE,
     U64_U64_PAGE_SIZE,
+    allocator_header,
     chunk_header,
+    map_header,
     overflow_pages_needed,
 )
 from .forge_image import PAGE, Segment, pages_for
@@ -381,28 +379,9 @@ class GrownBTreeMap:
 
     def header_bytes(self) -> bytes:
         """The 28 bytes the library writes of the map header, then the 48-byte allocator header."""
-        header = BTreeMapHeader.build(
-            {
-                "magic": BTREE_MAGIC,
-                "layout_version": 2,
-                "size_a": self.page_size,
-                "size_b": PAGE_SIZE_VALUE_MARKER,
-                "root_addr": self.root.addr if self.root is not None else 0,
-                "length": self.length,
-                "reserved": bytes(24),
-            }
-        )
-        allocator = AllocatorHeader.build(
-            {
-                "magic": ALLOCATOR_MAGIC,
-                "version": 1,
-                "padding": bytes(4),
-                "allocation_size": self.page_size,
-                "num_allocated_chunks": self.num_allocated_chunks,
-                "free_list_head": self.free_list_head,
-                "reserved": bytes(16),
-            }
-        )
+        root = self.root.addr if self.root is not None else 0
+        header = map_header(2, self.page_size, PAGE_SIZE_VALUE_MARKER, root, self.length)
+        allocator = allocator_header(self.page_size, self.num_allocated_chunks, self.free_list_head)
         return header[:PACKED_HEADER_SIZE] + allocator
 
     def _stream(self, node: _Node) -> bytes:

@@ -9,19 +9,16 @@ what is checked, never the time).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
-import os
 import re
 import shutil
 from pathlib import Path
-from unittest import mock
 
 import pytest
 
-from inspector.cli import main
 from inspector.safe_text import DISPLAY_LIMIT, cap_text, safe_rich_text
+from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = ROOT / "snapshots" / "samples" / "snapshot_dir"
@@ -29,17 +26,6 @@ EVIL_KEY = "blink\x1b[5m[red]key\u202e"
 EVIL_VALUE = "v\x1b]0;title\x07\x9b31m"
 UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2028\u2029\u2066-\u2069\ufeff]")
 LONG = 2_000_000
-
-
-def _cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with (
-        mock.patch.dict(os.environ, {"STABLE_INSPECT_DEBUG": "1"}),
-        contextlib.redirect_stdout(out),
-        contextlib.redirect_stderr(err),
-    ):
-        status = main(argv)
-    return status, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +52,7 @@ ARGVS = [
 
 @pytest.mark.parametrize("argv", ARGVS, ids=" ".join)
 def test_every_cli_path_escapes_metadata(folder: Path, argv: list[str]) -> None:
-    status, out, err = _cli([argv[0], str(folder), *argv[1:]])
+    status, out, err = run_cli([argv[0], str(folder), *argv[1:]])
     assert status in (0, 1), err
     bad = UNSAFE.search(out + err)
     assert bad is None, (out + err)[max(0, bad.start() - 60) : bad.start() + 20]
@@ -82,7 +68,7 @@ def test_every_cli_path_escapes_metadata(folder: Path, argv: list[str]) -> None:
 
 def test_diff_report_and_json_escape_metadata(folder: Path) -> None:
     for extra in (["--json"], ["--report"]):
-        status, out, err = _cli(["diff", str(folder), str(folder), *extra])
+        status, out, err = run_cli(["diff", str(folder), str(folder), *extra])
         assert status == 0, err
         assert UNSAFE.search(out + err) is None
 

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from inspector.decode.candid import CandidError
 from inspector.decode.valuetypes import (
     COMMON_TYPES,
     BlobType,
@@ -312,6 +313,7 @@ def _fake_candid(monkeypatch: pytest.MonkeyPatch, decode: Any) -> None:
     """Stand-ins for the decoder and its renderer: all that valuetypes may rely on of them."""
     module = types.ModuleType("inspector.decode.candid")
     module.decode_message = decode  # type: ignore[attr-defined]
+    module.CandidError = CandidError  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "inspector.decode.candid", module)
     render = types.ModuleType("inspector.decode.candid_render")
     render.message_json = lambda msg, names=None: msg.to_json(names)  # type: ignore[attr-defined]
@@ -326,12 +328,19 @@ def test_candid_integration_contract(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.text == "( record { x = \\x1b[2J }, )"
     assert not result.ok and result.error == "1 trailing bytes after the Candid message"
 
+    def refuse(data: bytes) -> Any:
+        raise CandidError("type table truncated", 5)
+
+    _fake_candid(monkeypatch, refuse)
+    failed = parse_type("opt<candid>").decode(b"DIDL\x01")
+    assert not failed.ok and "type table truncated" in (failed.error or "")
+
     def explode(data: bytes) -> Any:
         raise RuntimeError("decoder bug")
 
-    _fake_candid(monkeypatch, explode)
-    failed = parse_type("opt<candid>").decode(b"DIDL\x01")
-    assert not failed.ok and "decoder bug" in (failed.error or "")
+    _fake_candid(monkeypatch, explode)  # a bug is not bad bytes: it propagates (issue 15 item 7)
+    with pytest.raises(RuntimeError, match="decoder bug"):
+        parse_type("opt<candid>").decode(b"DIDL\x01")
 
 
 # --- length-prefixed (quick_start) detector --------------------------------------------------------

@@ -28,6 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from inspector.errors import READ_ERRORS
 from inspector.layouts import (
     ALLOCATOR_HEADER,
     ALLOCATOR_MAGIC,
@@ -366,7 +367,7 @@ def _v1_sizes(mem: Memory, cluster: NodeCluster, sample: list[int]) -> tuple[int
         for addr in sample:
             try:
                 node = bmap.node(addr)
-            except Exception:  # noqa: BLE001 - NodeError and decoding trouble alike: this split fails
+            except READ_ERRORS:  # NodeError and short or junk bytes alike: this split fails
                 continue
             ok += 1 if not any(e.slot_overflow for e in node.entries) else 0
         if best is None or ok > best[0]:

@@ -23,6 +23,7 @@ from inspector.analysis.reconstruct import HEADER_PROBE, probe_structure_header
 from inspector.analysis.salvage import MapScan, extended_memory, scan_map_of, scan_unreachable
 from inspector.decode.candid import MAGIC as DIDL
 from inspector.decode.candid import CandidError, decode_message
+from inspector.errors import READ_ERRORS
 from inspector.layouts import (
     BUCKETS_START,
     MAX_NUM_BUCKETS,
@@ -262,7 +263,7 @@ def scan_map_orphans(structure: BTreeMapStructure, fd: int | None) -> Orphan | N
     """Valid nodes at or beyond a map's allocator frontier (see module docstring)."""
     try:
         bmap = scan_map_of(structure)
-    except Exception:  # noqa: BLE001 - a map whose headers cannot even be read has no grid to scan
+    except READ_ERRORS:  # a map whose headers cannot even be read has no grid to scan
         return None
     scan = scan_unreachable(bmap, full=False, fd=fd)
     if not scan.accepted:

@@ -1032,6 +1032,19 @@ def parse_header(
         raise CandidError(f"malformed Candid header ({type(exc).__name__}: {exc})", r.pos) from exc
 
 
+def leb128_prefix(data: Any, signed: bool = False, max_bytes: int = 10) -> tuple[int, int] | None:
+    """(value, bytes used) of the (S)LEB128 number at the start of ``data``, read by the decoder's one
+    leb128 loop; None when it does not end within ``max_bytes`` bytes (or within ``data``)."""
+    r = _Reader(_as_readable(data), 0, min(len(data), max_bytes), DEFAULT_LIMITS)
+    try:
+        value, bits, last, end = r._leb128("leb128", "", max_bytes)
+    except CandidError:
+        return None
+    if signed and last & 0x40:
+        value -= 1 << bits
+    return value, end
+
+
 def decode_message(
     buf: bytes | bytearray | memoryview | mmap.mmap,
     offset: int = 0,

@@ -427,7 +427,7 @@ class CandidType(TypeExpr):
 
     def _decode(self, data: bytes, names: Any) -> Decoded:
         # Imported here: the Candid decoder is only loaded when a value is Candid.
-        from inspector.decode.candid import decode_message
+        from inspector.decode.candid import CandidError, decode_message
         from inspector.decode.candid_render import message_json
 
         try:
@@ -436,7 +436,7 @@ class CandidType(TypeExpr):
             value = args_json[0] if isinstance(args_json, list) and len(args_json) == 1 else args_json
             text = _candid_one_line(message, names)
             end = int(message.end)
-        except Exception as exc:  # noqa: BLE001 - any failure of the Candid decoder is a decode result
+        except CandidError as exc:  # the only error the Candid decoder raises for any bytes (candid.py)
             return Decoded.failure(f"not a Candid message: {exc}", data)
         if end != len(data):
             return Decoded(
@@ -878,11 +878,11 @@ class LengthPrefixed:
 
 def _candid_end(payload: bytes) -> int | None:
     """End offset of the Candid message at the start of ``payload``, None if it does not parse."""
-    from inspector.decode.candid import decode_message
+    from inspector.decode.candid import CandidError, decode_message
 
     try:
         return int(decode_message(payload).end)
-    except Exception:  # noqa: BLE001 - any failure of the Candid decoder means "not Candid"
+    except CandidError:  # the only error the Candid decoder raises for any bytes: "not Candid"
         return None
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from inspector.output import partial_path, removed_on_failure
 from inspector.repair.model import RepairPlan
 from inspector.snapshot import METADATA_FILE, STABLE_MEMORY_FILE
 from inspector.sparse import data_ranges, is_zero
@@ -73,38 +75,45 @@ def write_repaired(snapshot: Any, plan: RepairPlan, out: Path, force: bool) -> P
         return out
     if out.exists() and not force:
         raise UsageError(f"{out}: already exists (use --force to overwrite)")
-    tmp = out.with_name(out.name + ".partial")
+    tmp = partial_path(out)
     _remove(tmp)
     try:
-        tmp.mkdir()
-        for entry in sorted(src.iterdir()):
-            target = tmp / entry.name
-            if entry.name == STABLE_MEMORY_FILE:
-                _write_output(target, [src_file], False, writer)
-            elif entry.name == METADATA_FILE and entry.is_file():
-                meta = json.loads(entry.read_text())
-                if isinstance(meta, dict):
-                    meta["stable_memory_size"] = plan.output_size
-                target.write_text(json.dumps(meta, indent=2) + "\n")
-            elif entry.is_dir() and not entry.is_symlink():
-                shutil.copytree(entry, target, symlinks=True)
-            else:
-                shutil.copy2(entry, target, follow_symlinks=False)
-        if out.exists() or out.is_symlink():
-            old = out.with_name(out.name + ".replaced")
-            _remove(old)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            _remove(old)
-        else:
-            os.replace(tmp, out)
+        with removed_on_failure(tmp, _remove):
+            _build_folder(src, src_file, tmp, out, plan, writer)
     except OSError as exc:
-        _remove(tmp)
         raise UsageError(f"{out}: cannot write: {exc.strerror or exc}") from None
-    except BaseException:
-        _remove(tmp)
-        raise
     return out / STABLE_MEMORY_FILE
+
+
+def _build_folder(
+    src: Path, src_file: Path, tmp: Path, out: Path, plan: RepairPlan, writer: Callable[[BinaryIO], None]
+) -> None:
+    """Every file of the snapshot folder ``src`` into ``tmp`` (the new stable memory written through
+    ``writer``), then ``tmp`` renamed over ``out`` (an existing ``out`` moved aside first)."""
+    from inspector.cli import _write_output
+
+    tmp.mkdir()
+    for entry in sorted(src.iterdir()):
+        target = tmp / entry.name
+        if entry.name == STABLE_MEMORY_FILE:
+            _write_output(target, [src_file], False, writer)
+        elif entry.name == METADATA_FILE and entry.is_file():
+            meta = json.loads(entry.read_text())
+            if isinstance(meta, dict):
+                meta["stable_memory_size"] = plan.output_size
+            target.write_text(json.dumps(meta, indent=2) + "\n")
+        elif entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, target, symlinks=True)
+        else:
+            shutil.copy2(entry, target, follow_symlinks=False)
+    if out.exists() or out.is_symlink():
+        old = out.with_name(out.name + ".replaced")
+        _remove(old)
+        os.replace(out, old)
+        os.replace(tmp, out)
+        _remove(old)
+    else:
+        os.replace(tmp, out)
 
 
 def _remove(path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from inspector.errors import READ_ERRORS
 from inspector.layouts import (
     ALLOCATOR_HEADER,
     ALLOCATOR_OFFSET,
@@ -71,7 +72,7 @@ class BTreeMapStructure(Structure):
             from inspector.decode.valuetypes import UnitType
 
             guess = isinstance(type_for(self, "value"), UnitType)
-        except Exception:  # a map too broken to sample is not called a set
+        except READ_ERRORS:  # a map too broken to sample is not called a set
             guess = False
         if guess and self._deep:
             guess = all(not v for _keys, values in self.map.iter_batches() for v in values)
@@ -269,7 +270,7 @@ def _types_detail(s: Structure) -> str:
         from inspector.decode.values import type_for
 
         return f" · key {type_for(s, 'key')} → value {type_for(s, 'value')}"
-    except Exception:  # a map too broken to sample has no types to show
+    except READ_ERRORS:  # a map too broken to sample has no types to show
         return ""
 
 
@@ -279,7 +280,7 @@ def _set_detail(s: Structure) -> str:
         from inspector.decode.values import type_for
 
         return f" · BTreeSet<{type_for(s, 'key')}>"
-    except Exception:  # a set too broken to sample still says what it is
+    except READ_ERRORS:  # a set too broken to sample still says what it is
         return " · BTreeSet"
 
 
