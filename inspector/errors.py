@@ -4,10 +4,10 @@
     InspectorError
     ├── UnreadableInput   the input cannot be opened or read as a snapshot (InputError)
     ├── BadFormat         bytes that do not follow the format (NodeError, OutOfBounds, CandidError,
-    │   │                 CborError, StorableError, TypeSyntaxError)
+    │   │                 CborError, StorableError, TypeSyntaxError, DidSyntaxError)
     │   └── LimitExceeded input that claims more than a hard limit allows (sizes, counts, nesting depth)
-    └── UsageProblem      a request that cannot be done as asked (UsageError, GotoError, ExportError,
-                          BenchError)
+    └── UsageProblem      a request that cannot be done as asked (UsageError, GotoError,
+                          BenchError, OutputError, RepairError)
 
 The decoders' classes keep their names and their ``ValueError`` base where they had one; they only gain
 a place in this tree. A blind ``except Exception`` belongs at the CLI/TUI boundary alone; everything

@@ -87,6 +87,25 @@ def test_no_blind_except_below_the_boundary() -> None:
     )
 
 
+# Exceptions that are not errors: control-flow signals, never shown to a user.
+SIGNALS = {"InspectorError", "DiffCancelled", "_Unordered"}
+
+
+def test_every_error_class_has_the_one_root() -> None:
+    """A class deriving straight from a builtin exception (not through ``InspectorError``) is a 15th
+    unrelated root; the control-flow signals are the only ones allowed."""
+    builtin = {"Exception", "BaseException", "ValueError", "RuntimeError", "KeyError", "OSError", "TypeError"}
+    strays = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if not isinstance(node, ast.ClassDef) or node.name in SIGNALS:
+                continue
+            names = {b.id for b in node.bases if isinstance(b, ast.Name)}
+            if names and names <= builtin:
+                strays.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}")
+    assert not strays, strays
+
+
 def test_read_errors_hold_the_inspector_root_and_no_bug_classes() -> None:
     assert InspectorError in READ_ERRORS and struct.error in READ_ERRORS
     for bug in (AttributeError, TypeError, KeyError, IndexError, NameError):

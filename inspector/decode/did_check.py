@@ -8,6 +8,7 @@ the Candid grammar (the IDL spec's ``<prog>``), and a file with a syntax error i
 from __future__ import annotations
 
 from inspector.decode.did import DidToken, tokenize_did
+from inspector.errors import BadFormat
 
 PRIMITIVES = frozenset(
     "nat nat8 nat16 nat32 nat64 int int8 int16 int32 int64 float32 float64 bool text null reserved empty "
@@ -16,7 +17,7 @@ PRIMITIVES = frozenset(
 FUNC_ANNOTATIONS = frozenset({"oneway", "query", "composite_query"})
 
 
-class DidSyntaxError(ValueError):
+class DidSyntaxError(BadFormat, ValueError):
     def __init__(self, message: str, line: int, column: int) -> None:
         super().__init__(f"line {line}, column {column}: {message}")
         self.line, self.column = line, column

@@ -8,6 +8,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from inspector.errors import UsageProblem
 from inspector.memory import Range, merge_ranges
 
 _BE32 = struct.Struct(">I").pack
@@ -15,7 +16,7 @@ PREFER_CHOICES = ("live", "salvaged")
 MAX_VALUE_HEX = 4096
 
 
-class RepairError(Exception):
+class RepairError(UsageProblem):
     """The repair cannot be planned (ambiguous MemoryIds, nothing to rebuild from…): nothing is written."""
 
 
