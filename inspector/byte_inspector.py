@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector.decode.principal import MAX_PRINCIPAL_LEN, principal_to_text
 from inspector.offset_index import address_forms
+
+if TYPE_CHECKING:
+    from inspector.analysis.analyze import Analysis
 
 MAX_LEB_BYTES = 10  # a u64 needs at most 10 LEB128 bytes; longer is not a number worth showing
 # The last byte of a principal says its class (IC spec): opaque (canisters), self-authenticating
@@ -68,7 +71,7 @@ def inspect_bytes(data: bytes) -> list[tuple[str, str]]:
     return rows
 
 
-def inspect_at(analysis: Any, pos: int, width: int = 32) -> list[tuple[str, str]]:
+def inspect_at(analysis: Analysis, pos: int, width: int = 32) -> list[tuple[str, str]]:
     """Address rows then value rows for physical offset ``pos`` of the analysis' snapshot."""
     snap = analysis.snapshot
     if not 0 <= pos < snap.size:

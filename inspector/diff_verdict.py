@@ -35,6 +35,7 @@ from inspector.layouts import (
 )
 from inspector.offset_geometry import mm_fields_hit, stable_save_span
 from inspector.structures.base import Structure
+from inspector.structures.btreemap_structure import BTreeMapStructure
 
 if TYPE_CHECKING:
     from inspector.analysis.analyze import Analysis
@@ -109,7 +110,9 @@ def _noun(n: int | None, one: str, many: str) -> str:
 # --------------------------------------------------------------------------- salvage counting
 
 
-def old_entries_on_disk(old_s: Any, new_s: Any | None, changed: RangeSet) -> tuple[int, int] | None:
+def old_entries_on_disk(
+    old_s: BTreeMapStructure, new_s: Structure | None, changed: RangeSet
+) -> tuple[int, int] | None:
     """(entries, nodes) of the old tree still byte-identical on disk and not part of the new tree.
 
     That is the fixtures' rule for "recoverable": an old node's page and overflow pages are unchanged.
@@ -119,7 +122,7 @@ def old_entries_on_disk(old_s: Any, new_s: Any | None, changed: RangeSet) -> tup
     if not m.walkable or not m.root_addr:
         return None
     live: set[int] = set()
-    if new_s is not None and getattr(new_s, "kind", "") == "btreemap":
+    if isinstance(new_s, BTreeMapStructure):
         for _depth, node in new_s.map.iter_nodes():
             if node.physical_addr is not None:
                 live.add(node.physical_addr)
@@ -147,7 +150,7 @@ def unreachable_in(new_s: Structure) -> tuple[int, int]:
     return sum(n.num_entries for n in found), len(found)
 
 
-def _salvage_scan(new: Any, new_s: Any) -> tuple[int, int] | None:
+def _salvage_scan(new: Analysis, new_s: BTreeMapStructure) -> tuple[int, int] | None:
     """(entries, nodes) the forensics' salvage recovers from the new map beyond what its root reaches."""
     if not _live(new):
         return None  # a reconstructed layout's "recovered" includes the reachable entries
@@ -162,15 +165,17 @@ def _salvage_scan(new: Any, new_s: Any) -> tuple[int, int] | None:
         return None
 
 
-def estimate_salvage(old: Any, new: Any, sd: StructureDiff, changed: RangeSet) -> SalvageEstimate | None:
+def estimate_salvage(
+    old: Analysis, new: Analysis, sd: StructureDiff, changed: RangeSet
+) -> SalvageEstimate | None:
     """How many old entries of this map are still on disk, unreachable: salvage's own scan of the new
     snapshot when available, else the old tree's intact nodes, else unreachable nodes in the new map."""
     new_s = sd.new
     reference: tuple[int, int] | None = None
-    if sd.old is not None and sd.old.kind == "btreemap":
+    if isinstance(sd.old, BTreeMapStructure):
         reference = old_entries_on_disk(sd.old, new_s, changed)
     est: SalvageEstimate | None = None
-    scanned = _salvage_scan(new, new_s) if new_s is not None and new_s.kind == "btreemap" else None
+    scanned = _salvage_scan(new, new_s) if isinstance(new_s, BTreeMapStructure) else None
     if scanned is not None:
         est = SalvageEstimate(
             sd.memory_id,
@@ -331,14 +336,14 @@ def _other_changes(structs: list[StructureDiff], skip: set[int]) -> list[str]:
     return out
 
 
-def _new_errors(old: Any, new: Any) -> list[Any]:
+def _new_errors(old: Analysis, new: Analysis) -> list[Any]:
     known = {(f.code, f.message) for f in old.all_findings()}
     return [f for f in new.all_findings() if f.severity == "error" and (f.code, f.message) not in known]
 
 
 def classify(
-    old: Any,
-    new: Any,
+    old: Analysis,
+    new: Analysis,
     structs: list[StructureDiff],
     changed: RangeSet,
     old_index: LayoutIndex,
@@ -368,7 +373,12 @@ def classify(
 
 
 def _stable_save_incident(
-    old: Any, new: Any, structs: list[StructureDiff], changed: RangeSet, old_index: LayoutIndex, span: Range
+    old: Analysis,
+    new: Analysis,
+    structs: list[StructureDiff],
+    changed: RangeSet,
+    old_index: LayoutIndex,
+    span: Range,
 ) -> Incident:
     s, e = span
     length = e - s
@@ -411,8 +421,8 @@ def _stable_save_incident(
 
 
 def _reinit_incident(
-    old: Any,
-    new: Any,
+    old: Analysis,
+    new: Analysis,
     structs: list[StructureDiff],
     changed: RangeSet,
     old_ss: Range | None,
@@ -475,7 +485,11 @@ def _reinit_incident(
 
 
 def _recreated_incident(
-    old: Any, new: Any, structs: list[StructureDiff], changed: RangeSet, restarted: list[StructureDiff]
+    old: Analysis,
+    new: Analysis,
+    structs: list[StructureDiff],
+    changed: RangeSet,
+    restarted: list[StructureDiff],
 ) -> Incident:
     clauses = []
     salvage = []
@@ -494,8 +508,8 @@ def _recreated_incident(
 
 
 def _calm(
-    old: Any,
-    new: Any,
+    old: Analysis,
+    new: Analysis,
     structs: list[StructureDiff],
     memories: list[Any],
     changed: RangeSet,

@@ -41,6 +41,12 @@ class Memory:
     def to_physical(self, offset: int) -> int:
         raise NotImplementedError
 
+    def to_virtual(self, physical: int) -> int | None:
+        """The offset in this memory of a byte at ``physical``; None when the memory does not hold it.
+        A memory laid over the file from byte 0 is the identity up to its size; managed memories map
+        their buckets (``VirtualMemory``)."""
+        return physical if 0 <= physical < self.size else None
+
     def contiguous(self, offset: int) -> tuple[Buffer, int, int]:
         """(buffer, physical offset, bytes available contiguously) for hot loops that unpack in place."""
         raise NotImplementedError

@@ -27,7 +27,7 @@ import heapq
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from inspector.errors import READ_ERRORS
 from inspector.layouts import (
@@ -41,6 +41,13 @@ from inspector.layouts import (
 )
 from inspector.model import Region
 from inspector.offset_geometry import LayoutGeometry, MemoryId
+from inspector.structures.vec import BaseVec
+
+if TYPE_CHECKING:
+    from inspector.analysis.analyze import Analysis
+    from inspector.memory import Memory
+    from inspector.structures.base import Structure
+    from inspector.structures.btreemap import BTreeMap
 
 Segment = tuple[int, int, Region]
 
@@ -84,7 +91,7 @@ class OffsetIndex:
     def __init__(
         self,
         root: Region | None = None,
-        analysis: Any = None,
+        analysis: Analysis | None = None,
         *,
         name: str = "",
         build: Callable[[], Region] | None = None,
@@ -105,7 +112,7 @@ class OffsetIndex:
         self._claimed: set[int] = set()  # regions placed by geometry during the current resolve()
         self.generation = 0  # bumped on every change, so views can drop cached renderings
 
-    def set_tree(self, root: Region, analysis: Any) -> None:
+    def set_tree(self, root: Region, analysis: Analysis | None) -> None:
         self.clear()
         self.root, self.analysis = root, analysis
         self._geometry = None
@@ -115,6 +122,7 @@ class OffsetIndex:
     @property
     def geometry(self) -> LayoutGeometry:
         if self._geometry is None:
+            assert self.analysis is not None, "the geometry is read from an analysis"
             self._geometry = LayoutGeometry(self.analysis, name=self.name)
         return self._geometry
 
@@ -362,7 +370,7 @@ class OffsetIndex:
         structure = self._structure(region)
         return structure is not None and _virtual(structure.mem, pos) is not None
 
-    def _structure(self, region: Region) -> Any:
+    def _structure(self, region: Region) -> Structure | None:
         if self.analysis is None or region.memory_id is None:
             return None
         return self.analysis.structure(region.memory_id)  # a lookup by id: never reads bytes
@@ -379,13 +387,12 @@ class OffsetIndex:
 
     def _vec(self, region: Region, pos: int) -> list[Region] | None:
         structure = self._structure(region)
-        slot = getattr(structure, "slot_size", 0) if structure is not None else 0
-        if not slot:
+        if not isinstance(structure, BaseVec) or not structure.slot_size:
             return None
         v = _virtual(structure.mem, pos)
         if v is None or v < VEC_DATA_OFFSET:
             return None  # the header: found by its ranges
-        index = (v - VEC_DATA_OFFSET) // slot
+        index = (v - VEC_DATA_OFFSET) // structure.slot_size
         if index >= structure.count():
             return None
         entries = next((c for c in self._children(region) if c.kind == "entries"), None)
@@ -419,8 +426,8 @@ class OffsetIndex:
 
     def _btree(self, region: Region, pos: int, depth: int) -> list[Region] | None:
         structure = self._structure(region)
-        bmap = getattr(structure, "map", None)
-        if bmap is None or not getattr(bmap, "chunk_size", 0):
+        bmap = structure.walker() if structure is not None else None
+        if bmap is None or not bmap.chunk_size:
             return None
         v = _virtual(bmap.mem, pos)
         if v is None or v < FIRST_CHUNK_OFFSET:
@@ -465,7 +472,7 @@ class OffsetIndex:
             return None
         return path + self._inside(current, pos)
 
-    def _node_chain(self, bmap: Any, target: int) -> list[int]:
+    def _node_chain(self, bmap: BTreeMap, target: int) -> list[int]:
         """Node addresses from the root down to ``target`` (empty when it is not reachable)."""
         root = bmap.root_addr
         if not root:
@@ -503,7 +510,7 @@ class OffsetIndex:
         chain.reverse()
         return chain if chain[0] == root else []
 
-    def _parents_of(self, bmap: Any) -> dict[int, int]:
+    def _parents_of(self, bmap: BTreeMap) -> dict[int, int]:
         """child → parent for every reachable node (built once per map, bounded), plus overflow owners."""
         cached = self._btree_parents.get(id(bmap))
         if cached is not None:
@@ -530,7 +537,7 @@ class OffsetIndex:
         self._overflow_owner[id(bmap)] = owners
         return parents
 
-    def _overflow_owner_of(self, bmap: Any, payload: int) -> int | None:
+    def _overflow_owner_of(self, bmap: BTreeMap, payload: int) -> int | None:
         self._parents_of(bmap)
         return self._overflow_owner.get(id(bmap), {}).get(payload)
 
@@ -541,19 +548,15 @@ class OffsetIndex:
 LINEAGE_ROLES = {"stable_save": "stable-save", "unreachable": "stale", "orphan": "stale"}
 
 
-def _virtual(mem: Any, pos: int) -> int | None:
+def _virtual(mem: Memory, pos: int) -> int | None:
     """The virtual offset of physical ``pos`` in ``mem`` (None when the memory does not hold it)."""
-    to_virtual = getattr(mem, "to_virtual", None)
-    if to_virtual is None:
-        return pos if 0 <= pos < getattr(mem, "size", 0) else None
-    v = to_virtual(pos)
-    return None if v is None else int(v)
+    return mem.to_virtual(pos)
 
 
 # ---------------------------------------------------------------------- addresses of a byte
 
 
-def owner_at(analysis: Any, pos: int) -> tuple[int | None, int | None, int | None]:
+def owner_at(analysis: Analysis, pos: int) -> tuple[int | None, int | None, int | None]:
     """(bucket, owning memory id, virtual offset in that memory) of a physical byte; Nones where n/a."""
     mm = analysis.mm
     if not mm.present or not mm.bucket_size_bytes:
@@ -566,7 +569,7 @@ def owner_at(analysis: Any, pos: int) -> tuple[int | None, int | None, int | Non
     return bucket, owner, virtual
 
 
-def address_forms(analysis: Any, pos: int) -> list[str]:
+def address_forms(analysis: Analysis, pos: int) -> list[str]:
     """Every way to write a physical offset: physical, virtual (``m4:0x…``), bucket (``b3:0x…``)."""
     out = [f"{pos:#x}"]
     mm = analysis.mm
@@ -581,7 +584,7 @@ def address_forms(analysis: Any, pos: int) -> list[str]:
     return out
 
 
-def describe_position(analysis: Any, pos: int) -> str:
+def describe_position(analysis: Analysis, pos: int) -> str:
     """One plain line about a physical offset: where it is in the MemoryManager's geometry."""
     parts = [f"{pos:#x} ({pos:,})"]
     mm = analysis.mm

@@ -342,7 +342,7 @@ def build_tree(analysis: Analysis) -> Region:
     )
 
 
-def _is_stable_save_bytes(analysis: Any, structure: Structure) -> bool:
+def _is_stable_save_bytes(analysis: Analysis, structure: Structure) -> bool:
     """An "unknown" structure that is the stable_save message itself: shown once, as that message
     (under "Unreachable data"), not a second time as unknown raw memory."""
     blob = getattr(analysis, "stable_save", None)

@@ -6,7 +6,7 @@ sequences stored in a key cannot style or drive the terminal.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.text import Text
@@ -15,6 +15,9 @@ from rich.tree import Tree
 from inspector.model import Region
 from inspector.regions import build_tree
 from inspector.safe_text import safe_rich_text
+
+if TYPE_CHECKING:
+    from inspector.analysis.analyze import Analysis
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 KIND_STYLE = {
@@ -115,7 +118,7 @@ def _plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n:,} {word if n == 1 else many or word + 's'}"
 
 
-def deep_lines(analysis: Any) -> list[str]:
+def deep_lines(analysis: Analysis) -> list[str]:
     """What ``summary --deep --json`` adds, as text: per B-tree its nodes, depth, overflow pages, free
     list and the SHA-256 of its entries (the figures that prove two copies hold the same data)."""
     out: list[str] = []

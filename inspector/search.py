@@ -12,9 +12,13 @@ import re
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector.errors import READ_ERRORS
+from inspector.structures.base import Element, Structure
+
+if TYPE_CHECKING:
+    from inspector.analysis.analyze import Analysis
 
 MAX_MATCHES = 10_000  # enough to step through; a query matching more is too broad to be useful
 PROGRESS_EVERY = 2_000  # entries between progress reports
@@ -65,7 +69,7 @@ def _raw_matches(buf: Any, size: int, needle: bytes, limit: int) -> Iterator[int
         pos = find(needle, pos + 1)
 
 
-def _text_of(structure: Any, role: str, data: bytes) -> str:
+def _text_of(structure: Structure, role: str, data: bytes) -> str:
     try:
         from inspector.decode.values import decode_for
 
@@ -75,7 +79,7 @@ def _text_of(structure: Any, role: str, data: bytes) -> str:
 
 
 def find_all(
-    analysis: Any, query: str, progress: Callable[[int, int | None], bool] | None = None
+    analysis: Analysis, query: str, progress: Callable[[int, int | None], bool] | None = None
 ) -> list[Match]:
     """Every match of ``query`` (up to ``MAX_MATCHES``), sorted by offset. ``progress(done, total)``
     returning False stops the search early (a newer search replaced it)."""
@@ -119,12 +123,12 @@ def _dedupe(matches: list[Match]) -> list[Match]:
     return out
 
 
-def _element_span(structure: Any, el: Any, role: str) -> tuple[int, int] | None:
+def _element_span(structure: Structure, el: Element, role: str) -> tuple[int, int] | None:
     spans = el.key_spans if role == "key" else el.value_spans
-    if not spans and hasattr(structure, "element_spans"):
+    if not spans:
         el.key_spans, el.value_spans = structure.element_spans(el)
         spans = el.key_spans if role == "key" else el.value_spans
-    mem = getattr(structure, "value_mem", None) if role == "value" else None
+    mem = structure.value_mem if role == "value" else None
     if not spans:
         return None
     try:

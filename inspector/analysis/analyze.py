@@ -8,13 +8,17 @@ structure objects or ``Analysis.deep()``, so ``summary`` of a huge snapshot stay
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector.detect import MemoryRef, detect_structures
 from inspector.memory_manager import MemoryManagerInfo
 from inspector.model import Finding, severity_rank
 from inspector.snapshot import Snapshot, metadata_summary
 from inspector.structures.base import Structure
+
+if TYPE_CHECKING:
+    from inspector.analysis.reconstruct import Reconstruction
+    from inspector.analysis.stable_save import StableSaveBlob
 
 
 @dataclass
@@ -26,8 +30,8 @@ class Analysis:
     findings: list[Finding] = field(default_factory=list)
     # Filled by the forensics pass (inspector.analysis.forensics) when it runs.
     diagnosis: list[str] = field(default_factory=list)
-    reconstructed: Any = None  # a Reconstruction when the layout had to be rebuilt
-    stable_save: Any = None  # a StableSaveBlob when a stable_save message was found
+    reconstructed: Reconstruction | None = None  # when the layout had to be rebuilt
+    stable_save: StableSaveBlob | None = None  # when a stable_save message was found
     extras: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)  # per-memory decoder settings (schema)
     deep_done: bool = False

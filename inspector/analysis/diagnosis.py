@@ -17,6 +17,8 @@ from inspector.words import plural
 
 if TYPE_CHECKING:
     from inspector.analysis.analyze import Analysis
+    from inspector.analysis.forensics import ForensicsReport
+    from inspector.analysis.reconstruct import Reconstruction
 
 
 def short_type(t: Any) -> str:
@@ -76,7 +78,7 @@ def _repair_command(analysis: Analysis, path: str, extra: str = "") -> str:
     return f"stable-inspect repair {path} --dry-run -o {out}{extra}"
 
 
-def _repair_advice(analysis: Analysis, recon: Any, path: str) -> str:
+def _repair_advice(analysis: Analysis, recon: Reconstruction | None, path: str) -> str:
     """The rescue for a clobbered header; with the ``--assign`` hints when the bucket table is gone."""
     unknown = [m.id for m in getattr(recon, "memories", []) or [] if not m.id_known]
     if not unknown:
@@ -93,7 +95,7 @@ def _repair_advice(analysis: Analysis, recon: Any, path: str) -> str:
     )
 
 
-def build_diagnosis(analysis: Analysis, report: Any) -> list[str]:
+def build_diagnosis(analysis: Analysis, report: ForensicsReport) -> list[str]:
     lines: list[str] = []
     path = _path(analysis)
     blob = report.blob
@@ -130,7 +132,7 @@ def build_diagnosis(analysis: Analysis, report: Any) -> list[str]:
     return lines
 
 
-def _clobbered_lines(analysis: Analysis, report: Any, path: str) -> list[str]:
+def _clobbered_lines(analysis: Analysis, report: ForensicsReport, path: str) -> list[str]:
     blob = report.blob
     recon = report.recon
     lines: list[str] = []

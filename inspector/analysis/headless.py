@@ -26,7 +26,7 @@ import bisect
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector.errors import READ_ERRORS
 from inspector.layouts import (
@@ -48,6 +48,10 @@ from inspector.layouts import (
 from inspector.memory import Buffer, Memory, OutOfBounds, PhysicalMemory, Range
 from inspector.sparse import data_ranges
 from inspector.structures.btreemap import HEADER_END, BTreeMap
+
+if TYPE_CHECKING:
+    from inspector.analysis.analyze import Analysis
+    from inspector.structures.base import Structure
 
 CHUNK_PROBE = CHUNK_MAGIC + b"\x01"  # "CHK" v1: every chunk header starts so
 MAX_CHUNKS_SCANNED = 1_000_000  # a bound for hostile inputs full of "CHK\x01"
@@ -426,7 +430,7 @@ def salvage_headless(
     return SalvageResult(memory_id, label, "headless", structure, entries, scan, notes)
 
 
-def headless_memories(analysis: Any) -> list[tuple[Any, NodeCluster]]:
+def headless_memories(analysis: Analysis) -> list[tuple[Any, NodeCluster]]:
     """(reconstructed memory, node cluster) for every memory of a rebuilt layout whose virtual 0 is the
     start of B-tree nodes whose map header is gone."""
     recon = getattr(analysis, "reconstructed", None)
@@ -440,18 +444,19 @@ def headless_memories(analysis: Any) -> list[tuple[Any, NodeCluster]]:
     return out
 
 
-def salvage_memory(analysis: Any, rm: Any, cluster: NodeCluster, fd: int | None = None) -> Any:
+def salvage_memory(analysis: Analysis, rm: Any, cluster: NodeCluster, fd: int | None = None) -> Any:
     """``salvage_headless`` over a reconstructed memory (its buckets, up to the end of the file)."""
     from inspector.analysis.salvage import extended_memory, key_size_option
 
     structure = analysis.structure(rm.id)
+    assert structure is not None, "every reconstructed memory has a structure (raw content at least)"
     bmap = open_headless_map(
         extended_memory(rm.memory), cluster, memory_id=rm.id, key_fixed_size=key_size_option(structure)
     )
     return salvage_headless(bmap, structure, label=rm.label, memory_id=rm.id, fd=fd)
 
 
-def continuation_buckets(analysis: Any, structure: Any) -> list[int]:
+def continuation_buckets(analysis: Analysis, structure: Structure) -> list[int]:
     """Unowned buckets right after a live map's last bucket that hold the rest of an older map in the
     same memory (a re-initialised manager gives the re-created map fewer buckets than the old one had).
 

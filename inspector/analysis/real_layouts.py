@@ -29,6 +29,7 @@ from inspector.structures.base import Structure
 
 if TYPE_CHECKING:
     from inspector.analysis.analyze import Analysis
+    from inspector.analysis.forensics import ForensicsReport
 
 MAX_NESTING = 4  # managers inside managers, counting the outermost one
 HEAD_SHOWN = 32
@@ -103,7 +104,7 @@ def _ascii(data: bytes) -> str:
     return "".join(chr(c) if 32 <= c < 127 else "." for c in data)
 
 
-def application_region_node(analysis: Any) -> Region | None:
+def application_region_node(analysis: Analysis) -> Region | None:
     info = analysis.extras.get("application_region")
     if not info:
         return None
@@ -250,7 +251,7 @@ def managers(mm: MemoryManagerInfo) -> list[MemoryManagerInfo]:
 # --- reclaimed buckets: a bucket order the content contradicts ----------------------------------------
 
 
-def bucket_order_risk(analysis: Any) -> None:
+def bucket_order_risk(analysis: Analysis) -> None:
     """A memory whose first page holds no structure while a structure header starts one of its later
     buckets was written with another bucket order than the table gives on reload (FORMAT.md §14.3)."""
     if not analysis.mm.present:
@@ -319,7 +320,7 @@ def _blist(b: list[int]) -> str:
 # --- nothing recognised / empty memory ----------------------------------------------------------------
 
 
-def recognition_findings(analysis: Any, report: Any) -> None:
+def recognition_findings(analysis: Analysis, report: ForensicsReport) -> None:
     snap = analysis.snapshot
     mm = analysis.mm
     # Memories grown but never written (every manager level).

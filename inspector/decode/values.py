@@ -8,15 +8,18 @@ for bad bytes: a failure is a ``Decoded`` with ``ok=False``.
 from __future__ import annotations
 
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector.decode.storable import Decoded
 from inspector.decode.valuetypes import TypeExpr, TypeSyntaxError, guess_type, parse_type
 
+if TYPE_CHECKING:
+    from inspector.structures.base import Structure
+
 SAMPLE_SIZE = 16  # elements looked at to guess a type
 
 
-def type_for(structure: Any, role: str) -> TypeExpr:
+def type_for(structure: Structure, role: str) -> TypeExpr:
     """The type expression used for a structure's keys ("key") or values ("value")."""
     cache: dict[str, TypeExpr] = structure.__dict__.setdefault("_types", {})
     chosen = (structure.settings or {}).get(role) if structure is not None else None
@@ -40,10 +43,10 @@ def type_for(structure: Any, role: str) -> TypeExpr:
     return expr
 
 
-def decode_for(structure: Any, role: str, data: bytes) -> Decoded:
+def decode_for(structure: Structure | None, role: str, data: bytes) -> Decoded:
     if structure is None:
         return parse_type("raw").decode(data)
-    names = getattr(structure, "names", None) or None
+    names = structure.names or None
     return type_for(structure, role).decode(data, names=names)
 
 

@@ -20,7 +20,7 @@ has no orphans that a later salvage could mistake for data).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector.layouts import (
     CELL_HEADER,
@@ -41,13 +41,22 @@ from inspector.repair.model import (
     entries_digest,
     merge_entries,
 )
+from inspector.structures.btreemap_structure import BTreeMapStructure
+from inspector.structures.cell import Cell
+from inspector.structures.vec import BaseVec
+
+if TYPE_CHECKING:
+    from inspector.analysis.analyze import Analysis
+    from inspector.memory import Memory, PhysicalMemory
+    from inspector.structures.base import Structure
+    from inspector.structures.btreemap import BTreeMap
 
 __all__ = ["Conflict", "MapPlan", "RepairError", "RepairPlan", "entries_digest", "make_plan", "merge_entries"]
 
 # --- map rebuilding -------------------------------------------------------------------------------------
 
 
-def _map_layout(bmap: Any) -> dict[str, Any]:
+def _map_layout(bmap: BTreeMap) -> dict[str, Any]:
     """Header layout of a walker: what a rebuilt tree is written in."""
     kl = bmap.key_layout
     out: dict[str, Any] = {
@@ -63,7 +72,7 @@ def _map_layout(bmap: Any) -> dict[str, Any]:
 
 
 def rebuild_map(
-    plan: RepairPlan, layout: Layout, phys: Any, mid: int, mp: MapPlan, header: dict[str, Any]
+    plan: RepairPlan, layout: Layout, phys: PhysicalMemory, mid: int, mp: MapPlan, header: dict[str, Any]
 ) -> None:
     """Write a fresh tree for ``mp`` into memory ``mid`` (growing it when needed) and clear the old
     contents past it, in every bucket the memory now has (a bucket it grows into may hold old nodes)."""
@@ -99,13 +108,13 @@ def rebuild_map(
 
 
 def _live_map_plan(
-    structure: Any, prefer: str, fd: int | None, extra_mem: Any = None
+    structure: BTreeMapStructure, mid: int, prefer: str, fd: int | None, extra_mem: Memory | None = None
 ) -> tuple[MapPlan, dict[str, Any]] | None:
     """A map under a live (or reconstructed) header: its live entries plus the salvageable ones."""
     from inspector.analysis.salvage import salvage_structure
 
-    mid = structure.memory_id
-    result = salvage_structure(structure, layout="live", label=f"memory {mid}", fd=fd, mem=extra_mem)
+    label = f"memory {structure.memory_id}"  # the id it was found under (``mid`` is where it goes)
+    result = salvage_structure(structure, layout="live", label=label, fd=fd, mem=extra_mem)
     live = [(e.key, e.value) for e in result.entries if e.reachability == "reachable"]
     salvaged = [(e.key, e.value) for e in result.entries if e.reachability == "unreachable"]
     keys, values, n_live, n_salv, conflicts = merge_entries(mid, live, salvaged, prefer)
@@ -117,10 +126,10 @@ def _live_map_plan(
     return mp, _map_layout(bmap)
 
 
-def _reference_lost(plan: RepairPlan, reference: Any, mid: int, mp: MapPlan) -> None:
+def _reference_lost(plan: RepairPlan, reference: Analysis | None, mid: int, mp: MapPlan) -> None:
     """With a reference snapshot: its entries of this map that the repaired map does not hold."""
     ref = reference.structure(mid) if reference is not None else None
-    if ref is None or getattr(ref, "kind", "") != "btreemap":
+    if not isinstance(ref, BTreeMapStructure):
         return
     have = set(mp.keys)
     missing = sum(1 for e in ref.map.iter_entries() if bytes(e.key) not in have)
@@ -136,7 +145,7 @@ def _reference_lost(plan: RepairPlan, reference: Any, mid: int, mp: MapPlan) -> 
         )
 
 
-def plan_reinitialised(analysis: Any, prefer: str, reference: Any | None = None) -> RepairPlan:
+def plan_reinitialised(analysis: Analysis, prefer: str, reference: Analysis | None = None) -> RepairPlan:
     from inspector.analysis.headless import continuation_buckets, with_buckets
 
     mm = analysis.mm
@@ -151,12 +160,12 @@ def plan_reinitialised(analysis: Any, prefer: str, reference: Any | None = None)
     )
     layout = Layout(base, mm.bucket_size_in_pages, owners)
     for s in analysis.structures:
-        if getattr(s, "kind", "") != "btreemap" or not isinstance(s.memory_id, int):
+        if not isinstance(s, BTreeMapStructure) or not isinstance(s.memory_id, int):
             continue
         if not s.map.walkable or not s.map.allocator_ok:
             continue
         extra = continuation_buckets(analysis, s)
-        found = _live_map_plan(s, prefer, snap.fd, with_buckets(s.mem, extra) if extra else None)
+        found = _live_map_plan(s, s.memory_id, prefer, snap.fd, with_buckets(s.mem, extra) if extra else None)
         if found is None:
             continue
         if extra:
@@ -211,17 +220,16 @@ def _finish_manager(
     plan.output_size = max(input_size, layout.physical_size)
 
 
-def _structure_needs(s: Any) -> int | None:
+def _structure_needs(s: Structure) -> int | None:
     """Bytes of its memory a surviving structure needs, from its own header."""
-    kind = getattr(s, "kind", "")
-    if kind == "btreemap":
+    if isinstance(s, BTreeMapStructure):
         bmap = s.map
         if bmap.allocator_ok and bmap.frontier >= 0:
             return int(bmap.frontier) + CHUNK_HEADER_SIZE
         return None
-    if kind == "cell":
+    if isinstance(s, Cell):
         return int(CELL_HEADER.size + s.value_length)
-    if kind in ("vec", "minheap"):
+    if isinstance(s, BaseVec):
         return int(VEC_DATA_OFFSET + s.length * s.slot_size)
     return None
 
@@ -243,7 +251,7 @@ def _parse_assignments(texts: list[str]) -> dict[str, int]:
 
 
 def plan_clobbered(
-    analysis: Any, prefer: str, reference: Any | None, assign: list[str], reference_label: str = ""
+    analysis: Analysis, prefer: str, reference: Analysis | None, assign: list[str], reference_label: str = ""
 ) -> RepairPlan:
     from inspector.analysis.forensics import report_of
     from inspector.analysis.headless import headless_memories, salvage_memory
@@ -372,8 +380,8 @@ def plan_clobbered(
             _reference_lost(plan, reference, mid, mp)
             continue
         kind = getattr(s, "kind", None)
-        if kind == "btreemap":
-            found = _live_map_plan(s, prefer, snap.fd)
+        if isinstance(s, BTreeMapStructure):
+            found = _live_map_plan(s, mid, prefer, snap.fd)
             assert found is not None
             mp, header = found
             mp.memory_id = mid
@@ -459,10 +467,10 @@ def _headless_key_layout(analysis: Any, rm: Any, cluster: Any) -> str | int:
 
 
 def make_plan(
-    analysis: Any,
+    analysis: Analysis,
     *,
     prefer: str = "live",
-    reference: Any | None = None,
+    reference: Analysis | None = None,
     reference_label: str = "",
     assign: list[str] | None = None,
 ) -> RepairPlan:
