@@ -847,7 +847,7 @@ class Bench:
         size = inp.dense_a.stat().st_size
         label = f"{size / GiB:.2f} GiB" if size >= GiB // 2 else f"{size / MiB:.0f} MiB"
         engine_code = (
-            "import sys\nfrom inspector.byte_diff import diff_files\n"
+            "import sys\nfrom inspector.diff.byte_ranges import diff_files\n"
             "r = diff_files(sys.argv[1], sys.argv[2])\nprint(r.count, r.total_bytes)\n"
         )
         engine = [sys.executable, "-c", engine_code, a, b]

@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from inspector.cli import main  # noqa: E402
-from inspector.diff import SnapshotDiff, diff_sessions  # noqa: E402
+from inspector.diff.engine import SnapshotDiff, diff_sessions  # noqa: E402
 from inspector.session import Session, load  # noqa: E402
 
 PRE = "migration/pre_upgrade"

@@ -1318,7 +1318,7 @@ class BTreeMap:
         buf, size = getattr(phys, "buf", None), int(getattr(phys, "size", 0))
         if buf is None or size < RELEASE_MIN_BYTES or self._cs <= 0:
             return _Releaser(None, 0, 1 << 62)
-        from inspector.byte_diff import _page_releaser
+        from inspector.diff.byte_ranges import _page_releaser
 
         return _Releaser(_page_releaser(buf), size, max(1, RELEASE_EVERY_BYTES // self._cs))
 

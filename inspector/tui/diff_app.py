@@ -1,7 +1,7 @@
 """The diff UI: two synchronised panes (old | new), each with its memory map, region tree and hex view.
 
 ``create_diff_app(old_session, new_session)`` is the one entry point (the CLI and the tests share it).
-The comparison itself (``inspector.diff.diff_sessions``) runs in a thread worker; until it is done the
+The comparison itself (``inspector.diff.engine.diff_sessions``) runs in a thread worker; until it is done the
 panes already browse both snapshots. Then:
 
 * every changed byte is marked in both hex views and every changed cell in both memory maps;
@@ -33,9 +33,9 @@ from textual.widgets.option_list import Option
 from textual.widgets.tree import TreeNode
 from textual.worker import get_current_worker
 
-from inspector.diff import SnapshotDiff, diff_sessions
-from inspector.diff_entries import StructureDiff
-from inspector.diff_layout import ChangeGroup, RangeSet
+from inspector.diff.engine import SnapshotDiff, diff_sessions
+from inspector.diff.entries import StructureDiff
+from inspector.diff.layout import ChangeGroup, RangeSet
 from inspector.model import Region
 from inspector.offset_index import OffsetIndex, describe_position
 from inspector.regions import build_tree

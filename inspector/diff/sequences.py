@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any, Protocol
 
-from inspector.byte_diff import _page_releaser
+from inspector.diff.byte_ranges import _page_releaser
 from inspector.layouts import LOG_DATA_ENTRIES_OFFSET, LOG_INDEX_ENTRIES_OFFSET, VEC_DATA_OFFSET
 from inspector.memory import Memory, OutOfBounds
 from inspector.structures.base import Element, Structure
