@@ -325,7 +325,7 @@ def _lazy_handler(name: str) -> Callable[[argparse.Namespace], int]:
         "repair": "inspector.commands.repair",
         "diff": "inspector.commands.diff",
         "open": "inspector.commands.open",
-        "bench": "inspector.bench",
+        "bench": "inspector.bench.command",
     }[name]
     import importlib
 

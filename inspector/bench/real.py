@@ -33,23 +33,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from inspector.bench import (
-    NATIVE_WALK_S,
-    BenchError,
-    ChildRun,
-    GiB,
-    MiB,
-    Row,
-    Timing,
-    _cached,
-    _child_env,
-    _log,
-    copy_with_flips,
-    deep_structures,
-    inspector_cmd,
-    run_child,
-    timed_row,
-)
+from inspector.bench.inputs import _cached, copy_with_flips, deep_structures
+from inspector.bench.model import NATIVE_WALK_S, BenchError, GiB, MiB, Row, Timing
+from inspector.bench.runner import ChildRun, _child_env, _log, inspector_cmd, run_child
+from inspector.bench.targets import timed_row
 
 DEEP_REAL_LIMIT_X = 3.0  # summary --deep of a real map: ≤ 3× the native walk (issue 13)
 JSONL_REAL_LIMIT_X = 6.0
@@ -359,7 +346,7 @@ def median(xs: Sequence[float]) -> float:
     return statistics.median(xs)
 
 
-if __name__ == "__main__":  # pragma: no cover - a quick manual run: python -m inspector.bench_real DIR
+if __name__ == "__main__":  # pragma: no cover - a quick manual run: python -m inspector.bench.real DIR
     wd = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("/tmp")
     for row in real_input_rows(Path(sys.argv[1]), wd, 3):
         _log(f"{row.target}: {row.figure} ({row.ratio})")
