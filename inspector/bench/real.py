@@ -84,7 +84,7 @@ def build_bigmap_pair(a: Path, a2: Path, b: Path, mib: int, patches: int) -> dic
     """A raw-memory ``StableBTreeMap<u64, Vec<u8>>`` of 10–200 KB values filling about ``mib`` MiB,
     a copy, and a copy with ``patches`` single bytes changed inside overflow-page data."""
     from inspector.layouts import CHUNK_HEADER_SIZE, FIRST_CHUNK_OFFSET, OVERFLOW_MAGIC
-    from inspector.structures.btreemap_nodes import OVERFLOW_DATA_OFFSET
+    from inspector.structures.btreemap.nodes import OVERFLOW_DATA_OFFSET
     from snapshots.forge import RawImage
     from snapshots.forge_btree_grow import grow_map_from, mix64
 
