@@ -18,7 +18,7 @@ from inspector.offset_index import OffsetIndex, address_forms
 from inspector.regions import build_tree
 from inspector.session import load
 from inspector.tui.app import create_app
-from inspector.tui.nav import parse_goto
+from inspector.views.navigation import parse_goto
 
 SAMPLES = ROOT / "snapshots" / "samples"
 
