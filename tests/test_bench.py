@@ -119,7 +119,7 @@ def test_workdir_inside_the_project_is_refused(capsys: pytest.CaptureFixture[str
 
 
 def test_map_jsonl_fast_path_matches_per_element_lines(tmp_path: Path) -> None:
-    from snapshots.forge import MemoryManagerImage, forge_btreemap
+    from inspector.forge import MemoryManagerImage, forge_btreemap
 
     mm = MemoryManagerImage(1)
     mm.place(0, bench_inputs._u64_map(500))
@@ -169,7 +169,7 @@ def test_real_inputs_are_found_checked_and_timed(tmp_path: Path) -> None:
     """``bench --inputs DIR``: a snapshot with NAME.expected.json (count + digest) gets its rows; a
     wrong digest is refused rather than timed."""
     from inspector.bench import real as bench_real
-    from snapshots.forge import RawImage, forge_u64_btreemap
+    from inspector.forge import RawImage, forge_u64_btreemap
 
     keys = random.Random(4).sample(range(1 << 40), 3_000)
     fm = forge_u64_btreemap(sorted(keys), [k * 3 for k in sorted(keys)])

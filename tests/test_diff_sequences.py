@@ -24,8 +24,8 @@ from inspector.diff.entries import (  # noqa: E402
     element_physical,
 )
 from inspector.diff.layout import RangeSet  # noqa: E402
+from inspector.forge.structures import vec  # noqa: E402
 from inspector.session import load  # noqa: E402
-from snapshots.forge_structures import vec  # noqa: E402
 
 N = 200_000
 

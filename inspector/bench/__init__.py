@@ -7,7 +7,7 @@ largest child so far, not this one), taken in a small launcher process (see ``LA
 Each target runs once untimed (it warms the page cache and the bytecode cache, and its output is
 checked), then ``runs`` timed times: the table shows the median and the min–max.
 
-Inputs are forged with ``snapshots.forge`` into ``--workdir`` (kept, and reused by later runs when
+Inputs are forged with ``inspector.forge`` into ``--workdir`` (kept, and reused by later runs when
 name and parameters match) or a temporary directory (deleted at the end). Never inside the project.
 
 Targets and their references (issue figures for this kind of machine, 2 cores):

@@ -69,7 +69,7 @@ REMOVED_SHARE = 10  # a map of n entries: n + n/10 random keys inserted in rando
 def _u64_map(entries: int) -> Any:
     """A u64 → u64 map (k → k² mod 2⁶⁴) grown like the library grows one: random keys inserted in random
     order, node splits, then a random tenth removed again (merges, so the free list is not empty)."""
-    from snapshots.forge_btree_grow import grow_u64_map
+    from inspector.forge.btree_grow import grow_u64_map
 
     extra = entries // REMOVED_SHARE
     return grow_u64_map(entries + extra, extra, seed=entries)
@@ -94,7 +94,7 @@ def entries_digest(pairs: Iterator[tuple[bytes, bytes]]) -> tuple[int, str]:
 def build_map_image(out: Path, entries: int, *, raw: bool) -> dict[str, Any]:
     """The u64 → u64 map directly on raw memory, or at MemoryId 1 of a MemoryManager (8 MiB buckets)
     whose buckets alternate with those of a ``StableVec<u64>`` at MemoryId 2 growing at the same time."""
-    from snapshots.forge import RawImage
+    from inspector.forge import RawImage
 
     fm = _u64_map(entries)
     if raw:
@@ -110,7 +110,7 @@ def build_map_image(out: Path, entries: int, *, raw: bool) -> dict[str, Any]:
 def interleaved_map_image(fm: Any, entries: int, bucket_pages: int = 128) -> Any:
     """MemoryManager image: the map's memory and a Vec's memory grow in turns, page by page as the
     library grows them, so neither memory's buckets are contiguous."""
-    from snapshots.forge import MemoryManagerImage, vec
+    from inspector.forge import MemoryManagerImage, vec
 
     vec_items = max(1, entries * 3)  # about half the map's bytes
     vec_pages = -(-(VEC_HEADER_LEN + 8 * vec_items) // PAGE)
@@ -132,7 +132,7 @@ def build_sparse_image(out: Path, gib: float, entries: int) -> dict[str, Any]:
     into overflow pages, eight more cells, and a huge raw memory that is mostly holes. The raw memory
     grows in two steps around the structures so bucket ownership is interleaved.
     """
-    from snapshots.forge import MemoryManagerImage, cell, forge_btreemap, log, minheap, u64_be, vec
+    from inspector.forge import MemoryManagerImage, cell, forge_btreemap, log, minheap, u64_be, vec
 
     mm = MemoryManagerImage(128)
     mm.place(0, cell(b"stable-inspect benchmark"))
@@ -163,7 +163,7 @@ def build_dense_pair(a: Path, a2: Path, b: Path, mib: int, patches: int) -> list
     files reads both to the end, the diff's worst case). B: a copy of A with single-byte changes at
     even offsets (so no two touch) scattered over the filler, each byte XOR 0xFF (so it does change).
     """
-    from snapshots.forge import MemoryManagerImage, cell
+    from inspector.forge import MemoryManagerImage, cell
 
     mm = MemoryManagerImage(16)  # 1 MiB buckets
     mm.place(0, cell(b"stable-inspect diff benchmark"))

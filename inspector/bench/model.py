@@ -30,7 +30,7 @@ TUI_STALL_LIMIT_S = 0.25
 FLAT_RSS_LIMIT_X = 1.25
 
 # Bumped whenever a recipe changes, so cached inputs of an older recipe are rebuilt.
-INPUT_VERSION = 2  # 2: maps grown by the library's insert/remove algorithm (snapshots/forge_btree_grow.py)
+INPUT_VERSION = 2  # 2: maps grown by the library's insert/remove algorithm (inspector/forge/btree_grow.py)
 MiB = 1 << 20
 GiB = 1 << 30
 U64_MASK = (1 << 64) - 1

@@ -15,7 +15,7 @@
   through a manager. Readback also hashes every entry and the whole virtual memory, so it is a slightly
   *slower* reference than a bare walk. Without readback the issue's fixed figure is used, and said so.
 
-The big-value map of the forged pair is grown by ``snapshots.forge_btree_grow`` (the library's insert and
+The big-value map of the forged pair is grown by ``inspector.forge.btree_grow`` (the library's insert and
 remove: random key order, a share of the entries removed again, overflow pages taken and freed as nodes
 split and merge, so chains are scattered and the free list holds former overflow pages).
 """
@@ -62,8 +62,8 @@ def readback_binary() -> Path | None:
 def build_vec_pair(a: Path, a2: Path, b: Path, mib: int, patches: int) -> dict[str, Any]:
     """A raw-memory ``StableVec<u64>`` filling ``mib`` MiB (item i = 7·i, big-endian), a copy, and a
     copy with ``patches`` single bytes XOR 0xFF inside the items (never two in one item)."""
+    from inspector.forge.structures import _vec_header
     from inspector.layouts import VEC_MAGIC
-    from snapshots.forge_structures import _vec_header
 
     size = mib * MiB
     n = (size - VEC_HEADER) // 8
@@ -83,10 +83,10 @@ def build_vec_pair(a: Path, a2: Path, b: Path, mib: int, patches: int) -> dict[s
 def build_bigmap_pair(a: Path, a2: Path, b: Path, mib: int, patches: int) -> dict[str, Any]:
     """A raw-memory ``StableBTreeMap<u64, Vec<u8>>`` of 10–200 KB values filling about ``mib`` MiB,
     a copy, and a copy with ``patches`` single bytes changed inside overflow-page data."""
+    from inspector.forge import RawImage
+    from inspector.forge.btree_grow import grow_map_from, mix64
     from inspector.layouts import CHUNK_HEADER_SIZE, FIRST_CHUNK_OFFSET, OVERFLOW_MAGIC
     from inspector.structures.btreemap.nodes import OVERFLOW_DATA_OFFSET
-    from snapshots.forge import RawImage
-    from snapshots.forge_btree_grow import grow_map_from, mix64
 
     rng = random.Random(31)
     block = rng.randbytes(4 * MiB)
@@ -259,7 +259,7 @@ def _native_cmd(workdir: Path, snap: Path, memory_id: Any) -> tuple[list[str] | 
     if rb is None:
         return None, f"no readback-0.7.2 here: the issue's native {NATIVE_WALK_S:g} s is assumed"
     if memory_id == "raw":
-        from snapshots.forge import build_mm_image
+        from inspector.forge import build_mm_image
 
         wrapped = workdir / f"native-{snap.stem}.mm.bin"
         if not wrapped.exists() or wrapped.stat().st_mtime < snap.stat().st_mtime:

@@ -1,6 +1,6 @@
 """Scale rows of ``stable-inspect bench`` (issue 13, item 3): a 20,000,000-entry random-order u64 map.
 
-The map is grown like the bench's 1M map (snapshots/forge_btree_grow.py: random keys in random order, a
+The map is grown like the bench's 1M map (inspector/forge/btree_grow.py: random keys in random order, a
 tenth removed again), directly on raw memory (~850 MB), and cached in the work directory. Only the full
 bench builds it: growing it takes minutes and about 2 GB of memory in the forge. Rows:
 
