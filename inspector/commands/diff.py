@@ -97,7 +97,7 @@ def write_json_stream(diff: SnapshotDiff, out: TextIO) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # The CLI starts the byte compare in a child before importing this module (see diff_prefetch);
+    # The CLI starts the byte compare in a child before importing this module (see inspector.diff.prefetch);
     # callers that come here directly get the same overlap from here.
     pending = getattr(args, "pending_bytes", None)
     fail_on = getattr(args, "fail_on", None)

@@ -310,7 +310,7 @@ class SnapshotDiff:
 
 def _releaser(d: SnapshotDiff) -> Callable[[], None]:
     """Drops the pages that scattered layout lookups mapped: with large page-cache folios each lookup
-    maps up to megabytes (see ``diff_sequences.PageReleaser``); the page cache keeps the data."""
+    maps up to megabytes (see ``sequences.PageReleaser``); the page cache keeps the data."""
     from inspector.diff.byte_ranges import _page_releaser
 
     calls = []
@@ -359,7 +359,7 @@ def diff_sessions(
         if progress is not None:
             progress("bytes", done, total)
 
-    # A byte compare already done elsewhere (``diff_prefetch``, overlapped with loading) is reused
+    # A byte compare already done elsewhere (``prefetch``, overlapped with loading) is reused
     # when it covers exactly these two files.
     result = byte_result
     if result is None or (result.size_a, result.size_b) != (so.size, sn.size):

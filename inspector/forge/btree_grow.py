@@ -1,6 +1,6 @@
 """A BTreeMap grown the way ic-stable-structures grows it: inserts and removes, one at a time.
 
-``forge_btree.py`` plans a tree from sorted entries and bulk-writes it (sequential addresses, every node
+``btree.py`` plans a tree from sorted entries and bulk-writes it (sequential addresses, every node
 as full as asked, no free list unless requested). Real maps look different: nodes split as random keys
 arrive (leaves end up about ⅔ full), merges on removal free chunks into the allocator's free list, and
 a node's chunks lie wherever the allocator had a free one at the time. This module *simulates* the
