@@ -311,13 +311,13 @@ class SnapshotDiff:
 def _releaser(d: SnapshotDiff) -> Callable[[], None]:
     """Drops the pages that scattered layout lookups mapped: with large page-cache folios each lookup
     maps up to megabytes (see ``sequences.PageReleaser``); the page cache keeps the data."""
-    from inspector.diff.byte_ranges import _page_releaser
+    from inspector.mapped_pages import page_releaser
 
     calls = []
     for session in (d.old, d.new):
         buf = session.snapshot.buf
         if buf is not None:
-            calls.append((_page_releaser(buf), len(buf)))
+            calls.append((page_releaser(buf), len(buf)))
 
     def release() -> None:
         for fn, size in calls:

@@ -21,6 +21,7 @@ from inspector.layouts import (
     ChunkHeader,
     field_spans,
 )
+from inspector.mapped_pages import page_releaser
 from inspector.memory import OutOfBounds
 from inspector.model import Finding
 from inspector.slow_progress import note
@@ -415,9 +416,7 @@ class _Walk(_Iteration):
         buf, size = getattr(phys, "buf", None), int(getattr(phys, "size", 0))
         if buf is None or size < RELEASE_MIN_BYTES or self._cs <= 0:
             return _Releaser(None, 0, 1 << 62)
-        from inspector.diff.byte_ranges import _page_releaser
-
-        return _Releaser(_page_releaser(buf), size, max(1, RELEASE_EVERY_BYTES // self._cs))
+        return _Releaser(page_releaser(buf), size, max(1, RELEASE_EVERY_BYTES // self._cs))
 
     def _check_allocator(self, sink: _Sink, result: WalkResult, reached: set[int]) -> None:
         chain, problems, frontier = self._free_list()
