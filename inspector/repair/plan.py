@@ -41,7 +41,7 @@ from inspector.repair.model import (
     entries_digest,
     merge_entries,
 )
-from inspector.structures.btreemap_structure import BTreeMapStructure
+from inspector.structures.btreemap.structure import BTreeMapStructure
 from inspector.structures.cell import Cell
 from inspector.structures.vec import BaseVec
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from inspector.diff_entries import StructureDiff
-from inspector.diff_layout import LayoutIndex, RangeSet
+from inspector.diff.entries import StructureDiff
+from inspector.diff.layout import LayoutIndex, RangeSet
 from inspector.errors import READ_ERRORS, InspectorError
 from inspector.layouts import (
     BUCKET_TABLE_OFFSET,
@@ -35,7 +35,7 @@ from inspector.layouts import (
 )
 from inspector.offset_geometry import mm_fields_hit, stable_save_span
 from inspector.structures.base import Structure
-from inspector.structures.btreemap_structure import BTreeMapStructure
+from inspector.structures.btreemap.structure import BTreeMapStructure
 
 if TYPE_CHECKING:
     from inspector.analysis.analyze import Analysis

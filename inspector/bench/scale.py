@@ -1,6 +1,6 @@
 """Scale rows of ``stable-inspect bench`` (issue 13, item 3): a 20,000,000-entry random-order u64 map.
 
-The map is grown like the bench's 1M map (snapshots/forge_btree_grow.py: random keys in random order, a
+The map is grown like the bench's 1M map (inspector/forge/btree_grow.py: random keys in random order, a
 tenth removed again), directly on raw memory (~850 MB), and cached in the work directory. Only the full
 bench builds it: growing it takes minutes and about 2 GB of memory in the forge. Rows:
 
@@ -14,21 +14,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from inspector.bench import (
-    Row,
-    Timing,
-    _cached,
-    build_map_image,
-    check_map_input,
-    inspector_cmd,
-    na_row,
-    run_tui_probe,
-    time_command,
-    timed_row,
-)
+from inspector.bench.inputs import _cached, build_map_image, check_map_input
+from inspector.bench.model import Row, Timing
+from inspector.bench.runner import inspector_cmd, time_command
+from inspector.bench.targets import na_row, timed_row
+from inspector.bench.tui_probe import run_tui_probe
 
 if TYPE_CHECKING:
-    from inspector.bench import Bench
+    from inspector.bench.targets import Bench
 
 SCALE_FLAT_X = 1.25  # per-entry time and peak RSS at 20M: ≤ 1.25× the 1M map's
 SCALE_TUI_PAINT_LIMIT_S = 0.5
