@@ -41,6 +41,10 @@ from inspector.layouts import (
 )
 from inspector.memory import Memory, OutOfBounds
 from inspector.structures.base import Structure
+from inspector.structures.btreemap.structure import BTreeMapStructure
+from inspector.structures.cell import Cell
+from inspector.structures.log import Log
+from inspector.structures.vec import BaseVec
 
 if TYPE_CHECKING:
     from inspector.analysis.analyze import Analysis
@@ -193,11 +197,12 @@ class LayoutGeometry:
             mid = s.memory_id
             if isinstance(mid, list):
                 # A paired log: its index half and data half live in two memories.
+                # Only a Log sets index_mem/data_mem (other structures keep the base's None).
                 index_mem, data_mem = s.index_mem, s.data_mem
-                if index_mem is not None and mid:
-                    self._locators[mid[0]] = (_log_index_locator(s), index_mem)
-                if data_mem is not None and len(mid) > 1:
-                    self._locators[mid[1]] = (_log_data_locator(s), data_mem)
+                if isinstance(s, Log) and index_mem is not None and mid:
+                    self._locators[mid[0]] = (_log_index_locator(s, index_mem), index_mem)
+                if isinstance(s, Log) and data_mem is not None and len(mid) > 1:
+                    self._locators[mid[1]] = (_log_data_locator(data_mem), data_mem)
                 continue
             self._locators[mid] = (structure_locator(s), s.mem)
         # A manager nested in a memory: bytes of that memory are attributed to the inner memories.
@@ -368,11 +373,11 @@ class LayoutGeometry:
 
 def structure_locator(s: Structure) -> Locator:
     kind = s.kind
-    if kind == "cell":
+    if isinstance(s, Cell):  # kind "cell"
         return _cell_locator(s)
-    if kind == "btreemap":
+    if isinstance(s, BTreeMapStructure):  # kind "btreemap"
         return _BTreeLocator(s)
-    if kind in ("vec", "minheap"):
+    if isinstance(s, BaseVec):  # kind "vec" or "minheap"
         return _VecLocator(s)
     label = {"empty": "zero-filled memory", "unknown": "unrecognised bytes"}.get(kind, f"{kind} bytes")
     content = s.content
@@ -397,7 +402,7 @@ def structure_locator(s: Structure) -> Locator:
     return plain
 
 
-def _cell_locator(s: Any) -> Locator:
+def _cell_locator(s: Cell) -> Locator:
     hdr = CELL_HEADER.size
     value_end = hdr + s.value_length
     size = s.mem.size
@@ -413,7 +418,7 @@ def _cell_locator(s: Any) -> Locator:
 
 
 class _VecLocator:
-    def __init__(self, s: Any) -> None:
+    def __init__(self, s: BaseVec) -> None:
         self.s = s
         self.name = "Vec" if s.kind == "vec" else "MinHeap"
         self.slot = s.slot_size
@@ -441,9 +446,9 @@ class _VecLocator:
         return f"{self.name} element {first}" if first == last else f"{self.name} elements {first}–{last}"
 
 
-def _log_index_locator(s: Any) -> Locator:
+def _log_index_locator(s: Log, index_mem: Memory) -> Locator:
     end = LOG_INDEX_ENTRIES_OFFSET + 8 * s.length
-    size = s.index_mem.size
+    size = index_mem.size
 
     def locate(v: int, detail: bool) -> Located:
         if v < LOG_INDEX_ENTRIES_OFFSET:
@@ -456,8 +461,8 @@ def _log_index_locator(s: Any) -> Locator:
     return locate
 
 
-def _log_data_locator(s: Any) -> Locator:
-    size = s.data_mem.size
+def _log_data_locator(data_mem: Memory) -> Locator:
+    size = data_mem.size
 
     def locate(v: int, detail: bool) -> Located:
         if v < LOG_DATA_ENTRIES_OFFSET:
@@ -470,7 +475,7 @@ def _log_data_locator(s: Any) -> Locator:
 class _BTreeLocator:
     """The BTreeMap's fixed layout plus its chunk grid (FORMAT.md §3.1–3.3)."""
 
-    def __init__(self, s: Any) -> None:
+    def __init__(self, s: BTreeMapStructure) -> None:
         self.s = s
         self.map = s.map
         self.mem: Memory = s.mem

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector.diff.byte_ranges import DiffCancelled, DiffResult, changed_ranges
 from inspector.diff.entries import StructureDiff, diff_structures
@@ -41,6 +41,11 @@ from inspector.diff.layout import (
 )
 from inspector.diff.verdict import Incident, classify
 from inspector.offset_index import OffsetIndex
+
+if TYPE_CHECKING:
+    from inspector.memory import Buffer
+    from inspector.session import Session
+    from inspector.snapshot import Snapshot
 
 __all__ = [
     "DiffCancelled",
@@ -326,14 +331,14 @@ def _releaser(d: SnapshotDiff) -> Callable[[], None]:
     return release
 
 
-def _side_json(session: Any) -> dict[str, Any]:
+def _side_json(session: Session) -> dict[str, Any]:
     snap = session.snapshot
     return {"path": str(snap.file_path or snap.path), "size_bytes": snap.size}
 
 
 def diff_sessions(
-    old: Any,
-    new: Any,
+    old: Session,
+    new: Session,
     *,
     limits: DiffLimits | None = None,
     progress: ProgressFn | None = None,
@@ -372,8 +377,8 @@ def diff_sessions(
 
 
 def _layout_and_structures(
-    old: Any,
-    new: Any,
+    old: Session,
+    new: Session,
     result: DiffResult,
     changes: RangeSet,
     limits: DiffLimits,
@@ -407,7 +412,7 @@ def _layout_and_structures(
     )
 
 
-def _buf(snapshot: Any) -> Any:
+def _buf(snapshot: Snapshot) -> Buffer:
     # A snapshot without a stable-memory file (empty stable memory) has b"" as its buffer.
     buf = snapshot.buf
     return buf if buf is not None else b""

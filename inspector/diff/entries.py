@@ -17,7 +17,7 @@ import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice, zip_longest
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector.diff import map_nodes as diff_map_nodes
 from inspector.diff import sequences as diff_sequences
@@ -26,6 +26,9 @@ from inspector.diff.layout import RangeSet
 from inspector.errors import READ_ERRORS
 from inspector.memory import OutOfBounds
 from inspector.structures.base import Element, Structure
+
+if TYPE_CHECKING:
+    from inspector.analysis.analyze import Analysis
 
 Range = tuple[int, int]
 ProgressFn = Callable[[str, int, int], object]
@@ -205,8 +208,8 @@ HAS_ELEMENTS = frozenset({"cell", "btreemap", "vec", "minheap", "log"})
 
 
 def diff_structures(
-    old: Any,
-    new: Any,
+    old: Analysis,
+    new: Analysis,
     changed: RangeSet,
     *,
     max_items: int = 100,

@@ -180,7 +180,7 @@ def mm_header_fields(analysis: Analysis) -> dict[str, Any]:
     return out
 
 
-def mm_field_changes(old: Any, new: Any) -> dict[str, list[Any]]:
+def mm_field_changes(old: Analysis, new: Analysis) -> dict[str, list[Any]]:
     a, b = mm_header_fields(old), mm_header_fields(new)
     out: dict[str, list[Any]] = {}
     for key in list(a) + [k for k in b if k not in a]:
@@ -199,7 +199,9 @@ class BucketChange:
         return {"bucket": self.bucket, "old": self.old, "new": self.new}
 
 
-def bucket_owner_changes(old: Any, new: Any, changed: RangeSet, limit: int) -> tuple[int, list[BucketChange]]:
+def bucket_owner_changes(
+    old: Analysis, new: Analysis, changed: RangeSet, limit: int
+) -> tuple[int, list[BucketChange]]:
     """(how many table bytes changed, the first ``limit`` of them), read only where bytes changed."""
     count = 0
     items: list[BucketChange] = []
@@ -268,7 +270,7 @@ def _id_order(mid: Any) -> tuple[int, str]:
     return (0, f"{mid:05d}") if isinstance(mid, int) else (1, str(mid))
 
 
-def memory_changes(old: Any, new: Any) -> tuple[list[MemoryChange], dict[str, str]]:
+def memory_changes(old: Analysis, new: Analysis) -> tuple[list[MemoryChange], dict[str, str]]:
     """Memories that appeared, vanished, grew, shrank or moved, and which layout each side used.
 
     Each side's effective layout is used (a reconstructed one when the header is gone), so a memory the

@@ -20,6 +20,8 @@ from inspector.layouts import LOG_DATA_ENTRIES_OFFSET, LOG_INDEX_ENTRIES_OFFSET,
 from inspector.mapped_pages import page_releaser
 from inspector.memory import Memory, OutOfBounds
 from inspector.structures.base import Element, Structure
+from inspector.structures.log import Log
+from inspector.structures.vec import BaseVec
 
 Range = tuple[int, int]
 CHECK_EVERY = 8192  # elements between cancel/progress checks
@@ -96,7 +98,7 @@ def _runs(indices: Iterable[int]) -> Iterator[Range]:
         yield start, prev + 1
 
 
-def vec_hit_indices(s: Any, hits: list[Range], limit: int) -> list[int]:
+def vec_hit_indices(s: BaseVec, hits: list[Range], limit: int) -> list[int]:
     """Indices below ``limit`` of the Vec/MinHeap slots that the virtual ranges ``hits`` touch."""
     slot = s.slot_size
     if not slot:
@@ -111,7 +113,7 @@ def vec_hit_indices(s: Any, hits: list[Range], limit: int) -> list[int]:
     return out
 
 
-def _log_entry_at(s: Any, rel: int) -> int:
+def _log_entry_at(s: Log, rel: int) -> int:
     """Index of the first log entry whose end is past data offset ``rel`` (binary search on the index)."""
     lo, hi = 0, s.readable
     while lo < hi:
@@ -123,7 +125,7 @@ def _log_entry_at(s: Any, rel: int) -> int:
     return lo
 
 
-def log_hit_indices(s: Any, index_hits: list[Range], data_hits: list[Range], limit: int) -> list[int]:
+def log_hit_indices(s: Log, index_hits: list[Range], data_hits: list[Range], limit: int) -> list[int]:
     """Indices below ``limit`` of the log entries whose index slots or data bytes the ranges touch.
 
     Entry i spans data [end(i-1), end(i)): a changed index slot i touches entries i and i + 1.
@@ -164,7 +166,7 @@ def plan(a: Structure, b: Structure, changed: _Ranges) -> SequencePlan | None:
     caller has already checked that the structure's memories map to the same physical bytes.
     """
     m = min(a.count(), b.count())
-    if a.kind in ("vec", "minheap"):
+    if isinstance(a, BaseVec):  # kind "vec" or "minheap"; both sides are of one kind here
         sa, sb = a, b
         if (sa.slot_size, sa.prefix_width) != (sb.slot_size, sb.prefix_width):  # type: ignore[attr-defined]
             return None
@@ -172,9 +174,9 @@ def plan(a: Structure, b: Structure, changed: _Ranges) -> SequencePlan | None:
         if hits is None:
             return None
         return SequencePlan(vec_hit_indices(a, hits, m))
-    if a.kind == "log":
+    if isinstance(a, Log) and isinstance(b, Log):  # kind "log" (both sides are of one kind here)
         la, lb = a, b
-        if la.role != "pair" or lb.role != "pair":  # type: ignore[attr-defined]
+        if la.role != "pair" or lb.role != "pair":
             return None
         if la.index_mem is None or la.data_mem is None:
             return None
