@@ -6,7 +6,7 @@ sequences stored in a key cannot style or drive the terminal.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.text import Text
@@ -18,6 +18,7 @@ from inspector.safe_text import safe_rich_text
 
 if TYPE_CHECKING:
     from inspector.analysis.analyze import Analysis
+    from inspector.session import Session
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 KIND_STYLE = {
@@ -100,7 +101,7 @@ def _fill(tree: Tree, region: Region, depth: int, max_children: int = 40) -> Non
         tree.add(Text(f"… {len(children) - max_children} more", style="dim"))
 
 
-def print_summary(session: Any, *, deep: bool = False, console: Console | None = None) -> None:
+def print_summary(session: Session, *, deep: bool = False, console: Console | None = None) -> None:
     console = console or Console(highlight=False)
     analysis = session.analysis
     if deep:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from inspector.analysis.analyze import Analysis
     from inspector.analysis.forensics import ForensicsReport
     from inspector.analysis.reconstruct import Reconstruction
+    from inspector.structures.base import Structure
 
 
 def short_type(t: Any) -> str:
@@ -59,7 +60,7 @@ def _structure_line(s: Structure) -> str:
     return "unrecognised data"
 
 
-def _memory_label(recon: Any, key: Any) -> str:
+def _memory_label(recon: Reconstruction | None, key: int | str | list[int] | None) -> str:
     m = recon.memory(key) if recon is not None else None
     if m is not None:
         return m.label
@@ -217,7 +218,7 @@ def _clobbered_lines(analysis: Analysis, report: ForensicsReport, path: str) -> 
     return lines
 
 
-def _headless_line(recon: Any, s: Any) -> str:
+def _headless_line(recon: Reconstruction | None, s: Structure) -> str:
     """For a memory holding B-tree nodes whose map header is gone: what survives of the map."""
     m = recon.memory(s.memory_id) if recon is not None else None
     cluster = next(
@@ -236,7 +237,7 @@ def _headless_line(recon: Any, s: Any) -> str:
     )
 
 
-def _lost_text(parts: list[Any], recon: Any) -> str:
+def _lost_text(parts: list[Any], recon: Reconstruction | None) -> str:
     lost: list[str] = []
     if any(p.what == "bucket_table" for p in parts):
         lost.append("the owners of the overwritten bucket-table entries")

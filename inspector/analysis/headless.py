@@ -51,6 +51,8 @@ from inspector.structures.btreemap import HEADER_END, BTreeMap
 
 if TYPE_CHECKING:
     from inspector.analysis.analyze import Analysis
+    from inspector.analysis.reconstruct import ReconMemory
+    from inspector.analysis.salvage import SalvageResult
     from inspector.structures.base import Structure
 
 CHUNK_PROBE = CHUNK_MAGIC + b"\x01"  # "CHK" v1: every chunk header starts so
@@ -411,8 +413,13 @@ def cluster_for_memory(clusters: list[NodeCluster], mem: Memory) -> NodeCluster 
 
 
 def salvage_headless(
-    bmap: HeadlessBTreeMap, structure: Any, *, label: str, memory_id: int | str, fd: int | None = None
-) -> Any:
+    bmap: HeadlessBTreeMap,
+    structure: Structure,
+    *,
+    label: str,
+    memory_id: int | str,
+    fd: int | None = None,
+) -> SalvageResult:
     """Every entry of the allocated, valid nodes under ``bmap`` (a ``SalvageResult``, layout "headless").
 
     A key found in two nodes is kept twice and both copies are marked ``duplicate_key``: which one the
@@ -444,7 +451,9 @@ def headless_memories(analysis: Analysis) -> list[tuple[Any, NodeCluster]]:
     return out
 
 
-def salvage_memory(analysis: Analysis, rm: Any, cluster: NodeCluster, fd: int | None = None) -> Any:
+def salvage_memory(
+    analysis: Analysis, rm: ReconMemory, cluster: NodeCluster, fd: int | None = None
+) -> SalvageResult:
     """``salvage_headless`` over a reconstructed memory (its buckets, up to the end of the file)."""
     from inspector.analysis.salvage import extended_memory, key_size_option
 

@@ -66,7 +66,7 @@ def locate_manager(snapshot: Snapshot, base: int | None = None) -> MemoryManager
 # --- the application's own bytes before a restricted base ---------------------------------------------
 
 
-def application_region(analysis: Any) -> dict[str, Any] | None:
+def application_region(analysis: Analysis) -> dict[str, Any] | None:
     mm = analysis.mm
     if not mm.present or not mm.base_offset or mm.host_memory_id is not None:
         return None
@@ -196,7 +196,7 @@ class _Inner:
         return self._structures.get(memory_id)
 
 
-def attach_nested(analysis: Any, options: dict[str, Any] | None) -> None:
+def attach_nested(analysis: Analysis, options: dict[str, Any] | None) -> None:
     """Find managers at offset 0 of virtual memories, decode them and their structures (depth ≤ 4)."""
     from inspector.detect import detect_structures
 

@@ -305,8 +305,8 @@ class Reconstruction:
     def bucket_size_bytes(self) -> int:
         return (self.bucket_size_in_pages or 0) * WASM_PAGE_SIZE
 
-    def memory(self, key: int | str | list[int]) -> ReconMemory | None:
-        """The reconstructed memory with id ``key`` (a structure's id: a list, a nested one, matches none)."""
+    def memory(self, key: int | str | list[int] | None) -> ReconMemory | None:
+        """The reconstructed memory with id ``key`` (any structure's or orphan's id; a list or None matches none)."""
         for m in self.memories:
             if m.id == key:
                 return m

@@ -417,7 +417,7 @@ class SalvageResult:
     memory_id: int | str
     label: str
     layout: str  # "live": the manager the library will load; "reconstructed": rebuilt by forensics
-    structure: BTreeMapStructure
+    structure: Structure  # the live map; for a headless memory, what its first bytes now read as
     entries: list[SalvagedEntry]
     scan: MapScan
     notes: list[str] = field(default_factory=list)

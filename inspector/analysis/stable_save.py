@@ -12,7 +12,7 @@ a hang.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector.decode.candid import MAGIC as DIDL
 from inspector.decode.candid import CandidError, CandidMessage, decode_message
@@ -30,6 +30,9 @@ from inspector.layouts import (
 )
 from inspector.memory import Memory, OutOfBounds, PhysicalMemory, Range
 from inspector.model import Field, Region
+
+if TYPE_CHECKING:
+    from inspector.analysis.reconstruct import Reconstruction
 
 # The decoded value goes into ``to_json`` only up to this message size: a multi-GiB message would make
 # every ``summary --json`` enormous. Larger messages still report their range, types and length.
@@ -275,7 +278,9 @@ def _runs(ids: list[int]) -> str:
     return ", ".join(parts)
 
 
-def describe_overwritten(end: int, layout: Any | None, header_bytes: bytes = b"") -> list[Overwritten]:
+def describe_overwritten(
+    end: int, layout: Reconstruction | None, header_bytes: bytes = b""
+) -> list[Overwritten]:
     """Name everything a message covering physical [0, end) wrote over.
 
     ``layout`` is the best knowledge of the old MemoryManager (a ``Reconstruction``, or None when even

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector.layouts import WASM_PAGE_SIZE
 from inspector.memory import Range
 from inspector.repair.mm_writer import bucket_start, physical_size
 from inspector.repair.model import RepairPlan
+
+if TYPE_CHECKING:
+    from inspector.memory import PhysicalMemory
 
 SCAN_BLOCK = 1 << 20
 
@@ -80,7 +83,7 @@ def pages(nbytes: int) -> int:
     return -(-nbytes // WASM_PAGE_SIZE)
 
 
-def old_extent(phys: Any, layout: Layout, mid: int) -> int:
+def old_extent(phys: PhysicalMemory, layout: Layout, mid: int) -> int:
     """Virtual bytes of memory ``mid`` up to its last non-zero byte, over the buckets it has now."""
     ranges = [
         (bucket_start(layout.base, b, layout.bs_pages), bucket_start(layout.base, b + 1, layout.bs_pages))

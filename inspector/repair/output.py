@@ -13,17 +13,20 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from inspector.output import partial_path, removed_on_failure
 from inspector.repair.model import RepairPlan
 from inspector.snapshot import METADATA_FILE, STABLE_MEMORY_FILE
 from inspector.sparse import data_ranges, is_zero
 
+if TYPE_CHECKING:
+    from inspector.snapshot import Snapshot
+
 COPY_BLOCK = 4 << 20
 
 
-def _copy_with_writes(snapshot: Any, plan: RepairPlan, fh: BinaryIO) -> None:
+def _copy_with_writes(snapshot: Snapshot, plan: RepairPlan, fh: BinaryIO) -> None:
     """The input's bytes (holes stay holes), then the plan's writes, then the final size."""
     buf, size = snapshot.buf, snapshot.size
     ranges = data_ranges(snapshot.fd, size) if snapshot.fd is not None else [(0, size)]
@@ -56,7 +59,7 @@ def _refuse_input(out: Path, src: Path) -> None:
         raise UsageError(f"{out}: refusing to write inside the input snapshot folder")
 
 
-def write_repaired(snapshot: Any, plan: RepairPlan, out: Path, force: bool) -> Path:
+def write_repaired(snapshot: Snapshot, plan: RepairPlan, out: Path, force: bool) -> Path:
     """Write the repaired snapshot to ``out``; returns the stable-memory file written."""
     from inspector.cli import UsageError, _write_output
 
@@ -123,7 +126,7 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def export_stable_save(snapshot: Any, plan: RepairPlan, out: Path, force: bool) -> int:
+def export_stable_save(snapshot: Snapshot, plan: RepairPlan, out: Path, force: bool) -> int:
     """The stable_save message's exact bytes (what stable_restore would decode) to ``out``."""
     from inspector.cli import UsageError, _write_output
 
