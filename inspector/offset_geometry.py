@@ -86,12 +86,12 @@ def effective_layout(analysis: Analysis) -> tuple[str, dict[Any, Any], int]:
     """
     mm = analysis.mm
     if mm.present and mm.bucket_size_bytes:
-        kind = "reconstructed" if getattr(mm, "reconstructed", False) else "memory_manager"
+        kind = "reconstructed" if mm.reconstructed else "memory_manager"
         return kind, {m.id: m for m in mm.memories}, mm.bucket_size_bytes
-    recon = getattr(analysis, "reconstructed", None)
-    bs = getattr(recon, "bucket_size_bytes", 0) or 0
+    recon = analysis.reconstructed
+    bs = (recon.bucket_size_bytes or 0) if recon is not None else 0
     if recon is not None and bs:
-        return "reconstructed", {m.id: m for m in getattr(recon, "memories", [])}, bs
+        return "reconstructed", {m.id: m for m in recon.memories}, bs
     return "none", {}, 0
 
 
@@ -112,7 +112,7 @@ def stable_save_span(analysis: Analysis) -> Range | None:
                 span = None
         if span is not None:
             return span
-    for s in getattr(analysis, "structures", []):
+    for s in analysis.structures:
         content = s.content
         if s.memory_id == "raw" and isinstance(content, dict) and content.get("kind") == "candid":
             length = content.get("length")
@@ -176,8 +176,8 @@ class LayoutGeometry:
         if self.mm_live:
             self.nb, self.table = mm.num_allocated_buckets, mm.table
         else:
-            recon = getattr(analysis, "reconstructed", None)
-            self.nb, self.table = (getattr(recon, "num_buckets", None) or 0), b""
+            recon = analysis.reconstructed
+            self.nb, self.table = ((recon.num_buckets if recon is not None else None) or 0), b""
         self.stable_save = stable_save_span(analysis)
         # A manager on RestrictedMemory: everything below is shifted by its base (FORMAT.md §14.1).
         self.base = mm.base_offset if self.mm_live else 0

@@ -152,10 +152,10 @@ class OffsetIndex:
     def _is_layout(self, region: Region) -> bool:
         if region.kind in NOT_LAYOUT_KINDS or not region.ranges:
             return False
-        mm = getattr(self.analysis, "mm", None)
+        rebuilt = self.analysis is not None and self.analysis.mm.reconstructed
         # A rebuilt MemoryManager has no real header bytes: page 0 holds whatever overwrote it (a
         # stable_save message, garbage), and that is what the bytes should be called.
-        return not (getattr(mm, "reconstructed", False) and region.kind in ("mm_header", "bucket_table"))
+        return not (rebuilt and region.kind in ("mm_header", "bucket_table"))
 
     def add(self, region: Region, parent: Region | None, depth: int, *, layout: bool = True) -> None:
         """Register a loaded region (every region gets a parent link; only layout regions get bytes)."""

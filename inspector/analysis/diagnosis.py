@@ -81,7 +81,7 @@ def _repair_command(analysis: Analysis, path: str, extra: str = "") -> str:
 
 def _repair_advice(analysis: Analysis, recon: Reconstruction | None, path: str) -> str:
     """The rescue for a clobbered header; with the ``--assign`` hints when the bucket table is gone."""
-    unknown = [m.id for m in getattr(recon, "memories", []) or [] if not m.id_known]
+    unknown = [m.id for m in (recon.memories if recon is not None else []) if not m.id_known]
     if not unknown:
         return (
             f"rescue it with `{_repair_command(analysis, path)}` (the plan: what is restored and what stays "

@@ -440,7 +440,7 @@ def salvage_headless(
 def headless_memories(analysis: Analysis) -> list[tuple[Any, NodeCluster]]:
     """(reconstructed memory, node cluster) for every memory of a rebuilt layout whose virtual 0 is the
     start of B-tree nodes whose map header is gone."""
-    recon = getattr(analysis, "reconstructed", None)
+    recon = analysis.reconstructed
     if recon is None:
         return []
     out = []
@@ -475,9 +475,8 @@ def continuation_buckets(analysis: Analysis, structure: Structure) -> list[int]:
     """
     from inspector.memory import VirtualMemory
 
-    mm = getattr(analysis, "mm", None)
-    mem = getattr(structure, "mem", None)
-    if mm is None or not mm.present or not isinstance(mem, VirtualMemory) or not mem.buckets:
+    mm, mem = analysis.mm, structure.mem
+    if not mm.present or not isinstance(mem, VirtualMemory) or not mem.buckets:
         return []
     phys, bs = mem.phys, mem.bucket_size_bytes
     table = mm.table
@@ -491,7 +490,7 @@ def continuation_buckets(analysis: Analysis, structure: Structure) -> list[int]:
         return []
     start, end = start0 + run[0] * bs, start0 + (run[-1] + 1) * bs
     expected_base = start - len(mem.buckets) * bs
-    fd = getattr(getattr(analysis, "snapshot", None), "fd", None)
+    fd = analysis.snapshot.fd
     for cluster in find_node_clusters(phys, fd, start, end):
         if cluster.base != expected_base or cluster.chunks[0].physical >= start + bs:
             continue

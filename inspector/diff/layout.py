@@ -163,8 +163,8 @@ def mm_header_fields(analysis: Analysis) -> dict[str, Any]:
     snap = analysis.snapshot
     mm = analysis.mm
     out: dict[str, Any] = {
-        "present": bool(mm.present and not getattr(mm, "reconstructed", False)),
-        "reconstructed": bool(getattr(mm, "reconstructed", False)),
+        "present": bool(mm.present and not mm.reconstructed),
+        "reconstructed": bool(mm.reconstructed),
     }
     base = mm.base_offset if out["present"] else 0
     if snap.size < base + MM_HEADER_SIZE:

@@ -86,7 +86,7 @@ class Incident:
 
 def _live(analysis: Analysis) -> bool:
     mm = analysis.mm
-    return bool(mm.present and mm.bucket_size_bytes and not getattr(mm, "reconstructed", False))
+    return bool(mm.present and mm.bucket_size_bytes and not mm.reconstructed)
 
 
 def _sentence(text: str) -> str:

@@ -150,7 +150,7 @@ def plan_reinitialised(analysis: Analysis, prefer: str, reference: Analysis | No
 
     mm = analysis.mm
     snap = analysis.snapshot
-    base = int(getattr(mm, "base_offset", 0) or 0)
+    base = mm.base_offset
     owners: list[int | None] = [
         None if o == UNALLOCATED_BUCKET else o for o in mm.table[: mm.num_allocated_buckets]
     ]
@@ -337,7 +337,7 @@ def plan_clobbered(
     damaged_end = recon.damaged_end
     ref_sizes = {i: p for i, p in enumerate(ref_mm.memory_sizes_in_pages) if p} if ref_mm is not None else {}
     ref_kinds = {
-        s.memory_id: getattr(s, "kind", "?")
+        s.memory_id: s.kind
         for s in (reference.structures if reference is not None else [])
         if isinstance(s.memory_id, int)
     }

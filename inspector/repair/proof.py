@@ -67,7 +67,7 @@ def prove(path: str, plan: RepairPlan) -> Proof:
         maps: dict[int, MapProof] = {}
         for mid, mp in plan.maps.items():
             s = analysis.structure(mid)
-            if s is None or getattr(s, "kind", "") != "btreemap":
+            if s is None or s.kind != "btreemap":
                 maps[mid] = MapProof(mid, 0, "", 0, 0, False, [f"memory {mid} holds no BTreeMap"])
                 continue
             walk = s.map.walk()  # type: ignore[attr-defined]
