@@ -62,7 +62,7 @@ import json
 import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring
 from typing import Any, Literal
@@ -176,6 +176,10 @@ def _bytes_text(data: bytes) -> str:
 # ---------------------------------------------------------------------------------------------------
 
 
+# Candid field names by id (``Structure.names``, from a .did file): hints for the Candid decoder only.
+FieldNames = Mapping[int, str] | None
+
+
 class TypeExpr(ABC):
     """A decodable Storable type. Instances are frozen and hashable; ``str()`` is the canonical form."""
 
@@ -201,7 +205,7 @@ class TypeExpr(ABC):
     def __str__(self) -> str: ...
 
     @abstractmethod
-    def _decode(self, data: bytes, names: Any) -> Decoded:
+    def _decode(self, data: bytes, names: FieldNames) -> Decoded:
         """Decode ``data`` whose length already passed :meth:`_length_error`. May raise StorableError."""
 
     def _length_error(self, data: bytes) -> str | None:
@@ -214,7 +218,7 @@ class TypeExpr(ABC):
             return f"{len(data)} bytes exceed the {bound.max_size}-byte bound of {self}"
         return None
 
-    def decode(self, data: bytes | bytearray | memoryview, names: Any = None) -> Decoded:
+    def decode(self, data: bytes | bytearray | memoryview, names: FieldNames = None) -> Decoded:
         """Decode one encoded value. Never raises for bad bytes: failures come back with ``ok=False``.
 
         ``names`` is passed through to the Candid decoder (field-name hints); other types ignore it.
@@ -264,7 +268,7 @@ class UIntType(TypeExpr):
     def __str__(self) -> str:
         return f"u{self.width * 8}"
 
-    def _decode(self, data: bytes, names: Any) -> Decoded:
+    def _decode(self, data: bytes, names: FieldNames) -> Decoded:
         n = decode_uint(data, self.width)
         return Decoded(uint_json(n, self.width), str(n))
 
@@ -294,7 +298,7 @@ class FloatType(TypeExpr):
     def __str__(self) -> str:
         return f"f{self.width * 8}"
 
-    def _decode(self, data: bytes, names: Any) -> Decoded:
+    def _decode(self, data: bytes, names: FieldNames) -> Decoded:
         x = decode_float(data, self.width)
         return Decoded(_float_json(x), repr(x))
 
@@ -308,7 +312,7 @@ class BoolType(TypeExpr):
     def __str__(self) -> str:
         return "bool"
 
-    def _decode(self, data: bytes, names: Any) -> Decoded:
+    def _decode(self, data: bytes, names: FieldNames) -> Decoded:
         b = decode_bool(data)
         return Decoded(b, "true" if b else "false")
 
@@ -329,7 +333,7 @@ class TextType(TypeExpr):
     def __str__(self) -> str:
         return "text" if self.limit is None else f"text<{self.limit}>"
 
-    def _decode(self, data: bytes, names: Any) -> Decoded:
+    def _decode(self, data: bytes, names: FieldNames) -> Decoded:
         s = decode_text(data)
         return Decoded(s, _clip('"' + escape_control(s) + '"'))
 
@@ -355,7 +359,7 @@ class BlobType(TypeExpr):
     def __str__(self) -> str:
         return "blob" if self.limit is None else f"blob<{self.limit}>"
 
-    def _decode(self, data: bytes, names: Any) -> Decoded:
+    def _decode(self, data: bytes, names: FieldNames) -> Decoded:
         return Decoded(data.hex(), _bytes_text(data))
 
     def json_texts(self, items: Sequence[bytes]) -> list[str] | None:
@@ -378,7 +382,7 @@ class FixedBytesType(TypeExpr):
     def __str__(self) -> str:
         return f"bytes<{self.size}>"
 
-    def _decode(self, data: bytes, names: Any) -> Decoded:
+    def _decode(self, data: bytes, names: FieldNames) -> Decoded:
         return Decoded(data.hex(), _bytes_text(data))
 
     def json_texts(self, items: Sequence[bytes]) -> list[str] | None:
@@ -396,7 +400,7 @@ class PrincipalType(TypeExpr):
     def __str__(self) -> str:
         return "principal"
 
-    def _decode(self, data: bytes, names: Any) -> Decoded:
+    def _decode(self, data: bytes, names: FieldNames) -> Decoded:
         text = principal_to_text(data)
         return Decoded(text, text)
 
@@ -410,7 +414,7 @@ class UnitType(TypeExpr):
     def __str__(self) -> str:
         return "unit"
 
-    def _decode(self, data: bytes, names: Any) -> Decoded:
+    def _decode(self, data: bytes, names: FieldNames) -> Decoded:
         return Decoded(None, "()")
 
 
@@ -425,7 +429,7 @@ class CandidType(TypeExpr):
     def __str__(self) -> str:
         return "candid" if self.limit is None else f"candid<{self.limit}>"
 
-    def _decode(self, data: bytes, names: Any) -> Decoded:
+    def _decode(self, data: bytes, names: FieldNames) -> Decoded:
         # Imported here: the Candid decoder is only loaded when a value is Candid.
         from inspector.decode.candid import CandidError, decode_message
         from inspector.decode.candid_render import message_json
@@ -445,7 +449,7 @@ class CandidType(TypeExpr):
         return Decoded(value, text)
 
 
-def _candid_one_line(message: Any, names: Any) -> str:
+def _candid_one_line(message: Any, names: FieldNames) -> str:
     """didc-style text of a message on one line (the renderer escapes newlines inside strings, so the
     only newlines are layout and can be folded)."""
     from inspector.decode.candid_render import message_text
@@ -468,7 +472,7 @@ class CborType(TypeExpr):
     def __str__(self) -> str:
         return "cbor" if self.limit is None else f"cbor<{self.limit}>"
 
-    def _decode(self, data: bytes, names: Any) -> Decoded:
+    def _decode(self, data: bytes, names: FieldNames) -> Decoded:
         try:
             value = decode_cbor_exact(data)
         except CborError as exc:
@@ -487,7 +491,7 @@ class RawType(TypeExpr):
     def __str__(self) -> str:
         return "raw" if self.limit is None else f"raw<{self.limit}>"
 
-    def _decode(self, data: bytes, names: Any) -> Decoded:
+    def _decode(self, data: bytes, names: FieldNames) -> Decoded:
         shown = data[: TEXT_LIMIT // 2]
         more = f"…(+{len(data) - len(shown)} bytes)" if len(shown) < len(data) else ""
         return Decoded(data.hex(), (shown.hex() or "(empty)") + more)
@@ -520,7 +524,7 @@ class OptType(TypeExpr):
             return f"{len(data)} bytes exceed the {max_size}-byte bound of {self}"
         return None
 
-    def _decode(self, data: bytes, names: Any) -> Decoded:
+    def _decode(self, data: bytes, names: FieldNames) -> Decoded:
         inner_bound = self.inner.bound
         if (
             inner_bound.is_fixed_size
@@ -563,7 +567,7 @@ class TupleType(TypeExpr):
     def __str__(self) -> str:
         return "tuple<" + ",".join(str(m) for m in self.members) + ">"
 
-    def _decode(self, data: bytes, names: Any) -> Decoded:
+    def _decode(self, data: bytes, names: FieldNames) -> Decoded:
         bounds = [m.bound for m in self.members]
         if len(bounds) == 2:
             parts: tuple[bytes, ...] = split_tuple2(data, bounds[0], bounds[1])
@@ -869,7 +873,7 @@ class LengthPrefixed:
             return CandidType()
         return RawType()
 
-    def decode(self, payload: bytes, names: Any = None) -> Decoded:
+    def decode(self, payload: bytes, names: FieldNames = None) -> Decoded:
         """Decode the full payload (``memory[4 : 4 + length]``); a wrong length is a failed result."""
         if len(payload) != self.length:
             return Decoded.failure(f"payload must be {self.length} bytes, got {len(payload)}", bytes(payload))
