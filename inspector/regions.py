@@ -32,7 +32,7 @@ from inspector.layouts import (
 )
 from inspector.memory import Memory, OutOfBounds, Range
 from inspector.model import Field, Finding, Region
-from inspector.structures.base import Element, Structure
+from inspector.structures.base import Element, Structure, StructureId
 
 if TYPE_CHECKING:
     from inspector.analysis.analyze import Analysis
@@ -289,7 +289,7 @@ def _value_detail(structure: Structure) -> str:
         return ""
 
 
-def _label_id(mid: Any) -> str:
+def _label_id(mid: StructureId | None) -> str:
     if isinstance(mid, list):
         return "memories " + "+".join(str(m) for m in mid)
     return "raw memory" if mid == "raw" else f"memory {mid}"

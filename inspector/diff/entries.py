@@ -25,7 +25,7 @@ from inspector.diff.byte_ranges import DiffCancelled
 from inspector.diff.layout import RangeSet
 from inspector.errors import READ_ERRORS
 from inspector.memory import OutOfBounds
-from inspector.structures.base import Element, Structure
+from inspector.structures.base import Element, Structure, StructureId
 
 if TYPE_CHECKING:
     from inspector.analysis.analyze import Analysis
@@ -159,11 +159,11 @@ def _noun(kind: str, n: int) -> str:
 # --------------------------------------------------------------------------- pairing
 
 
-def _id_key(mid: Any) -> Any:
+def _id_key(mid: StructureId) -> int | str | tuple[int, ...]:
     return tuple(mid) if isinstance(mid, list) else mid
 
 
-def _sort_key(mid: Any) -> tuple[int, Any]:
+def _sort_key(mid: StructureId | tuple[int, ...]) -> tuple[int, Any]:
     if isinstance(mid, list | tuple):
         return (1, tuple(mid))
     if isinstance(mid, int):

@@ -266,7 +266,7 @@ def _cap_list(values: list[int], n: int = 32) -> list[int]:
     return list(values[:n])
 
 
-def _id_order(mid: Any) -> tuple[int, str]:
+def _id_order(mid: int | str) -> tuple[int, str]:
     return (0, f"{mid:05d}") if isinstance(mid, int) else (1, str(mid))
 
 

@@ -34,7 +34,7 @@ from inspector.layouts import (
     MM_HEADER_SIZE,
 )
 from inspector.offset_geometry import mm_fields_hit, stable_save_span
-from inspector.structures.base import Structure
+from inspector.structures.base import Structure, StructureId
 from inspector.structures.btreemap.structure import BTreeMapStructure
 
 if TYPE_CHECKING:
@@ -585,5 +585,5 @@ def _calm(
     return Incident(kind, " ".join(sentences))
 
 
-def _key(mid: Any) -> Any:
+def _key(mid: StructureId | None) -> int | str | tuple[int, ...] | None:
     return tuple(mid) if isinstance(mid, list) else mid

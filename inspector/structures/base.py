@@ -12,6 +12,10 @@ from inspector.model import Finding, Region
 if TYPE_CHECKING:
     from inspector.structures.btreemap import BTreeMap
 
+# A structure's memory id: a MemoryId (int), "raw" for a raw snapshot, "?bN" for a reconstructed memory
+# whose id is unknown, or [index id, data id] for a Log over two memories.
+StructureId = int | str | list[int]
+
 
 @dataclass
 class Element:
@@ -48,7 +52,7 @@ class Structure:
     head: bytes = b""  # raw content: its first bytes, as shown
     content: dict[str, Any] | None = None  # raw content: what its bytes look like (detect.py)
 
-    def __init__(self, mem: Memory, memory_id: int | str | list[int]) -> None:
+    def __init__(self, mem: Memory, memory_id: StructureId) -> None:
         self.mem = mem
         self.memory_id = memory_id
         self.findings: list[Finding] = []
@@ -112,7 +116,7 @@ class Structure:
         }
 
 
-def _json_id(memory_id: int | str | list[int]) -> int | str | None:
+def _json_id(memory_id: StructureId) -> int | str | None:
     if isinstance(memory_id, list):
         return memory_id[0] if memory_id else None
     return memory_id
