@@ -4,6 +4,7 @@ comes out as a clear result while a product bug propagates (issue 15, item 7).""
 from __future__ import annotations
 
 import ast
+import json
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from inspector.decode.candid import CandidError
 from inspector.errors import READ_ERRORS, InspectorError
 from inspector.memory import OutOfBounds
 from inspector.structures.btreemap.nodes import NodeError
+from tests.conftest import run_cli
 
 PACKAGE = Path(__file__).resolve().parent.parent / "inspector"
 
@@ -193,3 +195,49 @@ def test_a_map_too_broken_to_sample_has_no_types_to_show() -> None:
     assert _set_detail(s) == " · BTreeSet"  # type: ignore[arg-type]
     with pytest.raises(AttributeError):
         _types_detail(_Broken(AttributeError("bug")))  # type: ignore[arg-type]
+
+
+# --- the same, end to end: a map whose root node is smashed --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smashed_root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int, int]:
+    """A forged raw BTreeMap and the same bytes with its root node's magic overwritten."""
+    from inspector.forge import forge_btreemap, u64_be
+    from inspector.forge.image import content_bytes
+
+    pairs = [(k, k[::-1]) for k in u64_be(range(0, 4000, 3))]
+    forged = forge_btreemap(pairs)
+    raw = bytearray(content_bytes(forged))
+    root = forged.root_addr
+    assert raw[root : root + 3] == b"BTN"
+    folder = tmp_path_factory.mktemp("smashed")
+    healthy, smashed = folder / "healthy.bin", folder / "smashed.bin"
+    healthy.write_bytes(raw)
+    raw[root : root + 3] = b"XXX"
+    smashed.write_bytes(raw)
+    return healthy, smashed, root, len(pairs)
+
+
+def test_a_smashed_root_is_a_finding_not_a_crash(smashed_root: tuple[Path, Path, int, int]) -> None:
+    """run_cli lets real exceptions through (STABLE_INSPECT_DEBUG=1): every narrowed catch on the way
+    (type sampling, region details, offset labels) must still take the broken node as bad input."""
+    _healthy, smashed, root, count = smashed_root
+    status, out, err = run_cli(["check", str(smashed), "--json"])
+    assert status == 1, err
+    found = {f["code"]: f["message"] for f in json.loads(out)["findings"]}
+    assert found["btree_node_invalid"] == f"node {root:#x} has magic b'XXX', not 'BTN'"
+    assert (
+        found["btree_length_mismatch"] == f"header length {count} but 0 entries are reachable from the root"
+    )
+    status, out, err = run_cli(["summary", str(smashed), "--deep"])
+    assert status == 0 and "btreemap" in out.lower(), err
+
+
+def test_a_diff_against_a_smashed_root_says_what_was_lost(smashed_root: tuple[Path, Path, int, int]) -> None:
+    healthy, smashed, _root, count = smashed_root
+    status, out, err = run_cli(["diff", str(healthy), str(smashed), "--json"])
+    assert status == 0, err
+    doc = json.loads(out)
+    assert doc["identical"] is False
+    assert f"{count:,} removed" in doc["verdict"]
