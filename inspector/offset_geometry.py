@@ -183,7 +183,7 @@ class LayoutGeometry:
         self.base = mm.base_offset if self.mm_live else 0
         self._bucket_owner: dict[int, tuple[Any, int]] = {}
         # Bytes of a memory past its declared size are no part of its structure, whatever they hold.
-        self._declared: dict[Any, int] = {m.id: m.size_pages * WASM_PAGE_SIZE for m in memories.values()}
+        self._declared: dict[MemoryId, int] = {m.id: m.size_pages * WASM_PAGE_SIZE for m in memories.values()}
         for m in memories.values():
             for k, b in enumerate(m.buckets):
                 self._bucket_owner[b] = (m, k)
@@ -243,7 +243,7 @@ class LayoutGeometry:
 
         return locate
 
-    def _prefix(self, mid: Any) -> str:
+    def _prefix(self, mid: MemoryId) -> str:
         return "raw memory" if mid == "raw" else f"memory {mid}"
 
     # -------------------------------------------------------------------- locate
@@ -299,7 +299,7 @@ class LayoutGeometry:
 
     def _in_memory(
         self,
-        mid: Any,
+        mid: MemoryId,
         v: int,
         pos: int,
         phys_limit: int,

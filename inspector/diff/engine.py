@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from inspector.diff.byte_ranges import DiffCancelled, DiffResult, changed_ranges
+from inspector.diff.byte_ranges import ChangedRange, DiffCancelled, DiffResult, changed_ranges
 from inspector.diff.entries import StructureDiff, diff_structures
 from inspector.diff.layout import (
     AreaTotal,
@@ -113,8 +113,8 @@ class RangeAttribution:
 
 @dataclass
 class SnapshotDiff:
-    old: Any  # Session
-    new: Any  # Session
+    old: Session
+    new: Session
     bytes: DiffResult
     changes: RangeSet
     old_index: LayoutIndex
@@ -142,7 +142,7 @@ class SnapshotDiff:
         return self.bytes.total_bytes
 
     @property
-    def ranges(self) -> tuple[Any, ...]:
+    def ranges(self) -> tuple[ChangedRange, ...]:
         """Every changed range (``ChangedRange``: start, end, tail), sorted."""
         return self.bytes.ranges
 
@@ -231,7 +231,7 @@ class SnapshotDiff:
             release()
         return self._areas[side]
 
-    def structure(self, memory_id: Any) -> StructureDiff | None:
+    def structure(self, memory_id: int | str) -> StructureDiff | None:
         for sd in self.structures:
             mid = sd.memory_id
             if mid == memory_id or (isinstance(mid, list) and memory_id in mid):
