@@ -14,7 +14,7 @@ from inspector.detect import MemoryRef, detect_structures
 from inspector.memory_manager import MemoryManagerInfo
 from inspector.model import Finding, severity_rank
 from inspector.snapshot import Snapshot, metadata_summary
-from inspector.structures.base import Structure
+from inspector.structures.base import Structure, find_by_memory_id
 
 if TYPE_CHECKING:
     from inspector.analysis.reconstruct import Reconstruction
@@ -53,11 +53,7 @@ class Analysis:
         return out
 
     def structure(self, memory_id: int | str) -> Structure | None:
-        for s in self.structures:
-            mid = s.memory_id
-            if mid == memory_id or (isinstance(mid, list) and memory_id in mid):
-                return s
-        return None
+        return find_by_memory_id(self.structures, memory_id)
 
     def memory(self, memory_id: int | str) -> Any:
         for mid, mem in self.memory_refs:

@@ -41,6 +41,7 @@ from inspector.diff.layout import (
 )
 from inspector.diff.verdict import Incident, classify
 from inspector.offset_index import OffsetIndex
+from inspector.structures.base import find_by_memory_id
 
 if TYPE_CHECKING:
     from inspector.memory import Buffer
@@ -232,11 +233,7 @@ class SnapshotDiff:
         return self._areas[side]
 
     def structure(self, memory_id: int | str) -> StructureDiff | None:
-        for sd in self.structures:
-            mid = sd.memory_id
-            if mid == memory_id or (isinstance(mid, list) and memory_id in mid):
-                return sd
-        return None
+        return find_by_memory_id(self.structures, memory_id)
 
     # ------------------------------------------------------------------- json
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from inspector.memory import Memory, OutOfBounds, Range
 from inspector.model import Finding, Region
@@ -15,6 +15,22 @@ if TYPE_CHECKING:
 # A structure's memory id: a MemoryId (int), "raw" for a raw snapshot, "?bN" for a reconstructed memory
 # whose id is unknown, or [index id, data id] for a Log over two memories.
 StructureId = int | str | list[int]
+
+
+class HasMemoryId(Protocol):
+    memory_id: Any  # a StructureId (Any: the diff's StructureDiff keeps whatever its structures had)
+
+
+_T = TypeVar("_T", bound=HasMemoryId)
+
+
+def find_by_memory_id(items: Iterable[_T], memory_id: int | str) -> _T | None:
+    """The first item with this memory id; a Log over two memories ([index, data]) answers to either."""
+    for item in items:
+        mid = item.memory_id
+        if mid == memory_id or (isinstance(mid, list) and memory_id in mid):
+            return item
+    return None
 
 
 @dataclass
