@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any, Protocol
 
+from inspector import diff_map_chains
 from inspector.diff_sequences import PageReleaser, _Ranges, virtual_hits
 from inspector.layouts import CHUNK_HEADER_SIZE, CHUNK_MAGIC, FIRST_CHUNK_OFFSET, NODE_MAGIC, OVERFLOW_MAGIC
 from inspector.structures.base import Element
@@ -365,6 +366,9 @@ class MapPlan:
         self.old, self.new, self.nodes = old, new, nodes
         self.hits = hits or []  # the changed ranges as virtual ranges of the map's memory, sorted
         self.dirty = dirty or {}  # node → payload addresses of its changed chunks (page or overflow)
+        # Nodes whose changed slots are already known (shared chains: see ``_shared_plan``).
+        self.slots: dict[int, list[int]] = {}
+        self.chains: diff_map_chains.ChainIndex | None = None
 
     @property
     def node_loads(self) -> int:
@@ -392,6 +396,10 @@ def _plan(ma: Any, mb: Any, a: Any, b: Any, changed: _Ranges) -> MapPlan | None:
     if hits is None or (hits and hits[0][0] < FIRST_CHUNK_OFFSET):
         return None  # a header or the allocator changed: the shapes may differ
     cs = ma.chunk_size
+    if not diff_map_chains.structure_hits(hits, cs):
+        shared = _shared_plan(ma, mb, a, b, hits)
+        if shared is not None:
+            return shared
     chunks: set[int] = set()
     for s, e in hits:
         first = (s - FIRST_CHUNK_OFFSET) // cs
@@ -432,6 +440,79 @@ def _plan(ma: Any, mb: Any, a: Any, b: Any, changed: _Ranges) -> MapPlan | None:
     return MapPlan(old, new, sorted(nodes), hits, dirty)
 
 
+def _shared_plan(ma: Any, mb: Any, a: Any, b: Any, hits: list[Range]) -> MapPlan | None:
+    """The plan when no changed byte touches a chunk header, an overflow-page header or a node page:
+    both sides then have the same tree and the same chains, resolved once on the old side
+    (``diff_map_chains``). Only the nodes that own a changed page are read, and of those only the keys
+    and the value lengths; a value counts as changed when a byte of it differs on the two sides."""
+    release = PageReleaser(a, b)
+    idx = diff_map_chains.build(ma, release)
+    if idx is None:
+        return None
+    cs, page = ma.chunk_size, ma.page_size
+    body = page - OVERFLOW_DATA_OFFSET
+    first_payload = FIRST_CHUNK_OFFSET + CHUNK_HEADER_SIZE
+    per_node: dict[int, list[tuple[int, int, int, int]]] = {}  # node → (stream start, end, virtual start)
+    dirty: dict[int, list[int]] = {}
+    for s, e in hits:
+        payload = first_payload + (s - FIRST_CHUNK_OFFSET) // cs * cs
+        if payload in idx.nodes:
+            return None  # a node page changed: its keys or children may differ (the per-side plan)
+        own = idx.owner_of(payload)
+        if own is None:
+            continue  # a free chunk, or a page no live chain holds: no entry reads it
+        node, j = own
+        pos = page + j * body + (s - payload - OVERFLOW_DATA_OFFSET)
+        per_node.setdefault(node, []).append((pos, pos + e - s, s, j))
+        pages = dirty.setdefault(node, [])
+        if not pages or pages[-1] != payload:
+            pages.append(payload)
+    old, new = _Side(ma, release), _Side(mb, release)
+    p = MapPlan(old, new, sorted(per_node), hits, dirty)
+    p.chains = idx
+    for n_node, (node, parts) in enumerate(sorted(per_node.items())):
+        if n_node % 64 == 63:
+            release()
+        chain = idx.chain(node)
+
+        def read(pos: int, n: int, node: int = node, chain: Any = chain) -> bytes:
+            return _read_stream(ma, node, chain, pos, n)
+
+        shape = diff_map_chains.node_shape(ma, idx, node, read)
+        old.loads += 1
+        slots = _value_slots(ma, mb, shape[7], parts)
+        if slots is None:
+            continue  # a key or a length changed: the node is compared whole (``diff_by_nodes``)
+        old.nodes[node] = new.nodes[node] = shape
+        p.slots[node] = slots
+    release()
+    return p
+
+
+def _value_slots(
+    ma: Any, mb: Any, spans: list[tuple[int, int]], parts: list[tuple[int, int, int, int]]
+) -> list[int] | None:
+    """The slots whose value bytes differ under the changed stream ranges ``parts``; None if a change
+    falls on a key, a length prefix or the node's own fields (then the node is compared whole)."""
+    starts = [vs for vs, _n in spans]
+    end = spans[-1][0] + spans[-1][1] if spans else 0
+    out: set[int] = set()
+    for ps, pe, v, _j in parts:
+        if ps >= end:
+            continue  # stale bytes past the node's stream
+        i = bisect_right(starts, ps) - 1
+        if i < 0 or pe > end:
+            return None
+        vs, n = spans[i]
+        if pe > vs + n:
+            return None  # runs over into the next value's length prefix
+        if ps < vs:
+            return None
+        if ma.mem.read(v, pe - ps) != mb.mem.read(v, pe - ps):
+            out.add(i)
+    return sorted(out)
+
+
 def _element(key: bytes, value: bytes, addr: int, slot: int) -> Element:
     # The entry's rank in the map is not known without a walk: by-node diffs list no index.
     return Element(-1, value, key, source=f"node {addr:#x}", node_addr=addr, slot=slot)
@@ -461,6 +542,9 @@ def _changed_slots(p: MapPlan, addr: int) -> list[int] | None:
     With equal shapes, a changed byte inside a value's bytes means that value differs, and a changed
     byte anywhere else (stale bytes past the stream's end) changes no entry: no value is read.
     """
+    known = p.slots.get(addr)
+    if known is not None:
+        return known
     a, b = p.old.load(addr), p.new.load(addr)
     if a[7] is None or a[1:5] != b[1:5] or a[6] != b[6] or a[7] != b[7]:
         return None
