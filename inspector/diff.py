@@ -52,6 +52,7 @@ __all__ = [
 ]
 
 Range = tuple[int, int]
+RELEASE_EVERY_LOOKUPS = 16  # ranges looked up in the layouts between drops of the mapped pages
 ProgressFn = Callable[[str, int, int], object]
 CancelFn = Callable[[], bool]
 
@@ -172,12 +173,25 @@ class SnapshotDiff:
             r.start, r.end, r.tail, old_d, new_d, max(0, len(old) - cap), max(0, len(new) - cap)
         )
 
+    def _attributions_json(self, listed: int) -> list[dict[str, Any]]:
+        # Each lookup reads a few scattered bytes, and each such read can map a whole large
+        # page-cache folio: let the mappings go every few ranges so peak RSS stays flat.
+        release = _releaser(self)
+        out = []
+        for i in range(listed):
+            out.append(self.attribute(i).to_json())
+            if i % RELEASE_EVERY_LOOKUPS == RELEASE_EVERY_LOOKUPS - 1:
+                release()
+        release()
+        return out
+
     # ------------------------------------------------------------------ groups
 
     def groups(self, limit: int) -> list[ChangeGroup]:
         """The first ``limit`` change groups (computed incrementally and kept)."""
         n = len(self.changes)
         tail = n - 1 if self.bytes.tail is not None else -1
+        release = _releaser(self)
         while len(self._groups) < limit:
             first = self._groups[-1].last + 1 if self._groups else 0
             if first >= n:
@@ -185,6 +199,8 @@ class SnapshotDiff:
             self._groups.append(
                 next_group(self.changes, tail, self.old_index, self.new_index, first, len(self._groups))
             )
+            if len(self._groups) % RELEASE_EVERY_LOOKUPS == 0:
+                release()  # (see _attributions_json)
         return self._groups[:limit]
 
     def group(self, i: int) -> ChangeGroup | None:
@@ -296,7 +312,7 @@ class SnapshotDiff:
                 "old": [t.to_json() for t in areas_old],
                 "new": [t.to_json() for t in areas_new],
                 "complete": complete_old and complete_new,
-                "ranges": [self.attribute(i).to_json() for i in range(listed)],
+                "ranges": self._attributions_json(listed),
                 "listed": listed,
                 "total": b.count,
                 "truncated": listed < b.count,

@@ -73,6 +73,9 @@ class StructureDiff:
     items: list[EntryChange] = field(default_factory=list)
     items_truncated: bool = False
     complete: bool = True
+    # Every chunk header and the allocator header are byte-identical on both sides (a map in the same
+    # bytes whose changes all fall inside chunk payloads): both allocators are in the same state.
+    allocator_same: bool = False
     method: str = ""
     note: str = ""
     _rendered: list[dict[str, Any]] | None = None
@@ -289,6 +292,7 @@ def diff_pair(
         d.status = "unchanged"
         d.unchanged = d.old_count or 0
         d.method = "untouched"
+        d.allocator_same = a.kind == "btreemap"
         return d
     if a.kind not in HAS_ELEMENTS:
         d.method = "none"
@@ -305,6 +309,8 @@ def diff_pair(
         _by_index(d, a, b, max_items, progress, label, cancel)
         return d
     # Same physical bytes and the same tree shape: only the changed nodes can hold different entries.
+    if pa is not None and pa == pb:
+        d.allocator_same = diff_map_nodes.allocator_untouched(a, b, changed)
     mp = diff_map_nodes.plan(a, b, changed) if pa is not None and pa == pb else None
     if mp is not None:
         c = _Collector(d, a, b, max_items)

@@ -57,6 +57,7 @@ Range = tuple[int, int]
 WORD = 8  # bytes per column entry: one u64 of the packed columns
 BLOCK_CHUNKS = 1 << 15  # chunks per block of columns (~34 MB of mapping at 1 KiB pages), then release
 MAX_NODES = 1 << 22
+RELEASE_EVERY_NODES = 16  # node pages read between drops of the mapped pages
 
 # Where the fields sit in a chunk, from the declarations (layouts.py), not typed again.
 _NEXT_AT = field_span(ChunkHeader, "next").offset  # 8: the chunk's free-list link ends the header
@@ -197,15 +198,15 @@ def build(m: Any, release: Callable[[], None]) -> ChainIndex | None:
     buf, base, n = grid
     cs = m.chunk_size
     first_payload = FIRST_CHUNK_OFFSET + CHUNK_HEADER_SIZE
-    nodes = _tree(m, buf, base, n)
+    nodes = _tree(m, buf, base, n, release)
     if nodes is None:
         return None
     cols = _Columns(buf, base, n, cs)
     n = cols.n
-    cont, valid, nexts = cols.cont, cols.valid, cols.nexts
-    zero = bytes(WORD)
+    cont, nexts = cols.cont, cols.nexts
+    valid = memoryview(cols.valid).cast("Q")
     idx = ChainIndex(m, {a: v[:3] for a, v in nodes.items()})
-    runs: list[tuple[int, int, int, int]] = []
+    starts, ends, owner, first = idx.starts, idx.ends, idx.owner, idx.first
     total = 0
     search = _NONZERO.search
     for addr, (_t, _k, _ch, head) in nodes.items():
@@ -216,30 +217,35 @@ def build(m: Any, release: Callable[[], None]) -> ChainIndex | None:
             pos, r = divmod(nxt - first_payload, cs)
             if r or not 0 <= pos < n:
                 return None
-            e = search(cont, WORD * pos).start() // WORD  # type: ignore[union-attr]  # the sentinel
-            if e >= n:
-                return None
-            if valid[WORD * e : WORD * e + WORD] != zero and not _valid_page(buf, base + e * cs):
+            e = search(cont, WORD * pos).start() >> 3  # type: ignore[union-attr]  # (the sentinel)
+            if e >= n or valid[e] and not _valid_page(buf, base + e * cs):
                 return None
             nxt = nexts[e]
-            runs.append((pos, e, addr, j))
+            starts.append(pos)
+            ends.append(e)
+            owner.append(addr)
+            first.append(j)
             mine.append((j, pos))
             j += e - pos + 1
-            total += e - pos + 1
-            if total > n:
-                return None  # more pages than the grid holds: a loop
+            if j > n:
+                return None  # a chain longer than the grid: it loops
+        total += j
+        if total > n:
+            return None  # more pages than the grid holds: a loop
         idx.by_node[addr] = mine
         idx.chain_len[addr] = j
-    runs.sort()
-    for x, y in zip(runs, runs[1:], strict=False):
-        if y[0] <= x[1]:
-            return None  # a page in two chains (or twice in one)
-    for s, e, a, j in runs:
-        idx.starts.append(s)
-        idx.ends.append(e)
-        idx.owner.append(a)
-        idx.first.append(j)
-    idx.runs_followed = len(runs)
+    order = sorted(range(len(starts)), key=starts.__getitem__)
+    idx.starts, idx.ends = (
+        array("Q", map(starts.__getitem__, order)),
+        array("Q", map(ends.__getitem__, order)),
+    )
+    idx.owner, idx.first = (
+        array("Q", map(owner.__getitem__, order)),
+        array("Q", map(first.__getitem__, order)),
+    )
+    if any(map(int.__le__, idx.starts[1:], idx.ends[:-1])):
+        return None  # a page in two chains (or twice in one)
+    idx.runs_followed = len(starts)
     release()
     return idx
 
@@ -250,7 +256,9 @@ def _valid_page(buf: Any, at: int) -> bool:
     return bool(cm == CHUNK_MAGIC and cv == 1 and al == 1 and om == OVERFLOW_MAGIC)
 
 
-def _tree(m: Any, buf: Any, base: int, n: int) -> dict[int, tuple[int, int, tuple[int, ...], int]] | None:
+def _tree(
+    m: Any, buf: Any, base: int, n: int, release: Callable[[], None]
+) -> dict[int, tuple[int, int, tuple[int, ...], int]] | None:
     """Every node reached from the root: payload address → (type, entry count, children, first
     overflow page), from the node pages alone; None if a node is not a v2 node on the grid, is reached
     twice, or keeps its children beyond its first page."""
@@ -277,25 +285,35 @@ def _tree(m: Any, buf: Any, base: int, n: int) -> dict[int, tuple[int, int, tupl
             )
             stack.extend(children)
         out[addr] = (ntype, k, children, ovf)
+        if not len(out) % RELEASE_EVERY_NODES:
+            release()  # each node page read can map a whole large folio
+    release()
     return out
 
 
-def node_shape(m: Any, idx: ChainIndex, addr: int, read: Callable[[int, int], bytes]) -> tuple[Any, ...]:
-    """(2, type, k, children, keys, None, chain, value spans) of a node, reading only its keys and the
-    length prefix of each value through the chain (``read(pos, n)`` reads the node's stream)."""
+def node_shape(
+    m: Any, idx: ChainIndex, addr: int, read: Callable[[int, int], bytes]
+) -> tuple[tuple[Any, ...], list[tuple[int, int]]]:
+    """(2, type, k, children, keys, None, chain, value spans) of a node and where its keys are in its
+    stream, reading only the keys and the length prefix of each value (``read(pos, n)`` reads the
+    node's stream through its chain)."""
     ntype, k, children = idx.nodes[addr]
     chain = idx.chain(addr)
     p = V2_PREFIX_SIZE + (8 * (k + 1) if ntype == INTERNAL else 0)
     kfix = m._kfix
     keys: list[bytes] = []
-    for _ in range(k):
-        if kfix:
-            n = kfix
-        else:
+    key_pos: list[tuple[int, int]] = []
+    if kfix:
+        run = read(p, kfix * k)
+        keys = [run[i * kfix : (i + 1) * kfix] for i in range(k)]
+        key_pos = [(p + i * kfix, kfix) for i in range(k)]
+        p += kfix * k
+    else:
+        for _ in range(k):
             (n,) = _U32(read(p, 4))
-            p += 4
-        keys.append(read(p, n))
-        p += n
+            keys.append(read(p + 4, n))
+            key_pos.append((p + 4, n))
+            p += 4 + n
     spans: list[tuple[int, int]] = []
     for _ in range(k):
         (n,) = _U32(read(p, 4))
@@ -306,7 +324,7 @@ def node_shape(m: Any, idx: ChainIndex, addr: int, read: Callable[[int, int], by
         raise NodeError("overflow chain length does not match the node stream")
     if any(not x < y for x, y in zip(keys, keys[1:], strict=False)):
         raise NodeError("keys are not in byte order")
-    return (2, ntype, k, children, keys, None, chain, spans)
+    return (2, ntype, k, children, keys, None, chain, spans), key_pos
 
 
 def structure_hits(hits: Iterable[Range], cs: int) -> bool:

@@ -39,6 +39,7 @@ from inspector.structures.btreemap_nodes import (
     OVERFLOW_DATA_OFFSET,
     V2_PREFIX_SIZE,
     NodeError,
+    logical_ranges,
 )
 
 Range = tuple[int, int]
@@ -48,6 +49,9 @@ OWNER_CANDIDATES = 8  # nodes tried per overflow page before giving up
 LOOKBACK_BATCH = 64  # chunk magics read per unpack while looking back
 RELEASE_EVERY = 16  # node reads between drops of the mapped pages
 RELEASE_EVERY_PAGES = 16_384  # overflow-page headers read between drops of the mapped pages
+# Nodes (or listed values) read between drops of the mapped pages: each scattered read can map a whole
+# large page-cache folio (~0.5 MB), and dropping the mappings costs next to nothing.
+RELEASE_EVERY_SCATTERED = 8
 
 
 class _Collector(Protocol):
@@ -368,11 +372,33 @@ class MapPlan:
         self.dirty = dirty or {}  # node → payload addresses of its changed chunks (page or overflow)
         # Nodes whose changed slots are already known (shared chains: see ``_shared_plan``).
         self.slots: dict[int, list[int]] = {}
+        self.key_pos: dict[int, list[tuple[int, int]]] = {}  # those nodes' keys: (stream position, length)
         self.chains: diff_map_chains.ChainIndex | None = None
 
     @property
     def node_loads(self) -> int:
         return self.old.loads + self.new.loads
+
+
+def allocator_untouched(a: Any, b: Any, changed: _Ranges) -> bool:
+    """Whether two maps in the same bytes have byte-identical allocator headers and chunk headers
+    (every changed byte falls inside a chunk's payload), so their free lists and frontiers agree."""
+    ma, mb = getattr(a, "map", None), getattr(b, "map", None)
+    if ma is None or mb is None or not (ma.allocator_ok and mb.allocator_ok):
+        return False
+    cs = ma.chunk_size
+    if (cs, ma.mem.size) != (mb.chunk_size, mb.mem.size) or cs <= CHUNK_HEADER_SIZE:
+        return False
+    hits = virtual_hits(a.mem, changed)
+    if hits is None:
+        return False
+    for s, e in hits:
+        if s < FIRST_CHUNK_OFFSET:
+            return False
+        o = (s - FIRST_CHUNK_OFFSET) % cs
+        if o < CHUNK_HEADER_SIZE or o + (e - s) > cs:
+            return False
+    return True
 
 
 def plan(a: Any, b: Any, changed: _Ranges) -> MapPlan | None:
@@ -389,9 +415,16 @@ def plan(a: Any, b: Any, changed: _Ranges) -> MapPlan | None:
 def _plan(ma: Any, mb: Any, a: Any, b: Any, changed: _Ranges) -> MapPlan | None:
     if not (ma.walkable and mb.walkable and ma.allocator_ok and mb.allocator_ok):
         return None
-    same = (ma.root_addr, ma.chunk_size, ma.page_size, ma.mem.size, ma.key_layout)
-    if same != (mb.root_addr, mb.chunk_size, mb.page_size, mb.mem.size, mb.key_layout) or not ma.root_addr:
+    same = (ma.root_addr, ma.chunk_size, ma.page_size, ma.mem.size)
+    if same != (mb.root_addr, mb.chunk_size, mb.page_size, mb.mem.size) or not ma.root_addr:
         return None
+    # Inferring the key layout reads a few whole nodes (their chains map pages all over a big memory).
+    release = PageReleaser(a, b)
+    layout = ma.key_layout
+    release()
+    if mb.key_layout != layout:
+        return None
+    release()
     hits = virtual_hits(a.mem, changed)
     if hits is None or (hits and hits[0][0] < FIRST_CHUNK_OFFSET):
         return None  # a header or the allocator changed: the shapes may differ
@@ -471,20 +504,21 @@ def _shared_plan(ma: Any, mb: Any, a: Any, b: Any, hits: list[Range]) -> MapPlan
     p = MapPlan(old, new, sorted(per_node), hits, dirty)
     p.chains = idx
     for n_node, (node, parts) in enumerate(sorted(per_node.items())):
-        if n_node % 64 == 63:
+        if n_node % RELEASE_EVERY_SCATTERED == RELEASE_EVERY_SCATTERED - 1:
             release()
         chain = idx.chain(node)
 
         def read(pos: int, n: int, node: int = node, chain: Any = chain) -> bytes:
             return _read_stream(ma, node, chain, pos, n)
 
-        shape = diff_map_chains.node_shape(ma, idx, node, read)
+        shape, key_pos = diff_map_chains.node_shape(ma, idx, node, read)
         old.loads += 1
         slots = _value_slots(ma, mb, shape[7], parts)
         if slots is None:
             continue  # a key or a length changed: the node is compared whole (``diff_by_nodes``)
         old.nodes[node] = new.nodes[node] = shape
         p.slots[node] = slots
+        p.key_pos[node] = key_pos
     release()
     return p
 
@@ -639,10 +673,23 @@ def _list(ops: list[tuple[bytes, str, Ref | None, Ref | None]], p: MapPlan, c: A
         assert ref is not None
         if not wanted:
             return _element(key, b"", *ref)
-        return _element(key, side.value(*ref), *ref)
+        got = _element(key, side.value(*ref), *ref)
+        addr, slot = ref
+        where = p.key_pos.get(addr)
+        if where is not None:
+            # A node of the shared-chain plan: its key and value spans come from its chain, so the
+            # listing does not read the node again to find them.
+            shape = side.load(addr)
+            page = side.m.page_size
+            got.key_spans = logical_ranges(addr, shape[6], page, *where[slot])
+            got.value_spans = logical_ranges(addr, shape[6], page, *shape[7][slot])
+        return got
 
-    for key, op, ro, rn in ops:
+    release = PageReleaser(p.old.m, p.new.m)
+    for n, (key, op, ro, rn) in enumerate(ops):
         room = c.kept[op] < c.limit
+        if room and n % RELEASE_EVERY_SCATTERED == RELEASE_EVERY_SCATTERED - 1:
+            release()
         if op == "changed":
             c.changed(el(p.old, 0, key, ro, room), el(p.new, 1, key, rn, room))
         elif op == "removed":

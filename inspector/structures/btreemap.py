@@ -43,7 +43,7 @@ from inspector.layouts import (
     field_spans,
     v1_node_size,
 )
-from inspector.memory import Memory, OutOfBounds
+from inspector.memory import Memory, OutOfBounds, PhysicalMemory
 from inspector.model import Finding
 from inspector.slow_progress import note
 from inspector.structures.btreemap_nodes import (
@@ -386,7 +386,10 @@ class BTreeMap:
         chain: list[int] = []
         problems: list[tuple[str, str, int | None, dict[str, Any]]] = []
         frontier = -1
-        if self.allocator_ok:
+        clean = self._clean_free_list() if self.allocator_ok else None
+        if clean is not None:
+            chain, frontier = clean, clean[-1]
+        elif self.allocator_ok:
             seen: set[int] = set()
             addr = self.free_list_head
             while True:
@@ -441,6 +444,43 @@ class BTreeMap:
                 frontier = self._fallback_frontier()
         self._free_list_state = (chain, problems, frontier)
         return self._free_list_state
+
+    def _clean_free_list(self) -> list[int] | None:
+        """The free list when every hop is a free CHK v1 chunk on the grid and it ends (None otherwise:
+        the careful walk above then names the problem). One unpack per hop and no set of seen
+        addresses: a list that loops runs past the number of chunks that fit and is handed back.
+        The mapped pages are let go every few hundred hops (each hop can map a large page-cache
+        folio; unmapping is cheap, a long list over a big memory would otherwise map all of it)."""
+        cs, first, size = self._cs, FIRST_CHUNK_OFFSET, self._size
+        unpack = CHUNK_HEADER.unpack_from
+        mem = self.mem
+        direct = mem.buf if isinstance(mem, PhysicalMemory) else None
+        contig = self._contig
+        release = self._page_releaser()
+        chain: list[int] = []
+        append = chain.append
+        addr = self.free_list_head
+        for n in range(1, self._max_chunks + 1):
+            if addr < first or (addr - first) % cs or addr + CHUNK_HEADER_SIZE > size:
+                break
+            if direct is not None:
+                magic, version, allocated, _pad, nxt = unpack(direct, addr)
+            else:
+                buf, phys, avail = contig(addr)
+                if avail < CHUNK_HEADER_SIZE:
+                    break
+                magic, version, allocated, _pad, nxt = unpack(buf, phys)
+            if magic != CHUNK_MAGIC or version != 1 or allocated:
+                break
+            append(addr)
+            if not nxt:
+                release()
+                return None if max(chain) > addr else chain
+            addr = nxt
+            if not n & 0xFF:
+                release()
+        release()
+        return None
 
     def _fallback_frontier(self) -> int:
         addr, last = FIRST_CHUNK_OFFSET, -1
