@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, load_expected, require_fixtures
 from test_tui_support import run_async, settle
 
-from inspector.diff import diff_sessions
+from inspector.diff.engine import diff_sessions
 from inspector.offset_index import OffsetIndex
 from inspector.session import load
 from inspector.tui.app import create_app
