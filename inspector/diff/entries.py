@@ -330,6 +330,10 @@ def diff_pair(
 # --------------------------------------------------------------------------- element helpers
 
 
+def _length(el: Element) -> int:
+    return el.value_len if el.value_len is not None else len(el.value)
+
+
 def _stored(value: bytes) -> bytes:
     return value if len(value) <= MAX_STORED_VALUE else value[:VALUE_HEAD]
 
@@ -356,6 +360,10 @@ def element_physical(s: Structure, el: Element) -> list[Range]:
 class _Collector:
     """Counts every difference; keeps the first ``limit`` of *each kind* with their bytes and where
     they are, so three added entries still show after two hundred removed ones."""
+
+    # Values longer than this are kept as their head only (their length is kept too): a reader may
+    # hand over just that much with ``Element.value_len``.
+    head_beyond = (MAX_STORED_VALUE, VALUE_HEAD)
 
     def __init__(self, d: StructureDiff, a: Structure | None, b: Structure | None, limit: int) -> None:
         self.d, self.a, self.b, self.limit = d, a, b, limit
@@ -391,8 +399,8 @@ class _Collector:
                 at.key,
                 old=_stored(x.value) if x is not None else None,
                 new=_stored(y.value) if y is not None else None,
-                old_len=len(x.value) if x is not None else None,
-                new_len=len(y.value) if y is not None else None,
+                old_len=_length(x) if x is not None else None,
+                new_len=_length(y) if y is not None else None,
                 old_ranges=element_physical(self.a, x) if x is not None and self.a is not None else [],
                 new_ranges=element_physical(self.b, y) if y is not None and self.b is not None else [],
             )

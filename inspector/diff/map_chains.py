@@ -56,7 +56,7 @@ from inspector.structures.btreemap.nodes import (
 
 Range = tuple[int, int]
 WORD = 8  # bytes per column entry: one u64 of the packed columns
-BLOCK_CHUNKS = 1 << 15  # chunks per block of columns (~34 MB of mapping at 1 KiB pages), then release
+BLOCK_CHUNKS = 1 << 12  # chunks per block of columns (~4 MB of mapping at 1 KiB pages), then release
 MAX_NODES = 1 << 22
 RELEASE_EVERY_NODES = 16  # node pages read between drops of the mapped pages
 
@@ -105,7 +105,8 @@ class ChainIndex:
 
 
 class NodeChain:
-    """A node's overflow chain as a read-only sequence of page addresses, computed from its runs."""
+    """A node's overflow chain as a read-only sequence of page addresses, computed from its runs (a
+    chain of thousands of pages is a few dozen runs: nothing is expanded)."""
 
     def __init__(self, index: ChainIndex, node: int) -> None:
         runs = index.by_node.get(node, [])
@@ -113,19 +114,27 @@ class NodeChain:
         self._chunk = [c for _j, c in runs]
         self._len = index.chain_len.get(node, 0)
         self._cs = index.cs
+        self._last = 0  # the run of the previous lookup: reads go through a chain mostly in order
         self.node = node
 
     def __len__(self) -> int:
         return self._len
 
-    def __getitem__(self, j: int) -> int:
+    def __getitem__(self, j: int) -> int:  # type: ignore[override]
         if not 0 <= j < self._len:
             raise IndexError(j)
-        r = bisect_right(self._at, j) - 1
-        return FIRST_CHUNK_OFFSET + CHUNK_HEADER_SIZE + (self._chunk[r] + j - self._at[r]) * self._cs
+        r = self._last
+        at = self._at
+        if not (at[r] <= j and (r + 1 == len(at) or j < at[r + 1])):
+            r = self._last = bisect_right(at, j) - 1
+        return FIRST_CHUNK_OFFSET + CHUNK_HEADER_SIZE + (self._chunk[r] + j - at[r]) * self._cs
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, NodeChain) and other.node == self.node and other._at == self._at
+        return isinstance(other, NodeChain) and (other.node, other._at, other._chunk) == (
+            self.node,
+            self._at,
+            self._chunk,
+        )
 
     def __hash__(self) -> int:
         return hash(self.node)
@@ -291,13 +300,12 @@ def _tree(
 
 
 def node_shape(
-    m: Any, idx: ChainIndex, addr: int, read: Callable[[int, int], bytes]
+    m: Any, idx: ChainIndex, addr: int, chain: NodeChain, read: Callable[[int, int], bytes]
 ) -> tuple[tuple[Any, ...], list[tuple[int, int]]]:
     """(2, type, k, children, keys, None, chain, value spans) of a node and where its keys are in its
     stream, reading only the keys and the length prefix of each value (``read(pos, n)`` reads the
     node's stream through its chain)."""
     ntype, k, children = idx.nodes[addr]
-    chain = idx.chain(addr)
     p = V2_PREFIX_SIZE + (8 * (k + 1) if ntype == INTERNAL else 0)
     kfix = m._kfix
     keys: list[bytes] = []

@@ -119,14 +119,15 @@ class _Side:
                 return addr
         return None
 
-    def value(self, addr: int, slot: int) -> bytes:
-        """One value's bytes, read through the node's chain (or the whole node for a v1 node)."""
+    def value(self, addr: int, slot: int, most: int | None = None) -> bytes:
+        """One value's bytes (at most ``most`` of them), read through the node's chain (or the whole
+        node for a v1 node)."""
         shape = self.load(addr)
         spans = shape[7]
         if spans is None:
-            return bytes(self.load_full(addr)[5][slot])
+            return bytes(self.load_full(addr)[5][slot][:most])
         start, n = spans[slot]
-        return _read_stream(self.m, addr, shape[6], start, n)
+        return _read_stream(self.m, addr, shape[6], start, n if most is None else min(n, most))
 
     def load_full(self, addr: int) -> tuple[Any, ...]:
         self.loads += 1
@@ -511,7 +512,7 @@ def _shared_plan(ma: Any, mb: Any, a: Any, b: Any, hits: list[Range]) -> MapPlan
         def read(pos: int, n: int, node: int = node, chain: Any = chain) -> bytes:
             return _read_stream(ma, node, chain, pos, n)
 
-        shape, key_pos = map_chains.node_shape(ma, idx, node, read)
+        shape, key_pos = map_chains.node_shape(ma, idx, node, chain, read)
         old.loads += 1
         slots = _value_slots(ma, mb, shape[7], parts)
         if slots is None:
@@ -673,16 +674,24 @@ def _list(ops: list[tuple[bytes, str, Ref | None, Ref | None]], p: MapPlan, c: A
         assert ref is not None
         if not wanted:
             return _element(key, b"", *ref)
-        got = _element(key, side.value(*ref), *ref)
         addr, slot = ref
         where = p.key_pos.get(addr)
-        if where is not None:
-            # A node of the shared-chain plan: its key and value spans come from its chain, so the
-            # listing does not read the node again to find them.
-            shape = side.load(addr)
-            page = side.m.page_size
-            got.key_spans = logical_ranges(addr, shape[6], page, *where[slot])
-            got.value_spans = logical_ranges(addr, shape[6], page, *shape[7][slot])
+        if where is None:
+            return _element(key, side.value(*ref), *ref)
+        n = side.load(addr)[7][slot][1]
+        head = getattr(c, "head_beyond", None)  # (keep-whole limit, head kept) of the collector
+        if head is not None and n > head[0]:
+            # Only the head of a long value is kept: read no more than that (values can be megabytes).
+            got = _element(key, side.value(addr, slot, head[1]), *ref)
+            got.value_len = n
+        else:
+            got = _element(key, side.value(*ref), *ref)
+        # A node of the shared-chain plan: its key and value spans come from its chain, so the
+        # listing does not read the node again to find them.
+        shape = side.load(addr)
+        page = side.m.page_size
+        got.key_spans = logical_ranges(addr, shape[6], page, *where[slot])
+        got.value_spans = logical_ranges(addr, shape[6], page, *shape[7][slot])
         return got
 
     release = PageReleaser(p.old.m, p.new.m)
