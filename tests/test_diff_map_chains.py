@@ -248,3 +248,49 @@ def test_a_real_big_value_map_laid_on_raw_memory(tmp_path: Path) -> None:
     assert _result(d) == _reference(sa, sb)
     a.close()  # type: ignore[attr-defined]
     b.close()  # type: ignore[attr-defined]
+
+
+def _careful_free_list(m: object) -> tuple[list[int], list[object], int]:
+    """The hop-by-hop walk that names problems (what the fast walk hands over to)."""
+    m._free_list_state = None  # type: ignore[attr-defined]
+    m._clean_free_list = lambda: None  # type: ignore[attr-defined]
+    return m._free_list()  # type: ignore[attr-defined, no-any-return]
+
+
+def test_the_fast_free_list_walk_agrees_with_the_careful_one(tmp_path: Path) -> None:
+    from inspector.memory import PhysicalMemory
+    from inspector.structures.btreemap import BTreeMap
+
+    path = tmp_path / "map.bin"
+    _forge(path)
+    data = bytearray(path.read_bytes())
+    m = BTreeMap(PhysicalMemory(bytes(data), len(data)))
+    fast = m._clean_free_list()
+    assert fast is not None and len(fast) > 10  # removals left a real free list
+    careful = _careful_free_list(BTreeMap(PhysicalMemory(bytes(data), len(data))))
+    assert (fast, fast[-1]) == (careful[0], careful[2]) and not careful[1]
+    assert m.frontier == careful[2]
+    # A list that loops back: the fast walk gives up, the careful walk names the loop.
+    second = fast[1]
+    data[fast[3] + 8 : fast[3] + 16] = second.to_bytes(8, "little")
+    looped = BTreeMap(PhysicalMemory(bytes(data), len(data)))
+    assert looped._clean_free_list() is None
+    assert [p[0] for p in looped._free_list()[1]] == ["cycle"]
+
+
+def test_the_verdict_skips_the_free_lists_only_when_no_chunk_header_changed(tmp_path: Path) -> None:
+    old, new = tmp_path / "old.bin", tmp_path / "new.bin"
+    _forge(old)
+    _flip(old, new, _value_flips(old, 4, 3))
+    a, b, changes, sa, sb = _diff(old, new)
+    assert map_nodes.allocator_untouched(sa, sb, changes)
+    assert diff_pair(sa, sb, changes).allocator_same
+    a.close()  # type: ignore[attr-defined]
+    b.close()  # type: ignore[attr-defined]
+    nof = _chunks(old.read_bytes(), OVERFLOW_MAGIC)[5]
+    _flip(old, new, [nof + 9])  # a byte of a chunk header's own next field
+    a, b, changes, sa, sb = _diff(old, new)
+    assert not map_nodes.allocator_untouched(sa, sb, changes)
+    assert not diff_pair(sa, sb, changes).allocator_same
+    a.close()  # type: ignore[attr-defined]
+    b.close()  # type: ignore[attr-defined]
