@@ -1,6 +1,6 @@
 """Which node owns each changed overflow page, from the chunk-header columns of one side.
 
-The by-node diff of two maps (``diff_map_nodes``) must know, for every changed overflow page, the node
+The by-node diff of two maps (``map_nodes``) must know, for every changed overflow page, the node
 whose overflow chain holds it and the page's place in that chain. A chain is a linked list that runs
 forward only, so the owner of one page is not found without resolving chains. This module does it
 once, for the whole tree, at the speed of C where it can:

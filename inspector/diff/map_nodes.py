@@ -16,6 +16,13 @@ changed nodes' entries, sorted by key, on each side. Anything that breaks these 
 a merge, a changed header, keys that are not in byte order, an owner not found) returns ``None`` and
 the caller falls back to walking both maps in key order together.
 
+When no changed byte touches a chunk header, an overflow-page header or a node page (the usual case:
+values edited in place), both sides have the very same tree and chains. Then the chains are resolved
+once, on the old side, from packed chunk-header columns (``map_chains``), every changed page gets its
+owner and its place by one bisection, and only the owners are read: their keys and the length of each
+value, never a value that is not listed. A value counts as changed when one of its bytes under a
+changed range differs on the two sides.
+
 ``node_loads`` on the plan counts the nodes read, so tests can check that the work follows the change.
 """
 
