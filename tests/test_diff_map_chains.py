@@ -294,3 +294,36 @@ def test_the_verdict_skips_the_free_lists_only_when_no_chunk_header_changed(tmp_
     assert not diff_pair(sa, sb, changes).allocator_same
     a.close()  # type: ignore[attr-defined]
     b.close()  # type: ignore[attr-defined]
+
+
+def test_the_byte_compare_child_hands_over_the_chain_index(tmp_path: Path, monkeypatch: object) -> None:
+    """The child that compares the bytes also resolves the old map's chains; the parent uses that
+    index only for the very file it was built from, and the result is the same."""
+    from inspector.diff import prefetch
+    from inspector.diff.engine import diff_sessions
+
+    monkeypatch.setattr(prefetch, "CHAINS_MIN_BYTES", 0)  # type: ignore[attr-defined]
+    old, new = tmp_path / "old.bin", tmp_path / "new.bin"
+    _forge(old)
+    _flip(old, new, _value_flips(old, 7, 21))
+    pending = prefetch.start_byte_diff(str(old), str(new))
+    assert pending is not None
+    a, b = load(old), load(new)
+    result = pending.result()
+    assert result is not None and len(map_chains._OFFERED) == 1
+    built = []
+    monkeypatch.setattr(map_chains, "_tree", lambda *x: built.append(1))  # type: ignore[attr-defined]
+    d = diff_sessions(a, b, byte_result=result)
+    assert not built and len(map_chains._ADOPTED) == 1  # the parent walked no tree of its own
+    (sd,) = d.structures
+    assert sd.method == "by changed nodes"
+    assert _result(sd) == _reference(a.analysis.structure("raw"), b.analysis.structure("raw"))
+    # Another file (same bytes, another inode) does not get it.
+    map_chains.offer((map_chains.file_identity(a.snapshot.fd), map_chains._ADOPTED.popitem()[1]))
+    twin = tmp_path / "twin.bin"
+    twin.write_bytes(old.read_bytes())
+    c = load(twin)
+    map_chains.adopt(c.snapshot.fd, c.snapshot.buf)
+    assert not map_chains._ADOPTED
+    for s in (a, b, c):
+        s.close()

@@ -23,6 +23,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+from inspector.diff import map_chains
 from inspector.diff.byte_ranges import DiffCancelled, DiffResult, changed_ranges
 from inspector.diff.entries import StructureDiff, diff_structures
 from inspector.diff.layout import (
@@ -378,6 +379,9 @@ def diff_sessions(
     # A byte compare already done elsewhere (``prefetch``, overlapped with loading) is reused
     # when it covers exactly these two files.
     result = byte_result
+    if result is not None:
+        # An index of the old map's chains the byte-compare child built (only for that very file).
+        map_chains.adopt(so.fd, so.buf)
     if result is None or (result.size_a, result.size_b) != (so.size, sn.size):
         result = changed_ranges(
             _buf(so), _buf(sn), a_file=so.fd, b_file=sn.fd, progress=byte_progress, cancel=cancel

@@ -26,6 +26,7 @@ the caller falls back to the per-side plan (and from there to the key-order walk
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 from array import array
@@ -81,8 +82,10 @@ class ChainIndex:
     """Every reachable node of a map and the runs of its overflow chain (see the module docstring)."""
 
     def __init__(self, m: Any, nodes: dict[int, tuple[int, int, tuple[int, ...]]]) -> None:
-        self.m = m
         self.cs = m.chunk_size
+        # The map it was built for: an index computed elsewhere (the byte-compare child) is used only
+        # for a map with the same geometry, in the same file.
+        self.geometry = _geometry(m)
         self.nodes = nodes  # payload address → (node type, entry count, children)
         self.starts: array[int] = array("Q")  # first chunk index of each run, sorted
         self.ends: array[int] = array("Q")  # last chunk index of each run
@@ -198,12 +201,64 @@ class _Columns:
 _ONE = (1).to_bytes(WORD, "little")
 
 
+def _geometry(m: Any) -> tuple[int, ...]:
+    return (m.root_addr, m.chunk_size, m.page_size, m.mem.size, m.free_list_head, m.num_allocated_chunks)
+
+
+# Indexes the byte-compare child built for a file, by the file's identity, then by the buffer that
+# maps that file in this process (see ``offer`` and ``adopt``).
+_OFFERED: dict[tuple[int, ...], ChainIndex] = {}
+_ADOPTED: dict[int, ChainIndex] = {}
+
+
+def file_identity(fd: int) -> tuple[int, ...]:
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def precompute(buf: Any, size: int, fd: int) -> tuple[tuple[int, ...], ChainIndex] | None:
+    """For the byte-compare child: the chain index of a map on the raw memory of this snapshot (the old
+    one), built while the parent is still loading both snapshots; None if there is no such map."""
+    from inspector.layouts import BTREE_MAGIC
+    from inspector.structures.btreemap import BTreeMap
+
+    if size < FIRST_CHUNK_OFFSET or bytes(buf[: len(BTREE_MAGIC)]) != BTREE_MAGIC:
+        return None
+    m = BTreeMap(PhysicalMemory(buf, size), memory_id="raw")
+    if not (m.walkable and m.allocator_ok and m.root_addr):
+        return None
+    drop = page_releaser(buf)
+    idx = build(m, lambda: drop(0, size))
+    return None if idx is None else (file_identity(fd), idx)
+
+
+def offer(hint: tuple[tuple[int, ...], ChainIndex]) -> None:
+    _OFFERED.clear()
+    _OFFERED[hint[0]] = hint[1]
+
+
+def adopt(fd: int | None, buf: Any) -> None:
+    """Use an offered index for the map in ``buf`` when ``fd`` is the very file it was built from."""
+    _ADOPTED.clear()
+    if fd is None or buf is None or not _OFFERED:
+        return
+    try:
+        idx = _OFFERED.pop(file_identity(fd), None)
+    except OSError:
+        return
+    if idx is not None:
+        _ADOPTED[id(buf)] = idx
+
+
 def build(m: Any, release: Callable[[], None]) -> ChainIndex | None:
     """The chain index of map ``m`` (its old side), or None where it does not apply or anything is off."""
     grid = _grid(m)
-    if grid is None or not m.root_addr or m._kfix is None:
+    if grid is None or not m.root_addr:
         return None
     buf, base, n = grid
+    ready = _ADOPTED.get(id(buf))
+    if ready is not None:
+        return ready if ready.geometry == _geometry(m) else None
     cs = m.chunk_size
     first_payload = FIRST_CHUNK_OFFSET + CHUNK_HEADER_SIZE
     nodes = _tree(m, buf, base, n, release)

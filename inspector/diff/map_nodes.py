@@ -487,6 +487,8 @@ def _shared_plan(ma: Any, mb: Any, a: Any, b: Any, hits: list[Range]) -> MapPlan
     (``map_chains``). Only the nodes that own a changed page are read, and of those only the keys
     and the value lengths; a value counts as changed when a byte of it differs on the two sides."""
     release = PageReleaser(a, b)
+    if ma._kfix is None:
+        return None
     idx = map_chains.build(ma, release)
     if idx is None:
         return None
