@@ -13,7 +13,6 @@ import pickle
 from dataclasses import dataclass
 from typing import Any
 
-from inspector.diff import map_chains
 from inspector.diff.byte_ranges import DiffResult, changed_ranges
 from inspector.snapshot import open_snapshot
 
@@ -41,6 +40,8 @@ class PendingByteDiff:
         except Exception:  # a truncated pipe: fall back rather than trust it
             return None
         if hint is not None:
+            from inspector.diff import map_chains  # (loaded already: unpickling the hint needs it)
+
             map_chains.offer(hint)
         return out if isinstance(out, DiffResult) else None
 
@@ -49,6 +50,9 @@ def _chains_hint(snap: Any) -> Any:
     try:
         if snap.buf is None or snap.fd is None or snap.size < CHAINS_MIN_BYTES:
             return None
+        # Imported here, in the child: the parent forks it before its own imports, as early as it can.
+        from inspector.diff import map_chains
+
         return map_chains.precompute(snap.buf, snap.size, snap.fd)
     except Exception:  # noqa: BLE001 - only a head start: the parent builds it itself otherwise
         return None
