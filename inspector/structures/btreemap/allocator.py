@@ -10,6 +10,8 @@ from inspector.layouts import (
     CHUNK_HEADER_SIZE,
     CHUNK_MAGIC,
     FIRST_CHUNK_OFFSET,
+    ChunkHeader,
+    field_span,
 )
 from inspector.mapped_pages import page_releaser
 from inspector.memory import OutOfBounds, PhysicalMemory
@@ -128,6 +130,8 @@ class _Allocator(_Headers):
         chain: list[int] = []
         append = chain.append
         addr = self.free_list_head
+        if direct is not None and not cs % 8 and size > first:
+            return self._clean_free_list_words(direct, release)
         for n in range(1, self._max_chunks + 1):
             if addr < first or (addr - first) % cs or addr + CHUNK_HEADER_SIZE > size:
                 break
@@ -147,6 +151,36 @@ class _Allocator(_Headers):
             addr = nxt
             if not n & 0xFF:
                 release()
+        release()
+        return None
+
+    def _clean_free_list_words(self, buf: Any, release: Any) -> list[int] | None:
+        """``_clean_free_list`` on a raw mapping whose chunks are u64-aligned from the first one: a hop
+        reads two words of a u64 view (the header's leading fields, then its link) instead of
+        unpacking a tuple."""
+        cs, first = self._cs, FIRST_CHUNK_OFFSET
+        words = (self._size - first) // 8
+        link = field_span(ChunkHeader, "next").offset // 8
+        free = int.from_bytes(CHUNK_MAGIC + bytes([1, 0]), "little")  # magic, version 1, not allocated
+        mask = (1 << (8 * (len(CHUNK_MAGIC) + 2))) - 1
+        chain: list[int] = []
+        append = chain.append
+        addr = self.free_list_head
+        with memoryview(buf) as view, view[first : first + 8 * words].cast("Q") as q:
+            for n in range(1, self._max_chunks + 1):
+                r = addr - first
+                if r < 0 or r % cs:
+                    break
+                i = r >> 3
+                if i + link >= words or q[i] & mask != free:
+                    break
+                append(addr)
+                addr = q[i + link]
+                if not addr:
+                    release()
+                    return None if max(chain) > chain[-1] else chain
+                if not n & 0xFF:
+                    release()
         release()
         return None
 
