@@ -23,7 +23,7 @@ from inspector.diff import map_nodes as diff_map_nodes
 from inspector.diff import sequences as diff_sequences
 from inspector.diff.byte_ranges import DiffCancelled
 from inspector.diff.layout import RangeSet
-from inspector.memory import OutOfBounds
+from inspector.memory import OutOfBounds, PhysicalMemory
 from inspector.structures.base import Element, Structure
 
 Range = tuple[int, int]
@@ -349,6 +349,9 @@ def element_physical(s: Structure, el: Element) -> list[Range]:
     vmem = s.value_mem or s.mem
     out: list[Range] = []
     for mem, group in ((s.mem, key_spans), (vmem, value_spans)):
+        if type(mem) is PhysicalMemory:  # the snapshot itself: its ranges are the physical ones
+            out.extend(r for r in group if r[1] > r[0])
+            continue
         for start, end in group:
             try:
                 out.extend(mem.physical_ranges(start, end - start))
