@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inspector.diff.byte_ranges import DiffResult, changed_ranges
+from inspector.layouts import BTREE_MAGIC
 from inspector.snapshot import open_snapshot
 
 CHAINS_MIN_BYTES = 64 << 20  # below this the parent resolves a map's chains in no time itself
@@ -50,6 +51,8 @@ def _chains_hint(snap: Any) -> Any:
     try:
         if snap.buf is None or snap.fd is None or snap.size < CHAINS_MIN_BYTES:
             return None
+        if bytes(snap.buf[: len(BTREE_MAGIC)]) != BTREE_MAGIC:
+            return None  # no map on the raw memory: not even the import below
         # Imported here, in the child: the parent forks it before its own imports, as early as it can.
         from inspector.diff import map_chains
 
