@@ -141,11 +141,19 @@ def key_size_option(structure: Structure) -> int | Literal["auto"]:
 
 def scan_map_of(structure: BTreeMapStructure) -> BTreeMap:
     """A walker over the structure's memory extended to its bucket slack (see ``extended_memory``)."""
-    return BTreeMap(
+    bmap = BTreeMap(
         extended_memory(structure.mem),
         memory_id=structure.map.memory_id,
         key_fixed_size=key_size_option(structure),
     )
+    if bmap.allocator_ok and structure.map.allocator_ok and bmap.chunk_size == structure.map.chunk_size:
+        # Walk a long free list once for both walkers: over the same memory it is the same walk, and a
+        # sound list of the structure's own memory is the same list in the extended one (every hop
+        # lies inside the smaller memory).
+        state = structure.map._free_list()
+        if bmap.mem is structure.mem or (not state[1] and state[2] >= 0):
+            bmap._free_list_state = state
+    return bmap
 
 
 def _virtual_data_ranges(mem: Memory, fd: int | None) -> list[Range] | None:

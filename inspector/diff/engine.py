@@ -23,6 +23,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from inspector.diff import map_chains
 from inspector.diff.byte_ranges import ChangedRange, DiffCancelled, DiffResult, changed_ranges
 from inspector.diff.entries import StructureDiff, diff_structures
 from inspector.diff.layout import (
@@ -58,6 +59,7 @@ __all__ = [
 ]
 
 Range = tuple[int, int]
+RELEASE_EVERY_LOOKUPS = 16  # ranges looked up in the layouts between drops of the mapped pages
 ProgressFn = Callable[[str, int, int], object]
 CancelFn = Callable[[], bool]
 
@@ -178,12 +180,25 @@ class SnapshotDiff:
             r.start, r.end, r.tail, old_d, new_d, max(0, len(old) - cap), max(0, len(new) - cap)
         )
 
+    def _attributions_json(self, listed: int) -> list[dict[str, Any]]:
+        # Each lookup reads a few scattered bytes, and each such read can map a whole large
+        # page-cache folio: let the mappings go every few ranges so peak RSS stays flat.
+        release = _releaser(self)
+        out = []
+        for i in range(listed):
+            out.append(self.attribute(i).to_json())
+            if i % RELEASE_EVERY_LOOKUPS == RELEASE_EVERY_LOOKUPS - 1:
+                release()
+        release()
+        return out
+
     # ------------------------------------------------------------------ groups
 
     def groups(self, limit: int) -> list[ChangeGroup]:
         """The first ``limit`` change groups (computed incrementally and kept)."""
         n = len(self.changes)
         tail = n - 1 if self.bytes.tail is not None else -1
+        release = _releaser(self)
         while len(self._groups) < limit:
             first = self._groups[-1].last + 1 if self._groups else 0
             if first >= n:
@@ -191,6 +206,8 @@ class SnapshotDiff:
             self._groups.append(
                 next_group(self.changes, tail, self.old_index, self.new_index, first, len(self._groups))
             )
+            if len(self._groups) % RELEASE_EVERY_LOOKUPS == 0:
+                release()  # (see _attributions_json)
         return self._groups[:limit]
 
     def group(self, i: int) -> ChangeGroup | None:
@@ -298,7 +315,7 @@ class SnapshotDiff:
                 "old": [t.to_json() for t in areas_old],
                 "new": [t.to_json() for t in areas_new],
                 "complete": complete_old and complete_new,
-                "ranges": [self.attribute(i).to_json() for i in range(listed)],
+                "ranges": self._attributions_json(listed),
                 "listed": listed,
                 "total": b.count,
                 "truncated": listed < b.count,
@@ -364,6 +381,9 @@ def diff_sessions(
     # A byte compare already done elsewhere (``prefetch``, overlapped with loading) is reused
     # when it covers exactly these two files.
     result = byte_result
+    if result is not None:
+        # An index of the old map's chains the byte-compare child built (only for that very file).
+        map_chains.adopt(so.fd, so.buf)
     if result is None or (result.size_a, result.size_b) != (so.size, sn.size):
         result = changed_ranges(
             _buf(so), _buf(sn), a_file=so.fd, b_file=sn.fd, progress=byte_progress, cancel=cancel

@@ -24,7 +24,7 @@ from inspector.diff import sequences as diff_sequences
 from inspector.diff.byte_ranges import DiffCancelled
 from inspector.diff.layout import RangeSet
 from inspector.errors import READ_ERRORS
-from inspector.memory import OutOfBounds
+from inspector.memory import OutOfBounds, PhysicalMemory
 from inspector.structures.base import Element, Structure, StructureId
 
 if TYPE_CHECKING:
@@ -78,6 +78,9 @@ class StructureDiff:
     items: list[EntryChange] = field(default_factory=list)
     items_truncated: bool = False
     complete: bool = True
+    # Every chunk header and the allocator header are byte-identical on both sides (a map in the same
+    # bytes whose changes all fall inside chunk payloads): both allocators are in the same state.
+    allocator_same: bool = False
     method: str = ""
     note: str = ""
     _rendered: list[dict[str, Any]] | None = None
@@ -294,6 +297,7 @@ def diff_pair(
         d.status = "unchanged"
         d.unchanged = d.old_count or 0
         d.method = "untouched"
+        d.allocator_same = a.kind == "btreemap"
         return d
     if a.kind not in HAS_ELEMENTS:
         d.method = "none"
@@ -310,6 +314,8 @@ def diff_pair(
         _by_index(d, a, b, max_items, progress, label, cancel)
         return d
     # Same physical bytes and the same tree shape: only the changed nodes can hold different entries.
+    if pa is not None and pa == pb:
+        d.allocator_same = diff_map_nodes.allocator_untouched(a, b, changed)
     mp = diff_map_nodes.plan(a, b, changed) if pa is not None and pa == pb else None
     if mp is not None:
         c = _Collector(d, a, b, max_items)
@@ -328,6 +334,10 @@ def diff_pair(
 # --------------------------------------------------------------------------- element helpers
 
 
+def _length(el: Element) -> int:
+    return el.value_len if el.value_len is not None else len(el.value)
+
+
 def _stored(value: bytes) -> bytes:
     return value if len(value) <= MAX_STORED_VALUE else value[:VALUE_HEAD]
 
@@ -343,6 +353,9 @@ def element_physical(s: Structure, el: Element) -> list[Range]:
     vmem = s.value_mem or s.mem
     out: list[Range] = []
     for mem, group in ((s.mem, key_spans), (vmem, value_spans)):
+        if type(mem) is PhysicalMemory:  # the snapshot itself: its ranges are the physical ones
+            out.extend(r for r in group if r[1] > r[0])
+            continue
         for start, end in group:
             try:
                 out.extend(mem.physical_ranges(start, end - start))
@@ -354,6 +367,10 @@ def element_physical(s: Structure, el: Element) -> list[Range]:
 class _Collector:
     """Counts every difference; keeps the first ``limit`` of *each kind* with their bytes and where
     they are, so three added entries still show after two hundred removed ones."""
+
+    # Values longer than this are kept as their head only (their length is kept too): a reader may
+    # hand over just that much with ``Element.value_len``.
+    head_beyond = (MAX_STORED_VALUE, VALUE_HEAD)
 
     def __init__(self, d: StructureDiff, a: Structure | None, b: Structure | None, limit: int) -> None:
         self.d, self.a, self.b, self.limit = d, a, b, limit
@@ -389,8 +406,8 @@ class _Collector:
                 at.key,
                 old=_stored(x.value) if x is not None else None,
                 new=_stored(y.value) if y is not None else None,
-                old_len=len(x.value) if x is not None else None,
-                new_len=len(y.value) if y is not None else None,
+                old_len=_length(x) if x is not None else None,
+                new_len=_length(y) if y is not None else None,
                 old_ranges=element_physical(self.a, x) if x is not None and self.a is not None else [],
                 new_ranges=element_physical(self.b, y) if y is not None and self.b is not None else [],
             )

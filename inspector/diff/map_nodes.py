@@ -16,6 +16,13 @@ changed nodes' entries, sorted by key, on each side. Anything that breaks these 
 a merge, a changed header, keys that are not in byte order, an owner not found) returns ``None`` and
 the caller falls back to walking both maps in key order together.
 
+When no changed byte touches a chunk header, an overflow-page header or a node page (the usual case:
+values edited in place), both sides have the very same tree and chains. Then the chains are resolved
+once, on the old side, from packed chunk-header columns (``map_chains``), every changed page gets its
+owner and its place by one bisection, and only the owners are read: their keys and the length of each
+value, never a value that is not listed. A value counts as changed when one of its bytes under a
+changed range differs on the two sides.
+
 ``node_loads`` on the plan counts the nodes read, so tests can check that the work follows the change.
 """
 
@@ -28,6 +35,7 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any, Protocol
 
+from inspector.diff import map_chains
 from inspector.diff.sequences import PageReleaser, _Ranges, virtual_hits
 from inspector.layouts import CHUNK_HEADER_SIZE, CHUNK_MAGIC, FIRST_CHUNK_OFFSET, NODE_MAGIC, OVERFLOW_MAGIC
 from inspector.structures.base import Element
@@ -38,6 +46,7 @@ from inspector.structures.btreemap.nodes import (
     OVERFLOW_DATA_OFFSET,
     V2_PREFIX_SIZE,
     NodeError,
+    logical_ranges,
 )
 
 Range = tuple[int, int]
@@ -47,6 +56,9 @@ OWNER_CANDIDATES = 8  # nodes tried per overflow page before giving up
 LOOKBACK_BATCH = 64  # chunk magics read per unpack while looking back
 RELEASE_EVERY = 16  # node reads between drops of the mapped pages
 RELEASE_EVERY_PAGES = 16_384  # overflow-page headers read between drops of the mapped pages
+# Nodes (or listed values) read between drops of the mapped pages: each scattered read can map a whole
+# large page-cache folio (~0.5 MB), and dropping the mappings costs next to nothing.
+RELEASE_EVERY_SCATTERED = 8
 
 
 class _Collector(Protocol):
@@ -114,14 +126,15 @@ class _Side:
                 return addr
         return None
 
-    def value(self, addr: int, slot: int) -> bytes:
-        """One value's bytes, read through the node's chain (or the whole node for a v1 node)."""
+    def value(self, addr: int, slot: int, most: int | None = None) -> bytes:
+        """One value's bytes (at most ``most`` of them), read through the node's chain (or the whole
+        node for a v1 node)."""
         shape = self.load(addr)
         spans = shape[7]
         if spans is None:
-            return bytes(self.load_full(addr)[5][slot])
+            return bytes(self.load_full(addr)[5][slot][:most])
         start, n = spans[slot]
-        return _read_stream(self.m, addr, shape[6], start, n)
+        return _read_stream(self.m, addr, shape[6], start, n if most is None else min(n, most))
 
     def load_full(self, addr: int) -> tuple[Any, ...]:
         self.loads += 1
@@ -365,10 +378,35 @@ class MapPlan:
         self.old, self.new, self.nodes = old, new, nodes
         self.hits = hits or []  # the changed ranges as virtual ranges of the map's memory, sorted
         self.dirty = dirty or {}  # node → payload addresses of its changed chunks (page or overflow)
+        # Nodes whose changed slots are already known (shared chains: see ``_shared_plan``).
+        self.slots: dict[int, list[int]] = {}
+        self.key_pos: dict[int, list[tuple[int, int]]] = {}  # those nodes' keys: (stream position, length)
+        self.chains: map_chains.ChainIndex | None = None
 
     @property
     def node_loads(self) -> int:
         return self.old.loads + self.new.loads
+
+
+def allocator_untouched(a: Any, b: Any, changed: _Ranges) -> bool:
+    """Whether two maps in the same bytes have byte-identical allocator headers and chunk headers
+    (every changed byte falls inside a chunk's payload), so their free lists and frontiers agree."""
+    ma, mb = getattr(a, "map", None), getattr(b, "map", None)
+    if ma is None or mb is None or not (ma.allocator_ok and mb.allocator_ok):
+        return False
+    cs = ma.chunk_size
+    if (cs, ma.mem.size) != (mb.chunk_size, mb.mem.size) or cs <= CHUNK_HEADER_SIZE:
+        return False
+    hits = virtual_hits(a.mem, changed)
+    if hits is None:
+        return False
+    for s, e in hits:
+        if s < FIRST_CHUNK_OFFSET:
+            return False
+        o = (s - FIRST_CHUNK_OFFSET) % cs
+        if o < CHUNK_HEADER_SIZE or o + (e - s) > cs:
+            return False
+    return True
 
 
 def plan(a: Any, b: Any, changed: _Ranges) -> MapPlan | None:
@@ -385,13 +423,24 @@ def plan(a: Any, b: Any, changed: _Ranges) -> MapPlan | None:
 def _plan(ma: Any, mb: Any, a: Any, b: Any, changed: _Ranges) -> MapPlan | None:
     if not (ma.walkable and mb.walkable and ma.allocator_ok and mb.allocator_ok):
         return None
-    same = (ma.root_addr, ma.chunk_size, ma.page_size, ma.mem.size, ma.key_layout)
-    if same != (mb.root_addr, mb.chunk_size, mb.page_size, mb.mem.size, mb.key_layout) or not ma.root_addr:
+    same = (ma.root_addr, ma.chunk_size, ma.page_size, ma.mem.size)
+    if same != (mb.root_addr, mb.chunk_size, mb.page_size, mb.mem.size) or not ma.root_addr:
         return None
+    # Inferring the key layout reads a few whole nodes (their chains map pages all over a big memory).
+    release = PageReleaser(a, b)
+    layout = ma.key_layout
+    release()
+    if mb.key_layout != layout:
+        return None
+    release()
     hits = virtual_hits(a.mem, changed)
     if hits is None or (hits and hits[0][0] < FIRST_CHUNK_OFFSET):
         return None  # a header or the allocator changed: the shapes may differ
     cs = ma.chunk_size
+    if not map_chains.structure_hits(hits, cs):
+        shared = _shared_plan(ma, mb, a, b, hits)
+        if shared is not None:
+            return shared
     chunks: set[int] = set()
     for s, e in hits:
         first = (s - FIRST_CHUNK_OFFSET) // cs
@@ -432,6 +481,82 @@ def _plan(ma: Any, mb: Any, a: Any, b: Any, changed: _Ranges) -> MapPlan | None:
     return MapPlan(old, new, sorted(nodes), hits, dirty)
 
 
+def _shared_plan(ma: Any, mb: Any, a: Any, b: Any, hits: list[Range]) -> MapPlan | None:
+    """The plan when no changed byte touches a chunk header, an overflow-page header or a node page:
+    both sides then have the same tree and the same chains, resolved once on the old side
+    (``map_chains``). Only the nodes that own a changed page are read, and of those only the keys
+    and the value lengths; a value counts as changed when a byte of it differs on the two sides."""
+    release = PageReleaser(a, b)
+    if ma._kfix is None:
+        return None
+    idx = map_chains.build(ma, release)
+    if idx is None:
+        return None
+    cs, page = ma.chunk_size, ma.page_size
+    body = page - OVERFLOW_DATA_OFFSET
+    first_payload = FIRST_CHUNK_OFFSET + CHUNK_HEADER_SIZE
+    per_node: dict[int, list[tuple[int, int, int, int]]] = {}  # node → (stream start, end, virtual start)
+    dirty: dict[int, list[int]] = {}
+    for s, e in hits:
+        payload = first_payload + (s - FIRST_CHUNK_OFFSET) // cs * cs
+        if payload in idx.nodes:
+            return None  # a node page changed: its keys or children may differ (the per-side plan)
+        own = idx.owner_of(payload)
+        if own is None:
+            continue  # a free chunk, or a page no live chain holds: no entry reads it
+        node, j = own
+        pos = page + j * body + (s - payload - OVERFLOW_DATA_OFFSET)
+        per_node.setdefault(node, []).append((pos, pos + e - s, s, j))
+        pages = dirty.setdefault(node, [])
+        if not pages or pages[-1] != payload:
+            pages.append(payload)
+    old, new = _Side(ma, release), _Side(mb, release)
+    p = MapPlan(old, new, sorted(per_node), hits, dirty)
+    p.chains = idx
+    for n_node, (node, parts) in enumerate(sorted(per_node.items())):
+        if n_node % RELEASE_EVERY_SCATTERED == RELEASE_EVERY_SCATTERED - 1:
+            release()
+        chain = idx.chain(node)
+
+        def read(pos: int, n: int, node: int = node, chain: Any = chain) -> bytes:
+            return _read_stream(ma, node, chain, pos, n)
+
+        shape, key_pos = map_chains.node_shape(ma, idx, node, chain, read)
+        old.loads += 1
+        slots = _value_slots(ma, mb, shape[7], parts)
+        if slots is None:
+            continue  # a key or a length changed: the node is compared whole (``diff_by_nodes``)
+        old.nodes[node] = new.nodes[node] = shape
+        p.slots[node] = slots
+        p.key_pos[node] = key_pos
+    release()
+    return p
+
+
+def _value_slots(
+    ma: Any, mb: Any, spans: list[tuple[int, int]], parts: list[tuple[int, int, int, int]]
+) -> list[int] | None:
+    """The slots whose value bytes differ under the changed stream ranges ``parts``; None if a change
+    falls on a key, a length prefix or the node's own fields (then the node is compared whole)."""
+    starts = [vs for vs, _n in spans]
+    end = spans[-1][0] + spans[-1][1] if spans else 0
+    out: set[int] = set()
+    for ps, pe, v, _j in parts:
+        if ps >= end:
+            continue  # stale bytes past the node's stream
+        i = bisect_right(starts, ps) - 1
+        if i < 0 or pe > end:
+            return None
+        vs, n = spans[i]
+        if pe > vs + n:
+            return None  # runs over into the next value's length prefix
+        if ps < vs:
+            return None
+        if ma.mem.read(v, pe - ps) != mb.mem.read(v, pe - ps):
+            out.add(i)
+    return sorted(out)
+
+
 def _element(key: bytes, value: bytes, addr: int, slot: int) -> Element:
     # The entry's rank in the map is not known without a walk: by-node diffs list no index.
     return Element(-1, value, key, source=f"node {addr:#x}", node_addr=addr, slot=slot)
@@ -461,6 +586,9 @@ def _changed_slots(p: MapPlan, addr: int) -> list[int] | None:
     With equal shapes, a changed byte inside a value's bytes means that value differs, and a changed
     byte anywhere else (stale bytes past the stream's end) changes no entry: no value is read.
     """
+    known = p.slots.get(addr)
+    if known is not None:
+        return known
     a, b = p.old.load(addr), p.new.load(addr)
     if a[7] is None or a[1:5] != b[1:5] or a[6] != b[6] or a[7] != b[7]:
         return None
@@ -555,10 +683,31 @@ def _list(ops: list[tuple[bytes, str, Ref | None, Ref | None]], p: MapPlan, c: A
         assert ref is not None
         if not wanted:
             return _element(key, b"", *ref)
-        return _element(key, side.value(*ref), *ref)
+        addr, slot = ref
+        where = p.key_pos.get(addr)
+        if where is None:
+            return _element(key, side.value(*ref), *ref)
+        n = side.load(addr)[7][slot][1]
+        head = getattr(c, "head_beyond", None)  # (keep-whole limit, head kept) of the collector
+        if head is not None and n > head[0]:
+            # Only the head of a long value is kept: read no more than that (values can be megabytes).
+            got = _element(key, side.value(addr, slot, head[1]), *ref)
+            got.value_len = n
+        else:
+            got = _element(key, side.value(*ref), *ref)
+        # A node of the shared-chain plan: its key and value spans come from its chain, so the
+        # listing does not read the node again to find them.
+        shape = side.load(addr)
+        page = side.m.page_size
+        got.key_spans = logical_ranges(addr, shape[6], page, *where[slot])
+        got.value_spans = logical_ranges(addr, shape[6], page, *shape[7][slot])
+        return got
 
-    for key, op, ro, rn in ops:
+    release = PageReleaser(p.old.m, p.new.m)
+    for n, (key, op, ro, rn) in enumerate(ops):
         room = c.kept[op] < c.limit
+        if room and n % RELEASE_EVERY_SCATTERED == RELEASE_EVERY_SCATTERED - 1:
+            release()
         if op == "changed":
             c.changed(el(p.old, 0, key, ro, room), el(p.new, 1, key, rn, room))
         elif op == "removed":

@@ -11,9 +11,13 @@ from __future__ import annotations
 import os
 import pickle
 from dataclasses import dataclass
+from typing import Any
 
 from inspector.diff.byte_ranges import DiffResult, changed_ranges
+from inspector.layouts import BTREE_MAGIC
 from inspector.snapshot import open_snapshot
+
+CHAINS_MIN_BYTES = 64 << 20  # below this the parent resolves a map's chains in no time itself
 
 
 @dataclass
@@ -33,10 +37,28 @@ class PendingByteDiff:
         if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
             return None
         try:
-            out = pickle.loads(b"".join(chunks))
+            out, hint = pickle.loads(b"".join(chunks))
         except (pickle.UnpicklingError, EOFError):  # a truncated pipe: fall back rather than trust it
             return None
+        if hint is not None:
+            from inspector.diff import map_chains  # (loaded already: unpickling the hint needs it)
+
+            map_chains.offer(hint)
         return out if isinstance(out, DiffResult) else None
+
+
+def _chains_hint(snap: Any) -> Any:
+    try:
+        if snap.buf is None or snap.fd is None or snap.size < CHAINS_MIN_BYTES:
+            return None
+        if bytes(snap.buf[: len(BTREE_MAGIC)]) != BTREE_MAGIC:
+            return None  # no map on the raw memory: not even the import below
+        # Imported here, in the child: the parent forks it before its own imports, as early as it can.
+        from inspector.diff import map_chains
+
+        return map_chains.precompute(snap.buf, snap.size, snap.fd)
+    except Exception:  # noqa: BLE001 - only a head start: the parent builds it itself otherwise
+        return None
 
 
 def start_byte_diff(old_path: str, new_path: str) -> PendingByteDiff | None:
@@ -56,7 +78,9 @@ def start_byte_diff(old_path: str, new_path: str) -> PendingByteDiff | None:
             os.close(read_fd)
             with open_snapshot(old_path) as a, open_snapshot(new_path) as b:
                 result = changed_ranges(a.buf, b.buf, a_file=a.fd, b_file=b.fd)
-            data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+                # While the parent is still loading: a big map's overflow chains (map_chains).
+                hint = _chains_hint(a)
+            data = pickle.dumps((result, hint), protocol=pickle.HIGHEST_PROTOCOL)
             view = memoryview(data)
             while view:
                 view = view[os.write(write_fd, view) :]

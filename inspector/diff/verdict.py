@@ -293,8 +293,8 @@ def map_restarted(sd: StructureDiff) -> bool:
     frontier further back than before, with the previous allocator's "CHK" headers still right after
     it, means the map was started again on top of its old chunks (FORMAT.md §3.3, §11.2).
     """
-    if sd.kind != "btreemap" or sd.old is None or sd.new is None:
-        return False
+    if sd.kind != "btreemap" or sd.old is None or sd.new is None or sd.allocator_same:
+        return False  # (the same allocator bytes on both sides: the same frontier, nothing to walk)
     a, b = sd.old.walker(), sd.new.walker()
     if a is None or b is None or not (a.allocator_ok and b.allocator_ok):
         return False

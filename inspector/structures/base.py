@@ -48,6 +48,9 @@ class Element:
     source: str = ""  # where it came from (e.g. "node 0x74"), for salvage and the TUI
     node_addr: int | None = None  # B-tree entries: the node holding it, and its slot in that node
     slot: int = 0
+    # When ``value`` holds only the head of a longer value (a diff listing reads no more than it
+    # keeps), the value's full length.
+    value_len: int | None = None
 
 
 class Structure:

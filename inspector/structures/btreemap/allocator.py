@@ -10,8 +10,11 @@ from inspector.layouts import (
     CHUNK_HEADER_SIZE,
     CHUNK_MAGIC,
     FIRST_CHUNK_OFFSET,
+    ChunkHeader,
+    field_span,
 )
-from inspector.memory import OutOfBounds
+from inspector.mapped_pages import page_releaser
+from inspector.memory import OutOfBounds, PhysicalMemory
 from inspector.structures.btreemap.headers import MAX_LISTED_ADDRESSES, _Headers
 
 
@@ -48,7 +51,10 @@ class _Allocator(_Headers):
         chain: list[int] = []
         problems: list[tuple[str, str, int | None, dict[str, Any]]] = []
         frontier = -1
-        if self.allocator_ok:
+        clean = self._clean_free_list() if self.allocator_ok else None
+        if clean is not None:
+            chain, frontier = clean, clean[-1]
+        elif self.allocator_ok:
             seen: set[int] = set()
             addr = self.free_list_head
             while True:
@@ -103,6 +109,80 @@ class _Allocator(_Headers):
                 frontier = self._fallback_frontier()
         self._free_list_state = (chain, problems, frontier)
         return self._free_list_state
+
+    def _clean_free_list(self) -> list[int] | None:
+        """The free list when every hop is a free CHK v1 chunk on the grid and it ends (None otherwise:
+        the careful walk above then names the problem). One unpack per hop and no set of seen
+        addresses: a list that loops runs past the number of chunks that fit and is handed back.
+        The mapped pages are let go every few hundred hops (each hop can map a large page-cache
+        folio; unmapping is cheap, a long list over a big memory would otherwise map all of it)."""
+        cs, first, size = self._cs, FIRST_CHUNK_OFFSET, self._size
+        unpack = CHUNK_HEADER.unpack_from
+        mem = self.mem
+        direct = mem.buf if isinstance(mem, PhysicalMemory) else None
+        contig = self._contig
+        root = getattr(mem, "root", mem)  # the snapshot file under a memory manager's memory
+        drop, whole = page_releaser(getattr(root, "buf", b"")), int(getattr(root, "size", 0))
+
+        def release() -> None:
+            drop(0, whole)
+
+        chain: list[int] = []
+        append = chain.append
+        addr = self.free_list_head
+        if direct is not None and not cs % 8 and size > first:
+            return self._clean_free_list_words(direct, release)
+        for n in range(1, self._max_chunks + 1):
+            if addr < first or (addr - first) % cs or addr + CHUNK_HEADER_SIZE > size:
+                break
+            if direct is not None:
+                magic, version, allocated, _pad, nxt = unpack(direct, addr)
+            else:
+                buf, phys, avail = contig(addr)
+                if avail < CHUNK_HEADER_SIZE:
+                    break
+                magic, version, allocated, _pad, nxt = unpack(buf, phys)
+            if magic != CHUNK_MAGIC or version != 1 or allocated:
+                break
+            append(addr)
+            if not nxt:
+                release()
+                return None if max(chain) > addr else chain
+            addr = nxt
+            if not n & 0xFF:
+                release()
+        release()
+        return None
+
+    def _clean_free_list_words(self, buf: Any, release: Any) -> list[int] | None:
+        """``_clean_free_list`` on a raw mapping whose chunks are u64-aligned from the first one: a hop
+        reads two words of a u64 view (the header's leading fields, then its link) instead of
+        unpacking a tuple."""
+        cs, first = self._cs, FIRST_CHUNK_OFFSET
+        words = (self._size - first) // 8
+        link = field_span(ChunkHeader, "next").offset // 8
+        free = int.from_bytes(CHUNK_MAGIC + bytes([1, 0]), "little")  # magic, version 1, not allocated
+        mask = (1 << (8 * (len(CHUNK_MAGIC) + 2))) - 1
+        chain: list[int] = []
+        append = chain.append
+        addr = self.free_list_head
+        with memoryview(buf) as view, view[first : first + 8 * words].cast("Q") as q:
+            for n in range(1, self._max_chunks + 1):
+                r = addr - first
+                if r < 0 or r % cs:
+                    break
+                i = r >> 3
+                if i + link >= words or q[i] & mask != free:
+                    break
+                append(addr)
+                addr = q[i + link]
+                if not addr:
+                    release()
+                    return None if max(chain) > chain[-1] else chain
+                if not n & 0xFF:
+                    release()
+        release()
+        return None
 
     def _fallback_frontier(self) -> int:
         addr, last = FIRST_CHUNK_OFFSET, -1

@@ -53,6 +53,7 @@ class _KeyLayout(_NodeReading):
         if not self.walkable or not self.root_addr:
             return
         sample: list[int] = []
+        reads: dict[int, tuple[Any, ...]] = {}  # the sampled nodes as read, for the inference below
         seen: set[int] = set()
         stack = [self.root_addr]
         budget = PROBE_NODE_BUDGET
@@ -63,7 +64,8 @@ class _KeyLayout(_NodeReading):
             seen.add(addr)
             budget -= 1
             try:
-                nver, ntype, k, buf, base, end, _ovf = self._read_node(addr)
+                got = self._read_node(addr)
+                nver, ntype, k, buf, base, end, _ovf = got
                 if ntype == INTERNAL:
                     if nver == 2:
                         p = base + V2_PREFIX_SIZE
@@ -79,10 +81,11 @@ class _KeyLayout(_NodeReading):
                 continue
             if nver == 2:
                 sample.append(addr)
+                reads[addr] = got
         if sample:
             self._v2_seen = True
             if self._kfix is None:
-                self._infer_key_layout(sample)
+                self._infer_key_layout(sample, reads)
 
     def _key_candidates(self) -> list[int]:
         """Fixed key sizes worth trying (0 stands for "prefixed", always tried first)."""
@@ -91,7 +94,7 @@ class _KeyLayout(_NodeReading):
             return [0, self.max_key_size] if self.max_key_size else [0]
         return [0, *range(1, MAX_FIXED_KEY_PROBE + 1)]
 
-    def _infer_key_layout(self, addrs: list[int]) -> None:
+    def _infer_key_layout(self, addrs: list[int], reads: dict[int, tuple[Any, ...]] | None = None) -> None:
         """Pick the key layout under which every sampled v2 node parses consistently.
 
         A layout passes a node when its keys and values fit the stream, the stream length agrees with
@@ -103,8 +106,11 @@ class _KeyLayout(_NodeReading):
         for addr in addrs:
             try:
                 # allow_free: the sample may be the node a salvage scan is parsing on request (its
-                # caller has already validated it); the layout evidence is the same either way.
-                nver, ntype, k, buf, base, end, overflows = self._read_node(addr, allow_free=True)
+                # caller has already validated it); the layout evidence is the same either way. A node
+                # the probe has just read (a stricter read) is not read twice: with big values that
+                # is megabytes each.
+                got = (reads or {}).get(addr) or self._read_node(addr, allow_free=True)
+                nver, ntype, k, buf, base, end, overflows = got
             except NodeError:
                 continue
             if nver == 2:

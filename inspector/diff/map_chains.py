@@ -1,0 +1,402 @@
+"""Which node owns each changed overflow page, from the chunk-header columns of one side.
+
+The by-node diff of two maps (``map_nodes``) must know, for every changed overflow page, the node
+whose overflow chain holds it and the page's place in that chain. A chain is a linked list that runs
+forward only, so the owner of one page is not found without resolving chains. This module does it
+once, for the whole tree, at the speed of C where it can:
+
+* When no changed byte falls in a chunk header, an overflow-page header or a node page, every chunk
+  header, every chain link and every node page is byte-identical on both sides: both sides have the
+  same tree and the same chains. They are resolved on the OLD side only.
+* The header words of every chunk on the grid are pulled out as columns by strided slices of the
+  mapping (``memoryview`` casts, no Python loop), a block at a time with the mapped pages let go after
+  each block, and compared with what a valid, back-to-back overflow page holds (big-integer XOR over
+  the packed columns). The result is one 8-byte group per chunk, zero where the chunk is an allocated
+  "NOF" page whose ``next`` is the chunk right after it.
+* Each chain is then followed a RUN at a time: a regular-expression search finds the end of the run
+  (the next non-zero group), the page there is checked field by field and its ``next`` followed. The
+  Python work is one step per run of back-to-back pages, not one per page.
+* Only compact arrays are kept: the runs (first chunk, last chunk, node, index of the first page in the
+  chain), sorted, so an owner is one bisection.
+
+Everything is checked: every page of every chain is a valid allocated overflow page, no page is in two
+chains, no chain loops, every node is reached once from the root. Anything unusual returns None, and
+the caller falls back to the per-side plan (and from there to the key-order walk).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from array import array
+from bisect import bisect_right
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from inspector.layouts import (
+    CHUNK_HEADER_SIZE,
+    CHUNK_MAGIC,
+    FIRST_CHUNK_OFFSET,
+    NODE_MAGIC,
+    OVERFLOW_MAGIC,
+    ChunkHeader,
+    OverflowPageHeader,
+    field_span,
+)
+from inspector.mapped_pages import page_releaser
+from inspector.memory import PhysicalMemory
+from inspector.structures.btreemap.nodes import (
+    CHUNK_NODE,
+    CHUNK_OVERFLOW,
+    INTERNAL,
+    OVERFLOW_DATA_OFFSET,
+    V2_PREFIX_SIZE,
+    NodeError,
+)
+
+Range = tuple[int, int]
+WORD = 8  # bytes per column entry: one u64 of the packed columns
+BLOCK_CHUNKS = 1 << 12  # chunks per block of columns (~4 MB of mapping at 1 KiB pages), then release
+MAX_NODES = 1 << 22
+RELEASE_EVERY_NODES = 16  # node pages read between drops of the mapped pages
+
+# Where the fields sit in a chunk, from the declarations (layouts.py), not typed again.
+_NEXT_AT = field_span(ChunkHeader, "next").offset  # 8: the chunk's free-list link ends the header
+_OVF_MAGIC_AT = CHUNK_HEADER_SIZE + field_span(OverflowPageHeader, "magic").offset  # 16
+_OVF_NEXT_AT = CHUNK_HEADER_SIZE + field_span(OverflowPageHeader, "next").offset  # 19
+# Header word (bytes 0..8): magic, version 1, allocated 1 and zero padding, as the library writes it.
+_HEADER_WORD = int.from_bytes(CHUNK_MAGIC + bytes([1, 1]) + bytes(_NEXT_AT - len(CHUNK_MAGIC) - 2), "little")
+# Magic word: the u64 that ends with the overflow magic. Its high bytes are the top byte of the chunk's
+# own ``next`` (zero for any address below 2^56, whatever an allocation left in the rest) and "NOF";
+# only those are checked.
+_MAGIC_WORD_AT = _OVF_MAGIC_AT + len(OVERFLOW_MAGIC) - WORD  # 11
+_MAGIC_KEEP = _OVF_MAGIC_AT + len(OVERFLOW_MAGIC) - (CHUNK_HEADER_SIZE - 1)  # 4 bytes
+_MAGIC_WORD = int.from_bytes(bytes(WORD - len(OVERFLOW_MAGIC)) + OVERFLOW_MAGIC, "little")
+_MAGIC_MASK = ((1 << (8 * _MAGIC_KEEP)) - 1) << (8 * (WORD - _MAGIC_KEEP))
+_NONZERO = re.compile(rb"[^\x00]")
+_U32 = struct.Struct("<I").unpack
+
+
+class ChainIndex:
+    """Every reachable node of a map and the runs of its overflow chain (see the module docstring)."""
+
+    def __init__(self, m: Any, nodes: dict[int, tuple[int, int, tuple[int, ...]]]) -> None:
+        self.cs = m.chunk_size
+        # The map it was built for: an index computed elsewhere (the byte-compare child) is used only
+        # for a map with the same geometry, in the same file.
+        self.geometry = _geometry(m)
+        self.nodes = nodes  # payload address → (node type, entry count, children)
+        self.starts: array[int] = array("Q")  # first chunk index of each run, sorted
+        self.ends: array[int] = array("Q")  # last chunk index of each run
+        self.owner: array[int] = array("Q")  # node payload address
+        self.first: array[int] = array("Q")  # index in the node's chain of the run's first page
+        self.by_node: dict[int, list[tuple[int, int]]] = {}  # node → [(chain index, first chunk)]
+        self.chain_len: dict[int, int] = {}
+        self.runs_followed = 0  # Python steps of the chain walk: one per run, for tests
+
+    def owner_of(self, payload: int) -> tuple[int, int] | None:
+        """(node, index in its chain) of the overflow page at ``payload``; None if no live chain has it."""
+        c = (payload - FIRST_CHUNK_OFFSET - CHUNK_HEADER_SIZE) // self.cs
+        i = bisect_right(self.starts, c) - 1
+        if i < 0 or c > self.ends[i]:
+            return None
+        return self.owner[i], self.first[i] + c - self.starts[i]
+
+    def chain(self, node: int) -> NodeChain:
+        return NodeChain(self, node)
+
+
+class NodeChain:
+    """A node's overflow chain as a read-only sequence of page addresses, computed from its runs (a
+    chain of thousands of pages is a few dozen runs: nothing is expanded)."""
+
+    def __init__(self, index: ChainIndex, node: int) -> None:
+        runs = index.by_node.get(node, [])
+        self._at = [j for j, _c in runs]
+        self._chunk = [c for _j, c in runs]
+        self._len = index.chain_len.get(node, 0)
+        self._cs = index.cs
+        self._last = 0  # the run of the previous lookup: reads go through a chain mostly in order
+        self.node = node
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, j: int) -> int:  # type: ignore[override]
+        if not 0 <= j < self._len:
+            raise IndexError(j)
+        r = self._last
+        at = self._at
+        if not (at[r] <= j and (r + 1 == len(at) or j < at[r + 1])):
+            r = self._last = bisect_right(at, j) - 1
+        return FIRST_CHUNK_OFFSET + CHUNK_HEADER_SIZE + (self._chunk[r] + j - at[r]) * self._cs
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NodeChain) and (other.node, other._at, other._chunk) == (
+            self.node,
+            self._at,
+            self._chunk,
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.node)
+
+
+def _grid(m: Any) -> tuple[Any, int, int] | None:
+    """(buffer, physical offset of the first chunk, chunks on the grid) for a map on one contiguous
+    mapping whose chunk size allows u64 columns; None otherwise (a bucketed memory, an odd chunk size)."""
+    mem = m.mem
+    cs = m.chunk_size
+    if not isinstance(mem, PhysicalMemory) or cs <= 0 or cs % WORD:
+        return None
+    buf, phys, avail = mem.contiguous(FIRST_CHUNK_OFFSET)
+    n = avail // cs
+    if n < 1 or not isinstance(buf, (bytes, bytearray)) and not hasattr(buf, "madvise"):
+        return None
+    return buf, phys, n
+
+
+class _Columns:
+    """The grid's chunk headers as packed columns (see the module docstring): ``cont`` has a zero group
+    where a chunk is a valid overflow page linked to the chunk right after it, ``valid`` a zero group
+    where it is a valid overflow page, and ``nexts`` every chunk's overflow ``next`` field."""
+
+    def __init__(self, buf: Any, base: int, n: int, cs: int) -> None:
+        release = page_releaser(buf)
+        step = cs // WORD
+        cont, valid = bytearray(), bytearray()
+        self.nexts: array[int] = array("Q")
+        view = memoryview(buf)
+        fixed: dict[int, tuple[int, int, int, int, int]] = {}  # block length → its constant columns
+        for c0 in range(0, n, BLOCK_CHUNKS):
+            k = min(n, c0 + BLOCK_CHUNKS) - c0
+            lo = base + c0 * cs
+            if lo + (k - 1) * cs + _OVF_NEXT_AT + WORD > len(buf):
+                k -= 1  # the last chunk's next field would run past the mapping: that chunk is left out
+            if k not in fixed:
+                ones = int.from_bytes(_ONE * k, "little")
+                step_up = int.from_bytes(array("Q", range(0, k * cs, cs)).tobytes(), "little")
+                fixed[k] = (ones, _HEADER_WORD * ones, _MAGIC_WORD * ones, _MAGIC_MASK * ones, step_up)
+            ones, head_want, magic_want, magic_mask, step_up = fixed[k]
+            # A strided slice of a u64 view that starts at a field's offset is that field's column.
+            heads, magics, nexts = (
+                view[lo + at : lo + at + k * cs].cast("Q")[::step].tobytes()
+                for at in (0, _MAGIC_WORD_AT, _OVF_NEXT_AT)
+            )
+            bad = int.from_bytes(heads, "little") ^ head_want
+            bad |= (int.from_bytes(magics, "little") ^ magic_want) & magic_mask
+            valid += bad.to_bytes(WORD * k, "little")
+            first = FIRST_CHUNK_OFFSET + CHUNK_HEADER_SIZE + (c0 + 1) * cs
+            bad |= int.from_bytes(nexts, "little") ^ (step_up + first * ones)
+            cont += bad.to_bytes(WORD * k, "little")
+            self.nexts.frombytes(nexts)
+            release(lo, lo + k * cs + WORD)
+        self.n = len(self.nexts)
+        cont += b"\xff" * WORD  # a sentinel: every search for a run's end finds one
+        self.cont, self.valid = bytes(cont), bytes(valid)
+        del view
+
+
+_ONE = (1).to_bytes(WORD, "little")
+
+
+def _geometry(m: Any) -> tuple[int, ...]:
+    return (m.root_addr, m.chunk_size, m.page_size, m.mem.size, m.free_list_head, m.num_allocated_chunks)
+
+
+# Indexes the byte-compare child built for a file, by the file's identity, then by the buffer that
+# maps that file in this process (see ``offer`` and ``adopt``).
+_OFFERED: dict[tuple[int, ...], ChainIndex] = {}
+_ADOPTED: dict[int, ChainIndex] = {}
+
+
+def file_identity(fd: int) -> tuple[int, ...]:
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def precompute(buf: Any, size: int, fd: int) -> tuple[tuple[int, ...], ChainIndex] | None:
+    """For the byte-compare child: the chain index of a map on the raw memory of this snapshot (the old
+    one), built while the parent is still loading both snapshots; None if there is no such map."""
+    from inspector.layouts import BTREE_MAGIC
+    from inspector.structures.btreemap import BTreeMap
+
+    if size < FIRST_CHUNK_OFFSET or bytes(buf[: len(BTREE_MAGIC)]) != BTREE_MAGIC:
+        return None
+    m = BTreeMap(PhysicalMemory(buf, size), memory_id="raw")
+    if not (m.walkable and m.allocator_ok and m.root_addr):
+        return None
+    drop = page_releaser(buf)
+    idx = build(m, lambda: drop(0, size))
+    return None if idx is None else (file_identity(fd), idx)
+
+
+def offer(hint: tuple[tuple[int, ...], ChainIndex]) -> None:
+    _OFFERED.clear()
+    _OFFERED[hint[0]] = hint[1]
+
+
+def adopt(fd: int | None, buf: Any) -> None:
+    """Use an offered index for the map in ``buf`` when ``fd`` is the very file it was built from."""
+    _ADOPTED.clear()
+    if fd is None or buf is None or not _OFFERED:
+        return
+    try:
+        idx = _OFFERED.pop(file_identity(fd), None)
+    except OSError:
+        return
+    if idx is not None:
+        _ADOPTED[id(buf)] = idx
+
+
+def build(m: Any, release: Callable[[], None]) -> ChainIndex | None:
+    """The chain index of map ``m`` (its old side), or None where it does not apply or anything is off."""
+    grid = _grid(m)
+    if grid is None or not m.root_addr:
+        return None
+    buf, base, n = grid
+    ready = _ADOPTED.get(id(buf))
+    if ready is not None:
+        return ready if ready.geometry == _geometry(m) else None
+    cs = m.chunk_size
+    first_payload = FIRST_CHUNK_OFFSET + CHUNK_HEADER_SIZE
+    nodes = _tree(m, buf, base, n, release)
+    if nodes is None:
+        return None
+    cols = _Columns(buf, base, n, cs)
+    n = cols.n
+    cont, nexts = cols.cont, cols.nexts
+    valid = memoryview(cols.valid).cast("Q")
+    idx = ChainIndex(m, {a: v[:3] for a, v in nodes.items()})
+    starts, ends, owner, first = idx.starts, idx.ends, idx.owner, idx.first
+    total = 0
+    search = _NONZERO.search
+    for addr, (_t, _k, _ch, head) in nodes.items():
+        j = 0
+        nxt = head
+        mine: list[tuple[int, int]] = []
+        while nxt:
+            pos, r = divmod(nxt - first_payload, cs)
+            if r or not 0 <= pos < n:
+                return None
+            e = search(cont, WORD * pos).start() >> 3  # type: ignore[union-attr]  # (the sentinel)
+            if e >= n or valid[e] and not _valid_page(buf, base + e * cs):
+                return None
+            nxt = nexts[e]
+            starts.append(pos)
+            ends.append(e)
+            owner.append(addr)
+            first.append(j)
+            mine.append((j, pos))
+            j += e - pos + 1
+            if j > n:
+                return None  # a chain longer than the grid: it loops
+        total += j
+        if total > n:
+            return None  # more pages than the grid holds: a loop
+        idx.by_node[addr] = mine
+        idx.chain_len[addr] = j
+    order = sorted(range(len(starts)), key=starts.__getitem__)
+    idx.starts, idx.ends = (
+        array("Q", map(starts.__getitem__, order)),
+        array("Q", map(ends.__getitem__, order)),
+    )
+    idx.owner, idx.first = (
+        array("Q", map(owner.__getitem__, order)),
+        array("Q", map(first.__getitem__, order)),
+    )
+    if any(map(int.__le__, idx.starts[1:], idx.ends[:-1])):
+        return None  # a page in two chains (or twice in one)
+    idx.runs_followed = len(starts)
+    release()
+    return idx
+
+
+def _valid_page(buf: Any, at: int) -> bool:
+    """The reader's own test of an overflow page (padding and the chunk's next are not looked at)."""
+    cm, cv, al, _pad, _cn, om, _nxt = CHUNK_OVERFLOW.unpack_from(buf, at)
+    return bool(cm == CHUNK_MAGIC and cv == 1 and al == 1 and om == OVERFLOW_MAGIC)
+
+
+def _tree(
+    m: Any, buf: Any, base: int, n: int, release: Callable[[], None]
+) -> dict[int, tuple[int, int, tuple[int, ...], int]] | None:
+    """Every node reached from the root: payload address → (type, entry count, children, first
+    overflow page), from the node pages alone; None if a node is not a v2 node on the grid, is reached
+    twice, or keeps its children beyond its first page."""
+    cs = m.chunk_size
+    page = m.page_size
+    first_payload = FIRST_CHUNK_OFFSET + CHUNK_HEADER_SIZE
+    out: dict[int, tuple[int, int, tuple[int, ...], int]] = {}
+    stack = [m.root_addr]
+    while stack:
+        addr = stack.pop()
+        r = addr - first_payload
+        if addr in out or r < 0 or r % cs or r // cs >= n or len(out) >= MAX_NODES:
+            return None
+        at = base + (r // cs) * cs
+        cm, cv, al, _pad, _cn, nm, nv, ntype, k, ovf = CHUNK_NODE.unpack_from(buf, at)
+        if (cm, cv, al, nm, nv) != (CHUNK_MAGIC, 1, 1, NODE_MAGIC, 2) or ntype > 1 or not 1 <= k <= 11:
+            return None
+        children: tuple[int, ...] = ()
+        if ntype == INTERNAL:
+            if CHUNK_NODE.size + 8 * (k + 1) > CHUNK_HEADER_SIZE + page:
+                return None
+            children = tuple(
+                memoryview(buf)[at + CHUNK_NODE.size : at + CHUNK_NODE.size + 8 * (k + 1)].cast("Q")
+            )
+            stack.extend(children)
+        out[addr] = (ntype, k, children, ovf)
+        if not len(out) % RELEASE_EVERY_NODES:
+            release()  # each node page read can map a whole large folio
+    release()
+    return out
+
+
+def node_shape(
+    m: Any, idx: ChainIndex, addr: int, chain: NodeChain, read: Callable[[int, int], bytes]
+) -> tuple[tuple[Any, ...], list[tuple[int, int]]]:
+    """(2, type, k, children, keys, None, chain, value spans) of a node and where its keys are in its
+    stream, reading only the keys and the length prefix of each value (``read(pos, n)`` reads the
+    node's stream through its chain)."""
+    ntype, k, children = idx.nodes[addr]
+    p = V2_PREFIX_SIZE + (8 * (k + 1) if ntype == INTERNAL else 0)
+    kfix = m._kfix
+    keys: list[bytes] = []
+    key_pos: list[tuple[int, int]] = []
+    if kfix:
+        run = read(p, kfix * k)
+        keys = [run[i * kfix : (i + 1) * kfix] for i in range(k)]
+        key_pos = [(p + i * kfix, kfix) for i in range(k)]
+        p += kfix * k
+    else:
+        for _ in range(k):
+            (n,) = _U32(read(p, 4))
+            keys.append(read(p + 4, n))
+            key_pos.append((p + 4, n))
+            p += 4 + n
+    spans: list[tuple[int, int]] = []
+    for _ in range(k):
+        (n,) = _U32(read(p, 4))
+        spans.append((p + 4, n))
+        p += 4 + n
+    needed = -(-max(0, p - m.page_size) // (m.page_size - OVERFLOW_DATA_OFFSET))
+    if needed != len(chain):
+        raise NodeError("overflow chain length does not match the node stream")
+    if any(not x < y for x, y in zip(keys, keys[1:], strict=False)):
+        raise NodeError("keys are not in byte order")
+    return (2, ntype, k, children, keys, None, chain, spans), key_pos
+
+
+def structure_hits(hits: Iterable[Range], cs: int) -> bool:
+    """Whether a changed range touches a chunk header or the overflow-page header after it (the first
+    bytes of every chunk), or runs over from one chunk into the next. (Node pages are the caller's.)"""
+    reach = CHUNK_HEADER_SIZE + OVERFLOW_DATA_OFFSET
+    for s, e in hits:
+        if s < FIRST_CHUNK_OFFSET:
+            return True
+        o = (s - FIRST_CHUNK_OFFSET) % cs
+        if o < reach or o + (e - s) > cs:
+            return True
+    return False

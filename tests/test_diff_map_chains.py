@@ -1,0 +1,329 @@
+"""Map diff by shared overflow chains: exact owners, work that follows the change, a safe fallback."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+from conftest import FIXTURES, ROOT, require_fixtures
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from inspector.diff import map_chains, map_nodes  # noqa: E402
+from inspector.diff.byte_ranges import changed_ranges  # noqa: E402
+from inspector.diff.entries import StructureDiff, _merge_join, diff_pair, element_physical  # noqa: E402
+from inspector.diff.layout import RangeSet  # noqa: E402
+from inspector.diff.sequences import PageReleaser  # noqa: E402
+from inspector.forge import RawImage  # noqa: E402
+from inspector.forge.btree_grow import grow_map_from, mix64  # noqa: E402
+from inspector.layouts import CHUNK_HEADER_SIZE, FIRST_CHUNK_OFFSET, NODE_MAGIC, OVERFLOW_MAGIC  # noqa: E402
+from inspector.session import load  # noqa: E402
+from inspector.structures.btreemap.nodes import OVERFLOW_DATA_OFFSET  # noqa: E402
+
+PAGE = 256  # small pages: values of a few KB run through chains of many overflow pages
+
+
+def _forge(path: Path, n: int = 400, seed: int = 5) -> None:
+    """A raw-memory map of 0.5–6 KB values grown in random key order, with every 7th key removed."""
+    block = random.Random(seed).randbytes(1 << 16)
+
+    def value_len(key: int) -> int:
+        return 500 + key % 5_500
+
+    def value_of(key: int) -> bytes:
+        off = (key >> 20) % (len(block) - value_len(key))
+        return block[off : off + value_len(key)]
+
+    keys = [mix64(i + seed) for i in range(n)]
+    ops = [("insert", k) for k in keys] + [("remove", k) for k in keys[3::7]]
+    fm = grow_map_from(ops, page_size=PAGE, value_of=value_of, value_len=value_len)
+    image = RawImage()
+    image.place(fm)
+    image.write_to(path, sparse=False)
+
+
+def _chunks(data: bytes, magic: bytes) -> list[int]:
+    """Chunk header addresses whose payload starts with ``magic``."""
+    cs = PAGE + CHUNK_HEADER_SIZE
+    out = []
+    for c in range(FIRST_CHUNK_OFFSET, len(data) - cs + 1, cs):
+        if data[c + CHUNK_HEADER_SIZE : c + CHUNK_HEADER_SIZE + 3] == magic:
+            out.append(c)
+    return out
+
+
+def _flip(src: Path, dst: Path, offsets: list[int]) -> None:
+    data = bytearray(src.read_bytes())
+    for o in offsets:
+        data[o] ^= 0x5A
+    dst.write_bytes(bytes(data))
+
+
+def _value_flips(src: Path, count: int, seed: int) -> list[int]:
+    """One byte in the data area of ``count`` random overflow pages."""
+    data = src.read_bytes()
+    rng = random.Random(seed)
+    pages = rng.sample(_chunks(data, OVERFLOW_MAGIC), count)
+    start = CHUNK_HEADER_SIZE + OVERFLOW_DATA_OFFSET
+    return [c + rng.randrange(start, PAGE + CHUNK_HEADER_SIZE) for c in pages]
+
+
+def _reference(a: object, b: object) -> tuple[int, int, int, int, list[tuple[str, bytes | None]]]:
+    """The key-order walk of both maps (what the plan replaces)."""
+    d = StructureDiff(a.memory_id, a.kind, "matched", a, b, a.count(), b.count())  # type: ignore[attr-defined]
+    _merge_join(d, a, b, 10_000, None, "", None)  # type: ignore[arg-type]
+    return d.added, d.removed, d.changed, d.unchanged, sorted((it.op, it.key) for it in d.items)
+
+
+def _diff(old: Path, new: Path) -> tuple[object, object, RangeSet, object, object]:
+    a, b = load(old), load(new)
+    sa, sb = a.analysis.structure("raw"), b.analysis.structure("raw")
+    return a, b, RangeSet(changed_ranges(old.read_bytes(), new.read_bytes()).ranges), sa, sb
+
+
+def _result(d: StructureDiff) -> tuple[int, int, int, int, list[tuple[str, bytes | None]]]:
+    return d.added, d.removed, d.changed, d.unchanged, sorted((it.op, it.key) for it in d.items)
+
+
+def test_the_chain_index_names_every_overflow_page_s_owner_and_place(tmp_path: Path) -> None:
+    path = tmp_path / "map.bin"
+    _forge(path)
+    s = load(path)
+    st = s.analysis.structure("raw")
+    m = st.map
+    m.key_layout  # noqa: B018 - the plan needs the key layout decided
+    idx = map_chains.build(m, PageReleaser(st))
+    assert idx is not None
+    seen = 0
+    reached = []
+    for _depth, node in m.iter_nodes():
+        reached.append(node.addr)
+        for j, page in enumerate(node.overflows):
+            assert idx.owner_of(page) == (node.addr, j)
+            seen += 1
+        chain = idx.chain(node.addr)
+        assert list(chain) == list(node.overflows)
+    assert seen > 500  # the forge really made long chains
+    assert sorted(idx.nodes) == sorted(reached)
+    # A step per run of back-to-back pages, never one per page.
+    assert 0 < idx.runs_followed <= seen
+    # Pages no live chain holds: node pages, free chunks.
+    data = path.read_bytes()
+    for c in _chunks(data, NODE_MAGIC)[:20]:
+        assert idx.owner_of(c + CHUNK_HEADER_SIZE) is None
+    s.close()
+
+
+def test_value_edits_go_by_shared_chains_and_match_the_key_order_walk(tmp_path: Path) -> None:
+    old, new = tmp_path / "old.bin", tmp_path / "new.bin"
+    _forge(old)
+    for seed, flips in ((1, 1), (2, 12), (3, 60)):
+        _flip(old, new, _value_flips(old, flips, seed))
+        a, b, changes, sa, sb = _diff(old, new)
+        plan = map_nodes.plan(sa, sb, changes)
+        assert plan is not None and plan.chains is not None, seed
+        # Nodes read: only the owners of the changed pages, each once.
+        owners = {plan.chains.owner_of(p) for pages in plan.dirty.values() for p in pages}
+        assert plan.node_loads == len(plan.nodes) == len({o[0] for o in owners if o}) <= flips
+        d = diff_pair(sa, sb, changes, max_items=10_000)
+        assert d.method == "by changed nodes"
+        assert 0 < d.changed <= flips and d.added == d.removed == 0
+        assert _result(d) == _reference(sa, sb), seed
+        a.close()  # type: ignore[attr-defined]
+        b.close()  # type: ignore[attr-defined]
+
+
+def test_listed_entries_keep_their_places_and_bytes(tmp_path: Path) -> None:
+    old, new = tmp_path / "old.bin", tmp_path / "new.bin"
+    _forge(old)
+    _flip(old, new, _value_flips(old, 5, 9))
+    a, b, changes, sa, sb = _diff(old, new)
+    d = diff_pair(sa, sb, changes)
+    assert d.method == "by changed nodes" and d.items
+    data_old, data_new = old.read_bytes(), new.read_bytes()
+    ref = {el.key: el for el in sa.elements(0)}
+    for it in d.items:
+        el = ref[it.key]
+        # The value's length and its places are those the walker finds (from the node, read whole).
+        assert it.old_len == len(el.value)
+        assert it.old_ranges == it.new_ranges == element_physical(sa, el)
+        assert it.old is not None and el.value.startswith(it.old)
+        assert any(data_old[s:e] != data_new[s:e] for s, e in it.new_ranges)
+    a.close()  # type: ignore[attr-defined]
+    b.close()  # type: ignore[attr-defined]
+
+
+def test_a_changed_chain_link_or_node_page_falls_back_and_stays_exact(tmp_path: Path) -> None:
+    old, new = tmp_path / "old.bin", tmp_path / "new.bin"
+    _forge(old)
+    data = old.read_bytes()
+    rng = random.Random(4)
+    nof = rng.choice(_chunks(data, OVERFLOW_MAGIC))
+    node = rng.choice(_chunks(data, NODE_MAGIC))
+    cases = {
+        # an overflow page's "next" link: the chains are no longer the same on both sides
+        "link": [nof + CHUNK_HEADER_SIZE + 3],
+        # a chunk header's allocated flag
+        "header": [nof + 4],
+        # a byte inside a node page (its keys, children or a value's length may change)
+        "node": [node + CHUNK_HEADER_SIZE + PAGE - 1],
+    }
+    for name, offsets in cases.items():
+        _flip(old, new, offsets + _value_flips(old, 3, 8))
+        a, b, changes, sa, sb = _diff(old, new)
+        plan = map_nodes.plan(sa, sb, changes)
+        assert plan is None or plan.chains is None, name
+        d = diff_pair(sa, sb, changes, max_items=10_000)
+        assert _result(d) == _reference(sa, sb), name
+        a.close()  # type: ignore[attr-defined]
+        b.close()  # type: ignore[attr-defined]
+
+
+def test_a_changed_length_prefix_compares_that_node_whole(tmp_path: Path) -> None:
+    old, new = tmp_path / "old.bin", tmp_path / "new.bin"
+    _forge(old)
+    a = load(old)
+    st = a.analysis.structure("raw")
+    # The 4-byte length of a value whose prefix lies in an overflow page (past the node's first page).
+    target = None
+    cs = PAGE + CHUNK_HEADER_SIZE
+    data = old.read_bytes()
+    for el in st.elements(0):
+        prefix = st.element_spans(el)[1][0][0] - 4
+        chunk, o = (
+            FIRST_CHUNK_OFFSET + (prefix - FIRST_CHUNK_OFFSET) // cs * cs,
+            (prefix - FIRST_CHUNK_OFFSET) % cs,
+        )
+        inside = CHUNK_HEADER_SIZE + OVERFLOW_DATA_OFFSET <= o <= cs - 4
+        if inside and data[chunk + CHUNK_HEADER_SIZE : chunk + CHUNK_HEADER_SIZE + 3] == OVERFLOW_MAGIC:
+            target = prefix + 3  # the length's high byte: the value would claim megabytes
+            break
+    a.close()
+    assert target is not None
+    _flip(old, new, [target])
+    a, b, changes, sa, sb = _diff(old, new)
+    plan = map_nodes.plan(sa, sb, changes)
+    assert plan is not None and plan.chains is not None
+    assert not plan.slots  # that node is compared whole, not slot by slot
+    d = diff_pair(sa, sb, changes, max_items=10_000)
+    assert _result(d) == _reference(sa, sb)
+    a.close()  # type: ignore[attr-defined]
+    b.close()  # type: ignore[attr-defined]
+
+
+def test_a_real_big_value_map_laid_on_raw_memory(tmp_path: Path) -> None:
+    """The real library's map of big values (btree_big_values, memory 3), its bytes placed as a raw
+    memory: the shared-chain plan on chains the crate wrote, checked against the key-order walk."""
+    require_fixtures()
+    s = load(FIXTURES / "btree_big_values" / "stable_memory.bin")
+    mem = s.analysis.structure(3).mem
+    raw = mem.read(0, mem.size)
+    s.close()
+    old, new = tmp_path / "old.bin", tmp_path / "new.bin"
+    old.write_bytes(raw)
+    a = load(old)
+    st = a.analysis.structure("raw")
+    m = st.map
+    m.key_layout  # noqa: B018
+    idx = map_chains.build(m, PageReleaser(st))
+    assert idx is not None
+    pages = [(node.addr, j, p) for _d, node in m.iter_nodes() for j, p in enumerate(node.overflows)]
+    assert pages and all(idx.owner_of(p) == (addr, j) for addr, j, p in pages)
+    rng = random.Random(12)
+    picks = rng.sample(pages, min(6, len(pages)))
+    a.close()
+    cs = m.chunk_size
+    offsets = [
+        p + OVERFLOW_DATA_OFFSET + rng.randrange(cs - CHUNK_HEADER_SIZE - OVERFLOW_DATA_OFFSET)
+        for *_x, p in picks
+    ]
+    _flip(old, new, offsets)
+    a, b, changes, sa, sb = _diff(old, new)
+    plan = map_nodes.plan(sa, sb, changes)
+    assert plan is not None and plan.chains is not None
+    d = diff_pair(sa, sb, changes, max_items=10_000)
+    assert d.method == "by changed nodes"
+    assert _result(d) == _reference(sa, sb)
+    a.close()  # type: ignore[attr-defined]
+    b.close()  # type: ignore[attr-defined]
+
+
+def _careful_free_list(m: object) -> tuple[list[int], list[object], int]:
+    """The hop-by-hop walk that names problems (what the fast walk hands over to)."""
+    m._free_list_state = None  # type: ignore[attr-defined]
+    m._clean_free_list = lambda: None  # type: ignore[attr-defined]
+    return m._free_list()  # type: ignore[attr-defined, no-any-return]
+
+
+def test_the_fast_free_list_walk_agrees_with_the_careful_one(tmp_path: Path) -> None:
+    from inspector.memory import PhysicalMemory
+    from inspector.structures.btreemap import BTreeMap
+
+    path = tmp_path / "map.bin"
+    _forge(path)
+    data = bytearray(path.read_bytes())
+    m = BTreeMap(PhysicalMemory(bytes(data), len(data)))
+    fast = m._clean_free_list()
+    assert fast is not None and len(fast) > 10  # removals left a real free list
+    careful = _careful_free_list(BTreeMap(PhysicalMemory(bytes(data), len(data))))
+    assert (fast, fast[-1]) == (careful[0], careful[2]) and not careful[1]
+    assert m.frontier == careful[2]
+    # A list that loops back: the fast walk gives up, the careful walk names the loop.
+    second = fast[1]
+    data[fast[3] + 8 : fast[3] + 16] = second.to_bytes(8, "little")
+    looped = BTreeMap(PhysicalMemory(bytes(data), len(data)))
+    assert looped._clean_free_list() is None
+    assert [p[0] for p in looped._free_list()[1]] == ["cycle"]
+
+
+def test_the_verdict_skips_the_free_lists_only_when_no_chunk_header_changed(tmp_path: Path) -> None:
+    old, new = tmp_path / "old.bin", tmp_path / "new.bin"
+    _forge(old)
+    _flip(old, new, _value_flips(old, 4, 3))
+    a, b, changes, sa, sb = _diff(old, new)
+    assert map_nodes.allocator_untouched(sa, sb, changes)
+    assert diff_pair(sa, sb, changes).allocator_same
+    a.close()  # type: ignore[attr-defined]
+    b.close()  # type: ignore[attr-defined]
+    nof = _chunks(old.read_bytes(), OVERFLOW_MAGIC)[5]
+    _flip(old, new, [nof + 9])  # a byte of a chunk header's own next field
+    a, b, changes, sa, sb = _diff(old, new)
+    assert not map_nodes.allocator_untouched(sa, sb, changes)
+    assert not diff_pair(sa, sb, changes).allocator_same
+    a.close()  # type: ignore[attr-defined]
+    b.close()  # type: ignore[attr-defined]
+
+
+def test_the_byte_compare_child_hands_over_the_chain_index(tmp_path: Path, monkeypatch: object) -> None:
+    """The child that compares the bytes also resolves the old map's chains; the parent uses that
+    index only for the very file it was built from, and the result is the same."""
+    from inspector.diff import prefetch
+    from inspector.diff.engine import diff_sessions
+
+    monkeypatch.setattr(prefetch, "CHAINS_MIN_BYTES", 0)  # type: ignore[attr-defined]
+    old, new = tmp_path / "old.bin", tmp_path / "new.bin"
+    _forge(old)
+    _flip(old, new, _value_flips(old, 7, 21))
+    pending = prefetch.start_byte_diff(str(old), str(new))
+    assert pending is not None
+    a, b = load(old), load(new)
+    result = pending.result()
+    assert result is not None and len(map_chains._OFFERED) == 1
+    built = []
+    monkeypatch.setattr(map_chains, "_tree", lambda *x: built.append(1))  # type: ignore[attr-defined]
+    d = diff_sessions(a, b, byte_result=result)
+    assert not built and len(map_chains._ADOPTED) == 1  # the parent walked no tree of its own
+    (sd,) = d.structures
+    assert sd.method == "by changed nodes"
+    assert _result(sd) == _reference(a.analysis.structure("raw"), b.analysis.structure("raw"))
+    # Another file (same bytes, another inode) does not get it.
+    map_chains.offer((map_chains.file_identity(a.snapshot.fd), map_chains._ADOPTED.popitem()[1]))
+    twin = tmp_path / "twin.bin"
+    twin.write_bytes(old.read_bytes())
+    c = load(twin)
+    map_chains.adopt(c.snapshot.fd, c.snapshot.buf)
+    assert not map_chains._ADOPTED
+    for s in (a, b, c):
+        s.close()
