@@ -10,8 +10,10 @@
                           BenchError, OutputError, RepairError)
 
 The decoders' classes keep their names and their ``ValueError`` base where they had one; they only gain
-a place in this tree. A blind ``except Exception`` belongs at the CLI/TUI boundary alone; everything
-below it catches ``InspectorError`` (or the narrower class it means).
+a place in this tree. A blind ``except Exception`` belongs at the CLI/TUI boundary alone (and in the
+forked children and the bench's runner, which hand the work back); everything below it catches
+``InspectorError``, the narrower class it means, or ``READ_ERRORS`` where bytes are read that may be
+short or junk. ``tests/test_error_boundary.py`` enforces this with an AST scan.
 """
 
 from __future__ import annotations
