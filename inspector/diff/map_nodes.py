@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 from inspector.diff import map_chains
 from inspector.diff.sequences import PageReleaser, _Ranges, virtual_hits
+from inspector.errors import READ_ERRORS
 from inspector.layouts import CHUNK_HEADER_SIZE, CHUNK_MAGIC, FIRST_CHUNK_OFFSET, NODE_MAGIC, OVERFLOW_MAGIC
 from inspector.structures.base import Element
 from inspector.structures.btreemap.nodes import (
@@ -244,7 +245,7 @@ def _chain(m: Any, first: int) -> array[int] | None:
         else:
             try:
                 t = CHUNK_OVERFLOW.unpack_from(m.mem.read(nxt - CHUNK_HEADER_SIZE, CHUNK_OVERFLOW.size))
-            except Exception:
+            except READ_ERRORS:
                 return None
             n = 1
         nexts = t[6::7]
@@ -319,7 +320,7 @@ def _light(m: Any, addr: int) -> tuple[Any, ...] | None:
         raise NodeError("node address off the chunk grid")
     try:
         head = m.mem.read(addr - CHUNK_HEADER_SIZE, CHUNK_NODE.size)
-    except Exception as exc:
+    except READ_ERRORS as exc:
         raise NodeError(str(exc)) from exc
     cmagic, cver, alloc, _pad, _nxt, nmagic, nver, ntype, k, ovf = CHUNK_NODE.unpack_from(head)
     if (cmagic, cver, alloc, nmagic) != (CHUNK_MAGIC, 1, 1, NODE_MAGIC) or ntype > 1 or not 1 <= k <= 11:
