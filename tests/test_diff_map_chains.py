@@ -327,3 +327,69 @@ def test_the_byte_compare_child_hands_over_the_chain_index(tmp_path: Path, monke
     assert not map_chains._ADOPTED
     for s in (a, b, c):
         s.close()
+
+
+def test_a_second_free_list_with_the_same_bytes_is_checked_not_walked(tmp_path: Path) -> None:
+    """The second of two snapshots whose free-list hops hold the same header words takes the first
+    one's list after checking every hop against its own bytes; any difference walks it again, with
+    the very result a fresh walk gives."""
+    from inspector.memory import PhysicalMemory
+    from inspector.structures.btreemap import BTreeMap, allocator
+
+    path = tmp_path / "map.bin"
+    _forge(path)
+    data = bytearray(path.read_bytes())
+
+    def walk(raw: bytes) -> list[int] | None:
+        return BTreeMap(PhysicalMemory(raw, len(raw)))._clean_free_list()  # type: ignore[no-any-return]
+
+    allocator._LAST_CLEAN.clear()
+    first = walk(bytes(data))
+    assert first is not None and len(first) > 10
+    walked = allocator._LAST_CLEAN[0]
+    # A value byte changed elsewhere: the same list, and no walk (the record is still the first walk's).
+    other = bytearray(data)
+    other[_chunks(bytes(data), OVERFLOW_MAGIC)[3] + CHUNK_HEADER_SIZE + 40] ^= 1
+    assert walk(bytes(other)) == first and allocator._LAST_CLEAN[0] is walked
+    # A hop's header padding byte differs: still a clean list, found by walking again.
+    padded = bytearray(data)
+    padded[first[4] + 6] ^= 0x80
+    allocator._LAST_CLEAN[:] = [walked]
+    assert walk(bytes(padded)) == first and allocator._LAST_CLEAN[0] is not walked
+    # A hop's link cut short, or turned into a loop: each side gives what the careful walk gives.
+    for link in (0, first[1]):
+        cut = bytearray(data)
+        cut[first[5] + 8 : first[5] + 16] = link.to_bytes(8, "little")
+        allocator._LAST_CLEAN[:] = [walked]
+        got = walk(bytes(cut))
+        careful = _careful_free_list(BTreeMap(PhysicalMemory(bytes(cut), len(cut))))
+        if link == 0:
+            assert got == first[:6] == careful[0] and not careful[1]
+        else:
+            assert got is None and [p[0] for p in careful[1]] == ["cycle"]
+    # Another chunk marked allocated in the middle of the list: the walk stops there as before.
+    taken = bytearray(data)
+    taken[first[7] + 4] = 1
+    allocator._LAST_CLEAN[:] = [walked]
+    assert walk(bytes(taken)) is None
+
+
+def test_the_chain_index_child_is_forked_only_for_a_big_map(tmp_path: Path, monkeypatch: object) -> None:
+    from inspector.diff import prefetch
+
+    old, new = tmp_path / "old.bin", tmp_path / "new.bin"
+    _forge(old)
+    _flip(old, new, _value_flips(old, 3, 9))
+    small = prefetch.start_byte_diff(str(old), str(new))
+    assert small is not None and small.chains is None  # below CHAINS_MIN_BYTES: the parent's job
+    assert small.result() == changed_ranges(old.read_bytes(), new.read_bytes())
+    monkeypatch.setattr(prefetch, "CHAINS_MIN_BYTES", 0)  # type: ignore[attr-defined]
+    raw = tmp_path / "raw.bin"
+    raw.write_bytes(bytes(4096))  # no map magic: no second child
+    pending = prefetch.start_byte_diff(str(raw), str(raw))
+    assert pending is not None and pending.chains is None
+    assert pending.result() is not None
+    both = prefetch.start_byte_diff(str(old), str(new))
+    assert both is not None and both.chains is not None
+    assert both.result() == changed_ranges(old.read_bytes(), new.read_bytes())
+    assert len(map_chains._OFFERED) == 1
