@@ -393,3 +393,43 @@ def test_the_chain_index_child_is_forked_only_for_a_big_map(tmp_path: Path, monk
     assert both is not None and both.chains is not None
     assert both.result() == changed_ranges(old.read_bytes(), new.read_bytes())
     assert len(map_chains._OFFERED) == 1
+
+
+def test_prepare_moves_the_layout_and_type_work_before_the_compare(
+    tmp_path: Path, monkeypatch: object
+) -> None:
+    """``prepare`` (run while the compare child works) computes each map's key layout and decoders;
+    the diff after it then probes nothing again, and its JSON is the same as without it."""
+    import json
+
+    from inspector.decode import values
+    from inspector.diff.engine import diff_sessions, prepare
+    from inspector.jsonout import json_default
+    from inspector.structures.btreemap import BTreeMap
+
+    old, new = tmp_path / "old.bin", tmp_path / "new.bin"
+    _forge(old)
+    _flip(old, new, _value_flips(old, 5, 13))
+
+    def report(warm: bool) -> tuple[str, int, int]:
+        a, b = load(old), load(new)
+        probes: list[int] = []
+        guesses: list[int] = []
+        probe, guess = BTreeMap._probe, values.guess_type
+        monkeypatch.setattr(BTreeMap, "_probe", lambda m: (probes.append(1), probe(m))[1])  # type: ignore[attr-defined]
+        monkeypatch.setattr(values, "guess_type", lambda *x: (guesses.append(1), guess(*x))[1])  # type: ignore[attr-defined]
+        if warm:
+            assert prepare(a, b) == 2  # the map on each side
+            assert len(probes) == 2 and len(guesses) == 4
+            probes.clear()
+            guesses.clear()
+        d = diff_sessions(a, b)
+        text = json.dumps(d.to_json(), default=json_default)
+        a.close()
+        b.close()
+        return text, len(probes), len(guesses)
+
+    cold, warm = report(False), report(True)
+    assert cold[0] == warm[0]
+    # Cold: both layouts, and the decoders the listed changes use (new keys, both sides' values).
+    assert cold[1:] == (2, 3) and warm[1:] == (0, 0)

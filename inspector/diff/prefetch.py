@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,13 @@ class PendingByteDiff:
     # A second child that resolves the old map's overflow chains (``map_chains``) at the same time, on
     # the other core: done after the compare in the same child, it doubled the time the parent waits.
     chains: _Child | None = None
+
+    def ready(self) -> bool:
+        """Whether the compare has finished (its child has started sending), without waiting."""
+        try:
+            return bool(select.select([self.fd], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
 
     def result(self) -> DiffResult | None:
         """The child's result, or None when it failed (the caller then compares itself)."""
