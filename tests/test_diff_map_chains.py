@@ -433,3 +433,37 @@ def test_prepare_moves_the_layout_and_type_work_before_the_compare(
     assert cold[0] == warm[0]
     # Cold: both layouts, and the decoders the listed changes use (new keys, both sides' values).
     assert cold[1:] == (2, 3) and warm[1:] == (0, 0)
+
+
+def test_chain_ranges_are_logical_ranges_a_run_at_a_time(tmp_path: Path) -> None:
+    from inspector.structures.btreemap.nodes import logical_ranges
+
+    path = tmp_path / "map.bin"
+    _forge(path)
+    s = load(path)
+    st = s.analysis.structure("raw")
+    m = st.map
+    m.key_layout  # noqa: B018 - the plan needs the key layout decided
+    idx = map_chains.build(m, PageReleaser(st))
+    assert idx is not None
+    page, per = m.page_size, m.page_size - OVERFLOW_DATA_OFFSET
+    rng = random.Random(4)
+    checked = multi = 0
+    for addr in idx.nodes:
+        chain = idx.chain(addr)
+        pages = list(chain)
+        n = len(pages)
+        for j0 in range(0, n + 1, max(1, n // 5)):
+            for j1 in (j0, j0 + 1, n, n + 3):
+                assert chain.pages(j0, j1) == pages[j0:j1]
+        stream = page + n * per
+        cases = [(0, stream), (0, page), (page - 3, 10), (stream - 5, 5), (stream - 5, 40), (3, 0)]
+        cases += [(rng.randrange(stream), rng.randrange(1, stream)) for _ in range(30)]
+        for start, length in cases:
+            want = logical_ranges(addr, pages, page, start, length)
+            got = map_chains.chain_ranges(addr, chain, page, start, length)
+            assert got == want, (addr, start, length)
+            checked += 1
+            multi += len(want) > 2
+    assert checked > 1000 and multi > 500  # long chains, many pages per range
+    s.close()
