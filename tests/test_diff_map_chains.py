@@ -327,3 +327,143 @@ def test_the_byte_compare_child_hands_over_the_chain_index(tmp_path: Path, monke
     assert not map_chains._ADOPTED
     for s in (a, b, c):
         s.close()
+
+
+def test_a_second_free_list_with_the_same_bytes_is_checked_not_walked(tmp_path: Path) -> None:
+    """The second of two snapshots whose free-list hops hold the same header words takes the first
+    one's list after checking every hop against its own bytes; any difference walks it again, with
+    the very result a fresh walk gives."""
+    from inspector.memory import PhysicalMemory
+    from inspector.structures.btreemap import BTreeMap, allocator
+
+    path = tmp_path / "map.bin"
+    _forge(path)
+    data = bytearray(path.read_bytes())
+
+    def walk(raw: bytes) -> list[int] | None:
+        return BTreeMap(PhysicalMemory(raw, len(raw)))._clean_free_list()  # type: ignore[no-any-return]
+
+    allocator._LAST_CLEAN.clear()
+    first = walk(bytes(data))
+    assert first is not None and len(first) > 10
+    walked = allocator._LAST_CLEAN[0]
+    # A value byte changed elsewhere: the same list, and no walk (the record is still the first walk's).
+    other = bytearray(data)
+    other[_chunks(bytes(data), OVERFLOW_MAGIC)[3] + CHUNK_HEADER_SIZE + 40] ^= 1
+    assert walk(bytes(other)) == first and allocator._LAST_CLEAN[0] is walked
+    # A hop's header padding byte differs: still a clean list, found by walking again.
+    padded = bytearray(data)
+    padded[first[4] + 6] ^= 0x80
+    allocator._LAST_CLEAN[:] = [walked]
+    assert walk(bytes(padded)) == first and allocator._LAST_CLEAN[0] is not walked
+    # A hop's link cut short, or turned into a loop: each side gives what the careful walk gives.
+    for link in (0, first[1]):
+        cut = bytearray(data)
+        cut[first[5] + 8 : first[5] + 16] = link.to_bytes(8, "little")
+        allocator._LAST_CLEAN[:] = [walked]
+        got = walk(bytes(cut))
+        careful = _careful_free_list(BTreeMap(PhysicalMemory(bytes(cut), len(cut))))
+        if link == 0:
+            assert got == first[:6] == careful[0] and not careful[1]
+        else:
+            assert got is None and [p[0] for p in careful[1]] == ["cycle"]
+    # Another chunk marked allocated in the middle of the list: the walk stops there as before.
+    taken = bytearray(data)
+    taken[first[7] + 4] = 1
+    allocator._LAST_CLEAN[:] = [walked]
+    assert walk(bytes(taken)) is None
+
+
+def test_the_chain_index_child_is_forked_only_for_a_big_map(tmp_path: Path, monkeypatch: object) -> None:
+    from inspector.diff import prefetch
+
+    old, new = tmp_path / "old.bin", tmp_path / "new.bin"
+    _forge(old)
+    _flip(old, new, _value_flips(old, 3, 9))
+    small = prefetch.start_byte_diff(str(old), str(new))
+    assert small is not None and small.chains is None  # below CHAINS_MIN_BYTES: the parent's job
+    assert small.result() == changed_ranges(old.read_bytes(), new.read_bytes())
+    monkeypatch.setattr(prefetch, "CHAINS_MIN_BYTES", 0)  # type: ignore[attr-defined]
+    raw = tmp_path / "raw.bin"
+    raw.write_bytes(bytes(4096))  # no map magic: no second child
+    pending = prefetch.start_byte_diff(str(raw), str(raw))
+    assert pending is not None and pending.chains is None
+    assert pending.result() is not None
+    both = prefetch.start_byte_diff(str(old), str(new))
+    assert both is not None and both.chains is not None
+    assert both.result() == changed_ranges(old.read_bytes(), new.read_bytes())
+    assert len(map_chains._OFFERED) == 1
+
+
+def test_prepare_moves_the_layout_and_type_work_before_the_compare(
+    tmp_path: Path, monkeypatch: object
+) -> None:
+    """``prepare`` (run while the compare child works) computes each map's key layout and decoders;
+    the diff after it then probes nothing again, and its JSON is the same as without it."""
+    import json
+
+    from inspector.decode import values
+    from inspector.diff.engine import diff_sessions, prepare
+    from inspector.jsonout import json_default
+    from inspector.structures.btreemap import BTreeMap
+
+    old, new = tmp_path / "old.bin", tmp_path / "new.bin"
+    _forge(old)
+    _flip(old, new, _value_flips(old, 5, 13))
+
+    def report(warm: bool) -> tuple[str, int, int]:
+        a, b = load(old), load(new)
+        probes: list[int] = []
+        guesses: list[int] = []
+        probe, guess = BTreeMap._probe, values.guess_type
+        monkeypatch.setattr(BTreeMap, "_probe", lambda m: (probes.append(1), probe(m))[1])  # type: ignore[attr-defined]
+        monkeypatch.setattr(values, "guess_type", lambda *x: (guesses.append(1), guess(*x))[1])  # type: ignore[attr-defined]
+        if warm:
+            assert prepare(a, b) == 2  # the map on each side
+            assert len(probes) == 2 and len(guesses) == 4
+            probes.clear()
+            guesses.clear()
+        d = diff_sessions(a, b)
+        text = json.dumps(d.to_json(), default=json_default)
+        a.close()
+        b.close()
+        return text, len(probes), len(guesses)
+
+    cold, warm = report(False), report(True)
+    assert cold[0] == warm[0]
+    # Cold: both layouts, and the decoders the listed changes use (new keys, both sides' values).
+    assert cold[1:] == (2, 3) and warm[1:] == (0, 0)
+
+
+def test_chain_ranges_are_logical_ranges_a_run_at_a_time(tmp_path: Path) -> None:
+    from inspector.structures.btreemap.nodes import logical_ranges
+
+    path = tmp_path / "map.bin"
+    _forge(path)
+    s = load(path)
+    st = s.analysis.structure("raw")
+    m = st.map
+    m.key_layout  # noqa: B018 - the plan needs the key layout decided
+    idx = map_chains.build(m, PageReleaser(st))
+    assert idx is not None
+    page, per = m.page_size, m.page_size - OVERFLOW_DATA_OFFSET
+    rng = random.Random(4)
+    checked = multi = 0
+    for addr in idx.nodes:
+        chain = idx.chain(addr)
+        pages = list(chain)
+        n = len(pages)
+        for j0 in range(0, n + 1, max(1, n // 5)):
+            for j1 in (j0, j0 + 1, n, n + 3):
+                assert chain.pages(j0, j1) == pages[j0:j1]
+        stream = page + n * per
+        cases = [(0, stream), (0, page), (page - 3, 10), (stream - 5, 5), (stream - 5, 40), (3, 0)]
+        cases += [(rng.randrange(stream), rng.randrange(1, stream)) for _ in range(30)]
+        for start, length in cases:
+            want = logical_ranges(addr, pages, page, start, length)
+            got = map_chains.chain_ranges(addr, chain, page, start, length)
+            assert got == want, (addr, start, length)
+            checked += 1
+            multi += len(want) > 2
+    assert checked > 1000 and multi > 500  # long chains, many pages per range
+    s.close()

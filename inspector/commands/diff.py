@@ -122,6 +122,10 @@ def run(args: argparse.Namespace) -> int:
             new.close()
         return int(app.return_code or 0)
     try:
+        if pending is not None and not pending.ready():
+            from inspector.diff.engine import prepare
+
+            prepare(old, new)  # while the compare still runs: what does not depend on its result
         byte_result = pending.result() if pending is not None else None
         # The comparison reads both mapped files; one that shrank since it was opened would end in SIGBUS.
         old.snapshot.check_unchanged()

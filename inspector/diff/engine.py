@@ -41,6 +41,7 @@ from inspector.diff.layout import (
     next_group,
 )
 from inspector.diff.verdict import Incident, classify
+from inspector.errors import READ_ERRORS
 from inspector.offset_index import OffsetIndex
 from inspector.structures.base import find_by_memory_id
 
@@ -56,6 +57,7 @@ __all__ = [
     "SnapshotDiff",
     "StructureDiff",
     "diff_sessions",
+    "prepare",
 ]
 
 Range = tuple[int, int]
@@ -348,6 +350,34 @@ def _releaser(d: SnapshotDiff) -> Callable[[], None]:
 def _side_json(session: Session) -> dict[str, Any]:
     snap = session.snapshot
     return {"path": str(snap.file_path or snap.path), "size_bytes": snap.size}
+
+
+def prepare(old: Any, new: Any) -> int:
+    """Do the diff's work that does not depend on which bytes changed, while a byte compare started
+    elsewhere (``prefetch``) is still running: each map's key layout (a few whole nodes read) and the
+    key and value types its listed entries are decoded with (its first entries read). Both are cached
+    on the structures and computed from their bytes alone, so the diff is the same with or without
+    this; it only moves off the path that follows the compare. Returns the maps prepared."""
+    from inspector.decode.values import type_for
+    from inspector.diff.sequences import PageReleaser
+
+    done = 0
+    for session in (old, new):
+        for s in getattr(session.analysis, "structures", None) or []:
+            m = getattr(s, "map", None)
+            if s.kind != "btreemap" or m is None or not hasattr(m, "key_layout"):
+                continue
+            release = PageReleaser(s)
+            try:
+                _ = m.key_layout
+                release()
+                type_for(s, "key")
+                type_for(s, "value")
+            except READ_ERRORS:  # only a head start: the diff itself meets (and reports) bad bytes
+                pass
+            release()
+            done += 1
+    return done
 
 
 def diff_sessions(

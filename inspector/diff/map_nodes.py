@@ -700,8 +700,9 @@ def _list(ops: list[tuple[bytes, str, Ref | None, Ref | None]], p: MapPlan, c: A
         # listing does not read the node again to find them.
         shape = side.load(addr)
         page = side.m.page_size
-        got.key_spans = logical_ranges(addr, shape[6], page, *where[slot])
-        got.value_spans = logical_ranges(addr, shape[6], page, *shape[7][slot])
+        spans = map_chains.chain_ranges if isinstance(shape[6], map_chains.NodeChain) else logical_ranges
+        got.key_spans = spans(addr, shape[6], page, *where[slot])
+        got.value_spans = spans(addr, shape[6], page, *shape[7][slot])
         return got
 
     release = PageReleaser(p.old.m, p.new.m)
