@@ -33,9 +33,11 @@ from __future__ import annotations
 import re
 import unicodedata
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from rich.style import Style
-from rich.text import Text
+if TYPE_CHECKING:  # rich is imported where a Text is built: `--json` output never needs it
+    from rich.style import Style
+    from rich.text import Text
 
 __all__ = [
     "DISPLAY_LIMIT",
@@ -147,6 +149,8 @@ def safe_rich_text(
     than ``limit`` characters are cut (:func:`cap_text`) *before* escaping, so the cost is bounded."""
     if limit is not None:
         s = cap_text(s, limit)
+    from rich.text import Text
+
     return Text(escape_control(s, single_line=single_line), style=style or "")
 
 

@@ -471,7 +471,7 @@ def test_report_shows_snapshot_text_literally(tmp_path: Path) -> None:
     """A key that is Rich markup plus an ANSI sequence comes out as typed, escaped."""
     from rich.console import Console
 
-    from inspector.commands.diff import render_report
+    from inspector.commands.diff_report import render_report
     from inspector.forge import build_mm_image, forge_btreemap
 
     def image(path: Path, value: bytes) -> Path:
