@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import work
 from textual.binding import Binding, BindingType
@@ -99,6 +100,16 @@ class RegionTree(Tree[TreeData]):
                 style = ""
             self._label_styles[name] = style
         return style
+
+    def get_label_width(self, node: TreeNode[TreeData]) -> int:
+        # Textual's default renders every label to measure it, each time the tree's lines are rebuilt
+        # (any expand or add): with a thousand pages open that blocked the event loop for 0.1 s+.
+        # The label's own width plus the toggle icon's is the same number, at a fraction of the cost.
+        label = node.label
+        width = label.cell_len if isinstance(label, Text) else cell_len(label)
+        if node.allow_expand:
+            width += cell_len(self.ICON_NODE_EXPANDED if node.is_expanded else self.ICON_NODE)
+        return width
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
