@@ -157,3 +157,29 @@ def scroll_stall_row(bench: Bench, path: Path, label: str) -> Row:
             f"'{data['deep_page']}' built in {data['deep_page_load_s']:.2f} s (worker)"
         ),
     )
+
+
+def prepare_all(workdir: Path, *, quick: bool = False) -> None:
+    """Forge (or find cached) every input of the full bench in ``workdir``, timing nothing, so a later
+    ``stable-inspect bench --workdir DIR`` only times. The 20M map alone takes ~11 CPU-minutes."""
+    from inspector.bench import FULL, QUICK, prepare_inputs
+    from inspector.bench_real import prepare_pairs
+
+    cfg = QUICK if quick else FULL
+    workdir.mkdir(parents=True, exist_ok=True)
+    prepare_inputs(cfg, workdir)
+    prepare_pairs(workdir, cfg.dense_mib, cfg.patches)
+    if cfg.scale_entries:
+        scale_map(workdir, cfg.scale_entries)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m inspector.bench_scale", description="Forge the bench's inputs into a work directory."
+    )
+    parser.add_argument("workdir", help="the directory later passed to stable-inspect bench --workdir")
+    parser.add_argument("--quick", action="store_true", help="the inputs of bench --quick instead")
+    args = parser.parse_args()
+    prepare_all(Path(args.workdir), quick=args.quick)
