@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import compress, repeat
+from itertools import repeat
 from operator import lt
 from typing import Any, Literal, NamedTuple
 
@@ -70,6 +70,7 @@ from inspector.structures.btreemap_nodes import (
     v1_offsets,
     v2_spans,
 )
+from inspector.structures.chunk_set import ChunkSet
 
 Range = tuple[int, int]
 _U32_STRUCT = struct.Struct("<I")
@@ -181,7 +182,7 @@ class BTreeMap:
         self._header_findings: list[tuple[str, str, str, Range, dict[str, Any]]] = []
         self._node_cache: OrderedDict[int, Node] = OrderedDict()
         self._walk_result: WalkResult | None = None
-        self._reached: set[int] | None = None
+        self._reached: ChunkSet | None = None
         self._free_list_state: (
             tuple[list[int], list[tuple[str, str, int | None, dict[str, Any]]], int] | None
         ) = None
@@ -1090,7 +1091,7 @@ class BTreeMap:
             "depth": 0,
         }
         h = hashlib.sha256()
-        visited: set[int] = set()
+        visited = self._chunk_set()
         count = 0
         if self.walkable and self.root_addr:
             count = self._walk_tree(sink, stats, h, visited)
@@ -1124,9 +1125,23 @@ class BTreeMap:
         self._walk_result = result
         return result
 
-    def _walk_tree(self, sink: _Sink, stats: dict[str, int], h: Any, visited: set[int]) -> int:
+    def _chunk_set(self) -> ChunkSet:
+        """An empty set of chunk payloads sized to the chunks below the frontier (the ones nodes and
+        overflow pages can be in); anything else lands in its small overflow set."""
+        cs = self._cs if self._cs > 0 else 1
+        top = self.frontier if self.allocator_ok else -1
+        if top < FIRST_CHUNK_OFFSET:
+            top = min(self._size, FIRST_CHUNK_OFFSET + self._max_chunks * cs)
+        return ChunkSet(cs, max(0, (min(top, self._size) - FIRST_CHUNK_OFFSET) // cs + 1))
+
+    def _walk_tree(self, sink: _Sink, stats: dict[str, int], h: Any, visited: ChunkSet) -> int:
         """The hot loop: in-order traversal with an explicit stack, hashing entries as it goes."""
         load = self._load
+        # Visited nodes and overflow pages: one byte per chunk (see chunk_set), indexed inline here.
+        bits = visited.bits
+        nbits = len(bits)
+        cs = visited.chunk_size
+        other = visited.other
         upd = h.update
         release = self._page_releaser()
         be_cache: dict[int, bytes] = {}
@@ -1147,7 +1162,14 @@ class BTreeMap:
                 addr = pending
                 depth = pdepth
                 pending = None
-                if addr in visited:
+                i, r = divmod(addr - FIRST_PAYLOAD, cs)
+                if not r and 0 <= i < nbits:
+                    seen = bits[i]
+                    bits[i] = 1
+                else:
+                    seen = addr in other
+                    other.add(addr)
+                if seen:
                     sink.add(
                         "error",
                         "btree_cycle",
@@ -1156,7 +1178,6 @@ class BTreeMap:
                         {"addr": addr},
                     )
                     break
-                visited.add(addr)
                 try:
                     _ver, ntype, k, children, keys, values, ovfs, _n, klen, vlen, slots = load(addr)
                 except NodeError as e:
@@ -1285,7 +1306,7 @@ class BTreeMap:
         return count
 
     def _scan_headers_fast(
-        self, buf: Any, phys: int, addr: int, run: int, reached: set[int], unreached: list[int]
+        self, buf: Any, phys: int, addr: int, run: int, reached: ChunkSet, unreached: list[int]
     ) -> int | None:
         """Allocated-chunk count of ``run`` back-to-back chunk headers, unpacked a batch at a time; None
         when one of them is not a valid "CHK" v1 header (the caller's loop then names it)."""
@@ -1300,11 +1321,7 @@ class BTreeMap:
             k = flags.count(1)
             allocated += k
             if k:
-                first = addr + b0 * cs + CHUNK_HEADER_SIZE
-                payloads = compress(range(first, first + n * cs, cs), map((1).__eq__, flags))
-                missing = set(payloads).difference(reached)
-                if missing:
-                    unreached.extend(sorted(missing))
+                unreached.extend(reached.absent((addr + b0 * cs - FIRST_CHUNK_OFFSET) // cs, flags))
         return allocated
 
     def _page_releaser(self) -> _Releaser:
@@ -1322,7 +1339,7 @@ class BTreeMap:
 
         return _Releaser(_page_releaser(buf), size, max(1, RELEASE_EVERY_BYTES // self._cs))
 
-    def _check_allocator(self, sink: _Sink, result: WalkResult, reached: set[int]) -> None:
+    def _check_allocator(self, sink: _Sink, result: WalkResult, reached: ChunkSet) -> None:
         chain, problems, frontier = self._free_list()
         head_span = self._phys(76, 8)
         for kind, message, addr, details in problems:
@@ -1475,7 +1492,7 @@ class BTreeMap:
         if not self.walkable or not self.allocator_ok:
             return []
         self.walk()
-        reached = self._reached or set()
+        reached = self._reached if self._reached is not None else self._chunk_set()
         found: list[Node] = []
         frontier = self.frontier
         for chunk in self.chunk_grid(beyond_frontier=beyond_frontier):
