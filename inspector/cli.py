@@ -325,7 +325,7 @@ def _lazy_handler(name: str) -> Callable[[argparse.Namespace], int]:
         "repair": "inspector.commands.repair",
         "diff": "inspector.commands.diff",
         "open": "inspector.commands.open",
-        "bench": "inspector.bench",
+        "bench": "inspector.bench.command",
     }[name]
     import importlib
 
@@ -369,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Inside the try: a command module that fails to import is an internal error, not a traceback.
         if args.command == "diff" and (args.json or args.report):
             # Start the byte compare in a child before the heavy imports, so they overlap with it.
-            from inspector.diff_prefetch import start_byte_diff
+            from inspector.diff.prefetch import start_byte_diff
 
             args.pending_bytes = start_byte_diff(args.old, args.new)
         from inspector import session as _session

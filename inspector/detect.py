@@ -56,7 +56,7 @@ def open_structure(
     magic = _magic(mem)
     try:
         if magic == BTREE_MAGIC:
-            from inspector.structures.btreemap_structure import open_btreemap
+            from inspector.structures.btreemap.structure import open_btreemap
 
             return open_btreemap(mem, memory_id, options), []
         if magic == CELL_MAGIC:

@@ -3,7 +3,7 @@
 The declarations serve three purposes:
   * parsing a header for display (``parse``), with the byte span of each field for the hex view
     (``field_spans``);
-  * building bytes in tests and in ``snapshots/forge.py`` (``build``);
+  * building bytes in tests and in ``inspector/forge/__init__.py`` (``build``);
   * hot loops, through ``FastLayout``: a ``struct`` format string *derived* from the same declaration,
     so the fast path cannot drift from the declared layout.
 

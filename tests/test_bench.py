@@ -16,7 +16,11 @@ from typing import Any
 
 import pytest
 
-from inspector import bench
+from inspector.bench import command as bench_command
+from inspector.bench import inputs as bench_inputs
+from inspector.bench import model as bench_model
+from inspector.bench import report as bench_report
+from inspector.bench import runner as bench_runner
 from inspector.commands.entries import jsonl_lines, map_jsonl_chunks
 from inspector.decode.valuetypes import parse_type
 from inspector.session import load
@@ -28,7 +32,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], 
     workdir = tmp_path_factory.mktemp("bench")
     capture = workdir / "out.json"
     with open(capture, "w") as fh, contextlib.redirect_stdout(fh):
-        rc = bench.main(["--tiny", "--json", "--workdir", str(workdir)])
+        rc = bench_command.main(["--tiny", "--json", "--workdir", str(workdir)])
     return json.loads(capture.read_text()), workdir, rc
 
 
@@ -79,50 +83,50 @@ def test_cli_path_never_imports_textual(tiny_run: tuple[dict[str, Any], Path, in
 def test_inputs_are_cached_and_checked(tiny_run: tuple[dict[str, Any], Path, int]) -> None:
     _report, workdir, _rc = tiny_run
     first = {p.name: p.stat().st_mtime_ns for p in workdir.glob("*.bin")}
-    inputs = bench.prepare_inputs(bench.TINY, workdir)
+    inputs = bench_inputs.prepare_inputs(bench_model.TINY, workdir)
     assert {p.name: p.stat().st_mtime_ns for p in workdir.glob("*.bin")} == first  # nothing rebuilt
-    assert inputs.map_count == bench.TINY.entries
+    assert inputs.map_count == bench_model.TINY.entries
     # The sidecar's digest is what the decoder sees (raises BenchError otherwise).
-    bench.check_map_input(inputs.map_mm, inputs.map_count, inputs.map_sha256)
-    bench.check_map_input(inputs.map_raw, inputs.map_count, inputs.map_sha256)
-    assert len(inputs.patch_offsets) == bench.TINY.patches
+    bench_inputs.check_map_input(inputs.map_mm, inputs.map_count, inputs.map_sha256)
+    bench_inputs.check_map_input(inputs.map_raw, inputs.map_count, inputs.map_sha256)
+    assert len(inputs.patch_offsets) == bench_model.TINY.patches
     a, b = inputs.dense_a.read_bytes(), inputs.dense_b.read_bytes()
     assert [i for i in range(len(a)) if a[i] != b[i]] == inputs.patch_offsets
     assert inputs.dense_a2.read_bytes() == a
-    with pytest.raises(bench.BenchError):
-        bench.check_map_input(inputs.map_mm, inputs.map_count + 1, inputs.map_sha256)
+    with pytest.raises(bench_model.BenchError):
+        bench_inputs.check_map_input(inputs.map_mm, inputs.map_count + 1, inputs.map_sha256)
 
 
 def test_tables_render(
     tiny_run: tuple[dict[str, Any], Path, int], capsys: pytest.CaptureFixture[str]
 ) -> None:
     report, workdir, _rc = tiny_run
-    rows = bench.rows_from_report(report)
-    md = bench.markdown_table(rows)
+    rows = bench_command.rows_from_report(report)
+    md = bench_report.markdown_table(rows)
     assert md.count("\n") == len(rows) + 1 and "| target |" in md
-    bench.print_table(rows, bench.TINY, report["machine"], report["elapsed_s"])
+    bench_report.print_table(rows, bench_model.TINY, report["machine"], report["elapsed_s"])
     assert "summary --deep" in capsys.readouterr().out
     # A saved report renders again without running anything.
     saved = workdir / "report.json"
     saved.write_text(json.dumps(report))
-    bench.main(["--from-json", str(saved), "--markdown"])
+    bench_command.main(["--from-json", str(saved), "--markdown"])
     assert capsys.readouterr().out.strip() == md
 
 
 def test_workdir_inside_the_project_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench.main(["--tiny", "--workdir", str(bench.PROJECT_ROOT / "bench-inputs")]) == 2
+    assert bench_command.main(["--tiny", "--workdir", str(bench_model.PROJECT_ROOT / "bench-inputs")]) == 2
     assert "outside the project" in capsys.readouterr().err
-    assert not (bench.PROJECT_ROOT / "bench-inputs").exists()
+    assert not (bench_model.PROJECT_ROOT / "bench-inputs").exists()
 
 
 # --- the fast paths the benchmark measures give what the general code gives -------------------------
 
 
 def test_map_jsonl_fast_path_matches_per_element_lines(tmp_path: Path) -> None:
-    from snapshots.forge import MemoryManagerImage, forge_btreemap
+    from inspector.forge import MemoryManagerImage, forge_btreemap
 
     mm = MemoryManagerImage(1)
-    mm.place(0, bench._u64_map(500))
+    mm.place(0, bench_inputs._u64_map(500))
     # Text keys, values of mixed lengths (some spill into overflow pages): the per-item fallback.
     pairs = [(f"k{i:04d}".encode(), b"v" * (i % 7) * (1 + i % 300)) for i in range(300)]
     mm.place(1, forge_btreemap(pairs))
@@ -168,8 +172,8 @@ def test_json_texts_equals_decode(type_text: str) -> None:
 def test_real_inputs_are_found_checked_and_timed(tmp_path: Path) -> None:
     """``bench --inputs DIR``: a snapshot with NAME.expected.json (count + digest) gets its rows; a
     wrong digest is refused rather than timed."""
-    from inspector import bench_real
-    from snapshots.forge import RawImage, forge_u64_btreemap
+    from inspector.bench import real as bench_real
+    from inspector.forge import RawImage, forge_u64_btreemap
 
     keys = random.Random(4).sample(range(1 << 40), 3_000)
     fm = forge_u64_btreemap(sorted(keys), [k * 3 for k in sorted(keys)])
@@ -177,17 +181,17 @@ def test_real_inputs_are_found_checked_and_timed(tmp_path: Path) -> None:
     image.place(fm)
     snap = tmp_path / "small.bin"
     image.write_to(snap, sparse=False)
-    count, digest = bench.entries_digest(fm.entries())
+    count, digest = bench_inputs.entries_digest(fm.entries())
     (tmp_path / "small.expected.json").write_text(json.dumps({"count": count, "entries_sha256": digest}))
     (tmp_path / "other.expected.json").write_text(json.dumps({"count": 1}))  # no digest: ignored
     assert [p.name for p, _ in bench_real.find_real_inputs(tmp_path)] == ["small.bin"]
     try:
         rows = bench_real.real_input_rows(tmp_path, tmp_path, 1)
     finally:
-        bench.close_launcher()
+        bench_runner.close_launcher()
     targets = [r.target for r in rows]
     assert any(t.startswith("summary --deep, small.bin (3,000 entries") for t in targets), targets
     assert any(t.startswith("entries --format jsonl, small.bin") for t in targets), targets
     (tmp_path / "small.expected.json").write_text(json.dumps({"count": count, "entries_sha256": "0" * 64}))
-    with pytest.raises(bench.BenchError, match="no map with count 3000"):
+    with pytest.raises(bench_model.BenchError, match="no map with count 3000"):
         bench_real.real_input_rows(tmp_path, tmp_path, 1)

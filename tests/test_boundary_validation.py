@@ -17,9 +17,9 @@ import pytest
 
 from inspector import cli
 from inspector.cli import main
+from inspector.forge import RawImage
+from inspector.forge.structures import VEC_MAGIC, _vec_header
 from inspector.structures import vec as vec_module
-from snapshots.forge import RawImage
-from snapshots.forge_structures import VEC_MAGIC, _vec_header
 
 ROOT = Path(__file__).resolve().parent.parent
 HEALTHY = ROOT / "snapshots" / "samples" / "healthy"

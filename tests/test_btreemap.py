@@ -28,7 +28,7 @@ from inspector.layouts import (
 )
 from inspector.memory import Memory, PhysicalMemory, VirtualMemory
 from inspector.structures.btreemap import BTreeMap, Chunk
-from inspector.structures.btreemap_nodes import CHUNK_NODE, CHUNK_OVERFLOW, Node, NodeError
+from inspector.structures.btreemap.nodes import CHUNK_NODE, CHUNK_OVERFLOW, Node, NodeError
 
 STANDALONE = FIXTURES / "standalone"
 

@@ -1,4 +1,4 @@
-"""Tests for inspector.byte_diff against the real migration fixtures and a naive reference."""
+"""Tests for inspector.diff.byte_ranges against the real migration fixtures and a naive reference."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from conftest import load_expected, make_sparse, require_fixtures
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inspector import byte_diff
-from inspector.byte_diff import ChangedRange, DiffCancelled, DiffResult, changed_ranges, diff_files
+from inspector.diff import byte_ranges as byte_diff
+from inspector.diff.byte_ranges import ChangedRange, DiffCancelled, DiffResult, changed_ranges, diff_files
 from inspector.sparse import data_ranges
 
 MIB = 1 << 20

@@ -27,11 +27,11 @@ from inspector.decode.candid import (
 )
 from inspector.decode.candid_render import message_json
 from inspector.decode.did import idl_hash, names_from_did
-from snapshots.forge_candid import leb128, sleb128
+from inspector.forge.candid import leb128, sleb128
 
 # ---------------------------------------------------------------------------------------------------------
 # A tiny Candid encoder for building test messages by hand (test-only, deliberately naive); the LEB128
-# encoders are the forge's (snapshots/forge_candid.py), which its own tests check.
+# encoders are the forge's (inspector/forge/candid.py), which its own tests check.
 leb = leb128
 sleb = sleb128
 

@@ -10,8 +10,8 @@ import pytest
 from conftest import ROOT
 
 from inspector.cli import build_parser, main
+from inspector.forge import build_mm_image, forge_btreemap
 from inspector.words import plural
-from snapshots.forge import build_mm_image, forge_btreemap
 
 SAMPLES = ROOT / "snapshots" / "samples"
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from snapshots.forge import build_mm_image, forge_btreemap, u64_be
-from snapshots.forge_candid import candid_message
-from snapshots.forge_image import content_bytes
-from snapshots.forge_samples import (
+from inspector.forge import build_mm_image, forge_btreemap, u64_be
+from inspector.forge.candid import candid_message
+from inspector.forge.image import content_bytes
+from inspector.forge.samples import (
     HEALTHY_MEMBERS,
     MEMBER,
     SEED,
@@ -24,7 +24,7 @@ from snapshots.forge_samples import (
     heap_data,
     members,
 )
-from snapshots.forge_structures import cell, heap_order, log, minheap, vec
+from inspector.forge.structures import cell, heap_order, log, minheap, vec
 from tests.conftest import run_cli
 
 CELL_VALUE = b"hello, cell"

@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from inspector.cli import main  # noqa: E402
-from inspector.diff import SnapshotDiff, diff_sessions  # noqa: E402
+from inspector.diff.engine import SnapshotDiff, diff_sessions  # noqa: E402
 from inspector.session import Session, load  # noqa: E402
 
 PRE = "migration/pre_upgrade"
@@ -321,7 +321,7 @@ def test_edge_inputs_empty_stable_memory_and_raw_bytes(tmp_path: Path) -> None:
 
 
 def _forged(path: Path, entries: list[tuple[int, int]], *, extra_pages: int = 0) -> Path:
-    from snapshots.forge import build_mm_image, forge_u64_btreemap
+    from inspector.forge import build_mm_image, forge_u64_btreemap
 
     keys = [k for k, _ in entries]
     fm = forge_u64_btreemap(keys, [v for _, v in entries])
@@ -364,8 +364,8 @@ def test_forged_healthy_upgrade_counts_adds_removes_changes_and_growth(tmp_path:
 
 
 def test_keys_out_of_byte_order_fall_back_to_a_hash_join(tmp_path: Path) -> None:
-    from snapshots.forge import build_mm_image
-    from snapshots.forge_btree import forge_btreemap_columns
+    from inspector.forge import build_mm_image
+    from inspector.forge.btree import forge_btreemap_columns
 
     def image(path: Path, pairs: list[tuple[bytes, bytes]]) -> Path:
         # Keys stored in descending byte order: a custom Ord the merge-join cannot follow.
@@ -472,7 +472,7 @@ def test_report_shows_snapshot_text_literally(tmp_path: Path) -> None:
     from rich.console import Console
 
     from inspector.commands.diff import render_report
-    from snapshots.forge import build_mm_image, forge_btreemap
+    from inspector.forge import build_mm_image, forge_btreemap
 
     def image(path: Path, value: bytes) -> Path:
         fm = forge_btreemap([(b"[red]X\x1b[2J", value), (b"plain", b"v")])

@@ -10,7 +10,7 @@ import pytest
 from conftest import FIXTURES, require_fixtures
 from test_tui_support import SIZE, run_async, settle  # also sets TEXTUAL_ANIMATIONS=none
 
-from inspector.diff import diff_sessions  # noqa: E402
+from inspector.diff.engine import diff_sessions  # noqa: E402
 from inspector.session import Session, load  # noqa: E402
 from inspector.tui.diff_app import CHANGED, DiffApp, create_diff_app  # noqa: E402
 from inspector.tui.hexview import HexView  # noqa: E402

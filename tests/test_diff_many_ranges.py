@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from inspector import byte_diff
-from inspector.byte_diff import changed_ranges
+from inspector.diff import byte_ranges as byte_diff
+from inspector.diff.byte_ranges import changed_ranges
 
 
 def naive_ranges(a: bytes, b: bytes) -> list[tuple[int, int]]:
@@ -101,7 +101,7 @@ def test_diff_json_streams_and_states_the_cap(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_leaves: None
 ) -> None:
     from inspector.commands.diff import write_json_stream
-    from inspector.diff import DiffLimits, diff_sessions
+    from inspector.diff.engine import DiffLimits, diff_sessions
     from inspector.session import load
 
     monkeypatch.setattr(byte_diff, "MAX_RUNS", 1 << 12)

@@ -11,9 +11,10 @@ from conftest import FIXTURES, ROOT, require_fixtures
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from inspector import diff_map_nodes, diff_sequences  # noqa: E402
-from inspector.byte_diff import changed_ranges  # noqa: E402
-from inspector.diff_entries import (  # noqa: E402
+from inspector.diff import map_nodes as diff_map_nodes  # noqa: E402
+from inspector.diff import sequences as diff_sequences  # noqa: E402
+from inspector.diff.byte_ranges import changed_ranges  # noqa: E402
+from inspector.diff.entries import (  # noqa: E402
     StructureDiff,
     _by_index,
     _checker,
@@ -22,9 +23,9 @@ from inspector.diff_entries import (  # noqa: E402
     diff_pair,
     element_physical,
 )
-from inspector.diff_layout import RangeSet  # noqa: E402
+from inspector.diff.layout import RangeSet  # noqa: E402
+from inspector.forge.structures import vec  # noqa: E402
 from inspector.session import load  # noqa: E402
-from snapshots.forge_structures import vec  # noqa: E402
 
 N = 200_000
 

@@ -18,7 +18,7 @@ from inspector.offset_index import OffsetIndex, address_forms
 from inspector.regions import build_tree
 from inspector.session import load
 from inspector.tui.app import create_app
-from inspector.tui.nav import parse_goto
+from inspector.views.navigation import parse_goto
 
 SAMPLES = ROOT / "snapshots" / "samples"
 
@@ -392,7 +392,7 @@ def test_readme_key_table_matches_the_bindings() -> None:
 def test_resolve_in_a_big_map_builds_one_path_not_the_entries(tmp_path: Any) -> None:
     """A map with 30,000 entries: resolving a byte of the last key builds one root-to-leaf path (counts
     of work, not timings: the entries pages stay unbuilt and the index holds a few hundred regions)."""
-    from snapshots.forge import build_mm_image, forge_btreemap
+    from inspector.forge import build_mm_image, forge_btreemap
 
     entries = [(i.to_bytes(8, "big"), (i * 7).to_bytes(8, "little")) for i in range(30_000)]
     path = tmp_path / "big.bin"

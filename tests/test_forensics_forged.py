@@ -19,13 +19,13 @@ import pytest
 
 from inspector.analysis.forensics import refresh_diagnosis, run_forensics
 from inspector.cli import main
+from inspector.forge.btree import forge_u64_btreemap
+from inspector.forge.candid import NAT8 as CANDID_NAT8
+from inspector.forge.candid import VecOf, candid_message, stable_save_message
+from inspector.forge.image import MemoryManagerImage, RawImage, apply_stable_save
+from inspector.forge.samples import DATA, default_data, heap_data, member_map, members
+from inspector.forge.structures import cell, vec
 from inspector.session import load
-from snapshots.forge_btree import forge_u64_btreemap
-from snapshots.forge_candid import NAT8 as CANDID_NAT8
-from snapshots.forge_candid import VecOf, candid_message, stable_save_message
-from snapshots.forge_image import MemoryManagerImage, RawImage, apply_stable_save
-from snapshots.forge_samples import DATA, default_data, heap_data, member_map, members
-from snapshots.forge_structures import cell, vec
 
 PAGE = 65_536
 

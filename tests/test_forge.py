@@ -1,4 +1,4 @@
-"""Tests of the forge (snapshots/forge*.py): byte identity with real-library images, and invariants.
+"""Tests of the forge (inspector/forge/): byte identity with real-library images, and invariants.
 
 The forge is checked two ways:
 * against images written by the real ic-stable-structures (``../shared/fixtures``, skipped if absent);
@@ -26,26 +26,7 @@ from conftest import FIXTURES, ROOT, require_fixtures
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from inspector.layouts import (  # noqa: E402
-    ALLOCATOR_HEADER,
-    BTREE_HEADER,
-    CHUNK_HEADER,
-    MM_HEADER,
-    NODE_HEADER,
-    OVERFLOW_HEADER,
-    PAGE_SIZE_VALUE_MARKER,
-    V2_NODE_PREFIX,
-    AllocatorHeader,
-    BTreeMapHeader,
-    ChunkHeader,
-    MemoryManagerHeader,
-    NodeHeader,
-    OverflowPageHeader,
-    V2NodePrefix,
-    v1_node_size,
-)
-from snapshots import forge_samples  # noqa: E402
-from snapshots.forge import (  # noqa: E402
+from inspector.forge import (  # noqa: E402
     NAT8,
     NAT64,
     TEXT,
@@ -76,6 +57,25 @@ from snapshots.forge import (  # noqa: E402
     stable_save_message,
     u64_be,
     vec,
+)
+from inspector.forge import samples as forge_samples  # noqa: E402
+from inspector.layouts import (  # noqa: E402
+    ALLOCATOR_HEADER,
+    BTREE_HEADER,
+    CHUNK_HEADER,
+    MM_HEADER,
+    NODE_HEADER,
+    OVERFLOW_HEADER,
+    PAGE_SIZE_VALUE_MARKER,
+    V2_NODE_PREFIX,
+    AllocatorHeader,
+    BTreeMapHeader,
+    ChunkHeader,
+    MemoryManagerHeader,
+    NodeHeader,
+    OverflowPageHeader,
+    V2NodePrefix,
+    v1_node_size,
 )
 
 PAGE = 65_536
@@ -633,7 +633,7 @@ def test_samples_are_deterministic(tmp_path: Path) -> None:
 
 def test_shipped_samples_are_up_to_date(tmp_path: Path) -> None:
     if not SAMPLES.is_dir():
-        pytest.skip("snapshots/samples not generated (python -m snapshots.forge samples)")
+        pytest.skip("snapshots/samples not generated (python -m inspector.forge samples)")
     fresh = forge_samples.write_samples(tmp_path)
     for path in fresh:
         shipped = SAMPLES / path.relative_to(tmp_path)

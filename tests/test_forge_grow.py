@@ -1,4 +1,4 @@
-"""The grown-map forge (snapshots/forge_btree_grow.py): maps built by the library's insert/remove algorithm.
+"""The grown-map forge (inspector/forge/btree_grow.py): maps built by the library's insert/remove algorithm.
 
 Each image is read back by the project's decoder through the CLI (a validated deep walk plus ``check``,
 which runs the allocator checks: free list, allocated-chunk count, orphans): no error finding, every
@@ -21,9 +21,9 @@ from conftest import ROOT, require_fixtures
 
 sys.path.insert(0, str(ROOT))
 
-from snapshots.forge import MemoryManagerImage, RawImage  # noqa: E402
-from snapshots.forge_btree_grow import GrownBTreeMap, grow_map_from, grow_u64_map  # noqa: E402
-from snapshots.forge_structures import vec  # noqa: E402
+from inspector.forge import MemoryManagerImage, RawImage  # noqa: E402
+from inspector.forge.btree_grow import GrownBTreeMap, grow_map_from, grow_u64_map  # noqa: E402
+from inspector.forge.structures import vec  # noqa: E402
 
 
 def _digest(pairs: Any) -> tuple[int, str]:

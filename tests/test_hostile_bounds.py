@@ -23,15 +23,7 @@ from typing import Any
 
 import pytest
 
-from inspector.layouts import (
-    ALLOCATOR_HEADER,
-    BTREE_HEADER,
-    CHUNK_HEADER,
-    MM_HEADER,
-    V2_NODE_PREFIX,
-    WASM_PAGE_SIZE,
-)
-from snapshots.forge import (
+from inspector.forge import (
     TEXT,
     MemoryManagerImage,
     RawImage,
@@ -41,6 +33,14 @@ from snapshots.forge import (
     leb128,
     log,
     vec,
+)
+from inspector.layouts import (
+    ALLOCATOR_HEADER,
+    BTREE_HEADER,
+    CHUNK_HEADER,
+    MM_HEADER,
+    V2_NODE_PREFIX,
+    WASM_PAGE_SIZE,
 )
 from tests.conftest import run_cli
 

@@ -404,7 +404,7 @@ def test_schema_nested_too_deeply(tmp_path: Path) -> None:
 
 
 def test_salvage_with_unreadable_reference(tmp_path: Path) -> None:
-    from snapshots.forge import RawImage, forge_u64_btreemap
+    from inspector.forge import RawImage, forge_u64_btreemap
 
     img = RawImage()
     img.place(forge_u64_btreemap(range(30), range(30)))

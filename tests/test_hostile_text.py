@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from snapshots.forge import (
+from inspector.forge import (
     TEXT,
     MemoryManagerImage,
     RawImage,

@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, load_expected, require_fixtures
 from test_tui_support import run_async, settle
 
-from inspector.diff import diff_sessions
+from inspector.diff.engine import diff_sessions
 from inspector.offset_index import OffsetIndex
 from inspector.session import load
 from inspector.tui.app import create_app
@@ -161,7 +161,7 @@ def test_a_long_sequence_groups_its_pages_and_the_index_still_finds_each_item(
     """Past PAGES_PER_GROUP pages the tree shows groups of pages (no node gets thousands of children);
     the offset index finds an item through its group, page and entry, by geometry."""
     import inspector.regions as regions
-    from snapshots.forge import RawImage, u64_be, vec
+    from inspector.forge import RawImage, u64_be, vec
 
     monkeypatch.setattr(regions, "PAGES_PER_GROUP", 4)  # 10 pages of 1,000 items: groups of 4, 4, 2
     image = RawImage()

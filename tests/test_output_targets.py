@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from inspector.output import OutputError, OutputTarget, check_output, write_output
-from inspector.tui.export import ExportError
-from inspector.tui.export import check_output as export_check
+from inspector.views.export import ExportError
+from inspector.views.export import check_output as export_check
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "snapshots" / "samples" / "healthy" / "stable_memory.bin"

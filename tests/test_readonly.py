@@ -400,7 +400,7 @@ def test_extract_of_a_truncated_snapshot_leaves_no_partial_file(snap: Path, tmp_
 
 
 def test_tui_export_refuses_input_and_existing(snap: Path, tmp_path: Path) -> None:
-    import inspector.tui.export as export
+    import inspector.views.export as export
 
     link = tmp_path / "link.bin"
     link.symlink_to(snap)

@@ -16,9 +16,9 @@ import pytest
 from conftest import FIXTURES, load_expected, require_fixtures
 
 from inspector.cli import main
-from snapshots import forge_layouts as fl
-from snapshots.forge_candid import NAT, TEXT, Record, candid_message
-from snapshots.forge_image import apply_stable_save
+from inspector.forge import layouts as fl
+from inspector.forge.candid import NAT, TEXT, Record, candid_message
+from inspector.forge.image import apply_stable_save
 
 PAGE = 65_536
 BUCKET_TABLE_FIRST = 2_080

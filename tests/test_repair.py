@@ -1,7 +1,7 @@
 """``repair``: salvage without headers, the repair plan, the written snapshot, and proof by re-reading it.
 
 Three kinds of evidence:
-* forged incidents (``snapshots.forge``) at bucket sizes, MemoryIds, key layouts and message lengths
+* forged incidents (``inspector.forge``) at bucket sizes, MemoryIds, key layouts and message lengths
   other than the fixtures', with an oracle computed from the forge's own allocation (which entries sit
   in nodes the message did not touch); these need no ``../shared``;
 * the real-library incident fixtures, with the expected entries computed from ``expected.json``
@@ -24,15 +24,15 @@ import pytest
 from conftest import FIXTURES, SHARED, load_expected, require_fixtures
 
 from inspector.cli import main
+from inspector.forge.btree import forge_btreemap, forge_u64_btreemap
+from inspector.forge.candid import NAT8, VecOf, candid_message
+from inspector.forge.image import MemoryManagerImage, apply_stable_save
+from inspector.forge.structures import cell
 from inspector.memory import PhysicalMemory
 from inspector.repair.btree_writer import build_btree, plan_tree
 from inspector.repair.plan import entries_digest, merge_entries
 from inspector.snapshot import open_snapshot
 from inspector.structures.btreemap import BTreeMap
-from snapshots.forge_btree import forge_btreemap, forge_u64_btreemap
-from snapshots.forge_candid import NAT8, VecOf, candid_message
-from snapshots.forge_image import MemoryManagerImage, apply_stable_save
-from snapshots.forge_structures import cell
 
 TOOLS = SHARED / "tools"
 READBACK_VERSIONS = ("0.6.0", "0.7.2")
@@ -522,7 +522,7 @@ def test_two_headless_maps_of_different_page_sizes_are_both_found() -> None:
         open_headless_map,
         salvage_headless,
     )
-    from snapshots.forge_image import content_bytes
+    from inspector.forge.image import content_bytes
 
     rng = random.Random(5)
     a, b = _string_map(rng, 300), _u64_map(rng, 1_500)

@@ -22,11 +22,11 @@ from test_repair import READBACK_VERSIONS, TOOLS, _message, _string_map, digest,
 from inspector.analysis.analyze import analyze
 from inspector.analysis.verdict import verdict
 from inspector.cli import main
+from inspector.forge.btree import forge_btreemap
+from inspector.forge.image import MemoryManagerImage, apply_stable_save
+from inspector.forge.layouts import iic_header, restricted_image
+from inspector.forge.structures import cell
 from inspector.snapshot import open_snapshot
-from snapshots.forge_btree import forge_btreemap
-from snapshots.forge_image import MemoryManagerImage, apply_stable_save
-from snapshots.forge_layouts import iic_header, restricted_image
-from snapshots.forge_structures import cell
 
 PAGE = 65_536
 BASE_PAGES = (1, 16)

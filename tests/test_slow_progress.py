@@ -56,7 +56,7 @@ def test_only_on_a_terminal_stderr() -> None:
 
 
 def _map_file(tmp_path: Path) -> Path:
-    from snapshots.forge import RawImage, forge_btreemap
+    from inspector.forge import RawImage, forge_btreemap
 
     image = RawImage()
     image.place(forge_btreemap((k.to_bytes(8, "big"), (k * k).to_bytes(8, "big")) for k in range(3_000)))

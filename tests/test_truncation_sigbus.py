@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from snapshots.forge import RawImage, forge_btreemap
+from inspector.forge import RawImage, forge_btreemap
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOK = """

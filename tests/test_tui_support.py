@@ -76,7 +76,7 @@ HOSTILE_KEY = b"[red]X\x1b[2J"
 
 def hostile_snapshot(dst: Path) -> Path:
     """A MemoryManager snapshot whose map key is Rich markup plus an ANSI 'clear screen' sequence."""
-    from snapshots.forge import build_mm_image, forge_btreemap
+    from inspector.forge import build_mm_image, forge_btreemap
 
     fm = forge_btreemap([(HOSTILE_KEY, b"[bold]value\x1b]0;title\x07"), (b"plain", b"v")])
     image = build_mm_image(1, [(3, fm)])

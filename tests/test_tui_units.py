@@ -14,11 +14,11 @@ from conftest import ROOT
 from inspector.model import REGION_KINDS, Finding, Region
 from inspector.offset_index import OffsetIndex
 from inspector.session import load
-from inspector.tui.decoding import show_value
-from inspector.tui.export import ExportError, check_output, export_region, region_json
 from inspector.tui.memory_map import MapModel
-from inspector.tui.nav import GotoError, describe_position, key_matches, parse_goto
-from inspector.tui.palette import LEGEND, MAP_LEGEND, MAP_STATES, ROLES, kind_role, region_role
+from inspector.views.colour_roles import LEGEND, MAP_LEGEND, MAP_STATES, ROLES, kind_role, region_role
+from inspector.views.export import ExportError, check_output, export_region, region_json
+from inspector.views.navigation import GotoError, describe_position, key_matches, parse_goto
+from inspector.views.value_display import show_value
 
 SAMPLES = ROOT / "snapshots" / "samples"
 

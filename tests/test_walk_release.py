@@ -12,9 +12,9 @@ from conftest import ROOT
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import inspector.structures.btreemap as btreemap  # noqa: E402
+import inspector.structures.btreemap.walk as btreemap  # noqa: E402
+from inspector.forge import RawImage, forge_btreemap  # noqa: E402
 from inspector.session import load  # noqa: E402
-from snapshots.forge import RawImage, forge_btreemap  # noqa: E402
 
 
 def _walk(path: Path) -> tuple[int, str, int, int]:

@@ -43,7 +43,7 @@ if atheris is not None:
         from inspector.decode import candid, candid_render, cbor, did, valuetypes
         from inspector.memory import PhysicalMemory
         from inspector.structures.btreemap import BTreeMap
-        from inspector.structures.btreemap_nodes import NodeError
+        from inspector.structures.btreemap.nodes import NodeError
 
 # How much of a walk a single input may ask for; the walkers bound themselves, this bounds the harness.
 MAX_ENTRIES = 10_000

@@ -1,4 +1,4 @@
-"""Scratch benchmark for inspector.byte_diff (not shipped, not a test).
+"""Scratch benchmark for inspector.diff.byte_ranges (not shipped, not a test).
 
 Creates 1 GiB files in a temporary directory under /tmp (random data A, an identical copy, and B =
 A with N scattered single-byte changes), times ``cmp -s`` on the identical pair, then runs every
@@ -138,7 +138,7 @@ CANDIDATES: dict[str, Callable[[str, str, int], int]] = {
 
 def run_engine(pa: str, pb: str, overrides: dict[str, int]) -> dict[str, object]:
     sys.path.insert(0, str(ROOT))
-    from inspector import byte_diff
+    from inspector.diff import byte_ranges as byte_diff
 
     dense_mib = overrides.pop("_dense_mib", 0)
     for name, value in overrides.items():

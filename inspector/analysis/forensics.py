@@ -43,7 +43,7 @@ from inspector.layouts import (
     WASM_PAGE_SIZE,
 )
 from inspector.model import Finding, Region
-from inspector.structures.btreemap_structure import BTreeMapStructure
+from inspector.structures.btreemap.structure import BTreeMapStructure
 
 if TYPE_CHECKING:
     from inspector.analysis.analyze import Analysis

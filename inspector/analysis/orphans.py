@@ -34,7 +34,7 @@ from inspector.layouts import BUCKETS_START as _BUCKETS_START
 from inspector.memory import Range
 from inspector.model import Field, Finding, Region
 from inspector.sparse import data_ranges, is_zero
-from inspector.structures.btreemap_structure import BTreeMapStructure
+from inspector.structures.btreemap.structure import BTreeMapStructure
 from inspector.words import plural
 
 MAX_LISTED_BUCKETS = 64
@@ -89,7 +89,7 @@ def _node_regions(structure: BTreeMapStructure, scan: MapScan) -> list[Region]:
     """One region per salvaged node with its entries (decoded lazily, like the live map's)."""
     from inspector.regions import element_region
     from inspector.structures.base import Element
-    from inspector.structures.btreemap_structure import open_btreemap
+    from inspector.structures.btreemap.structure import open_btreemap
 
     out: list[Region] = []
     # The nodes may lie past the memory's declared size (in its last bucket's slack): map their bytes

@@ -41,8 +41,8 @@ from inspector.memory import Memory, OutOfBounds, PhysicalMemory, Range, Virtual
 from inspector.sparse import data_ranges, is_zero
 from inspector.structures.base import Structure
 from inspector.structures.btreemap import BTreeMap
-from inspector.structures.btreemap_nodes import Node, NodeError
-from inspector.structures.btreemap_structure import BTreeMapStructure
+from inspector.structures.btreemap.nodes import Node, NodeError
+from inspector.structures.btreemap.structure import BTreeMapStructure
 
 # Where a node sits relative to the current allocator (see the module docstring).
 BELOW = "below_frontier"

@@ -23,7 +23,7 @@ from inspector.jsonout import json_default
 from inspector.safe_text import json_safe, safe_rich_text
 
 if TYPE_CHECKING:  # the engine is imported after the byte compare has been started (see run)
-    from inspector.diff import SnapshotDiff
+    from inspector.diff.engine import SnapshotDiff
 
 REPORT_RANGES = 20  # changes (groups of ranges) listed in the report
 REPORT_AREAS = 12  # areas listed per side
@@ -52,7 +52,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def _compute(old: Any, new: Any, byte_result: Any = None) -> SnapshotDiff:
     """The diff, with a progress bar on an interactive stderr (a multi-GiB compare takes seconds)."""
-    from inspector.diff import diff_sessions
+    from inspector.diff.engine import diff_sessions
 
     if byte_result is not None or not sys.stderr.isatty():
         return diff_sessions(old, new, byte_result=byte_result)
@@ -97,12 +97,12 @@ def write_json_stream(diff: SnapshotDiff, out: TextIO) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # The CLI starts the byte compare in a child before importing this module (see diff_prefetch);
+    # The CLI starts the byte compare in a child before importing this module (see inspector.diff.prefetch);
     # callers that come here directly get the same overlap from here.
     pending = getattr(args, "pending_bytes", None)
     fail_on = getattr(args, "fail_on", None)
     if pending is None and (args.json or args.report or fail_on):
-        from inspector.diff_prefetch import start_byte_diff
+        from inspector.diff.prefetch import start_byte_diff
 
         pending = start_byte_diff(args.old, args.new)
     try:

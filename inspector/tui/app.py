@@ -37,13 +37,9 @@ from inspector.safe_text import escape_control, safe_rich_text
 from inspector.search import Match, find_all, next_match
 from inspector.session import Session
 from inspector.tui.data_inspector import DataInspector
-from inspector.tui.decoding import CORE_LOCK
 from inspector.tui.details import DetailsPanel
-from inspector.tui.export import ExportError, check_output, export_region, export_structure, slug
 from inspector.tui.hexview import HexView
 from inspector.tui.memory_map import MapModel, MemoryMap
-from inspector.tui.nav import GOTO_HELP, GotoError, parse_goto
-from inspector.tui.palette import STRUCTURE_KINDS
 from inspector.tui.screens import (
     ConfirmScreen,
     ExportRequest,
@@ -56,6 +52,10 @@ from inspector.tui.screens import (
     LoadScreen,
 )
 from inspector.tui.tree import RegionTree
+from inspector.views.colour_roles import STRUCTURE_KINDS
+from inspector.views.export import ExportError, check_output, export_region, export_structure, slug
+from inspector.views.navigation import GOTO_HELP, GotoError, parse_goto
+from inspector.views.value_display import CORE_LOCK
 
 # Region kinds opened by themselves on the first screen: the layout down to each structure's header
 # and entries node (entries stay one keypress away: they can be millions).

@@ -19,8 +19,8 @@ from textual.widgets import Static
 from inspector.byte_inspector import display_value, hex_rows
 from inspector.model import Region
 from inspector.safe_text import safe_rich_text
-from inspector.tui.decoding import Shown, show_value
-from inspector.tui.palette import ROLE_CLASSES, label_role
+from inspector.views.colour_roles import ROLE_CLASSES, label_role
+from inspector.views.value_display import Shown, show_value
 
 MAX_VALUE_LINES = 300
 MAX_RANGES_SHOWN = 6

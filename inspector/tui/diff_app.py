@@ -1,7 +1,7 @@
 """The diff UI: two synchronised panes (old | new), each with its memory map, region tree and hex view.
 
 ``create_diff_app(old_session, new_session)`` is the one entry point (the CLI and the tests share it).
-The comparison itself (``inspector.diff.diff_sessions``) runs in a thread worker; until it is done the
+The comparison itself (``inspector.diff.engine.diff_sessions``) runs in a thread worker; until it is done the
 panes already browse both snapshots. Then:
 
 * every changed byte is marked in both hex views and every changed cell in both memory maps;
@@ -33,20 +33,20 @@ from textual.widgets.option_list import Option
 from textual.widgets.tree import TreeNode
 from textual.worker import get_current_worker
 
-from inspector.diff import SnapshotDiff, diff_sessions
-from inspector.diff_entries import StructureDiff
-from inspector.diff_layout import ChangeGroup, RangeSet
+from inspector.diff.engine import SnapshotDiff, diff_sessions
+from inspector.diff.entries import StructureDiff
+from inspector.diff.layout import ChangeGroup, RangeSet
 from inspector.model import Region
 from inspector.offset_index import OffsetIndex, describe_position
 from inspector.regions import build_tree
 from inspector.safe_text import escape_control, safe_rich_text
 from inspector.session import Session
 from inspector.tui.data_inspector import DataInspector
-from inspector.tui.decoding import CORE_LOCK
-from inspector.tui.export import slug
 from inspector.tui.hexview import HexView
 from inspector.tui.memory_map import MapCell, MapModel, MemoryMap
 from inspector.tui.tree import RegionTree
+from inspector.views.export import slug
+from inspector.views.value_display import CORE_LOCK
 from inspector.words import distinguishing_names, plural
 
 SIDES = ("old", "new")
@@ -407,8 +407,8 @@ class DiffApp(App[int]):
         self.push_screen(LegendScreen())
 
     def action_goto(self) -> None:
-        from inspector.tui.nav import GOTO_HELP, GotoError, parse_goto
         from inspector.tui.screens import GotoScreen
+        from inspector.views.navigation import GOTO_HELP, GotoError, parse_goto
 
         analysis = self.sessions["new"].analysis
 
@@ -429,7 +429,7 @@ class DiffApp(App[int]):
 
     def goto(self, text: str) -> int:
         """Move both hex views to an address (``m4:0x…`` is read in the new snapshot's layout)."""
-        from inspector.tui.nav import parse_goto
+        from inspector.views.navigation import parse_goto
 
         pos = parse_goto(text, self.sessions["new"].analysis, self.hex("new").cursor)
         for side in SIDES:

@@ -25,7 +25,7 @@ from inspector.layouts import BUCKETS_START, MM_HEADER_PAGE_USED, MM_HEADER_SIZE
 from inspector.memory import merge_ranges
 from inspector.model import Region
 from inspector.offset_index import OffsetIndex
-from inspector.tui.palette import (
+from inspector.views.colour_roles import (
     EXPLAINING_ROLES,
     ROLE_CLASSES,
     forensic_ranges,

@@ -27,7 +27,13 @@ from textual.widget import Widget
 from inspector.layouts import BUCKETS_START, WASM_PAGE_SIZE
 from inspector.memory import merge_ranges
 from inspector.offset_index import OffsetIndex
-from inspector.tui.palette import MAP_CLASSES, MAP_STATES, forensic_ranges, memory_role, unexplained_errors
+from inspector.views.colour_roles import (
+    MAP_CLASSES,
+    MAP_STATES,
+    forensic_ranges,
+    memory_role,
+    unexplained_errors,
+)
 
 Range = tuple[int, int]
 MAX_CELL_WIDTH = 6

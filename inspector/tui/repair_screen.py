@@ -87,7 +87,7 @@ class RepairScreen(ModalScreen[str | None]):
 
 def start_repair(app: Any, assign: list[str] | None = None) -> None:
     """Plan in a worker thread, then show the plan; on a typed path, write and prove in a worker."""
-    from inspector.tui.decoding import CORE_LOCK
+    from inspector.views.value_display import CORE_LOCK
 
     def plan_worker() -> None:
         from inspector.commands.repair import plan_lines
@@ -131,8 +131,8 @@ def _ask_assign(app: Any, error: str) -> None:
 
 
 def _show_plan(app: Any, plan: Any, text: str) -> None:
-    from inspector.tui.export import ExportError, check_output
     from inspector.tui.screens import ConfirmScreen
+    from inspector.views.export import ExportError, check_output
 
     if plan.case == "nothing":
         app.notify("nothing to repair: " + "; ".join(plan.notes), markup=False)

@@ -19,7 +19,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, RadioButton, RadioSet, Static
 
 from inspector.safe_text import safe_rich_text
-from inspector.tui.palette import LEGEND, MAP_CLASSES, MAP_LEGEND, ROLE_CLASSES
+from inspector.views.colour_roles import LEGEND, MAP_CLASSES, MAP_LEGEND, ROLE_CLASSES
 
 Validator = Callable[[str], str | None]  # returns an error message, or None when the input is fine
 

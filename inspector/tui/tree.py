@@ -21,8 +21,8 @@ from textual.widgets.tree import TreeNode
 
 from inspector.model import Region
 from inspector.safe_text import safe_rich_text
-from inspector.tui.decoding import CORE_LOCK
-from inspector.tui.palette import ROLE_CLASSES, label_role
+from inspector.views.colour_roles import ROLE_CLASSES, label_role
+from inspector.views.value_display import CORE_LOCK
 
 # Above this many children a node shows the first ones and says how many it left out: the Tree widget
 # keeps every line in Python, and the core already pages big maps by 1,000 entries.

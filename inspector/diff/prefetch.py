@@ -12,7 +12,7 @@ import os
 import pickle
 from dataclasses import dataclass
 
-from inspector.byte_diff import DiffResult, changed_ranges
+from inspector.diff.byte_ranges import DiffResult, changed_ranges
 from inspector.snapshot import open_snapshot
 
 

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any, Protocol
 
-from inspector.byte_diff import _page_releaser
 from inspector.layouts import LOG_DATA_ENTRIES_OFFSET, LOG_INDEX_ENTRIES_OFFSET, VEC_DATA_OFFSET
+from inspector.mapped_pages import page_releaser
 from inspector.memory import Memory, OutOfBounds
 from inspector.structures.base import Element, Structure
 
@@ -73,7 +73,7 @@ class PageReleaser:
                 buf = getattr(phys, "buf", None)
                 if buf is None or id(buf) in seen:
                     continue
-                release = _page_releaser(buf)
+                release = page_releaser(buf)
                 size = int(getattr(phys, "size", 0))
                 seen[id(buf)] = lambda release=release, size=size: release(0, size)  # type: ignore[misc]
         self._calls = list(seen.values())

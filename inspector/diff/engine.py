@@ -2,14 +2,14 @@
 
 Four levels, each built on the one before:
 
-1. **Bytes** (``inspector.byte_diff``): the exact physical ranges that differ, merged into maximal
+1. **Bytes** (``inspector.diff.byte_ranges``): the exact physical ranges that differ, merged into maximal
    half-open ranges, plus the grown or shrunk tail as a range of its own. Neither file is read whole.
-2. **Layout** (``inspector.diff_layout``): MemoryManager header fields old → new, bucket-table entries
+2. **Layout** (``inspector.diff.layout``): MemoryManager header fields old → new, bucket-table entries
    that changed owner, memories that appeared, vanished, grew, shrank or moved, and every changed range
    attributed to what it hit in the old layout and in the new one.
-3. **Structures** (``inspector.diff_entries``): per structure matched by MemoryId and kind, header
+3. **Structures** (``inspector.diff.entries``): per structure matched by MemoryId and kind, header
    changes and entries added, removed and changed, found by a streaming merge-join.
-4. **Verdict** (``inspector.diff_verdict``): the incident named in plain words (stable_save over the
+4. **Verdict** (``inspector.diff.verdict``): the incident named in plain words (stable_save over the
    MemoryManager, MemoryManager re-initialised, …) or a calm summary of a healthy upgrade.
 
 ``diff_sessions(old, new)`` runs all four and returns a ``SnapshotDiff``; ``SnapshotDiff.to_json()`` is
@@ -23,9 +23,9 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from inspector.byte_diff import DiffCancelled, DiffResult, changed_ranges
-from inspector.diff_entries import StructureDiff, diff_structures
-from inspector.diff_layout import (
+from inspector.diff.byte_ranges import DiffCancelled, DiffResult, changed_ranges
+from inspector.diff.entries import StructureDiff, diff_structures
+from inspector.diff.layout import (
     AreaTotal,
     BucketChange,
     ChangeGroup,
@@ -39,7 +39,7 @@ from inspector.diff_layout import (
     mm_field_changes,
     next_group,
 )
-from inspector.diff_verdict import Incident, classify
+from inspector.diff.verdict import Incident, classify
 from inspector.offset_index import OffsetIndex
 
 __all__ = [
@@ -310,14 +310,14 @@ class SnapshotDiff:
 
 def _releaser(d: SnapshotDiff) -> Callable[[], None]:
     """Drops the pages that scattered layout lookups mapped: with large page-cache folios each lookup
-    maps up to megabytes (see ``diff_sequences.PageReleaser``); the page cache keeps the data."""
-    from inspector.byte_diff import _page_releaser
+    maps up to megabytes (see ``sequences.PageReleaser``); the page cache keeps the data."""
+    from inspector.mapped_pages import page_releaser
 
     calls = []
     for session in (d.old, d.new):
         buf = session.snapshot.buf
         if buf is not None:
-            calls.append((_page_releaser(buf), len(buf)))
+            calls.append((page_releaser(buf), len(buf)))
 
     def release() -> None:
         for fn, size in calls:
@@ -359,7 +359,7 @@ def diff_sessions(
         if progress is not None:
             progress("bytes", done, total)
 
-    # A byte compare already done elsewhere (``diff_prefetch``, overlapped with loading) is reused
+    # A byte compare already done elsewhere (``prefetch``, overlapped with loading) is reused
     # when it covers exactly these two files.
     result = byte_result
     if result is None or (result.size_a, result.size_b) != (so.size, sn.size):

@@ -28,10 +28,10 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any, Protocol
 
-from inspector.diff_sequences import PageReleaser, _Ranges, virtual_hits
+from inspector.diff.sequences import PageReleaser, _Ranges, virtual_hits
 from inspector.layouts import CHUNK_HEADER_SIZE, CHUNK_MAGIC, FIRST_CHUNK_OFFSET, NODE_MAGIC, OVERFLOW_MAGIC
 from inspector.structures.base import Element
-from inspector.structures.btreemap_nodes import (
+from inspector.structures.btreemap.nodes import (
     CHUNK_NODE,
     CHUNK_OVERFLOW,
     INTERNAL,

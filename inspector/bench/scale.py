@@ -1,6 +1,6 @@
 """Scale rows of ``stable-inspect bench`` (issue 13, item 3): a 20,000,000-entry random-order u64 map.
 
-The map is grown like the bench's 1M map (snapshots/forge_btree_grow.py: random keys in random order, a
+The map is grown like the bench's 1M map (inspector/forge/btree_grow.py: random keys in random order, a
 tenth removed again), directly on raw memory (~850 MB), and cached in the work directory. Only the full
 bench builds it: growing it takes minutes and about 2 GB of memory in the forge. Rows:
 
@@ -20,22 +20,14 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from inspector.bench import (
-    Row,
-    Timing,
-    _cached,
-    _log,
-    build_map_image,
-    check_map_input,
-    inspector_cmd,
-    na_row,
-    run_tui_probe,
-    time_command,
-    timed_row,
-)
+from inspector.bench.inputs import _cached, build_map_image, check_map_input
+from inspector.bench.model import Row, Timing
+from inspector.bench.runner import _log, inspector_cmd, time_command
+from inspector.bench.targets import na_row, timed_row
+from inspector.bench.tui_probe import run_tui_probe
 
 if TYPE_CHECKING:
-    from inspector.bench import Bench
+    from inspector.bench.targets import Bench
 
 SCALE_FLAT_X = 1.25  # per-entry time and peak RSS at 20M: ≤ 1.25× the 1M map's
 SCALE_TUI_PAINT_LIMIT_S = 0.5
@@ -162,8 +154,9 @@ def scroll_stall_row(bench: Bench, path: Path, label: str) -> Row:
 def prepare_all(workdir: Path, *, quick: bool = False) -> None:
     """Forge (or find cached) every input of the full bench in ``workdir``, timing nothing, so a later
     ``stable-inspect bench --workdir DIR`` only times. The 20M map alone takes ~11 CPU-minutes."""
-    from inspector.bench import FULL, QUICK, prepare_inputs
-    from inspector.bench_real import prepare_pairs
+    from inspector.bench.inputs import prepare_inputs
+    from inspector.bench.model import FULL, QUICK
+    from inspector.bench.real import prepare_pairs
 
     cfg = QUICK if quick else FULL
     workdir.mkdir(parents=True, exist_ok=True)
@@ -177,7 +170,7 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m inspector.bench_scale", description="Forge the bench's inputs into a work directory."
+        prog="python -m inspector.bench.scale", description="Forge the bench's inputs into a work directory."
     )
     parser.add_argument("workdir", help="the directory later passed to stable-inspect bench --workdir")
     parser.add_argument("--quick", action="store_true", help="the inputs of bench --quick instead")

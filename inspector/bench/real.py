@@ -15,7 +15,7 @@
   through a manager. Readback also hashes every entry and the whole virtual memory, so it is a slightly
   *slower* reference than a bare walk. Without readback the issue's fixed figure is used, and said so.
 
-The big-value map of the forged pair is grown by ``snapshots.forge_btree_grow`` (the library's insert and
+The big-value map of the forged pair is grown by ``inspector.forge.btree_grow`` (the library's insert and
 remove: random key order, a share of the entries removed again, overflow pages taken and freed as nodes
 split and merge, so chains are scattered and the free list holds former overflow pages).
 """
@@ -33,23 +33,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from inspector.bench import (
-    NATIVE_WALK_S,
-    BenchError,
-    ChildRun,
-    GiB,
-    MiB,
-    Row,
-    Timing,
-    _cached,
-    _child_env,
-    _log,
-    copy_with_flips,
-    deep_structures,
-    inspector_cmd,
-    run_child,
-    timed_row,
-)
+from inspector.bench.inputs import _cached, copy_with_flips, deep_structures
+from inspector.bench.model import NATIVE_WALK_S, BenchError, GiB, MiB, Row, Timing
+from inspector.bench.runner import ChildRun, _child_env, _log, inspector_cmd, run_child
+from inspector.bench.targets import timed_row
 
 DEEP_REAL_LIMIT_X = 3.0  # summary --deep of a real map: ≤ 3× the native walk (issue 13)
 JSONL_REAL_LIMIT_X = 6.0
@@ -75,8 +62,8 @@ def readback_binary() -> Path | None:
 def build_vec_pair(a: Path, a2: Path, b: Path, mib: int, patches: int) -> dict[str, Any]:
     """A raw-memory ``StableVec<u64>`` filling ``mib`` MiB (item i = 7·i, big-endian), a copy, and a
     copy with ``patches`` single bytes XOR 0xFF inside the items (never two in one item)."""
+    from inspector.forge.structures import _vec_header
     from inspector.layouts import VEC_MAGIC
-    from snapshots.forge_structures import _vec_header
 
     size = mib * MiB
     n = (size - VEC_HEADER) // 8
@@ -96,10 +83,10 @@ def build_vec_pair(a: Path, a2: Path, b: Path, mib: int, patches: int) -> dict[s
 def build_bigmap_pair(a: Path, a2: Path, b: Path, mib: int, patches: int) -> dict[str, Any]:
     """A raw-memory ``StableBTreeMap<u64, Vec<u8>>`` of 10–200 KB values filling about ``mib`` MiB,
     a copy, and a copy with ``patches`` single bytes changed inside overflow-page data."""
+    from inspector.forge import RawImage
+    from inspector.forge.btree_grow import grow_map_from, mix64
     from inspector.layouts import CHUNK_HEADER_SIZE, FIRST_CHUNK_OFFSET, OVERFLOW_MAGIC
-    from inspector.structures.btreemap_nodes import OVERFLOW_DATA_OFFSET
-    from snapshots.forge import RawImage
-    from snapshots.forge_btree_grow import grow_map_from, mix64
+    from inspector.structures.btreemap.nodes import OVERFLOW_DATA_OFFSET
 
     rng = random.Random(31)
     block = rng.randbytes(4 * MiB)
@@ -272,7 +259,7 @@ def _native_cmd(workdir: Path, snap: Path, memory_id: Any) -> tuple[list[str] | 
     if rb is None:
         return None, f"no readback-0.7.2 here: the issue's native {NATIVE_WALK_S:g} s is assumed"
     if memory_id == "raw":
-        from snapshots.forge import build_mm_image
+        from inspector.forge import build_mm_image
 
         wrapped = workdir / f"native-{snap.stem}.mm.bin"
         if not wrapped.exists() or wrapped.stat().st_mtime < snap.stat().st_mtime:
@@ -359,7 +346,7 @@ def median(xs: Sequence[float]) -> float:
     return statistics.median(xs)
 
 
-if __name__ == "__main__":  # pragma: no cover - a quick manual run: python -m inspector.bench_real DIR
+if __name__ == "__main__":  # pragma: no cover - a quick manual run: python -m inspector.bench.real DIR
     wd = Path(sys.argv[2]) if len(sys.argv) > 2 else Path("/tmp")
     for row in real_input_rows(Path(sys.argv[1]), wd, 3):
         _log(f"{row.target}: {row.figure} ({row.ratio})")

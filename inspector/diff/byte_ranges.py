@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import sys
 from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,9 +34,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import NamedTuple
 
+from inspector.mapped_pages import ByteSource, page_loader, page_releaser
 from inspector.sparse import data_ranges
 
-ByteSource = mmap.mmap | bytes | bytearray | memoryview
 FileRef = int | str | os.PathLike[str]
 ProgressFn = Callable[[int, int], object]
 CancelFn = Callable[[], bool]
@@ -180,8 +179,8 @@ def changed_ranges(
         common = min(size_a, size_b)
         regions = _regions_to_scan(a_file, b_file, size_a, size_b, common)
         equal = _block_equality(a, b, va, vb)
-        release_a, release_b = _page_releaser(a), _page_releaser(b)
-        load_a, load_b = _page_loader(a), _page_loader(b)
+        release_a, release_b = page_releaser(a), page_releaser(b)
+        load_a, load_b = page_loader(a), page_loader(b)
         # Flat arrays (8 bytes a value) rather than a list of tuples, and at most MAX_RUNS of them: a
         # diff of unrelated snapshots has millions of differing ranges. Past the cap, nearby ranges are
         # merged into runs (the gap grows) and each run keeps its exact count of differing bytes.
@@ -361,60 +360,6 @@ def _block_equality(
         return lambda off, n: starts_b(va[off : off + n], off)
     # Two plain memoryviews: copy each block (cache-sized) and compare with memcmp.
     return lambda off, n: bytes(va[off : off + n]) == bytes(vb[off : off + n])
-
-
-def _page_releaser(obj: ByteSource) -> Callable[[int, int], None]:
-    """Return a function that drops this process's mapping of ``[start, end)`` once compared."""
-    if not isinstance(obj, mmap.mmap) or not hasattr(obj, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
-        return _no_release
-    with memoryview(obj) as view:
-        if not view.readonly:
-            # On a writable (e.g. ACCESS_COPY) map, DONTNEED would throw away the caller's writes.
-            return _no_release
-    return _advise(obj, mmap.MADV_DONTNEED)
-
-
-def _no_release(start: int, end: int) -> None:
-    return None
-
-
-# MADV_POPULATE_READ (Linux 5.14+; the mmap module of Python 3.11 has no name for it). Faulting a
-# whole chunk in with one call costs less than the ~1,000 page faults the comparison would take on it:
-# measured ~20% faster over 2 GiB from the page cache.
-MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
-
-
-def _page_loader(obj: ByteSource) -> Callable[[int, int], None]:
-    """Return a function that maps ``[start, end)`` of a file mapping in before it is compared."""
-    if not isinstance(obj, mmap.mmap) or not hasattr(obj, "madvise") or not sys.platform.startswith("linux"):
-        return _no_release
-    return _advise(obj, MADV_POPULATE_READ)
-
-
-def _advise(obj: mmap.mmap, advice: int) -> Callable[[int, int], None]:
-    """``madvise(advice)`` over page-aligned ``[start, end)``; stops trying after the first refusal.
-
-    Both advices are only optimisations: an older kernel (EINVAL) or an I/O error, which the
-    comparison itself will meet, just turns them off.
-    """
-    size = len(obj)
-    page = mmap.PAGESIZE
-    enabled = True
-
-    def advise(start: int, end: int) -> None:
-        nonlocal enabled
-        if not enabled:
-            return
-        start -= start % page
-        end = min(end, size)
-        if end <= start:
-            return
-        try:
-            obj.madvise(advice, start, end - start)
-        except (OSError, ValueError):
-            enabled = False
-
-    return advise
 
 
 def _regions_to_scan(

@@ -382,7 +382,7 @@ def area_totals(
         seg_end, area, _what, _mid, _v = index.locate(starts[i])
         used += 1
         if tick is not None and not used % 64:
-            tick()  # e.g. let go of the pages the lookups mapped (see diff_sequences.PageReleaser)
+            tick()  # e.g. let go of the pages the lookups mapped (see sequences.PageReleaser)
         j = bisect_right(starts, seg_end - 1, i)  # ranges i..j-1 start inside this part
         k = j - 1 if ends[j - 1] > seg_end else j  # range k (if < j) runs past the part's end
         if k > i:

@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from inspector.diff_entries import StructureDiff
-from inspector.diff_layout import LayoutIndex, RangeSet
+from inspector.diff.entries import StructureDiff
+from inspector.diff.layout import LayoutIndex, RangeSet
 from inspector.errors import InspectorError
 from inspector.layouts import (
     BUCKET_TABLE_OFFSET,

@@ -24,8 +24,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from .forge_btree import ForgedBTreeMap, forge_btreemap
-from .forge_candid import (
+from inspector.forge.btree import ForgedBTreeMap, forge_btreemap
+from inspector.forge.candid import (
     BOOL,
     INT32,
     NAT32,
@@ -41,8 +41,8 @@ from .forge_candid import (
     candid_message,
     stable_save_message,
 )
-from .forge_image import MemoryManagerImage, apply_stable_save
-from .forge_structures import cell
+from inspector.forge.image import MemoryManagerImage, apply_stable_save
+from inspector.forge.structures import cell
 
 SEED = 20240611
 BUCKET_SIZE_PAGES = 1
@@ -208,7 +208,7 @@ def build_samples() -> tuple[dict[str, bytes], dict[str, Any]]:
         "snapshot_dir/stable_memory.bin": post,
     }
     manifest: dict[str, Any] = {
-        "generator": "python -m snapshots.forge samples",
+        "generator": "python -m inspector.forge samples",
         "seed": SEED,
         "bucket_size_pages": BUCKET_SIZE_PAGES,
         "candid_types": DID,
@@ -305,7 +305,7 @@ def snapshot_metadata(stable_memory_size: int) -> dict[str, Any]:
 
 README = f"""# Sample stable-memory snapshots (forged)
 
-Written by `python -m snapshots.forge samples` (snapshots/forge_samples.py); do not edit by hand, re-run
+Written by `python -m inspector.forge samples` (inspector/forge/samples.py); do not edit by hand, re-run
 the command instead (a test checks these files are up to date). Deterministic: seed {SEED}, no clock.
 These were written by this project's forge, not by the real library; the real-library fixtures live in
 ../shared/fixtures. Details (bucket owners, map shape, sha256 of each file) are in MANIFEST.json.

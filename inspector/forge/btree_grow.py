@@ -1,6 +1,6 @@
 """A BTreeMap grown the way ic-stable-structures grows it: inserts and removes, one at a time.
 
-``forge_btree.py`` plans a tree from sorted entries and bulk-writes it (sequential addresses, every node
+``btree.py`` plans a tree from sorted entries and bulk-writes it (sequential addresses, every node
 as full as asked, no free list unless requested). Real maps look different: nodes split as random keys
 arrive (leaves end up about ⅔ full), merges on removal free chunks into the allocator's free list, and
 a node's chunks lie wherever the allocator had a free one at the time. This module *simulates* the
@@ -32,6 +32,19 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from inspector.forge.btree import (
+    _CHUNK_ALLOCATED,
+    CHUNK_HEADER_LEN,
+    INTERNAL,
+    LEAF,
+    NODE_PREFIX_LEN,
+    OVERFLOW_HEADER_LEN,
+    PACKED_HEADER_SIZE,
+    U64_U64_PAGE_SIZE,
+    chunk_header,
+    overflow_pages_needed,
+)
+from inspector.forge.image import PAGE, Segment, pages_for
 from inspector.layouts import (
     ALLOCATOR_MAGIC,
     ALLOCATOR_OFFSET,
@@ -47,20 +60,6 @@ from inspector.layouts import (
     B,
     BTreeMapHeader,
 )
-
-from .forge_btree import (
-    _CHUNK_ALLOCATED,
-    CHUNK_HEADER_LEN,
-    INTERNAL,
-    LEAF,
-    NODE_PREFIX_LEN,
-    OVERFLOW_HEADER_LEN,
-    PACKED_HEADER_SIZE,
-    U64_U64_PAGE_SIZE,
-    chunk_header,
-    overflow_pages_needed,
-)
-from .forge_image import PAGE, Segment, pages_for
 
 U64_MASK = 0xFFFF_FFFF_FFFF_FFFF
 _PAGE_SHIFT = 16  # owner code = node serial << 16 | page number (a node spans < 65536 pages)

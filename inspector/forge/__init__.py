@@ -20,23 +20,18 @@ Corruption
 
 Command line::
 
-    python -m snapshots.forge samples [--out DIR]      # the shipped samples (default snapshots/samples)
-    python -m snapshots.forge big OUT [--entries N] [--raw-gib G] [--bucket-pages P]
+    python -m inspector.forge samples [--out DIR]      # the shipped samples (default snapshots/samples)
+    python -m inspector.forge big OUT [--entries N] [--raw-gib G] [--bucket-pages P]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
-if __package__ in (None, ""):
-    # Run as a script (python snapshots/forge.py): make the project root importable.
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from snapshots.forge_btree import (
+from inspector.forge.btree import (
     DEFAULT_UNBOUNDED_PAGE_SIZE,
     U64_U64_PAGE_SIZE,
     ForgedBTreeMap,
@@ -48,7 +43,7 @@ from snapshots.forge_btree import (
     overflow_pages_needed,
     plan_shape,
 )
-from snapshots.forge_candid import (
+from inspector.forge.candid import (
     BOOL,
     EMPTY,
     FLOAT32,
@@ -80,7 +75,7 @@ from snapshots.forge_candid import (
     sleb128,
     stable_save_message,
 )
-from snapshots.forge_image import (
+from inspector.forge.image import (
     PAGE,
     MemoryContent,
     MemoryManagerImage,
@@ -93,9 +88,10 @@ from snapshots.forge_image import (
     pages_for,
     reinit_memory_manager,
 )
-from snapshots.forge_structures import cell, encode_slots, heap_order, log, minheap, vec
+from inspector.forge.structures import cell, encode_slots, heap_order, log, minheap, vec
 
-SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
+# The shipped samples live in the project's snapshots/ folder, next to the inspector package.
+SAMPLES_DIR = Path(__file__).resolve().parents[2] / "snapshots" / "samples"
 
 
 def build_mm_image(
@@ -133,7 +129,7 @@ def big_image(out: Path, entries: int, raw_gib: float, bucket_pages: int) -> Mem
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m snapshots.forge", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m inspector.forge", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_samples = sub.add_parser("samples", help="write the shipped sample snapshots")
     p_samples.add_argument("--out", type=Path, default=SAMPLES_DIR)
@@ -145,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "samples":
-        from snapshots.forge_samples import write_samples
+        from inspector.forge.samples import write_samples
 
         for path in write_samples(args.out):
             print(f"{path.stat().st_size:>10,}  {path}")
@@ -220,6 +216,3 @@ __all__ = [
     "u64_be",
     "vec",
 ]
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -19,7 +19,7 @@ from inspector.memory import Memory, OutOfBounds
 from inspector.model import Field, Region
 from inspector.structures.base import Element, Structure
 from inspector.structures.btreemap import BTreeMap
-from inspector.structures.btreemap_nodes import NodeError
+from inspector.structures.btreemap.nodes import NodeError
 from inspector.words import plural
 
 

@@ -1,6 +1,6 @@
 """Writers for the simple structures: Cell, Vec, MinHeap and Log (FORMAT.md §4–§6).
 
-Each returns a :class:`~snapshots.forge_image.Written`: the segments the real library writes into the
+Each returns a :class:`~inspector.forge.image.Written`: the segments the real library writes into the
 structure's own memory (headers built from the construct declarations in ``inspector.layouts``), and
 the memory size it ends up with. Only the bytes the library writes are emitted, so placing a structure
 over old memory leaves stale bytes where the library would leave them (e.g. reserved header bytes,
@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Sequence
 
+from inspector.forge.image import Segment, Written
 from inspector.layouts import (
     CELL_MAGIC,
     LOG_DATA_ENTRIES_OFFSET,
@@ -27,8 +28,6 @@ from inspector.layouts import (
     VecHeader,
     vec_slot_prefix_width,
 )
-
-from .forge_image import Segment, Written
 
 LAYOUT_VERSION = 1
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate, islice
 from typing import Any
 
+from inspector.forge.image import PAGE, Segment, pages_for
 from inspector.layouts import (
     ALLOCATOR_MAGIC,
     ALLOCATOR_OFFSET,
@@ -47,8 +48,6 @@ from inspector.layouts import (
     ChunkHeader,
     v1_node_size,
 )
-
-from .forge_image import PAGE, Segment, pages_for
 
 DEFAULT_UNBOUNDED_PAGE_SIZE = 1024  # DEFAULT_PAGE_SIZE when the key or value type is Unbounded
 CHUNK_HEADER_LEN = 16

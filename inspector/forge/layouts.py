@@ -14,10 +14,10 @@ import struct
 from collections.abc import Sequence
 from pathlib import Path
 
+from inspector.forge.btree import ForgedBTreeMap, forge_btreemap, forge_btreemap_columns, forge_u64_btreemap
+from inspector.forge.image import MemoryManagerImage, mm_header_bytes
+from inspector.forge.structures import cell, vec
 from inspector.layouts import BUCKET_TABLE_OFFSET, BUCKETS_START, UNALLOCATED_BUCKET, WASM_PAGE_SIZE
-from snapshots.forge_btree import ForgedBTreeMap, forge_btreemap, forge_btreemap_columns, forge_u64_btreemap
-from snapshots.forge_image import MemoryManagerImage, mm_header_bytes
-from snapshots.forge_structures import cell, vec
 
 PAGE = WASM_PAGE_SIZE
 

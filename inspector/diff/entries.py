@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from itertools import islice, zip_longest
 from typing import Any
 
-from inspector import diff_map_nodes, diff_sequences
-from inspector.byte_diff import DiffCancelled
-from inspector.diff_layout import RangeSet
+from inspector.diff import map_nodes as diff_map_nodes
+from inspector.diff import sequences as diff_sequences
+from inspector.diff.byte_ranges import DiffCancelled
+from inspector.diff.layout import RangeSet
 from inspector.memory import OutOfBounds
 from inspector.structures.base import Element, Structure
 

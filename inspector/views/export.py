@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 from inspector.model import Region
 from inspector.output import OutputError, write_output
 from inspector.output import check_output as _check
-from inspector.tui.decoding import CORE_LOCK, Shown, show_value
+from inspector.views.value_display import CORE_LOCK, Shown, show_value
 
 Progress = Callable[[int, int], bool]  # (done, total) → keep going?
 CHUNK = 1 << 22
