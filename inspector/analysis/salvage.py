@@ -38,11 +38,13 @@ from inspector.layouts import (
     NODE_MAGIC,
 )
 from inspector.memory import Memory, OutOfBounds, PhysicalMemory, Range, VirtualMemory
+from inspector.slow_progress import note
 from inspector.sparse import data_ranges, is_zero
 from inspector.structures.base import Structure
 from inspector.structures.btreemap import BTreeMap
 from inspector.structures.btreemap.nodes import Node, NodeError
 from inspector.structures.btreemap.structure import BTreeMapStructure
+from inspector.structures.chunk_set import ChunkSet
 
 # Where a node sits relative to the current allocator (see the module docstring).
 BELOW = "below_frontier"
@@ -235,12 +237,15 @@ def _keys_in_bounds(node: Node, parent: Node, index: int) -> bool:
     return (lo is None or lo < keys[0]) and (hi is None or keys[-1] < hi)
 
 
-def reachable_chunks(bmap: BTreeMap) -> set[int]:
-    """Payload addresses of every node and overflow page reachable from the root."""
-    out: set[int] = set()
-    for _depth, node in bmap.iter_nodes():
+def reachable_chunks(bmap: BTreeMap) -> ChunkSet:
+    """Payload addresses of every node and overflow page reachable from the root (one byte per chunk)."""
+    out = bmap.empty_chunk_set()
+    for n, (_depth, node) in enumerate(bmap.iter_nodes(), 1):
         out.add(node.addr)
-        out.update(node.overflows)
+        for o in node.overflows:
+            out.add(o)
+        if not n & 4095:
+            note("walking the live tree: nodes", n)
     return out
 
 
@@ -259,7 +264,7 @@ def scan_unreachable(
         return scan
     frontier = bmap.frontier
     scan.frontier = frontier
-    reached = reachable_chunks(bmap) if full else set()
+    reached = reachable_chunks(bmap) if full else bmap.empty_chunk_set()
     first = FIRST_CHUNK_OFFSET if full or frontier < 0 else frontier
     pending: dict[int, NodeVerdict] = {}
     accepted: dict[int, NodeVerdict] = {}
@@ -270,7 +275,9 @@ def scan_unreachable(
         if len(scan.rejected) < MAX_REJECTED_LISTED:
             scan.rejected.append(v)
 
-    for addr, chk_ok, allocated, is_btn in _chunk_headers(bmap, first, fd):
+    for i, (addr, chk_ok, allocated, is_btn) in enumerate(_chunk_headers(bmap, first, fd)):
+        if not i & 16383:
+            note("scanning chunk headers", i)
         payload = addr + CHUNK_HEADER_SIZE
         if not is_btn or payload in reached:
             continue

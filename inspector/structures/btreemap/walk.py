@@ -189,7 +189,7 @@ class _Walk(_Iteration):
             "depth": 0,
         }
         h = hashlib.sha256()
-        visited = self._chunk_set()
+        visited = self.empty_chunk_set()
         count = 0
         if self.walkable and self.root_addr:
             count = self._walk_tree(sink, stats, h, visited)
@@ -223,7 +223,7 @@ class _Walk(_Iteration):
         self._walk_result = result
         return result
 
-    def _chunk_set(self) -> ChunkSet:
+    def empty_chunk_set(self) -> ChunkSet:
         """An empty set of chunk payloads sized to the chunks below the frontier (the ones nodes and
         overflow pages can be in); anything else lands in its small overflow set."""
         cs = self._cs if self._cs > 0 else 1
@@ -588,7 +588,7 @@ class _Walk(_Iteration):
         if not self.walkable or not self.allocator_ok:
             return []
         self.walk()
-        reached = self._reached if self._reached is not None else self._chunk_set()
+        reached = self._reached if self._reached is not None else self.empty_chunk_set()
         found: list[Node] = []
         frontier = self.frontier
         for chunk in self.chunk_grid(beyond_frontier=beyond_frontier):
