@@ -223,15 +223,6 @@ class _Walk(_Iteration):
         self._walk_result = result
         return result
 
-    def empty_chunk_set(self) -> ChunkSet:
-        """An empty set of chunk payloads sized to the chunks below the frontier (the ones nodes and
-        overflow pages can be in); anything else lands in its small overflow set."""
-        cs = self._cs if self._cs > 0 else 1
-        top = self.frontier if self.allocator_ok else -1
-        if top < FIRST_CHUNK_OFFSET:
-            top = min(self._size, FIRST_CHUNK_OFFSET + self._max_chunks * cs)
-        return ChunkSet(cs, max(0, (min(top, self._size) - FIRST_CHUNK_OFFSET) // cs + 1))
-
     def _walk_tree(self, sink: _Sink, stats: dict[str, int], h: Any, visited: ChunkSet) -> int:
         """The hot loop: in-order traversal with an explicit stack, hashing entries as it goes."""
         load = self._load
