@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 from pathlib import Path
@@ -56,3 +57,38 @@ def test_a_walk_releases_mapped_pages_and_finds_the_same(
     assert released == plain and plain[0] == 120
     # The walk reads ~4 MB of overflow pages and the allocator scan every header: several releases.
     assert len(calls) >= 8
+
+
+def test_a_long_free_list_is_read_with_pread_and_gives_the_same_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past FREE_LIST_PREAD_AFTER hops the free list is read with pread (no mapped folios); same list,
+    frontier and walk as through the mapping. btree_u64_many (real library) has a 158-chunk free list."""
+    from conftest import FIXTURES, require_fixtures
+
+    import inspector.structures.btreemap.allocator as allocator
+
+    require_fixtures()
+    path = FIXTURES / "btree_u64_many" / "stable_memory.bin"
+
+    def state() -> tuple[object, ...]:
+        s = load(path)
+        try:
+            (m,) = [x.map for x in s.analysis.structures if hasattr(x, "map")]
+            w = m.walk()
+            return m._free_list(), w.entry_count, w.entries_sha256, [f.code for f in w.findings]
+        finally:
+            s.close()
+
+    mapped = state()
+    preads: list[int] = []
+    real = os.pread
+
+    def counted(fd: int, n: int, off: int) -> bytes:
+        preads.append(off)
+        return real(fd, n, off)
+
+    monkeypatch.setattr(allocator, "FREE_LIST_PREAD_AFTER", 2)
+    monkeypatch.setattr(allocator.os, "pread", counted)
+    assert state() == mapped
+    assert len(mapped[0][0]) > 100 and len(preads) >= len(mapped[0][0]) - 2  # type: ignore[index]
