@@ -92,3 +92,39 @@ def test_a_long_free_list_is_read_with_pread_and_gives_the_same_answers(
     monkeypatch.setattr(allocator.os, "pread", counted)
     assert state() == mapped
     assert len(mapped[0][0]) > 100 and len(preads) >= len(mapped[0][0]) - 2  # type: ignore[index]
+
+
+def test_nodes_of_a_big_file_are_read_with_pread_and_give_the_same_walk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """From PREAD_MIN_BYTES on, nodes are read with pread instead of through the mapping (scattered
+    touches map whole folios): the same count, digest, node statistics and findings."""
+    from conftest import FIXTURES, require_fixtures
+
+    import inspector.structures.btreemap.headers as headers
+
+    require_fixtures()
+    path = FIXTURES / "btree_u64_many" / "stable_memory.bin"
+
+    def walk() -> tuple[object, ...]:
+        s = load(path)
+        try:
+            (m,) = [x.map for x in s.analysis.structures if hasattr(x, "map")]
+            w = m.walk()
+            entries = [(e.key, e.value) for e in m.iter_entries(16_000)]
+            return w.entry_count, w.entries_sha256, w.nodes, [f.code for f in w.findings], entries
+        finally:
+            s.close()
+
+    mapped = walk()
+    preads: list[int] = []
+    real = os.pread
+
+    def counted(fd: int, n: int, off: int) -> bytes:
+        preads.append(off)
+        return real(fd, n, off)
+
+    monkeypatch.setattr(headers, "PREAD_MIN_BYTES", 0)
+    monkeypatch.setattr(headers.os, "pread", counted)
+    assert walk() == mapped
+    assert len(preads) >= mapped[2]["count"]  # type: ignore[index]  # every node at least once

@@ -99,6 +99,7 @@ class _Sink:
 RELEASE_MIN_BYTES = 256 << 20  # snapshots smaller than this are not unmapped as walks go
 
 
+OVERFLOW_TOUCHES_PER_RELEASE = 1024
 RELEASE_EVERY_BYTES = 64 << 20  # chunks' worth of bytes read between two releases
 
 
@@ -233,6 +234,9 @@ class _Walk(_Iteration):
         other = visited.other
         upd = h.update
         release = self._page_releaser()
+        # Nodes read with pread map nothing; their overflow pages are still read through the mapping,
+        # each from a scattered place: let go after every OVERFLOW_TOUCHES_PER_RELEASE of them.
+        touch = release.every // OVERFLOW_TOUCHES_PER_RELEASE + 1 if self._pread is not None else 0
         be_cache: dict[int, bytes] = {}
         stack: list[list[Any]] = []
         # None, not 0, means "nothing to descend into": a child address of 0 is corruption to report.
@@ -295,6 +299,8 @@ class _Walk(_Iteration):
                 if ovfs:
                     if len(ovfs) > 64:
                         release.pages(len(ovfs))
+                    elif touch:
+                        release.pages(touch)
                     for o in ovfs:
                         if o in visited:
                             sink.add(
