@@ -17,7 +17,7 @@ from inspector.mapped_pages import page_releaser
 from inspector.memory import OutOfBounds
 from inspector.structures.btreemap.headers import MAX_LISTED_ADDRESSES, _Headers
 
-FREE_LIST_PREAD_AFTER = 1024  # free-list hops read through the mapping before switching to pread
+FREE_LIST_PREAD_AFTER = 64  # free-list hops read through the mapping before switching to pread
 FREE_LIST_RELEASE_MIN_BYTES = 256 << 20  # smaller snapshots are left mapped
 
 

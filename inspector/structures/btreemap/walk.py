@@ -99,8 +99,8 @@ class _Sink:
 RELEASE_MIN_BYTES = 256 << 20  # snapshots smaller than this are not unmapped as walks go
 
 
-OVERFLOW_TOUCHES_PER_RELEASE = 1024
-RELEASE_EVERY_BYTES = 64 << 20  # chunks' worth of bytes read between two releases
+OVERFLOW_TOUCHES_PER_RELEASE = 256
+RELEASE_EVERY_BYTES = 32 << 20  # chunks' worth of bytes read between two releases
 
 
 class _Releaser:
