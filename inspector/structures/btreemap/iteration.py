@@ -52,6 +52,7 @@ class _Iteration(_NodeLoading):
         seen = self.empty_chunk_set(lazy=True)
         bits, nbits, cs, other = seen.bits, len(seen.bits), seen.chunk_size, seen.other
         load = self._load
+        touches = 0
         # Frame: [addr, children, keys, values, j]: child j is done or in progress; next is entry j.
         stack: list[list[Any]] = []
         pending: int | None = self.root_addr
@@ -72,7 +73,13 @@ class _Iteration(_NodeLoading):
                     loaded = load(addr)
                 except NodeError:
                     break
-                _ver, ntype, k, children, keys, values = loaded[:6]
+                _ver, ntype, k, children, keys, values, ovfs = loaded[:7]
+                if ovfs and self._pread is not None:
+                    # Nodes come with pread; overflow pages through the mapping, each touch mapping a
+                    # folio: let go every 256 of them (a long iteration of a big map held ~450 MB).
+                    touches += 1
+                    if not touches % 256:
+                        self._release_mapped_pages()
                 if ntype == INTERNAL:
                     if seeking:
                         i = bisect_left(keys, start_key)

@@ -278,7 +278,7 @@ class _Walk(_Iteration):
                     break
                 n_nodes += 1
                 if not n_nodes & 4095:
-                    note(f"walking {self.mem.label}: entries", count)
+                    note(f"walking {self.mem.label}: entries", count, self.length or None)
                     release.pages(4096)
                 if _ver == 1:
                     n_v1 += 1
