@@ -512,7 +512,9 @@ def salvage_structure(
     entries: list[SalvagedEntry] = []
     notes: list[str] = []
     by_node: dict[int, Node] = {}
-    for entry in bmap.iter_entries():
+    for n, entry in enumerate(bmap.iter_entries(), 1):
+        if not n & 65535:
+            note("reading the reachable entries", n, bmap.length or None)
         node = by_node.get(entry.node_addr)
         if node is None:
             try:
