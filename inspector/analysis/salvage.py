@@ -327,6 +327,7 @@ def scan_unreachable(
             v.reason = "allocated, valid, unreachable from the root"
             accepted[payload] = v
 
+    note("")  # the scan is over: the progress line must not go on naming it
     _confirm_frontier_nodes(pending, accepted, order_check, reject)
     for v in pending.values():
         reject(v, "frontier chunk: its header was rewritten and no surviving parent or children vouch for it")

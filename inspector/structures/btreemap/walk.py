@@ -219,7 +219,9 @@ class _Walk(_Iteration):
             reachable_chunks=stats["count"] + stats["overflow_page_count"],
         )
         if self.allocator_ok:
+            note(f"checking the allocator of {self.mem.label}")
             self._check_allocator(sink, result, visited)
+        note("")
         result.findings = sink.finish()
         self._walk_result = result
         return result
