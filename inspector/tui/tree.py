@@ -180,8 +180,8 @@ class RegionTree(Tree[TreeData]):
         self, node: TreeNode[TreeData], children: list[Region] | None, error: Exception | None
     ) -> None:
         self._loading.discard(node.id)
-        if node.tree is not self or node.data is None or node.id in self._populated:
-            return
+        if not self.is_attached or node.tree is not self or node.data is None or node.id in self._populated:
+            return  # (not attached: the app is closing while a worker finished)
         node.remove_children()
         if error is not None or children is None:
             self._add_error(node, error)
