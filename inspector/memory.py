@@ -55,10 +55,12 @@ class Memory:
 class PhysicalMemory(Memory):
     """The snapshot file itself (a read-only mmap, or ``bytes`` for empty/small inputs)."""
 
-    def __init__(self, buf: Buffer, size: int, label: str = "raw") -> None:
+    def __init__(self, buf: Buffer, size: int, label: str = "raw", fd: int | None = None) -> None:
         self.buf = buf
         self.size = size
         self.label = label
+        # The open file behind ``buf`` (when it is one), for scattered reads that should not map pages.
+        self.fd = fd
 
     def read(self, offset: int, n: int) -> bytes:
         if offset < 0 or n < 0 or offset + n > self.size:

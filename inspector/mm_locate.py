@@ -24,6 +24,7 @@ from inspector.layouts import (
     UNALLOCATED_BUCKET,
     WASM_PAGE_SIZE,
 )
+from inspector.mapped_pages import page_releaser
 from inspector.memory import PhysicalMemory
 from inspector.sparse import data_ranges
 
@@ -82,6 +83,10 @@ def scan_for_base(phys: PhysicalMemory, fd: int | None, start: int = WASM_PAGE_S
         return None
     finally:
         _advise(buf, "MADV_NORMAL")
+        # A touch maps the whole page-cache folio it lands in (often 64 KiB or more): over a file held
+        # in the page cache the scan had mapped nearly all of it (a 20M-entry map: 780 MB of RSS
+        # before any decoding). Let go of what it mapped; the page cache keeps the data.
+        page_releaser(buf)(start, size)
 
 
 def _advise(buf: object, name: str) -> None:
@@ -101,13 +106,16 @@ def _structure_page_before(phys: PhysicalMemory, fd: int | None, end: int) -> bo
     """Whether a structure magic sits at any page start in [65,536, end): old buckets of a base-0 manager."""
     ranges = data_ranges(fd, end) if fd is not None else [(0, end)]
     buf = phys.buf
-    for lo, hi in ranges:
-        p = max(WASM_PAGE_SIZE, lo + (-lo % WASM_PAGE_SIZE))
-        while p < min(hi, end):
-            if bytes(buf[p : p + 3]) in STRUCTURE_MAGICS:
-                return True
-            p += WASM_PAGE_SIZE
-    return False
+    try:
+        for lo, hi in ranges:
+            p = max(WASM_PAGE_SIZE, lo + (-lo % WASM_PAGE_SIZE))
+            while p < min(hi, end):
+                if bytes(buf[p : p + 3]) in STRUCTURE_MAGICS:
+                    return True
+                p += WASM_PAGE_SIZE
+        return False
+    finally:
+        page_releaser(buf)(WASM_PAGE_SIZE, end)  # what the touches mapped (see scan_for_base)
 
 
 def choose_base(phys: PhysicalMemory, fd: int | None) -> BaseChoice:

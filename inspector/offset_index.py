@@ -402,16 +402,25 @@ class OffsetIndex:
 
     def _entry_path(self, entries: Region, index: int, pos: int) -> list[Region] | None:
         kids = self._children(entries)
+        head = [entries]
+        if kids and kids[0].kind == "group" and kids[0].child_count_hint:
+            # A very long sequence: groups of pages, each but the last holding the same number of entries.
+            span = kids[0].child_count_hint
+            if index // span >= len(kids):
+                return None
+            group = kids[index // span]
+            head.append(group)
+            index -= index // span * span
+            kids = self._children(group)
         if kids and kids[0].kind == "group":
             page = kids[index // ENTRIES_PAGE] if index // ENTRIES_PAGE < len(kids) else None
             if page is None:
                 return None
             items = self._children(page)
             entry = items[index % ENTRIES_PAGE] if index % ENTRIES_PAGE < len(items) else None
-            head = [entries, page]
+            head.append(page)
         else:
             entry = kids[index] if index < len(kids) else None
-            head = [entries]
         if entry is None:
             return None
         return [*head, entry, *self._inside(entry, pos)]

@@ -7,6 +7,7 @@ a snapshot with a million-entry map costs only its top levels.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
     from inspector.analysis.analyze import Analysis
 
 ENTRIES_PAGE = 1_000  # entries per lazily built page of the tree
+# Pages per group once a sequence has more pages than this: the tree then shows groups of pages, so no
+# node ever has more than this many children (a Tree widget's cost per change grows with its lines).
+PAGES_PER_GROUP = 1_000
 
 
 def _first_physical(mem: Memory, start: int, size: int) -> Range | None:
@@ -154,18 +158,34 @@ def _mid(structure: Structure) -> int | str | None:
 
 
 def entries_region(structure: Structure, count: int, label: str = "entries") -> Region:
-    """Entries in lazily built pages of ``ENTRIES_PAGE``, so a huge map shows its first page at once."""
+    """Entries in lazily built pages of ``ENTRIES_PAGE``, so a huge map shows its first page at once.
 
-    def pages() -> Iterator[Region]:
-        for start in range(0, count, ENTRIES_PAGE):
-            end = min(count, start + ENTRIES_PAGE)
+    Beyond ``PAGES_PER_GROUP`` pages (a million entries) the pages are grouped by that many, one level
+    more, so every node of the tree has at most a thousand children whatever the map's size.
+    """
+    mid = _mid(structure)
 
-            def page_children(start: int = start, end: int = end) -> Iterator[Region]:
-                for el in islice(structure.elements(start), end - start):
-                    yield element_region(structure, el)
+    def page(start: int, end: int) -> Region:
+        def page_children() -> Iterator[Region]:
+            for el in islice(structure.elements(start), end - start):
+                yield element_region(structure, el)
 
+        return Region(f"{label} {start:,}–{end - 1:,}", "group", children=page_children, memory_id=mid)
+
+    def pages(lo: int = 0, hi: int = count) -> Iterator[Region]:
+        for start in range(lo, hi, ENTRIES_PAGE):
+            yield page(start, min(hi, start + ENTRIES_PAGE))
+
+    def groups() -> Iterator[Region]:
+        span = ENTRIES_PAGE * PAGES_PER_GROUP
+        for lo in range(0, count, span):
+            hi = min(count, lo + span)
             yield Region(
-                f"{label} {start:,}–{end - 1:,}", "group", children=page_children, memory_id=_mid(structure)
+                f"{label} {lo:,}–{hi - 1:,}",
+                "group",
+                children=partial(pages, lo, hi),
+                memory_id=mid,
+                child_count_hint=hi - lo,
             )
 
     if count <= ENTRIES_PAGE:
@@ -173,11 +193,16 @@ def entries_region(structure: Structure, count: int, label: str = "entries") -> 
             f"{label} ({count:,})",
             "entries",
             children=lambda: (element_region(structure, el) for el in islice(structure.elements(0), count)),
-            memory_id=_mid(structure),
+            memory_id=mid,
             child_count_hint=count,
         )
+    nested = count > ENTRIES_PAGE * PAGES_PER_GROUP
     return Region(
-        f"{label} ({count:,})", "entries", children=pages, memory_id=_mid(structure), child_count_hint=count
+        f"{label} ({count:,})",
+        "entries",
+        children=groups if nested else pages,
+        memory_id=mid,
+        child_count_hint=count,
     )
 
 

@@ -255,7 +255,7 @@ def open_snapshot(path: str | os.PathLike[str]) -> Snapshot:
         os.close(fd)
         raise
 
-    snap = Snapshot(p, file_path, size, PhysicalMemory(mm, size, "stable memory"), metadata, findings)
+    snap = Snapshot(p, file_path, size, PhysicalMemory(mm, size, "stable memory", fd=fd), metadata, findings)
     snap._mmap, snap._fd = mm, fd
     if size % WASM_PAGE_SIZE:
         findings.append(

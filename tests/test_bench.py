@@ -55,6 +55,10 @@ def test_every_target_has_a_row(tiny_run: tuple[dict[str, Any], Path, int]) -> N
         "never imports textual",
         "TUI first screen",
         "TUI scroll",
+        "4,000-entry u64 map (raw, random order)",
+        "summary --deep peak RSS, 4,000 vs 3,000 entries",
+        "TUI first screen (4,000-entry map), after the imports",
+        "TUI scroll of the 4,000-entry map",
         "StableVec<u64> (raw memory, full)",
         "StableBTreeMap<u64, Vec<u8>>",
     ):

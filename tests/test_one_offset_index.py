@@ -153,3 +153,35 @@ def test_listed_changes_of_the_migration_resolve_in_the_memory_they_are_attribut
     finally:
         old.close()
         new.close()
+
+
+def test_a_long_sequence_groups_its_pages_and_the_index_still_finds_each_item(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past PAGES_PER_GROUP pages the tree shows groups of pages (no node gets thousands of children);
+    the offset index finds an item through its group, page and entry, by geometry."""
+    import inspector.regions as regions
+    from inspector.forge import RawImage, u64_be, vec
+
+    monkeypatch.setattr(regions, "PAGES_PER_GROUP", 4)  # 10 pages of 1,000 items: groups of 4, 4, 2
+    image = RawImage()
+    image.place(vec(u64_be(range(10_000)), 8, True))
+    path = tmp_path / "vec.bin"
+    image.write_to(path, sparse=False)
+    raw = path.read_bytes()
+    s = load(path)
+    try:
+        index = OffsetIndex(regions.build_tree(s.analysis), s.analysis)
+        (structure,) = [r for r in index.root.children() if r.kind == "vec"]
+        (entries,) = [r for r in structure.children() if r.kind == "entries"]
+        groups = entries.children()
+        assert [g.name for g in groups] == ["entries 0–3,999", "entries 4,000–7,999", "entries 8,000–9,999"]
+        assert [len(g.children()) for g in groups] == [4, 4, 2]
+        assert groups[2].children()[1].name == "entries 9,000–9,999"
+        pos = raw.find((9_123).to_bytes(8, "big"))
+        assert pos > 0
+        names = [r.name for r in index.resolve(pos)]
+        after = names[names.index(entries.name) + 1 :]
+        assert after[:3] == ["entries 8,000–9,999", "entries 9,000–9,999", "[9123]"], names
+    finally:
+        s.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 from pathlib import Path
@@ -56,3 +57,84 @@ def test_a_walk_releases_mapped_pages_and_finds_the_same(
     assert released == plain and plain[0] == 120
     # The walk reads ~4 MB of overflow pages and the allocator scan every header: several releases.
     assert len(calls) >= 8
+
+
+def test_a_long_free_list_is_read_with_pread_and_gives_the_same_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Far hops of a big file's free list are read with pread (no mapped folios), in the clean walk and
+    (past FREE_LIST_PREAD_AFTER hops) in the careful one; same list, frontier and walk as through the
+    mapping. btree_u64_many (real library) has a 158-chunk free list."""
+    from conftest import FIXTURES, require_fixtures
+
+    import inspector.structures.btreemap.allocator as allocator
+
+    require_fixtures()
+    path = FIXTURES / "btree_u64_many" / "stable_memory.bin"
+
+    def state() -> tuple[object, ...]:
+        s = load(path)
+        try:
+            (m,) = [x.map for x in s.analysis.structures if hasattr(x, "map")]
+            w = m.walk()
+            return m._free_list(), w.entry_count, w.entries_sha256, [f.code for f in w.findings]
+        finally:
+            s.close()
+
+    mapped = state()
+    preads: list[int] = []
+    real = os.pread
+
+    def counted(fd: int, n: int, off: int) -> bytes:
+        preads.append(off)
+        return real(fd, n, off)
+
+    # The clean walk on a file counted as big, every hop "far": each hop is one pread.
+    monkeypatch.setattr(allocator, "FREE_LIST_RELEASE_MIN_BYTES", 0)
+    monkeypatch.setattr(allocator, "FAR_HOP", 0)
+    monkeypatch.setattr(allocator.os, "pread", counted)
+    assert state() == mapped
+    hops = len(mapped[0][0])  # type: ignore[index]
+    assert hops > 100 and len(preads) >= hops
+    # The careful walk (it runs when the clean one gives up): past FREE_LIST_PREAD_AFTER hops, pread.
+    preads.clear()
+    monkeypatch.setattr(allocator, "FREE_LIST_PREAD_AFTER", 2)
+    monkeypatch.setattr(allocator._Allocator, "_clean_free_list", lambda self: None)
+    assert state() == mapped
+    assert len(preads) >= hops - 2
+
+
+def test_nodes_of_a_big_file_are_read_with_pread_and_give_the_same_walk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """From PREAD_MIN_BYTES on, nodes are read with pread instead of through the mapping (scattered
+    touches map whole folios): the same count, digest, node statistics and findings."""
+    from conftest import FIXTURES, require_fixtures
+
+    import inspector.structures.btreemap.headers as headers
+
+    require_fixtures()
+    path = FIXTURES / "btree_u64_many" / "stable_memory.bin"
+
+    def walk() -> tuple[object, ...]:
+        s = load(path)
+        try:
+            (m,) = [x.map for x in s.analysis.structures if hasattr(x, "map")]
+            w = m.walk()
+            entries = [(e.key, e.value) for e in m.iter_entries(16_000)]
+            return w.entry_count, w.entries_sha256, w.nodes, [f.code for f in w.findings], entries
+        finally:
+            s.close()
+
+    mapped = walk()
+    preads: list[int] = []
+    real = os.pread
+
+    def counted(fd: int, n: int, off: int) -> bytes:
+        preads.append(off)
+        return real(fd, n, off)
+
+    monkeypatch.setattr(headers, "PREAD_MIN_BYTES", 0)
+    monkeypatch.setattr(headers.os, "pread", counted)
+    assert walk() == mapped
+    assert len(preads) >= mapped[2]["count"]  # type: ignore[index]  # every node at least once

@@ -38,11 +38,13 @@ from inspector.layouts import (
     NODE_MAGIC,
 )
 from inspector.memory import Memory, OutOfBounds, PhysicalMemory, Range, VirtualMemory
+from inspector.slow_progress import note
 from inspector.sparse import data_ranges, is_zero
 from inspector.structures.base import Structure
 from inspector.structures.btreemap import BTreeMap
 from inspector.structures.btreemap.nodes import Node, NodeError
 from inspector.structures.btreemap.structure import BTreeMapStructure
+from inspector.structures.chunk_set import ChunkSet
 
 # Where a node sits relative to the current allocator (see the module docstring).
 BELOW = "below_frontier"
@@ -243,12 +245,15 @@ def _keys_in_bounds(node: Node, parent: Node, index: int) -> bool:
     return (lo is None or lo < keys[0]) and (hi is None or keys[-1] < hi)
 
 
-def reachable_chunks(bmap: BTreeMap) -> set[int]:
-    """Payload addresses of every node and overflow page reachable from the root."""
-    out: set[int] = set()
-    for _depth, node in bmap.iter_nodes():
+def reachable_chunks(bmap: BTreeMap) -> ChunkSet:
+    """Payload addresses of every node and overflow page reachable from the root (one byte per chunk)."""
+    out = bmap.empty_chunk_set()
+    for n, (_depth, node) in enumerate(bmap.iter_nodes(), 1):
         out.add(node.addr)
-        out.update(node.overflows)
+        for o in node.overflows:
+            out.add(o)
+        if not n & 4095:
+            note("walking the live tree: nodes", n)
     return out
 
 
@@ -267,7 +272,7 @@ def scan_unreachable(
         return scan
     frontier = bmap.frontier
     scan.frontier = frontier
-    reached = reachable_chunks(bmap) if full else set()
+    reached = reachable_chunks(bmap) if full else bmap.empty_chunk_set()
     first = FIRST_CHUNK_OFFSET if full or frontier < 0 else frontier
     pending: dict[int, NodeVerdict] = {}
     accepted: dict[int, NodeVerdict] = {}
@@ -278,7 +283,9 @@ def scan_unreachable(
         if len(scan.rejected) < MAX_REJECTED_LISTED:
             scan.rejected.append(v)
 
-    for addr, chk_ok, allocated, is_btn in _chunk_headers(bmap, first, fd):
+    for i, (addr, chk_ok, allocated, is_btn) in enumerate(_chunk_headers(bmap, first, fd)):
+        if not i & 16383:
+            note("scanning chunk headers", i)
         payload = addr + CHUNK_HEADER_SIZE
         if not is_btn or payload in reached:
             continue
@@ -328,6 +335,7 @@ def scan_unreachable(
             v.reason = "allocated, valid, unreachable from the root"
             accepted[payload] = v
 
+    note("")  # the scan is over: the progress line must not go on naming it
     _confirm_frontier_nodes(pending, accepted, order_check, reject)
     for v in pending.values():
         reject(v, "frontier chunk: its header was rewritten and no surviving parent or children vouch for it")
@@ -513,7 +521,9 @@ def salvage_structure(
     entries: list[SalvagedEntry] = []
     notes: list[str] = []
     by_node: dict[int, Node] = {}
-    for entry in bmap.iter_entries():
+    for n, entry in enumerate(bmap.iter_entries(), 1):
+        if not n & 65535:
+            note("reading the reachable entries", n, bmap.length or None)
         node = by_node.get(entry.node_addr)
         if node is None:
             try:

@@ -59,7 +59,9 @@ class Config:
 FULL = Config("full", 1_000_000, 8.0, 1.0, 1024, 1000, 5, 3, scale_entries=20_000_000)
 QUICK = Config("quick", 200_000, 8.0, 1.0, 256, 1000, 3, 1)
 # For the smoke test: every code path, tiny inputs, one run each.
-TINY = Config("tiny", 3_000, 0.05, 0.02, 6, 50, 1, 1, tui_inputs=1, warmup=False, tui_keys=4)
+TINY = Config(
+    "tiny", 3_000, 0.05, 0.02, 6, 50, 1, 1, tui_inputs=1, warmup=False, tui_keys=4, scale_entries=4_000
+)
 
 
 @dataclass

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from inspector.bench.inputs import _cached, copy_with_flips, deep_structures
-from inspector.bench.model import NATIVE_WALK_S, BenchError, GiB, MiB, Row, Timing
+from inspector.bench.model import NATIVE_WALK_S, PROJECT_ROOT, BenchError, GiB, MiB, Row, Timing
 from inspector.bench.runner import ChildRun, _child_env, _log, inspector_cmd, run_child
 from inspector.bench.targets import timed_row
 
@@ -49,7 +49,7 @@ def readback_binary() -> Path | None:
     env = os.environ.get("STABLE_INSPECT_READBACK")
     if env:
         return Path(env) if Path(env).is_file() else None
-    for base in (Path(__file__).resolve().parent.parent, Path.cwd()):
+    for base in (PROJECT_ROOT, Path.cwd()):  # ../shared beside the checkout, or beside the cwd
         p = base.parent / "shared" / "tools" / "readback-0.7.2"
         if p.is_file() and os.access(p, os.X_OK):
             return p

@@ -331,7 +331,11 @@ class InspectorApp(App[int]):
 
     @on(Tree.NodeExpanded, "#tree")
     def _node_expanded(self, event: Tree.NodeExpanded[Any]) -> None:
-        tree = self.region_tree
+        # The tree that sent it, not a query: a page finished by a worker can arrive while the app is
+        # shutting down, when "#tree" is already gone (the bench's probe died of NoMatches under load).
+        tree = event.control
+        if not isinstance(tree, RegionTree) or not tree.is_attached:
+            return
         node = event.node
         if tree.is_populated(node):
             return

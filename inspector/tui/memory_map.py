@@ -63,6 +63,9 @@ def fit_label(label: str, width: int) -> str:
     return label[:width]
 
 
+SCAN_RELEASE_PAGES = 512  # 32 MiB of scanned pages between two releases of the mapping
+
+
 class MapModel:
     """Cells of the map for a given number of cells available; knows nothing about Textual."""
 
@@ -194,11 +197,15 @@ class MapModel:
 
         Work and memory grow with the data, never with the file's nominal size. ``progress(done,
         total)`` (pages) returns False to stop; cells not reached yet keep "not scanned yet"."""
+        from inspector.mapped_pages import page_releaser
         from inspector.sparse import is_zero
 
         extents = self.find_extents()
         total = sum(-(-hi // WASM_PAGE_SIZE) - lo // WASM_PAGE_SIZE for lo, hi in extents)
         buf = self.analysis.snapshot.buf
+        # Reading a page maps it into this process: let go every SCAN_RELEASE_PAGES pages, or the scan of
+        # a 20M-entry map's 870 MB file left the whole file in the TUI's RSS.
+        release = page_releaser(buf)
         # About a hundred progress reports at most: each one repaints the status bar.
         every = max(64, total // 100)
         done = 0
@@ -215,8 +222,12 @@ class MapModel:
                         self._add_nonzero(a, b)
                 self.scanned_to = b
                 done += 1
+                if not done % SCAN_RELEASE_PAGES:
+                    release(b - SCAN_RELEASE_PAGES * WASM_PAGE_SIZE, b)
                 if progress is not None and done % every == 0 and not progress(done, total):
+                    release(0, self.size)
                     return
+        release(0, self.size)
         self.scanned_to = self.size
         self.scan_complete = True
         if progress is not None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from collections import OrderedDict
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from inspector.layouts import (
@@ -26,6 +28,7 @@ from inspector.structures.btreemap.nodes import (
 
 if TYPE_CHECKING:
     from inspector.structures.btreemap.walk import WalkResult
+    from inspector.structures.chunk_set import ChunkSet
 
 
 Range = tuple[int, int]
@@ -72,6 +75,9 @@ MAX_FIXED_KEY_PROBE = 4096
 MAX_V1_OVERFLOW_READ = 1 << 20
 
 
+PREAD_MIN_BYTES = 256 << 20  # snapshots from this size on have their nodes read with pread
+
+
 class _Headers:
     """The map's own header and the allocator header, read once at construction."""
 
@@ -86,10 +92,18 @@ class _Headers:
         self.memory_id = memory_id
         self._size = mem.size
         self._contig = mem.contiguous
+        # Big file-backed snapshots: nodes are read with pread, not through the mapping. Nodes of a map
+        # grown in random order are scattered over the whole file, and each touch through the mapping
+        # maps the page-cache folio around it: a walk of a 20M-entry map ended with ~870 MB mapped.
+        phys = getattr(mem, "phys", mem)
+        fd = getattr(phys, "fd", None)
+        big = int(getattr(phys, "size", 0)) >= PREAD_MIN_BYTES
+        self._pread_buf: Any = getattr(phys, "buf", None) if fd is not None and big else None
+        self._pread: Any = partial(os.pread, int(fd)) if fd is not None and big else None
         self._header_findings: list[tuple[str, str, str, Range, dict[str, Any]]] = []
         self._node_cache: OrderedDict[int, Node] = OrderedDict()
         self._walk_result: WalkResult | None = None
-        self._reached: set[int] | None = None
+        self._reached: ChunkSet | None = None
         self._free_list_state: (
             tuple[list[int], list[tuple[str, str, int | None, dict[str, Any]]], int] | None
         ) = None

@@ -6,12 +6,14 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
+from inspector.layouts import FIRST_CHUNK_OFFSET
 from inspector.structures.btreemap.loading import _NodeLoading
 from inspector.structures.btreemap.nodes import (
     INTERNAL,
     Entry,
     NodeError,
 )
+from inspector.structures.chunk_set import FIRST_PAYLOAD, ChunkSet
 
 
 class _Iteration(_NodeLoading):
@@ -19,14 +21,22 @@ class _Iteration(_NodeLoading):
 
     # --- ordered iteration -------------------------------------------------------------------------------
 
-    def _try_load(self, addr: int, seen: set[int]) -> tuple[Any, ...] | None:
-        if addr in seen:
-            return None
-        seen.add(addr)
-        try:
-            return self._load(addr)
-        except NodeError:
-            return None
+    def empty_chunk_set(self, *, lazy: bool = False) -> ChunkSet:
+        """An empty set of chunk payloads sized to the chunks below the frontier (the ones nodes and
+        overflow pages can be in); anything else lands in its small overflow set, so the answers are
+        exact whatever the size. ``lazy`` does not follow the free list to find the frontier (a first
+        page must not read it): the header's allocated-chunk count plus a quarter stands in for it."""
+        cs = self._cs if self._cs > 0 else 1
+        fits = max(0, (self._size - FIRST_CHUNK_OFFSET) // cs + 1)
+        if lazy or not self.allocator_ok:
+            # Without a sound allocator header nothing says how many chunks are in use: 1 MiB of bitmap,
+            # the rest (if a broken map really spans more) in the overflow set.
+            guess = self.num_allocated_chunks if self.allocator_ok else 1 << 20
+            return ChunkSet(cs, min(fits, guess + guess // 4 + 64))
+        top = self.frontier
+        if top < FIRST_CHUNK_OFFSET:
+            return ChunkSet(cs, min(fits, 1 << 20))
+        return ChunkSet(cs, min(fits, (top - FIRST_CHUNK_OFFSET) // cs + 1))
 
     def _inorder(
         self, start_key: bytes | None = None
@@ -38,18 +48,38 @@ class _Iteration(_NodeLoading):
         """
         if not self.walkable or not self.root_addr:
             return
-        seen: set[int] = set()
+        # Nodes seen (a cycle must not loop forever): one byte per chunk, indexed inline (see chunk_set).
+        seen = self.empty_chunk_set(lazy=True)
+        bits, nbits, cs, other = seen.bits, len(seen.bits), seen.chunk_size, seen.other
+        load = self._load
+        touches = 0
         # Frame: [addr, children, keys, values, j]: child j is done or in progress; next is entry j.
         stack: list[list[Any]] = []
         pending: int | None = self.root_addr
         seeking = start_key is not None
         while True:
             while pending is not None:
-                loaded = self._try_load(pending, seen)
                 addr, pending = pending, None
-                if loaded is None:
+                n, r = divmod(addr - FIRST_PAYLOAD, cs)
+                if not r and 0 <= n < nbits:
+                    if bits[n]:
+                        break
+                    bits[n] = 1
+                elif addr in other:
                     break
-                _ver, ntype, k, children, keys, values = loaded[:6]
+                else:
+                    other.add(addr)
+                try:
+                    loaded = load(addr)
+                except NodeError:
+                    break
+                _ver, ntype, k, children, keys, values, ovfs = loaded[:7]
+                if ovfs and self._pread is not None:
+                    # Nodes come with pread; overflow pages through the mapping, each touch mapping a
+                    # folio: let go every 256 of them (a long iteration of a big map held ~450 MB).
+                    touches += 1
+                    if not touches % 256:
+                        self._release_mapped_pages()
                 if ntype == INTERNAL:
                     if seeking:
                         i = bisect_left(keys, start_key)

@@ -77,6 +77,10 @@ class _NodeReading(_ChunkGrid):
         if avail >= CHUNK_HEADER_SIZE + page:
             base = phys + CHUNK_HEADER_SIZE
             end = base + page
+            if buf is self._pread_buf:  # a big snapshot file: read, do not map (see _Headers)
+                raw = self._pread(CHUNK_HEADER_SIZE + page, phys)
+                if len(raw) == CHUNK_HEADER_SIZE + page:
+                    buf, base, end = raw, CHUNK_HEADER_SIZE, CHUNK_HEADER_SIZE + page
         else:
             n = min(CHUNK_HEADER_SIZE + page, self._size - start)
             if n < CHUNK_NODE_SIZE:

@@ -8,7 +8,7 @@ import hashlib
 import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import compress, repeat
+from itertools import repeat
 from operator import lt
 from typing import Any
 
@@ -38,6 +38,7 @@ from inspector.structures.btreemap.nodes import (
     Node,
     NodeError,
 )
+from inspector.structures.chunk_set import FIRST_PAYLOAD, ChunkSet
 
 
 @dataclass
@@ -98,7 +99,8 @@ class _Sink:
 RELEASE_MIN_BYTES = 256 << 20  # snapshots smaller than this are not unmapped as walks go
 
 
-RELEASE_EVERY_BYTES = 64 << 20  # chunks' worth of bytes read between two releases
+OVERFLOW_TOUCHES_PER_RELEASE = 256
+RELEASE_EVERY_BYTES = 32 << 20  # chunks' worth of bytes read between two releases
 
 
 class _Releaser:
@@ -188,7 +190,7 @@ class _Walk(_Iteration):
             "depth": 0,
         }
         h = hashlib.sha256()
-        visited: set[int] = set()
+        visited = self.empty_chunk_set()
         count = 0
         if self.walkable and self.root_addr:
             count = self._walk_tree(sink, stats, h, visited)
@@ -217,16 +219,26 @@ class _Walk(_Iteration):
             reachable_chunks=stats["count"] + stats["overflow_page_count"],
         )
         if self.allocator_ok:
+            note(f"checking the allocator of {self.mem.label}")
             self._check_allocator(sink, result, visited)
+        note("")
         result.findings = sink.finish()
         self._walk_result = result
         return result
 
-    def _walk_tree(self, sink: _Sink, stats: dict[str, int], h: Any, visited: set[int]) -> int:
+    def _walk_tree(self, sink: _Sink, stats: dict[str, int], h: Any, visited: ChunkSet) -> int:
         """The hot loop: in-order traversal with an explicit stack, hashing entries as it goes."""
         load = self._load
+        # Visited nodes and overflow pages: one byte per chunk (see chunk_set), indexed inline here.
+        bits = visited.bits
+        nbits = len(bits)
+        cs = visited.chunk_size
+        other = visited.other
         upd = h.update
         release = self._page_releaser()
+        # Nodes read with pread map nothing; their overflow pages are still read through the mapping,
+        # each from a scattered place: let go after every OVERFLOW_TOUCHES_PER_RELEASE of them.
+        touch = release.every // OVERFLOW_TOUCHES_PER_RELEASE + 1 if self._pread is not None else 0
         be_cache: dict[int, bytes] = {}
         stack: list[list[Any]] = []
         # None, not 0, means "nothing to descend into": a child address of 0 is corruption to report.
@@ -245,7 +257,14 @@ class _Walk(_Iteration):
                 addr = pending
                 depth = pdepth
                 pending = None
-                if addr in visited:
+                i, r = divmod(addr - FIRST_PAYLOAD, cs)
+                if not r and 0 <= i < nbits:
+                    seen = bits[i]
+                    bits[i] = 1
+                else:
+                    seen = addr in other
+                    other.add(addr)
+                if seen:
                     sink.add(
                         "error",
                         "btree_cycle",
@@ -254,7 +273,6 @@ class _Walk(_Iteration):
                         {"addr": addr},
                     )
                     break
-                visited.add(addr)
                 try:
                     _ver, ntype, k, children, keys, values, ovfs, _n, klen, vlen, slots = load(addr)
                 except NodeError as e:
@@ -262,7 +280,7 @@ class _Walk(_Iteration):
                     break
                 n_nodes += 1
                 if not n_nodes & 4095:
-                    note(f"walking {self.mem.label}: entries", count)
+                    note(f"walking {self.mem.label}: entries", count, self.length or None)
                     release.pages(4096)
                 if _ver == 1:
                     n_v1 += 1
@@ -283,6 +301,8 @@ class _Walk(_Iteration):
                 if ovfs:
                     if len(ovfs) > 64:
                         release.pages(len(ovfs))
+                    elif touch:
+                        release.pages(touch)
                     for o in ovfs:
                         if o in visited:
                             sink.add(
@@ -383,7 +403,7 @@ class _Walk(_Iteration):
         return count
 
     def _scan_headers_fast(
-        self, buf: Any, phys: int, addr: int, run: int, reached: set[int], unreached: list[int]
+        self, buf: Any, phys: int, addr: int, run: int, reached: ChunkSet, unreached: list[int]
     ) -> int | None:
         """Allocated-chunk count of ``run`` back-to-back chunk headers, unpacked a batch at a time; None
         when one of them is not a valid "CHK" v1 header (the caller's loop then names it)."""
@@ -398,11 +418,7 @@ class _Walk(_Iteration):
             k = flags.count(1)
             allocated += k
             if k:
-                first = addr + b0 * cs + CHUNK_HEADER_SIZE
-                payloads = compress(range(first, first + n * cs, cs), map((1).__eq__, flags))
-                missing = set(payloads).difference(reached)
-                if missing:
-                    unreached.extend(sorted(missing))
+                unreached.extend(reached.absent((addr + b0 * cs - FIRST_CHUNK_OFFSET) // cs, flags))
         return allocated
 
     def _page_releaser(self) -> _Releaser:
@@ -418,7 +434,7 @@ class _Walk(_Iteration):
             return _Releaser(None, 0, 1 << 62)
         return _Releaser(page_releaser(buf), size, max(1, RELEASE_EVERY_BYTES // self._cs))
 
-    def _check_allocator(self, sink: _Sink, result: WalkResult, reached: set[int]) -> None:
+    def _check_allocator(self, sink: _Sink, result: WalkResult, reached: ChunkSet) -> None:
         chain, problems, frontier = self._free_list()
         head_span = self._phys(76, 8)
         for kind, message, addr, details in problems:
@@ -571,7 +587,7 @@ class _Walk(_Iteration):
         if not self.walkable or not self.allocator_ok:
             return []
         self.walk()
-        reached = self._reached or set()
+        reached = self._reached if self._reached is not None else self.empty_chunk_set()
         found: list[Node] = []
         frontier = self.frontier
         for chunk in self.chunk_grid(beyond_frontier=beyond_frontier):
