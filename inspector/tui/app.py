@@ -123,6 +123,11 @@ class TaskProgress(Message):
         self.done = done
         self.total = total
 
+    def can_replace(self, message: Message) -> bool:
+        # Only the newest count of a task matters: a queued older one is dropped rather than rendered
+        # (toolong's merged progress messages), so a fast worker never floods the event loop.
+        return isinstance(message, TaskProgress) and message.key == self.key
+
 
 class StatusBar(Horizontal):
     def compose(self) -> ComposeResult:
@@ -284,7 +289,9 @@ class InspectorApp(App[int]):
         self.memory_map.border_title = self.map_model.title()
         diag = self.diagnosis_panel
         diag.display = diag.fill(self.analysis.diagnosis, self.analysis.all_findings())
-        self._scan_map()
+        # The stray-data scan reads the whole file in a thread: started once the first screen is painted,
+        # so it does not compete with that paint for the interpreter.
+        self.call_after_refresh(self._scan_map)
         self._select_initial()
         tree.focus()
 
