@@ -326,7 +326,7 @@ class SnapshotDiff:
         yield "structures", [sd.to_json() for sd in self.structures]
         yield "salvage", [s.to_json() for s in self.incident.salvage]
         yield "stable_save", self.incident.stable_save
-        yield "new_diagnosis", list(getattr(self.new.analysis, "diagnosis", []) or [])
+        yield "new_diagnosis", list(self.new.analysis.diagnosis or [])
 
 
 def _releaser(d: SnapshotDiff) -> Callable[[], None]:
@@ -352,7 +352,7 @@ def _side_json(session: Session) -> dict[str, Any]:
     return {"path": str(snap.file_path or snap.path), "size_bytes": snap.size}
 
 
-def prepare(old: Any, new: Any) -> int:
+def prepare(old: Session, new: Session) -> int:
     """Do the diff's work that does not depend on which bytes changed, while a byte compare started
     elsewhere (``prefetch``) is still running: each map's key layout (a few whole nodes read) and the
     key and value types its listed entries are decoded with (its first entries read). Both are cached
@@ -360,13 +360,14 @@ def prepare(old: Any, new: Any) -> int:
     this; it only moves off the path that follows the compare. Returns the maps prepared."""
     from inspector.decode.values import type_for
     from inspector.diff.sequences import PageReleaser
+    from inspector.structures.btreemap.structure import BTreeMapStructure
 
     done = 0
     for session in (old, new):
-        for s in getattr(session.analysis, "structures", None) or []:
-            m = getattr(s, "map", None)
-            if s.kind != "btreemap" or m is None or not hasattr(m, "key_layout"):
+        for s in session.analysis.structures:
+            if s.kind != "btreemap" or not isinstance(s, BTreeMapStructure):
                 continue
+            m = s.map
             release = PageReleaser(s)
             try:
                 _ = m.key_layout
