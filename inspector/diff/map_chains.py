@@ -398,23 +398,34 @@ def node_shape(
             keys.append(read(p + 4, n))
             key_pos.append((p + 4, n))
             p += 4 + n
-    spans: list[tuple[int, int]] = []
-    for _ in range(k):
-        (n,) = _U32(read(p, 4))
-        spans.append((p + 4, n))
-        p += 4 + n
-    needed = -(-max(0, p - m.page_size) // (m.page_size - OVERFLOW_DATA_OFFSET))
-    if needed != len(chain):
-        raise NodeError("overflow chain length does not match the node stream")
+    spans = value_spans(read, p, k, m.page_size, len(chain))
     if any(not x < y for x, y in zip(keys, keys[1:], strict=False)):
         raise NodeError("keys are not in byte order")
     return (2, ntype, k, children, keys, None, chain, spans), key_pos
 
 
-def structure_hits(hits: Iterable[Range], cs: int) -> bool:
+def value_spans(
+    read: Callable[[int, int], bytes], p: int, k: int, page_size: int, chain_len: int
+) -> list[Range]:
+    """(stream position, length) of each of a v2 node's ``k`` values, whose length prefixes start at
+    stream position ``p``; NodeError when the node's stream does not end in its last overflow page."""
+    spans: list[tuple[int, int]] = []
+    for _ in range(k):
+        (n,) = _U32(read(p, 4))
+        spans.append((p + 4, n))
+        p += 4 + n
+    needed = -(-max(0, p - page_size) // (page_size - OVERFLOW_DATA_OFFSET))
+    if needed != chain_len:
+        raise NodeError("overflow chain length does not match the node stream")
+    return spans
+
+
+def structure_hits(
+    hits: Iterable[Range], cs: int, reach: int = CHUNK_HEADER_SIZE + OVERFLOW_DATA_OFFSET
+) -> bool:
     """Whether a changed range touches a chunk header or the overflow-page header after it (the first
-    bytes of every chunk), or runs over from one chunk into the next. (Node pages are the caller's.)"""
-    reach = CHUNK_HEADER_SIZE + OVERFLOW_DATA_OFFSET
+    ``reach`` bytes of every chunk), or runs over from one chunk into the next. (Node pages are the
+    caller's.) With ``reach=CHUNK_HEADER_SIZE``: whether any chunk header (or the allocator) changed."""
     for s, e in hits:
         if s < FIRST_CHUNK_OFFSET:
             return True

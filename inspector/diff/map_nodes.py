@@ -371,14 +371,7 @@ def _light(m: BTreeMap, addr: int) -> NodeShape | None:
             p += 4
         keys.append(rd(p, n))
         p += n
-    spans: list[tuple[int, int]] = []
-    for _ in range(k):
-        (n,) = _U32(rd(p, 4))
-        spans.append((p + 4, n))
-        p += 4 + n
-    needed = -(-max(0, p - m.page_size) // (m.page_size - OVERFLOW_DATA_OFFSET))
-    if needed != len(chain):
-        raise NodeError("overflow chain length does not match the node stream")
+    spans = map_chains.value_spans(rd, p, k, m.page_size, len(chain))
     return (2, ntype, k, children, keys, None, chain, spans)
 
 
@@ -423,15 +416,7 @@ def allocator_untouched(a: Structure, b: Structure, changed: _Ranges) -> bool:
     if (cs, ma.mem.size) != (mb.chunk_size, mb.mem.size) or cs <= CHUNK_HEADER_SIZE:
         return False
     hits = virtual_hits(a.mem, changed)
-    if hits is None:
-        return False
-    for s, e in hits:
-        if s < FIRST_CHUNK_OFFSET:
-            return False
-        o = (s - FIRST_CHUNK_OFFSET) % cs
-        if o < CHUNK_HEADER_SIZE or o + (e - s) > cs:
-            return False
-    return True
+    return hits is not None and not map_chains.structure_hits(hits, cs, reach=CHUNK_HEADER_SIZE)
 
 
 def plan(a: Structure, b: Structure, changed: _Ranges) -> MapPlan | None:
