@@ -30,6 +30,7 @@ from inspector.structures.base import Structure
 if TYPE_CHECKING:
     from inspector.analysis.analyze import Analysis
     from inspector.analysis.forensics import ForensicsReport
+    from inspector.analysis.stable_save import StableSaveBlob
 
 MAX_NESTING = 4  # managers inside managers, counting the outermost one
 HEAD_SHOWN = 32
@@ -91,7 +92,7 @@ def application_region(analysis: Analysis) -> dict[str, Any] | None:
     return out
 
 
-def _candid_text(blob: Any) -> str:
+def _candid_text(blob: StableSaveBlob) -> str:
     """The decoded value, shortened for display (vectors to 8 items, texts to 80 characters)."""
     if blob.message is None:
         return f"does not decode: {blob.error}"
@@ -269,7 +270,7 @@ def bucket_order_risk(analysis: Analysis) -> None:
             if len(m.buckets) < 2 or not bs:
                 continue
             s = analysis.structure(m.memory.memory_id)
-            if s is None or s.kind not in ("unknown", "empty") or getattr(s, "magic", "") == "MGR":
+            if s is None or s.kind not in ("unknown", "empty") or s.magic == "MGR":
                 continue  # a structure, or a manager nested too deep to decode: its pages are in order
             for k in range(1, len(m.buckets)):
                 try:
