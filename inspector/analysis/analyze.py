@@ -77,7 +77,7 @@ class Analysis:
         if deep:
             self.deep()
         snap = self.snapshot
-        out: dict[str, Any] = {
+        out: JsonObject = {
             "file": {
                 "path": str(snap.file_path or snap.path),
                 "size_bytes": snap.size,

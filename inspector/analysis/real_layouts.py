@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, cast
 
+from inspector.jsonout import JsonObject
 from inspector.layouts import (
     MM_HEADER_PAGE_USED,
     MM_MAGIC,
@@ -67,14 +68,14 @@ def locate_manager(snapshot: Snapshot, base: int | None = None) -> MemoryManager
 # --- the application's own bytes before a restricted base ---------------------------------------------
 
 
-def application_region(analysis: Analysis) -> dict[str, Any] | None:
+def application_region(analysis: Analysis) -> JsonObject | None:
     mm = analysis.mm
     if not mm.present or not mm.base_offset or mm.host_memory_id is not None:
         return None
     phys = analysis.snapshot.memory
     base = mm.base_offset
     head = phys.read(0, min(base, HEAD_SHOWN))
-    out: dict[str, Any] = {
+    out: JsonObject = {
         "range": [0, base],
         "owner": "application (not managed by ic-stable-structures)",
         "first_bytes_hex": head.hex(),
@@ -159,7 +160,7 @@ class NestedManager(Structure):
     def _view(self) -> _Inner:
         return _Inner(self.inner, self.mem, self.inner_structures)
 
-    def header_json(self) -> dict[str, Any]:
+    def header_json(self) -> JsonObject:
         i = self.inner
         return {
             "layout_version": i.layout_version,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from inspector.decode.candid import MAGIC as DIDL
 from inspector.decode.candid import CandidError, CandidMessage, decode_message
 from inspector.decode.candid_render import message_json, message_text, message_types, type_text
+from inspector.jsonout import JsonObject
 from inspector.layouts import (
     BUCKET_TABLE_OFFSET,
     BUCKETS_START,
@@ -60,8 +61,8 @@ class Overwritten:
     range: Range
     details: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"what": self.what, "text": self.text, "range": list(self.range)}
+    def to_json(self) -> JsonObject:
+        out: JsonObject = {"what": self.what, "text": self.text, "range": list(self.range)}
         if self.details:
             out["details"] = self.details
         return out
@@ -114,8 +115,8 @@ class StableSaveBlob:
             return ""
         return message_text(self.message, self.names or None, **options)
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def to_json(self) -> JsonObject:
+        out: JsonObject = {
             "range": [self.start, self.end],
             "length": self.length,
             "memory_id": self.memory_id,

@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from inspector.analysis.salvage import SalvagedEntry, SalvageResult, compare_with_reference, salvage_structure
+from inspector.jsonout import JsonObject
 from inspector.safe_text import escape_control, json_safe, safe_rich_text
 from inspector.structures.base import Structure
 
@@ -187,8 +188,8 @@ class _Decoders:
         return self.types[role].decode(data, names=self.names)
 
 
-def entry_json(e: SalvagedEntry, result: SalvageResult, dec: _Decoders) -> dict[str, Any]:
-    out: dict[str, Any] = {
+def entry_json(e: SalvagedEntry, result: SalvageResult, dec: _Decoders) -> JsonObject:
+    out: JsonObject = {
         "key_hex": e.key.hex(),
         "value_hex": e.value.hex(),
         "key": dec.decode("key", e.key).value,

@@ -42,6 +42,7 @@ from inspector.diff.layout import (
 )
 from inspector.diff.verdict import Incident, classify
 from inspector.errors import READ_ERRORS
+from inspector.jsonout import JsonObject
 from inspector.offset_index import OffsetIndex
 from inspector.structures.base import find_by_memory_id
 
@@ -94,8 +95,8 @@ class RangeAttribution:
     def length(self) -> int:
         return self.end - self.start
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def to_json(self) -> JsonObject:
+        out: JsonObject = {
             "range": [self.start, self.end],
             "bytes": self.length,
             "old": [p.to_json() for p in self.old],
@@ -182,7 +183,7 @@ class SnapshotDiff:
             r.start, r.end, r.tail, old_d, new_d, max(0, len(old) - cap), max(0, len(new) - cap)
         )
 
-    def _attributions_json(self, listed: int) -> list[dict[str, Any]]:
+    def _attributions_json(self, listed: int) -> list[JsonObject]:
         # Each lookup reads a few scattered bytes, and each such read can map a whole large
         # page-cache folio: let the mappings go every few ranges so peak RSS stays flat.
         release = _releaser(self)
@@ -256,7 +257,7 @@ class SnapshotDiff:
 
     # ------------------------------------------------------------------- json
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {k: (list(v) if isinstance(v, Iterator) else v) for k, v in self.iter_json()}
 
     def iter_json(self) -> Iterator[tuple[str, Any]]:
@@ -347,7 +348,7 @@ def _releaser(d: SnapshotDiff) -> Callable[[], None]:
     return release
 
 
-def _side_json(session: Session) -> dict[str, Any]:
+def _side_json(session: Session) -> JsonObject:
     snap = session.snapshot
     return {"path": str(snap.file_path or snap.path), "size_bytes": snap.size}
 

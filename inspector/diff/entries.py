@@ -24,6 +24,7 @@ from inspector.diff import sequences as diff_sequences
 from inspector.diff.byte_ranges import DiffCancelled
 from inspector.diff.layout import RangeSet
 from inspector.errors import READ_ERRORS
+from inspector.jsonout import JsonObject
 from inspector.memory import OutOfBounds, PhysicalMemory
 from inspector.structures.base import Element, Structure, StructureId
 
@@ -123,14 +124,14 @@ class StructureDiff:
             text += " (partial)"
         return text
 
-    def rendered_items(self) -> list[dict[str, Any]]:
+    def rendered_items(self) -> list[JsonObject]:
         """The listed differences with keys and values decoded (cached: decoding is the slow part)."""
         if self._rendered is None:
             self._rendered = [render_item(self, it) for it in self.items]
         return self._rendered
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def to_json(self) -> JsonObject:
+        out: JsonObject = {
             "memory_id": self.memory_id,
             "kind": self.kind,
             "status": self.status,
@@ -635,11 +636,11 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
 
 
-def _decode(s: Structure | None, role: str, data: bytes | None, length: int | None) -> dict[str, Any]:
+def _decode(s: Structure | None, role: str, data: bytes | None, length: int | None) -> JsonObject:
     if data is None:
         return {"length": length}
     full = length is None or len(data) == length
-    out: dict[str, Any] = {"length": length if length is not None else len(data)}
+    out: JsonObject = {"length": length if length is not None else len(data)}
     if not full:
         out["text"] = f"{length:,} bytes (too large to list; first {len(data)} shown as hex)"
         out["hex_head"] = data.hex()
@@ -658,9 +659,9 @@ def _decode(s: Structure | None, role: str, data: bytes | None, length: int | No
     return out
 
 
-def render_item(d: StructureDiff, it: EntryChange) -> dict[str, Any]:
+def render_item(d: StructureDiff, it: EntryChange) -> JsonObject:
     """A listed difference as JSON: key and values decoded with each side's decoder."""
-    out: dict[str, Any] = {"op": it.op}
+    out: JsonObject = {"op": it.op}
     if it.index is not None:
         out["index"] = it.index
     if it.key is not None:

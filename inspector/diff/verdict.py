@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from inspector.diff.entries import StructureDiff
 from inspector.diff.layout import LayoutIndex, RangeSet
 from inspector.errors import READ_ERRORS, InspectorError
+from inspector.jsonout import JsonObject
 from inspector.layouts import (
     BUCKET_TABLE_OFFSET,
     BUCKETS_START,
@@ -54,7 +55,7 @@ class SalvageEstimate:
     # With the old snapshot as reference: old entries whose node pages are byte-identical and unreachable.
     reference_entries: int | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "memory_id": self.memory_id,
             "old_entries": self.old_entries,
@@ -74,7 +75,7 @@ class Incident:
     salvage: list[SalvageEstimate] = field(default_factory=list)
     stable_save: dict[str, Any] | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "kind": self.kind,
             "verdict": self.verdict,
