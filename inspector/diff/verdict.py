@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from inspector.diff.entries import StructureDiff
-from inspector.diff.layout import LayoutIndex, RangeSet
+from inspector.diff.layout import LayoutIndex, MemoryChange, Piece, RangeSet
 from inspector.errors import READ_ERRORS, InspectorError
 from inspector.jsonout import JsonObject
 from inspector.layouts import (
@@ -40,6 +40,7 @@ from inspector.structures.btreemap.structure import BTreeMapStructure
 
 if TYPE_CHECKING:
     from inspector.analysis.analyze import Analysis
+    from inspector.model import Finding
 
 Range = tuple[int, int]
 
@@ -251,7 +252,7 @@ def overwritten_parts(index: LayoutIndex, span: Range) -> tuple[list[str], set[A
             else "part of the unused rest of page 0"
         )
     if e > BUCKETS_START and index.bs:
-        by_bucket: dict[int, list[Any]] = {}
+        by_bucket: dict[int, list[Piece]] = {}
         for p in index.pieces(max(s, BUCKETS_START), min(e, index.size)):
             b = (p.start - BUCKETS_START) // index.bs
             by_bucket.setdefault(b, []).append(p)
@@ -337,7 +338,7 @@ def _other_changes(structs: list[StructureDiff], skip: set[int]) -> list[str]:
     return out
 
 
-def _new_errors(old: Analysis, new: Analysis) -> list[Any]:
+def _new_errors(old: Analysis, new: Analysis) -> list[Finding]:
     known = {(f.code, f.message) for f in old.all_findings()}
     return [f for f in new.all_findings() if f.severity == "error" and (f.code, f.message) not in known]
 
@@ -348,7 +349,7 @@ def classify(
     structs: list[StructureDiff],
     changed: RangeSet,
     old_index: LayoutIndex,
-    memories: list[Any],
+    memories: list[MemoryChange],
     total_bytes: int,
     identical: bool,
 ) -> Incident:
@@ -512,7 +513,7 @@ def _calm(
     old: Analysis,
     new: Analysis,
     structs: list[StructureDiff],
-    memories: list[Any],
+    memories: list[MemoryChange],
     changed: RangeSet,
     old_index: LayoutIndex,
     total_bytes: int,
