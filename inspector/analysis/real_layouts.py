@@ -26,7 +26,7 @@ from inspector.memory_manager import MemoryManagerInfo, read_memory_manager
 from inspector.mm_locate import DIDL, choose_base
 from inspector.model import Field, Finding, Region
 from inspector.snapshot import InputError, Snapshot
-from inspector.structures.base import Structure
+from inspector.structures.base import Structure, StructureId
 
 if TYPE_CHECKING:
     from inspector.analysis.analyze import Analysis
@@ -194,7 +194,7 @@ class _Inner:
     def all_findings(self) -> list[Finding]:
         return list(self.mm.findings)
 
-    def structure(self, memory_id: Any) -> Structure | None:
+    def structure(self, memory_id: StructureId) -> Structure | None:
         return self._structures.get(memory_id)
 
 

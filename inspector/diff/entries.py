@@ -650,7 +650,7 @@ def _decode(s: Structure | None, role: str, data: bytes | None, length: int | No
 
         dec = decode_for(s, role, data)
         out["text"] = _clip(str(dec.text))
-        if len(data) <= MAX_JSON_VALUE_BYTES and getattr(dec, "ok", True):
+        if len(data) <= MAX_JSON_VALUE_BYTES and dec.ok:
             out["value"] = dec.value
     except READ_ERRORS as exc:  # undecodable bytes must not take the diff down: show them
         out["text"] = _clip(data[:VALUE_HEAD].hex())

@@ -382,7 +382,7 @@ def plan_clobbered(
             )
             _reference_lost(plan, reference, mid, mp)
             continue
-        kind = getattr(s, "kind", None)
+        kind = s.kind if s is not None else None
         if isinstance(s, BTreeMapStructure):
             found = _live_map_plan(s, mid, prefer, snap.fd)
             assert found is not None
