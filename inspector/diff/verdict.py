@@ -176,36 +176,18 @@ def estimate_salvage(
     reference: tuple[int, int] | None = None
     if isinstance(sd.old, BTreeMapStructure):
         reference = old_entries_on_disk(sd.old, new_s, changed)
-    est: SalvageEstimate | None = None
+    found: tuple[int, int, str] | None = None  # (entries, nodes, where the count comes from)
     scanned = _salvage_scan(new, new_s) if isinstance(new_s, BTreeMapStructure) else None
     if scanned is not None:
-        est = SalvageEstimate(
-            sd.memory_id,
-            sd.old_count,
-            sd.new_count,
-            scanned[0],
-            scanned[1],
-            "salvage scan of the new snapshot (valid nodes its map does not reach)",
-        )
+        found = (*scanned, "salvage scan of the new snapshot (valid nodes its map does not reach)")
     elif reference is not None:
-        est = SalvageEstimate(
-            sd.memory_id,
-            sd.old_count,
-            sd.new_count,
-            reference[0],
-            reference[1],
+        found = (
+            *reference,
             "old nodes whose pages are byte-identical in the new snapshot and unreachable there",
         )
     elif new_s is not None and new_s.kind == "btreemap":
-        entries, nodes = unreachable_in(new_s)
-        est = SalvageEstimate(
-            sd.memory_id,
-            sd.old_count,
-            sd.new_count,
-            entries,
-            nodes,
-            "valid nodes in the new snapshot that its map does not reach",
-        )
+        found = (*unreachable_in(new_s), "valid nodes in the new snapshot that its map does not reach")
+    est = SalvageEstimate(sd.memory_id, sd.old_count, sd.new_count, *found) if found is not None else None
     if est is not None and reference is not None:
         est.reference_entries = reference[0]
     return est
