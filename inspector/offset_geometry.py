@@ -12,7 +12,7 @@ therefore costs a handful of reads, and a diff's attribution stays proportional 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from inspector.errors import READ_ERRORS
 from inspector.layouts import (
@@ -78,7 +78,20 @@ Located = tuple[int, str, str]
 Locator = Callable[[int, bool], Located]
 
 
-def effective_layout(analysis: Analysis) -> tuple[str, dict[Any, Any], int]:
+class LaidOutMemory(Protocol):
+    """A memory of a manager's layout: a ``MemoryInfo`` read from disk or a reconstructed ``ReconMemory``."""
+
+    @property
+    def id(self) -> int | str: ...
+
+    @property
+    def size_pages(self) -> int: ...
+
+    @property
+    def buckets(self) -> list[int]: ...
+
+
+def effective_layout(analysis: Analysis) -> tuple[str, dict[int | str, LaidOutMemory], int]:
     """(kind, memories by id, bucket size in bytes) of the layout that maps this snapshot's buckets.
 
     ``kind`` is "memory_manager" for a header read from disk, "reconstructed" when the forensics pass

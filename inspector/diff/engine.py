@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from inspector.diff import map_chains
 from inspector.diff.byte_ranges import ChangedRange, DiffCancelled, DiffResult, changed_ranges
@@ -42,7 +42,7 @@ from inspector.diff.layout import (
 )
 from inspector.diff.verdict import Incident, classify
 from inspector.errors import READ_ERRORS
-from inspector.jsonout import JsonObject
+from inspector.jsonout import JsonObject, JsonValue
 from inspector.offset_index import OffsetIndex
 from inspector.structures.base import find_by_memory_id
 
@@ -125,7 +125,7 @@ class SnapshotDiff:
     changes: RangeSet
     old_index: LayoutIndex
     new_index: LayoutIndex
-    memory_manager: dict[str, list[Any]]
+    memory_manager: dict[str, list[JsonValue]]
     bucket_changes_count: int
     bucket_changes: list[BucketChange]
     memories: list[MemoryChange]
@@ -260,7 +260,7 @@ class SnapshotDiff:
     def to_json(self) -> JsonObject:
         return {k: (list(v) if isinstance(v, Iterator) else v) for k, v in self.iter_json()}
 
-    def iter_json(self) -> Iterator[tuple[str, Any]]:
+    def iter_json(self) -> Iterator[tuple[str, JsonValue]]:
         """The JSON object key by key, each value computed only when its key is reached, so a writer
         can stream it (``stable-inspect diff --json``). Long lists come as iterators."""
         b = self.bytes
@@ -389,7 +389,7 @@ def diff_sessions(
     limits: DiffLimits | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
-    lock: AbstractContextManager[Any] | None = None,
+    lock: AbstractContextManager[object] | None = None,
     byte_result: DiffResult | None = None,
     indexes: tuple[OffsetIndex, OffsetIndex] | None = None,
 ) -> SnapshotDiff:

@@ -24,7 +24,7 @@ from inspector.diff import sequences as diff_sequences
 from inspector.diff.byte_ranges import DiffCancelled
 from inspector.diff.layout import RangeSet
 from inspector.errors import READ_ERRORS
-from inspector.jsonout import JsonObject
+from inspector.jsonout import JsonObject, JsonValue
 from inspector.memory import OutOfBounds, PhysicalMemory
 from inspector.structures.base import Element, Structure, StructureId
 
@@ -71,7 +71,7 @@ class StructureDiff:
     new: Structure | None = None
     old_count: int | None = None
     new_count: int | None = None
-    header: dict[str, list[Any]] = field(default_factory=dict)
+    header: dict[str, list[JsonValue]] = field(default_factory=dict)
     added: int = 0
     removed: int = 0
     changed: int = 0
@@ -167,7 +167,7 @@ def _id_key(mid: StructureId) -> int | str | tuple[int, ...]:
     return tuple(mid) if isinstance(mid, list) else mid
 
 
-def _sort_key(mid: StructureId | tuple[int, ...]) -> tuple[int, Any]:
+def _sort_key(mid: StructureId | tuple[int, ...]) -> tuple[int, tuple[int | str, ...]]:
     if isinstance(mid, list | tuple):
         return (1, tuple(mid))
     if isinstance(mid, int):
@@ -196,12 +196,12 @@ def _count(s: Structure) -> int:
         return 0
 
 
-def _header_changes(a: Structure, b: Structure) -> dict[str, list[Any]]:
+def _header_changes(a: Structure, b: Structure) -> dict[str, list[JsonValue]]:
     try:
         ha, hb = a.header_json(), b.header_json()
     except READ_ERRORS:
         return {}
-    out: dict[str, list[Any]] = {}
+    out: dict[str, list[JsonValue]] = {}
     for k in list(ha) + [k for k in hb if k not in ha]:
         if ha.get(k) != hb.get(k):
             out[k] = [ha.get(k), hb.get(k)]
@@ -225,7 +225,7 @@ def diff_structures(
     news = {(_id_key(s.memory_id), s.kind): s for s in new.structures}
     # A structure the forensics found under an unknown id ("?b1") on one side is the same structure as
     # the one of that kind starting at the same physical offset on the other side.
-    renamed: dict[Any, Any] = {}
+    renamed: dict[tuple[int | str | tuple[int, ...], str], tuple[int | str | tuple[int, ...], str]] = {}
     spare_new = {k: s for k, s in news.items() if k not in olds}
     for k, s in olds.items():
         if k in news:

@@ -12,9 +12,9 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from inspector.jsonout import JsonObject
+from inspector.jsonout import JsonObject, JsonValue
 from inspector.layouts import (
     BUCKET_TABLE_OFFSET,
     MM_HEADER,
@@ -181,9 +181,9 @@ def mm_header_fields(analysis: Analysis) -> JsonObject:
     return out
 
 
-def mm_field_changes(old: Analysis, new: Analysis) -> dict[str, list[Any]]:
+def mm_field_changes(old: Analysis, new: Analysis) -> dict[str, list[JsonValue]]:
     a, b = mm_header_fields(old), mm_header_fields(new)
-    out: dict[str, list[Any]] = {}
+    out: dict[str, list[JsonValue]] = {}
     for key in list(a) + [k for k in b if k not in a]:
         if a.get(key) != b.get(key):
             out[key] = [a.get(key), b.get(key)]
@@ -281,7 +281,7 @@ def memory_changes(old: Analysis, new: Analysis) -> tuple[list[MemoryChange], di
     kind_b, b, _ = effective_layout(new)
     # A memory whose id only one side knows (the other has the forensics' "?b<N>" label for it) is
     # paired by its first bucket: old id → new id.
-    twins: dict[Any, Any] = {}
+    twins: dict[int | str, int | str] = {}
     only_b = {k: m for k, m in b.items() if k not in a and m.buckets}
     for k, m in a.items():
         if k in b or not m.buckets:
