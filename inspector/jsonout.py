@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# A value ``json.dumps`` is handed (with ``json_default`` for bytes, sets and tuples): honestly Any.
+JsonValue = Any
+JsonObject = dict[str, JsonValue]
+
 
 def json_default(o: Any) -> Any:
     """``json.dumps(default=...)``: bytes as hex, sets and tuples as lists, anything else as its text."""

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from inspector.jsonout import JsonObject
+
 Range = tuple[int, int]
 
 SEVERITIES = ("error", "warning", "info")
@@ -26,8 +28,8 @@ class Finding:
     memory_id: int | str | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def to_json(self) -> JsonObject:
+        out: JsonObject = {
             "severity": self.severity,
             "code": self.code,
             "message": self.message,

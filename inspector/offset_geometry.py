@@ -12,7 +12,7 @@ therefore costs a handful of reads, and a diff's attribution stays proportional 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from inspector.errors import READ_ERRORS
 from inspector.layouts import (
@@ -48,6 +48,7 @@ from inspector.structures.vec import BaseVec
 
 if TYPE_CHECKING:
     from inspector.analysis.analyze import Analysis
+    from inspector.memory_manager import MemoryManagerInfo
 
 Range = tuple[int, int]
 MemoryId = int | str | None
@@ -77,7 +78,20 @@ Located = tuple[int, str, str]
 Locator = Callable[[int, bool], Located]
 
 
-def effective_layout(analysis: Analysis) -> tuple[str, dict[Any, Any], int]:
+class LaidOutMemory(Protocol):
+    """A memory of a manager's layout: a ``MemoryInfo`` read from disk or a reconstructed ``ReconMemory``."""
+
+    @property
+    def id(self) -> int | str: ...
+
+    @property
+    def size_pages(self) -> int: ...
+
+    @property
+    def buckets(self) -> list[int]: ...
+
+
+def effective_layout(analysis: Analysis) -> tuple[str, dict[int | str, LaidOutMemory], int]:
     """(kind, memories by id, bucket size in bytes) of the layout that maps this snapshot's buckets.
 
     ``kind`` is "memory_manager" for a header read from disk, "reconstructed" when the forensics pass
@@ -102,7 +116,7 @@ def stable_save_span(analysis: Analysis) -> Range | None:
     only its ``to_json`` is a shared contract. Without it, an unrecognised raw memory that holds a whole
     Candid message at offset 0 is that message (what ``stable_save`` writes, FORMAT.md §8.1).
     """
-    ss = getattr(analysis, "stable_save", None)
+    ss = analysis.stable_save
     if ss is not None:
         span = _span_of(ss)
         if span is None and hasattr(ss, "to_json"):
@@ -121,7 +135,7 @@ def stable_save_span(analysis: Analysis) -> Range | None:
     return None
 
 
-def _span_of(obj: Any) -> Range | None:
+def _span_of(obj: object) -> Range | None:
     get = obj.get if isinstance(obj, dict) else (lambda k: getattr(obj, k, None))
     for name in ("range", "physical_range", "span"):
         r = get(name)
@@ -206,12 +220,13 @@ class LayoutGeometry:
                 continue
             self._locators[mid] = (structure_locator(s), s.mem)
         # A manager nested in a memory: bytes of that memory are attributed to the inner memories.
-        for s in self.analysis.structures:
-            inner = getattr(s, "inner", None)
-            if s.kind == "memory_manager" and inner is not None:
-                self._locators[s.memory_id] = (self._nested_locator(inner), s.mem)
+        from inspector.analysis.real_layouts import NestedManager  # (analysis sits above this module)
 
-    def _nested_locator(self, inner: Any) -> Locator:
+        for s in self.analysis.structures:
+            if s.kind == "memory_manager" and isinstance(s, NestedManager) and s.inner is not None:
+                self._locators[s.memory_id] = (self._nested_locator(s.inner), s.mem)
+
+    def _nested_locator(self, inner: MemoryManagerInfo) -> Locator:
         bs = inner.bucket_size_bytes
         owners = {m.id: m for m in inner.memories}
 
@@ -519,7 +534,7 @@ class _BTreeLocator:
             return ALLOCATOR_OFFSET, "BTreeMap header", "BTreeMap header (reserved bytes)"
         if v < ALLOCATOR_END:
             return ALLOCATOR_END, "BTreeMap allocator header", "BTreeMap allocator header"
-        if not getattr(m, "allocator_ok", False) or not m.chunk_size:
+        if not m.allocator_ok or not m.chunk_size:
             return (
                 self.size,
                 "BTreeMap chunks (allocator unreadable)",

@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from inspector.detect import MemoryRef, detect_structures
+from inspector.jsonout import JsonObject
+from inspector.memory import Memory
 from inspector.memory_manager import MemoryManagerInfo
 from inspector.model import Finding, severity_rank
 from inspector.snapshot import Snapshot, metadata_summary
-from inspector.structures.base import Structure, find_by_memory_id
+from inspector.structures.base import Structure, StructureId, find_by_memory_id
 
 if TYPE_CHECKING:
     from inspector.analysis.reconstruct import Reconstruction
@@ -52,10 +54,10 @@ class Analysis:
         )
         return out
 
-    def structure(self, memory_id: int | str) -> Structure | None:
+    def structure(self, memory_id: StructureId) -> Structure | None:
         return find_by_memory_id(self.structures, memory_id)
 
-    def memory(self, memory_id: int | str) -> Any:
+    def memory(self, memory_id: int | str) -> Memory | None:
         for mid, mem in self.memory_refs:
             if mid == memory_id:
                 return mem
@@ -71,11 +73,11 @@ class Analysis:
             s.deep()
         self.deep_done = True
 
-    def to_json(self, *, deep: bool = False) -> dict[str, Any]:
+    def to_json(self, *, deep: bool = False) -> JsonObject:
         if deep:
             self.deep()
         snap = self.snapshot
-        out: dict[str, Any] = {
+        out: JsonObject = {
             "file": {
                 "path": str(snap.file_path or snap.path),
                 "size_bytes": snap.size,

@@ -8,27 +8,31 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from inspector.analysis.stable_save import compact_overwritten
 from inspector.layouts import BUCKETS_START, MM_HEADER_PAGE_USED
-from inspector.structures.base import Structure
+from inspector.structures.base import Structure, StructureId
+from inspector.structures.cell import Cell
 from inspector.words import plural
 
 if TYPE_CHECKING:
     from inspector.analysis.analyze import Analysis
     from inspector.analysis.forensics import ForensicsReport
+    from inspector.analysis.orphans import Orphan
     from inspector.analysis.reconstruct import Reconstruction
+    from inspector.analysis.stable_save import Overwritten
+    from inspector.decode.candid import CandidType
     from inspector.structures.base import Structure
 
 
-def short_type(t: Any) -> str:
+def short_type(t: CandidType) -> str:
     """A Candid type in a few words ("record of 7 fields", "vec nat8")."""
-    kind = getattr(t, "kind", "?")
+    kind = t.kind
     if kind in ("record", "variant"):
-        n = len(getattr(t, "fields", ()))
+        n = len(t.fields)
         return f"{kind} of {n} field{'s' if n != 1 else ''}"
-    if kind in ("vec", "opt") and getattr(t, "inner", None) is not None:
+    if kind in ("vec", "opt") and t.inner is not None:
         return f"{kind} {short_type(t.inner)}"
     return str(kind)
 
@@ -45,7 +49,7 @@ def _structure_line(s: Structure) -> str:
         n = (bmap.length if bmap.root_addr else 0) if bmap is not None else s.count()
         return f"BTreeMap with {plural(n, 'entry')}"
     if kind == "cell":
-        return f"Cell with a {getattr(s, 'value_length', 0):,}-byte value"
+        return f"Cell with a {s.value_length if isinstance(s, Cell) else 0:,}-byte value"
     if kind in ("vec", "minheap"):
         return f"{'Vec' if kind == 'vec' else 'MinHeap'} of {plural(s.count(), 'element')}"
     if kind == "log":
@@ -67,7 +71,7 @@ def _memory_label(recon: Reconstruction | None, key: int | str | list[int] | Non
     return f"memory {key}"
 
 
-def _salvage_memory_arg(recon: Any, key: Any) -> str:
+def _salvage_memory_arg(recon: Reconstruction | None, key: StructureId) -> str:
     if isinstance(key, str) and key.startswith("?"):
         return shlex.quote(key)
     return str(key)
@@ -180,7 +184,7 @@ def _clobbered_lines(analysis: Analysis, report: ForensicsReport, path: str) -> 
             f"({recon.bucket_size_evidence[0]}); {recon.num_buckets} bucket(s); {ids}."
         )
     intact: list[str] = []
-    for s in getattr(recon, "structures", []) or []:
+    for s in recon.structures if recon is not None else []:
         if s.kind in ("empty",):
             continue
         intact.append(
@@ -199,7 +203,9 @@ def _clobbered_lines(analysis: Analysis, report: ForensicsReport, path: str) -> 
             "(see 'stable_save' in check --json)."
         )
     maps = [
-        s for s in getattr(recon, "structures", []) or [] if s.kind == "btreemap" or _headless_line(recon, s)
+        s
+        for s in (recon.structures if recon is not None else [])
+        if s.kind == "btreemap" or _headless_line(recon, s)
     ]
     todo = (
         "What to do: do not upgrade or re-initialise this canister's MemoryManager until the data is saved; "
@@ -224,7 +230,7 @@ def _headless_line(recon: Reconstruction | None, s: Structure) -> str:
     cluster = next(
         (
             c
-            for c in getattr(recon, "node_clusters", [])
+            for c in (recon.node_clusters if recon is not None else [])
             if m is not None and m.buckets and c.base == m.memory.to_physical(0)
         ),
         None,
@@ -237,7 +243,7 @@ def _headless_line(recon: Reconstruction | None, s: Structure) -> str:
     )
 
 
-def _lost_text(parts: list[Any], recon: Reconstruction | None) -> str:
+def _lost_text(parts: list[Overwritten], recon: Reconstruction | None) -> str:
     lost: list[str] = []
     if any(p.what == "bucket_table" for p in parts):
         lost.append("the owners of the overwritten bucket-table entries")
@@ -261,13 +267,18 @@ def _lost_text(parts: list[Any], recon: Reconstruction | None) -> str:
 
 
 def _reinit_lines(
-    analysis: Analysis, map_orphans: list[Any], bucket_orphans: list[Any], tail: Any, path: str
+    analysis: Analysis,
+    map_orphans: list[Orphan],
+    bucket_orphans: list[Orphan],
+    tail: Orphan | None,
+    path: str,
 ) -> list[str]:
     mm = analysis.mm
     lines: list[str] = []
     what: list[str] = []
     for o in map_orphans:
         s = o.structure
+        assert s is not None, "an unreachable_nodes orphan always names its map"
         bmap = s.walker()
         live = (bmap.length if bmap.root_addr else 0) if bmap is not None else 0
         what.append(
@@ -288,11 +299,11 @@ def _reinit_lines(
         "empty on top of the old buckets"
     )
     if tail is not None:
-        s, e = tail.physical_ranges[0]
-        base = int(getattr(mm, "base_offset", 0) or 0)
+        start, end = tail.physical_ranges[0]
+        base = int(mm.base_offset or 0)
         page = "page 0" if not base else f"the manager's first page (at {base:,})"
         why += (
-            f". Bytes {s:,}..{e:,} of {page}, where a manager never writes, are not zero: remains of an earlier "
+            f". Bytes {start:,}..{end:,} of {page}, where a manager never writes, are not zero: remains of an earlier "
             f"write at offset {base:,} of more than 34,848 bytes, such as a stable_save message"
         )
     lines.append(why + ".")

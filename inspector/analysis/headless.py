@@ -26,7 +26,7 @@ import bisect
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from inspector.errors import READ_ERRORS
 from inspector.layouts import (
@@ -52,7 +52,8 @@ from inspector.structures.btreemap import HEADER_END, BTreeMap
 if TYPE_CHECKING:
     from inspector.analysis.analyze import Analysis
     from inspector.analysis.reconstruct import ReconMemory
-    from inspector.analysis.salvage import SalvageResult
+    from inspector.analysis.salvage import SalvagedEntry, SalvageResult
+    from inspector.memory import VirtualMemory
     from inspector.structures.base import Structure
 
 CHUNK_PROBE = CHUNK_MAGIC + b"\x01"  # "CHK" v1: every chunk header starts so
@@ -382,7 +383,11 @@ def _v1_sizes(mem: Memory, cluster: NodeCluster, sample: list[int]) -> tuple[int
 
 
 def open_headless_map(
-    mem: Memory, cluster: NodeCluster, *, memory_id: int | str | None = None, key_fixed_size: Any = "auto"
+    mem: Memory,
+    cluster: NodeCluster,
+    *,
+    memory_id: int | str | None = None,
+    key_fixed_size: int | None | Literal["auto"] = "auto",
 ) -> HeadlessBTreeMap:
     """A walker over ``mem`` (whose virtual 0 is the cluster's base) with a header lens from the nodes."""
     sample = [
@@ -428,7 +433,7 @@ def salvage_headless(
     from inspector.analysis.salvage import SalvageResult, add_node_entries, scan_unreachable
 
     scan = scan_unreachable(bmap, full=True, fd=fd, order_check=True)
-    entries: list[Any] = []
+    entries: list[SalvagedEntry] = []
     add_node_entries(bmap, scan.accepted, entries)
     notes = [
         f"the map's header and allocator are gone: nodes found by their chunk headers, page size "
@@ -437,7 +442,7 @@ def salvage_headless(
     return SalvageResult(memory_id, label, "headless", structure, entries, scan, notes)
 
 
-def headless_memories(analysis: Analysis) -> list[tuple[Any, NodeCluster]]:
+def headless_memories(analysis: Analysis) -> list[tuple[ReconMemory, NodeCluster]]:
     """(reconstructed memory, node cluster) for every memory of a rebuilt layout whose virtual 0 is the
     start of B-tree nodes whose map header is gone."""
     recon = analysis.reconstructed
@@ -502,12 +507,13 @@ def continuation_buckets(analysis: Analysis, structure: Structure) -> list[int]:
     return []
 
 
-def with_buckets(mem: Any, extra: list[int]) -> Any:
+def with_buckets(mem: Memory, extra: list[int]) -> VirtualMemory:
     """``mem`` (to the end of its last bucket) followed by the buckets ``extra`` (``continuation_buckets``)."""
     from inspector.analysis.salvage import extended_memory
     from inspector.memory import VirtualMemory
 
-    base: Any = extended_memory(mem)
+    base = extended_memory(mem)
+    assert isinstance(base, VirtualMemory), "continuation buckets exist for a bucketed memory only"
     buckets = [*base.buckets, *extra]
     return VirtualMemory(
         base.phys,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, cast
 
+from inspector.jsonout import JsonObject
 from inspector.layouts import (
     MM_HEADER_PAGE_USED,
     MM_MAGIC,
@@ -25,11 +26,12 @@ from inspector.memory_manager import MemoryManagerInfo, read_memory_manager
 from inspector.mm_locate import DIDL, choose_base
 from inspector.model import Field, Finding, Region
 from inspector.snapshot import InputError, Snapshot
-from inspector.structures.base import Structure
+from inspector.structures.base import Structure, StructureId
 
 if TYPE_CHECKING:
     from inspector.analysis.analyze import Analysis
     from inspector.analysis.forensics import ForensicsReport
+    from inspector.analysis.stable_save import StableSaveBlob
 
 MAX_NESTING = 4  # managers inside managers, counting the outermost one
 HEAD_SHOWN = 32
@@ -66,14 +68,14 @@ def locate_manager(snapshot: Snapshot, base: int | None = None) -> MemoryManager
 # --- the application's own bytes before a restricted base ---------------------------------------------
 
 
-def application_region(analysis: Analysis) -> dict[str, Any] | None:
+def application_region(analysis: Analysis) -> JsonObject | None:
     mm = analysis.mm
     if not mm.present or not mm.base_offset or mm.host_memory_id is not None:
         return None
     phys = analysis.snapshot.memory
     base = mm.base_offset
     head = phys.read(0, min(base, HEAD_SHOWN))
-    out: dict[str, Any] = {
+    out: JsonObject = {
         "range": [0, base],
         "owner": "application (not managed by ic-stable-structures)",
         "first_bytes_hex": head.hex(),
@@ -91,7 +93,7 @@ def application_region(analysis: Analysis) -> dict[str, Any] | None:
     return out
 
 
-def _candid_text(blob: Any) -> str:
+def _candid_text(blob: StableSaveBlob) -> str:
     """The decoded value, shortened for display (vectors to 8 items, texts to 80 characters)."""
     if blob.message is None:
         return f"does not decode: {blob.error}"
@@ -158,7 +160,7 @@ class NestedManager(Structure):
     def _view(self) -> _Inner:
         return _Inner(self.inner, self.mem, self.inner_structures)
 
-    def header_json(self) -> dict[str, Any]:
+    def header_json(self) -> JsonObject:
         i = self.inner
         return {
             "layout_version": i.layout_version,
@@ -192,7 +194,7 @@ class _Inner:
     def all_findings(self) -> list[Finding]:
         return list(self.mm.findings)
 
-    def structure(self, memory_id: Any) -> Structure | None:
+    def structure(self, memory_id: StructureId) -> Structure | None:
         return self._structures.get(memory_id)
 
 
@@ -269,7 +271,7 @@ def bucket_order_risk(analysis: Analysis) -> None:
             if len(m.buckets) < 2 or not bs:
                 continue
             s = analysis.structure(m.memory.memory_id)
-            if s is None or s.kind not in ("unknown", "empty") or getattr(s, "magic", "") == "MGR":
+            if s is None or s.kind not in ("unknown", "empty") or s.magic == "MGR":
                 continue  # a structure, or a manager nested too deep to decode: its pages are in order
             for k in range(1, len(m.buckets)):
                 try:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from inspector.decode.candid import MAGIC as DIDL
 from inspector.decode.candid import CandidError, CandidMessage, decode_message
 from inspector.decode.candid_render import message_json, message_text, message_types, type_text
+from inspector.jsonout import JsonObject
 from inspector.layouts import (
     BUCKET_TABLE_OFFSET,
     BUCKETS_START,
@@ -60,8 +61,8 @@ class Overwritten:
     range: Range
     details: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"what": self.what, "text": self.text, "range": list(self.range)}
+    def to_json(self) -> JsonObject:
+        out: JsonObject = {"what": self.what, "text": self.text, "range": list(self.range)}
         if self.details:
             out["details"] = self.details
         return out
@@ -114,8 +115,8 @@ class StableSaveBlob:
             return ""
         return message_text(self.message, self.names or None, **options)
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def to_json(self) -> JsonObject:
+        out: JsonObject = {
             "range": [self.start, self.end],
             "length": self.length,
             "memory_id": self.memory_id,
@@ -316,8 +317,8 @@ def describe_overwritten(
         )
     if end > BUCKET_TABLE_OFFSET:
         n = min(end, MM_HEADER_PAGE_USED) - BUCKET_TABLE_OFFSET
-        nb = getattr(layout, "num_buckets", None)
-        nb_known = getattr(getattr(layout, "table", None), "num_buckets", None) is not None
+        nb = layout.num_buckets if layout is not None else None
+        nb_known = layout is not None and layout.table.num_buckets is not None
         text = f"bucket-table entries of buckets 0–{n - 1}" if n > 1 else "the bucket-table entry of bucket 0"
         if n >= MAX_NUM_BUCKETS:
             text = "the whole bucket table (32,768 entries)"
@@ -348,7 +349,7 @@ def describe_overwritten(
     return out
 
 
-def _sizes_overwritten(end: int, layout: Any | None) -> list[Overwritten]:
+def _sizes_overwritten(end: int, layout: Reconstruction | None) -> list[Overwritten]:
     last_byte = min(end, BUCKET_TABLE_OFFSET) - 1
     last = min(MAX_NUM_MEMORIES - 1, (last_byte - _SIZE_SLOTS_START) // 8)
     partial = (last_byte - _SIZE_SLOTS_START + 1) % 8 != 0 and end < BUCKET_TABLE_OFFSET
@@ -357,15 +358,19 @@ def _sizes_overwritten(end: int, layout: Any | None) -> list[Overwritten]:
     text = f"the sizes of memories 0–{last}" if last else "the size of memory 0"
     if partial:
         text += f" ({last} only partly)"
-    used = [m.id for m in getattr(layout, "memories", []) if isinstance(m.id, int) and m.id <= last]
+    used = [
+        m.id
+        for m in (layout.memories if layout is not None else [])
+        if isinstance(m.id, int) and m.id <= last
+    ]
     if used:
         text += f", including those of memories {_runs(sorted(used))}, which are in use"
     details = {"memories": [0, last], "partial_last": partial, "in_use": used}
     return [Overwritten("memory_sizes", text, (_SIZE_SLOTS_START, min(end, BUCKET_TABLE_OFFSET)), details)]
 
 
-def _buckets_overwritten(end: int, layout: Any | None) -> list[Overwritten]:
-    bs_pages = getattr(layout, "bucket_size_in_pages", None)
+def _buckets_overwritten(end: int, layout: Reconstruction | None) -> list[Overwritten]:
+    bs_pages = layout.bucket_size_in_pages if layout is not None else None
     if not bs_pages:
         return [
             Overwritten(
@@ -380,7 +385,7 @@ def _buckets_overwritten(end: int, layout: Any | None) -> list[Overwritten]:
     while BUCKETS_START + b * bs < end and b < MAX_NUM_BUCKETS:
         s = BUCKETS_START + b * bs
         e = min(end, s + bs)
-        owner_text = getattr(layout, "owner_text", None)
+        owner_text = layout.owner_text if layout is not None else None
         owner = owner_text(b) if owner_text is not None else "owner unknown"
         text = f"bucket {b} ({owner}): " + (
             f"all {bs:,} bytes" if e - s == bs else f"bytes {s:,}..{e:,}, the first {e - s:,} of its {bs:,}"

@@ -9,24 +9,25 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.text import Text
 
 from inspector.analysis.forensics import refresh_diagnosis, run_forensics
-from inspector.jsonout import json_default
+from inspector.jsonout import JsonObject, json_default
 from inspector.model import Finding
 from inspector.safe_text import safe_rich_text
 
 if TYPE_CHECKING:
     from inspector.analysis.analyze import Analysis
+    from inspector.session import Session
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 MAX_RANGES_SHOWN = 3
 
 
-def prepare(path: str, *, did: str | None = None, schema: str | None = None, scan: bool = True) -> Any:
+def prepare(path: str, *, did: str | None = None, schema: str | None = None, scan: bool = True) -> Session:
     """Load, walk every structure fully, then run the forensics (so the diagnosis sees every finding)."""
     from inspector.session import load
 
@@ -39,7 +40,7 @@ def prepare(path: str, *, did: str | None = None, schema: str | None = None, sca
     return session
 
 
-def _apply_session_choices(session: Any) -> None:
+def _apply_session_choices(session: Session) -> None:
     """Structures found by the reconstruction get the schema settings and .did names too."""
     for s in session.analysis.structures:
         if s.settings or not session.schema:
@@ -50,7 +51,7 @@ def _apply_session_choices(session: Any) -> None:
         s.names = s.names or session.names
 
 
-def public_json(analysis: Analysis) -> dict[str, Any]:
+def public_json(analysis: Analysis) -> JsonObject:
     """``analysis.to_json()`` without the in-process hooks (extras whose key starts with '_')."""
     return {k: v for k, v in analysis.to_json().items() if not k.startswith("_")}
 
@@ -100,7 +101,7 @@ def print_report(analysis: Analysis, console: Console) -> None:
         )
 
 
-def _layout_note(analysis: Any) -> str:
+def _layout_note(analysis: Analysis) -> str:
     """Where the manager sits when that is not the usual byte 0, and nested managers (issue 11)."""
     mm = analysis.mm
     if not mm.present:

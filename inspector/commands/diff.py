@@ -14,11 +14,13 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
-from inspector.jsonout import json_default
+from inspector.jsonout import JsonValue, json_default
 from inspector.safe_text import json_safe
 
 if TYPE_CHECKING:  # the engine is imported after the byte compare has been started (see run)
+    from inspector.diff.byte_ranges import DiffResult
     from inspector.diff.engine import SnapshotDiff
+    from inspector.session import Session
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -39,7 +41,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     return old, new
 
 
-def _compute(old: Any, new: Any, byte_result: Any = None) -> SnapshotDiff:
+def _compute(old: Session, new: Session, byte_result: DiffResult | None = None) -> SnapshotDiff:
     """The diff, with a progress bar on an interactive stderr (a multi-GiB compare takes seconds)."""
     from inspector.diff.engine import diff_sessions
 
@@ -59,7 +61,7 @@ def _compute(old: Any, new: Any, byte_result: Any = None) -> SnapshotDiff:
         return diff_sessions(old, new, progress=progress)
 
 
-def _dump(value: Any, indent: str) -> str:
+def _dump(value: JsonValue, indent: str) -> str:
     text = json.dumps(value, indent=2, default=json_default, ensure_ascii=False)
     # ensure_ascii=False leaves bidi overrides and C1 controls raw: json_safe escapes those.
     return json_safe(text).replace("\n", "\n" + indent)

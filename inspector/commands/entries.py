@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from itertools import islice
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
@@ -22,12 +22,16 @@ from inspector.safe_text import escape_control, json_safe, safe_rich_text
 from inspector.slow_progress import note
 from inspector.structures.base import Element, Structure
 
+if TYPE_CHECKING:
+    from inspector.decode.valuetypes import FieldNames, TypeExpr
+    from inspector.session import Session
+
 # Finding codes that mean "not every element is listed"; entries repeats them on stderr.
 LISTING_CUT_CODES = frozenset({"vec_out_of_bounds"})
 TABLE_DEFAULT_LIMIT = 1_000  # the table is for people; jsonl streams everything unless --limit
 
 
-def resolve_structure(session: Any, memory_text: str) -> Structure:
+def resolve_structure(session: Session, memory_text: str) -> Structure:
     from inspector.cli import UsageError, _parse_memory_id
 
     memory_id = _parse_memory_id(memory_text)
@@ -38,7 +42,7 @@ def resolve_structure(session: Any, memory_text: str) -> Structure:
     return structure
 
 
-def _session_for(args: argparse.Namespace) -> Any:
+def _session_for(args: argparse.Namespace) -> Session:
     from inspector.cli import UsageError
     from inspector.session import load, load_schema
 
@@ -71,7 +75,7 @@ def jsonl_lines(structure: Structure, elements: Iterator[Element]) -> Iterator[s
             yield f'{{"index":{el.index},"value_hex":"{el.value.hex()}","value":{dumps(value, ensure_ascii=False)}}}'
 
 
-def _json_texts(type_expr: Any, items: list[bytes], names: Any) -> list[str]:
+def _json_texts(type_expr: TypeExpr, items: list[bytes], names: FieldNames) -> list[str]:
     """JSON of each item's decoded value: the type's bulk fast path, else one decode per item."""
     texts = type_expr.json_texts(items)
     if texts is not None:

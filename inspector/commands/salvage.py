@@ -28,11 +28,13 @@ from rich.console import Console
 from rich.table import Table
 
 from inspector.analysis.salvage import SalvagedEntry, SalvageResult, compare_with_reference, salvage_structure
+from inspector.jsonout import JsonObject
 from inspector.safe_text import escape_control, json_safe, safe_rich_text
 from inspector.structures.base import Structure
 
 if TYPE_CHECKING:
     from inspector.analysis.analyze import Analysis
+    from inspector.analysis.reconstruct import ReconMemory
 
 TABLE_VALUE_CHARS = 120
 SAMPLE_SIZE = 16
@@ -60,11 +62,7 @@ def resolve_map(analysis: Analysis, key: int | str) -> tuple[Any | None, str, st
         return headless, headless.label, "headless", notes
     structure = analysis.structure(key)
     if structure is None and recon is not None and not isinstance(key, str):
-        maps = [
-            s
-            for s in getattr(recon, "structures", [])
-            if s.kind == "btreemap" and isinstance(s.memory_id, str)
-        ]
+        maps = [s for s in recon.structures if s.kind == "btreemap" and isinstance(s.memory_id, str)]
         if len(maps) == 1:
             structure = maps[0]
             m = recon.memory(structure.memory_id)
@@ -103,7 +101,7 @@ def resolve_map(analysis: Analysis, key: int | str) -> tuple[Any | None, str, st
     return structure, label, layout, notes
 
 
-def _headless_choice(analysis: Any, key: int | str, notes: list[str]) -> Any:
+def _headless_choice(analysis: Analysis, key: int | str, notes: list[str]) -> ReconMemory | None:
     """The reconstructed memory (``ReconMemory``) to salvage without a map header, if ``key`` names one:
     its own key ("?b1"), or a MemoryId the layout cannot place when it is the only such memory."""
     from inspector.analysis.headless import headless_memories
@@ -113,7 +111,7 @@ def _headless_choice(analysis: Any, key: int | str, notes: list[str]) -> Any:
         if rm.id == key:
             return rm
     if isinstance(key, int) and analysis.structure(key) is None and len(found) == 1:
-        maps = [s for s in analysis.structures if getattr(s, "kind", "") == "btreemap"]
+        maps = [s for s in analysis.structures if s.kind == "btreemap"]
         if not maps:
             rm = found[0][0]
             notes.append(
@@ -124,7 +122,7 @@ def _headless_choice(analysis: Any, key: int | str, notes: list[str]) -> Any:
     return None
 
 
-def reference_map(path: str, structure: Any, key: int | str) -> tuple[dict[bytes, bytes], str]:
+def reference_map(path: str, structure: Structure, key: int | str) -> tuple[dict[bytes, bytes], str]:
     """Entries of the same map in an earlier snapshot: by MemoryId, else by where the map starts."""
     from inspector.session import load
 
@@ -136,7 +134,7 @@ def reference_map(path: str, structure: Any, key: int | str) -> tuple[dict[bytes
 
 
 def _reference_entries(
-    analysis: Analysis, path: str, structure: Any, key: int | str
+    analysis: Analysis, path: str, structure: Structure, key: int | str
 ) -> tuple[dict[bytes, bytes], str]:
     from inspector.cli import UsageError
 
@@ -190,8 +188,8 @@ class _Decoders:
         return self.types[role].decode(data, names=self.names)
 
 
-def entry_json(e: SalvagedEntry, result: SalvageResult, dec: _Decoders) -> dict[str, Any]:
-    out: dict[str, Any] = {
+def entry_json(e: SalvagedEntry, result: SalvageResult, dec: _Decoders) -> JsonObject:
+    out: JsonObject = {
         "key_hex": e.key.hex(),
         "value_hex": e.value.hex(),
         "key": dec.decode("key", e.key).value,
@@ -301,7 +299,7 @@ def summary_lines(result: SalvageResult) -> list[str]:
 NOT_RECOVERED_SHOWN = 100  # keys listed by name; the JSON summary carries up to 1,000
 
 
-def not_recovered_lines(result: SalvageResult, structure: Any) -> list[str]:
+def not_recovered_lines(result: SalvageResult, structure: Structure) -> list[str]:
     """The reference's keys that salvage could not recover, one per line, decoded like the table."""
     ref = result.reference_summary
     if not ref or not ref.get("reference_entries_not_recovered"):

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from inspector.diff import map_chains
 from inspector.diff.byte_ranges import ChangedRange, DiffCancelled, DiffResult, changed_ranges
@@ -42,6 +42,7 @@ from inspector.diff.layout import (
 )
 from inspector.diff.verdict import Incident, classify
 from inspector.errors import READ_ERRORS
+from inspector.jsonout import JsonObject, JsonValue
 from inspector.offset_index import OffsetIndex
 from inspector.structures.base import find_by_memory_id
 
@@ -94,8 +95,8 @@ class RangeAttribution:
     def length(self) -> int:
         return self.end - self.start
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def to_json(self) -> JsonObject:
+        out: JsonObject = {
             "range": [self.start, self.end],
             "bytes": self.length,
             "old": [p.to_json() for p in self.old],
@@ -124,7 +125,7 @@ class SnapshotDiff:
     changes: RangeSet
     old_index: LayoutIndex
     new_index: LayoutIndex
-    memory_manager: dict[str, list[Any]]
+    memory_manager: dict[str, list[JsonValue]]
     bucket_changes_count: int
     bucket_changes: list[BucketChange]
     memories: list[MemoryChange]
@@ -182,7 +183,7 @@ class SnapshotDiff:
             r.start, r.end, r.tail, old_d, new_d, max(0, len(old) - cap), max(0, len(new) - cap)
         )
 
-    def _attributions_json(self, listed: int) -> list[dict[str, Any]]:
+    def _attributions_json(self, listed: int) -> list[JsonObject]:
         # Each lookup reads a few scattered bytes, and each such read can map a whole large
         # page-cache folio: let the mappings go every few ranges so peak RSS stays flat.
         release = _releaser(self)
@@ -256,10 +257,10 @@ class SnapshotDiff:
 
     # ------------------------------------------------------------------- json
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {k: (list(v) if isinstance(v, Iterator) else v) for k, v in self.iter_json()}
 
-    def iter_json(self) -> Iterator[tuple[str, Any]]:
+    def iter_json(self) -> Iterator[tuple[str, JsonValue]]:
         """The JSON object key by key, each value computed only when its key is reached, so a writer
         can stream it (``stable-inspect diff --json``). Long lists come as iterators."""
         b = self.bytes
@@ -326,7 +327,7 @@ class SnapshotDiff:
         yield "structures", [sd.to_json() for sd in self.structures]
         yield "salvage", [s.to_json() for s in self.incident.salvage]
         yield "stable_save", self.incident.stable_save
-        yield "new_diagnosis", list(getattr(self.new.analysis, "diagnosis", []) or [])
+        yield "new_diagnosis", list(self.new.analysis.diagnosis or [])
 
 
 def _releaser(d: SnapshotDiff) -> Callable[[], None]:
@@ -347,12 +348,12 @@ def _releaser(d: SnapshotDiff) -> Callable[[], None]:
     return release
 
 
-def _side_json(session: Session) -> dict[str, Any]:
+def _side_json(session: Session) -> JsonObject:
     snap = session.snapshot
     return {"path": str(snap.file_path or snap.path), "size_bytes": snap.size}
 
 
-def prepare(old: Any, new: Any) -> int:
+def prepare(old: Session, new: Session) -> int:
     """Do the diff's work that does not depend on which bytes changed, while a byte compare started
     elsewhere (``prefetch``) is still running: each map's key layout (a few whole nodes read) and the
     key and value types its listed entries are decoded with (its first entries read). Both are cached
@@ -360,13 +361,14 @@ def prepare(old: Any, new: Any) -> int:
     this; it only moves off the path that follows the compare. Returns the maps prepared."""
     from inspector.decode.values import type_for
     from inspector.diff.sequences import PageReleaser
+    from inspector.structures.btreemap.structure import BTreeMapStructure
 
     done = 0
     for session in (old, new):
-        for s in getattr(session.analysis, "structures", None) or []:
-            m = getattr(s, "map", None)
-            if s.kind != "btreemap" or m is None or not hasattr(m, "key_layout"):
+        for s in session.analysis.structures:
+            if s.kind != "btreemap" or not isinstance(s, BTreeMapStructure):
                 continue
+            m = s.map
             release = PageReleaser(s)
             try:
                 _ = m.key_layout
@@ -387,7 +389,7 @@ def diff_sessions(
     limits: DiffLimits | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
-    lock: AbstractContextManager[Any] | None = None,
+    lock: AbstractContextManager[object] | None = None,
     byte_result: DiffResult | None = None,
     indexes: tuple[OffsetIndex, OffsetIndex] | None = None,
 ) -> SnapshotDiff:

@@ -24,6 +24,7 @@ from inspector.diff import sequences as diff_sequences
 from inspector.diff.byte_ranges import DiffCancelled
 from inspector.diff.layout import RangeSet
 from inspector.errors import READ_ERRORS
+from inspector.jsonout import JsonObject, JsonValue
 from inspector.memory import OutOfBounds, PhysicalMemory
 from inspector.structures.base import Element, Structure, StructureId
 
@@ -70,7 +71,7 @@ class StructureDiff:
     new: Structure | None = None
     old_count: int | None = None
     new_count: int | None = None
-    header: dict[str, list[Any]] = field(default_factory=dict)
+    header: dict[str, list[JsonValue]] = field(default_factory=dict)
     added: int = 0
     removed: int = 0
     changed: int = 0
@@ -123,14 +124,14 @@ class StructureDiff:
             text += " (partial)"
         return text
 
-    def rendered_items(self) -> list[dict[str, Any]]:
+    def rendered_items(self) -> list[JsonObject]:
         """The listed differences with keys and values decoded (cached: decoding is the slow part)."""
         if self._rendered is None:
             self._rendered = [render_item(self, it) for it in self.items]
         return self._rendered
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def to_json(self) -> JsonObject:
+        out: JsonObject = {
             "memory_id": self.memory_id,
             "kind": self.kind,
             "status": self.status,
@@ -166,7 +167,7 @@ def _id_key(mid: StructureId) -> int | str | tuple[int, ...]:
     return tuple(mid) if isinstance(mid, list) else mid
 
 
-def _sort_key(mid: StructureId | tuple[int, ...]) -> tuple[int, Any]:
+def _sort_key(mid: StructureId | tuple[int, ...]) -> tuple[int, tuple[int | str, ...]]:
     if isinstance(mid, list | tuple):
         return (1, tuple(mid))
     if isinstance(mid, int):
@@ -195,12 +196,12 @@ def _count(s: Structure) -> int:
         return 0
 
 
-def _header_changes(a: Structure, b: Structure) -> dict[str, list[Any]]:
+def _header_changes(a: Structure, b: Structure) -> dict[str, list[JsonValue]]:
     try:
         ha, hb = a.header_json(), b.header_json()
     except READ_ERRORS:
         return {}
-    out: dict[str, list[Any]] = {}
+    out: dict[str, list[JsonValue]] = {}
     for k in list(ha) + [k for k in hb if k not in ha]:
         if ha.get(k) != hb.get(k):
             out[k] = [ha.get(k), hb.get(k)]
@@ -224,7 +225,7 @@ def diff_structures(
     news = {(_id_key(s.memory_id), s.kind): s for s in new.structures}
     # A structure the forensics found under an unknown id ("?b1") on one side is the same structure as
     # the one of that kind starting at the same physical offset on the other side.
-    renamed: dict[Any, Any] = {}
+    renamed: dict[tuple[int | str | tuple[int, ...], str], tuple[int | str | tuple[int, ...], str]] = {}
     spare_new = {k: s for k, s in news.items() if k not in olds}
     for k, s in olds.items():
         if k in news:
@@ -635,11 +636,11 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
 
 
-def _decode(s: Structure | None, role: str, data: bytes | None, length: int | None) -> dict[str, Any]:
+def _decode(s: Structure | None, role: str, data: bytes | None, length: int | None) -> JsonObject:
     if data is None:
         return {"length": length}
     full = length is None or len(data) == length
-    out: dict[str, Any] = {"length": length if length is not None else len(data)}
+    out: JsonObject = {"length": length if length is not None else len(data)}
     if not full:
         out["text"] = f"{length:,} bytes (too large to list; first {len(data)} shown as hex)"
         out["hex_head"] = data.hex()
@@ -649,7 +650,7 @@ def _decode(s: Structure | None, role: str, data: bytes | None, length: int | No
 
         dec = decode_for(s, role, data)
         out["text"] = _clip(str(dec.text))
-        if len(data) <= MAX_JSON_VALUE_BYTES and getattr(dec, "ok", True):
+        if len(data) <= MAX_JSON_VALUE_BYTES and dec.ok:
             out["value"] = dec.value
     except READ_ERRORS as exc:  # undecodable bytes must not take the diff down: show them
         out["text"] = _clip(data[:VALUE_HEAD].hex())
@@ -658,9 +659,9 @@ def _decode(s: Structure | None, role: str, data: bytes | None, length: int | No
     return out
 
 
-def render_item(d: StructureDiff, it: EntryChange) -> dict[str, Any]:
+def render_item(d: StructureDiff, it: EntryChange) -> JsonObject:
     """A listed difference as JSON: key and values decoded with each side's decoder."""
-    out: dict[str, Any] = {"op": it.op}
+    out: JsonObject = {"op": it.op}
     if it.index is not None:
         out["index"] = it.index
     if it.key is not None:

@@ -12,8 +12,9 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from inspector.jsonout import JsonObject, JsonValue
 from inspector.layouts import (
     BUCKET_TABLE_OFFSET,
     MM_HEADER,
@@ -82,8 +83,8 @@ class Piece:
     memory_id: MemoryId = None
     virtual: int | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"range": [self.start, self.end], "what": self.what, "area": self.area}
+    def to_json(self) -> JsonObject:
+        out: JsonObject = {"range": [self.start, self.end], "what": self.what, "area": self.area}
         if self.memory_id is not None:
             out["memory_id"] = self.memory_id
         if self.virtual is not None:
@@ -157,12 +158,12 @@ def _magic_text(raw: bytes) -> str:
     return "".join(chr(c) if 32 <= c < 127 else f"\\x{c:02x}" for c in raw)
 
 
-def mm_header_fields(analysis: Analysis) -> dict[str, Any]:
+def mm_header_fields(analysis: Analysis) -> JsonObject:
     """The MemoryManager header as a reader sees it, read from the bytes even when the magic is wrong
     (a stable_save message turns "MGR", 1, 2 buckets … into "DID", 76, 27,905 buckets, FORMAT.md §11.1)."""
     snap = analysis.snapshot
     mm = analysis.mm
-    out: dict[str, Any] = {
+    out: JsonObject = {
         "present": bool(mm.present and not mm.reconstructed),
         "reconstructed": bool(mm.reconstructed),
     }
@@ -180,9 +181,9 @@ def mm_header_fields(analysis: Analysis) -> dict[str, Any]:
     return out
 
 
-def mm_field_changes(old: Analysis, new: Analysis) -> dict[str, list[Any]]:
+def mm_field_changes(old: Analysis, new: Analysis) -> dict[str, list[JsonValue]]:
     a, b = mm_header_fields(old), mm_header_fields(new)
-    out: dict[str, list[Any]] = {}
+    out: dict[str, list[JsonValue]] = {}
     for key in list(a) + [k for k in b if k not in a]:
         if a.get(key) != b.get(key):
             out[key] = [a.get(key), b.get(key)]
@@ -195,7 +196,7 @@ class BucketChange:
     old: int | None  # owning memory id, None = unallocated (0xFF)
     new: int | None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {"bucket": self.bucket, "old": self.old, "new": self.new}
 
 
@@ -231,8 +232,8 @@ class MemoryChange:
     new_buckets: list[int]
     new_label: str | None = None  # "unidentified"/"identified": the other side's label for the memory
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def to_json(self) -> JsonObject:
+        out: JsonObject = {
             "id": self.id,
             "change": self.change,
             "old_size_pages": self.old_size_pages,
@@ -280,7 +281,7 @@ def memory_changes(old: Analysis, new: Analysis) -> tuple[list[MemoryChange], di
     kind_b, b, _ = effective_layout(new)
     # A memory whose id only one side knows (the other has the forensics' "?b<N>" label for it) is
     # paired by its first bucket: old id → new id.
-    twins: dict[Any, Any] = {}
+    twins: dict[int | str, int | str] = {}
     only_b = {k: m for k, m in b.items() if k not in a and m.buckets}
     for k, m in a.items():
         if k in b or not m.buckets:
@@ -348,7 +349,7 @@ class AreaTotal:
     bytes: int = 0
     ranges: int = 0
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {"area": self.area, "bytes": self.bytes, "ranges": self.ranges}
 
 
@@ -435,8 +436,8 @@ class ChangeGroup:
     def ranges(self) -> int:
         return self.last - self.first + 1
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def to_json(self) -> JsonObject:
+        out: JsonObject = {
             "range": [self.start, self.end],
             "ranges": self.ranges,
             "first_range": self.first,

@@ -32,7 +32,7 @@ import struct
 from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector.layouts import (
     CHUNK_HEADER_SIZE,
@@ -44,7 +44,7 @@ from inspector.layouts import (
     OverflowPageHeader,
     field_span,
 )
-from inspector.mapped_pages import page_releaser
+from inspector.mapped_pages import ByteSource, page_releaser
 from inspector.memory import PhysicalMemory
 from inspector.structures.btreemap.nodes import (
     CHUNK_NODE,
@@ -54,6 +54,13 @@ from inspector.structures.btreemap.nodes import (
     V2_PREFIX_SIZE,
     NodeError,
 )
+
+if TYPE_CHECKING:
+    from inspector.structures.btreemap import BTreeMap
+
+# A node's shape: (version, type, k, children, keys, values or None, overflow chain, value spans or None),
+# a tuple of mixed fields as the walker's ``_load`` returns it.
+NodeShape = tuple[Any, ...]
 
 Range = tuple[int, int]
 WORD = 8  # bytes per column entry: one u64 of the packed columns
@@ -81,7 +88,7 @@ _U32 = struct.Struct("<I").unpack
 class ChainIndex:
     """Every reachable node of a map and the runs of its overflow chain (see the module docstring)."""
 
-    def __init__(self, m: Any, nodes: dict[int, tuple[int, int, tuple[int, ...]]]) -> None:
+    def __init__(self, m: BTreeMap, nodes: dict[int, tuple[int, int, tuple[int, ...]]]) -> None:
         self.cs = m.chunk_size
         # The map it was built for: an index computed elsewhere (the byte-compare child) is used only
         # for a map with the same geometry, in the same file.
@@ -158,7 +165,7 @@ class NodeChain:
         return hash(self.node)
 
 
-def _grid(m: Any) -> tuple[Any, int, int] | None:
+def _grid(m: BTreeMap) -> tuple[ByteSource, int, int] | None:
     """(buffer, physical offset of the first chunk, chunks on the grid) for a map on one contiguous
     mapping whose chunk size allows u64 columns; None otherwise (a bucketed memory, an odd chunk size)."""
     mem = m.mem
@@ -177,7 +184,7 @@ class _Columns:
     where a chunk is a valid overflow page linked to the chunk right after it, ``valid`` a zero group
     where it is a valid overflow page, and ``nexts`` every chunk's overflow ``next`` field."""
 
-    def __init__(self, buf: Any, base: int, n: int, cs: int) -> None:
+    def __init__(self, buf: ByteSource, base: int, n: int, cs: int) -> None:
         release = page_releaser(buf)
         step = cs // WORD
         cont, valid = bytearray(), bytearray()
@@ -216,7 +223,7 @@ class _Columns:
 _ONE = (1).to_bytes(WORD, "little")
 
 
-def _geometry(m: Any) -> tuple[int, ...]:
+def _geometry(m: BTreeMap) -> tuple[int, ...]:
     return (m.root_addr, m.chunk_size, m.page_size, m.mem.size, m.free_list_head, m.num_allocated_chunks)
 
 
@@ -231,7 +238,7 @@ def file_identity(fd: int) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def precompute(buf: Any, size: int, fd: int) -> tuple[tuple[int, ...], ChainIndex] | None:
+def precompute(buf: ByteSource, size: int, fd: int) -> tuple[tuple[int, ...], ChainIndex] | None:
     """For the byte-compare child: the chain index of a map on the raw memory of this snapshot (the old
     one), built while the parent is still loading both snapshots; None if there is no such map."""
     from inspector.layouts import BTREE_MAGIC
@@ -252,7 +259,7 @@ def offer(hint: tuple[tuple[int, ...], ChainIndex]) -> None:
     _OFFERED[hint[0]] = hint[1]
 
 
-def adopt(fd: int | None, buf: Any) -> None:
+def adopt(fd: int | None, buf: ByteSource | None) -> None:
     """Use an offered index for the map in ``buf`` when ``fd`` is the very file it was built from."""
     _ADOPTED.clear()
     if fd is None or buf is None or not _OFFERED:
@@ -265,7 +272,7 @@ def adopt(fd: int | None, buf: Any) -> None:
         _ADOPTED[id(buf)] = idx
 
 
-def build(m: Any, release: Callable[[], None]) -> ChainIndex | None:
+def build(m: BTreeMap, release: Callable[[], None]) -> ChainIndex | None:
     """The chain index of map ``m`` (its old side), or None where it does not apply or anything is off."""
     grid = _grid(m)
     if grid is None or not m.root_addr:
@@ -328,14 +335,14 @@ def build(m: Any, release: Callable[[], None]) -> ChainIndex | None:
     return idx
 
 
-def _valid_page(buf: Any, at: int) -> bool:
+def _valid_page(buf: ByteSource, at: int) -> bool:
     """The reader's own test of an overflow page (padding and the chunk's next are not looked at)."""
     cm, cv, al, _pad, _cn, om, _nxt = CHUNK_OVERFLOW.unpack_from(buf, at)
     return bool(cm == CHUNK_MAGIC and cv == 1 and al == 1 and om == OVERFLOW_MAGIC)
 
 
 def _tree(
-    m: Any, buf: Any, base: int, n: int, release: Callable[[], None]
+    m: BTreeMap, buf: ByteSource, base: int, n: int, release: Callable[[], None]
 ) -> dict[int, tuple[int, int, tuple[int, ...], int]] | None:
     """Every node reached from the root: payload address → (type, entry count, children, first
     overflow page), from the node pages alone; None if a node is not a v2 node on the grid, is reached
@@ -370,8 +377,8 @@ def _tree(
 
 
 def node_shape(
-    m: Any, idx: ChainIndex, addr: int, chain: NodeChain, read: Callable[[int, int], bytes]
-) -> tuple[tuple[Any, ...], list[tuple[int, int]]]:
+    m: BTreeMap, idx: ChainIndex, addr: int, chain: NodeChain, read: Callable[[int, int], bytes]
+) -> tuple[NodeShape, list[tuple[int, int]]]:
     """(2, type, k, children, keys, None, chain, value spans) of a node and where its keys are in its
     stream, reading only the keys and the length prefix of each value (``read(pos, n)`` reads the
     node's stream through its chain)."""
@@ -391,23 +398,34 @@ def node_shape(
             keys.append(read(p + 4, n))
             key_pos.append((p + 4, n))
             p += 4 + n
-    spans: list[tuple[int, int]] = []
-    for _ in range(k):
-        (n,) = _U32(read(p, 4))
-        spans.append((p + 4, n))
-        p += 4 + n
-    needed = -(-max(0, p - m.page_size) // (m.page_size - OVERFLOW_DATA_OFFSET))
-    if needed != len(chain):
-        raise NodeError("overflow chain length does not match the node stream")
+    spans = value_spans(read, p, k, m.page_size, len(chain))
     if any(not x < y for x, y in zip(keys, keys[1:], strict=False)):
         raise NodeError("keys are not in byte order")
     return (2, ntype, k, children, keys, None, chain, spans), key_pos
 
 
-def structure_hits(hits: Iterable[Range], cs: int) -> bool:
+def value_spans(
+    read: Callable[[int, int], bytes], p: int, k: int, page_size: int, chain_len: int
+) -> list[Range]:
+    """(stream position, length) of each of a v2 node's ``k`` values, whose length prefixes start at
+    stream position ``p``; NodeError when the node's stream does not end in its last overflow page."""
+    spans: list[tuple[int, int]] = []
+    for _ in range(k):
+        (n,) = _U32(read(p, 4))
+        spans.append((p + 4, n))
+        p += 4 + n
+    needed = -(-max(0, p - page_size) // (page_size - OVERFLOW_DATA_OFFSET))
+    if needed != chain_len:
+        raise NodeError("overflow chain length does not match the node stream")
+    return spans
+
+
+def structure_hits(
+    hits: Iterable[Range], cs: int, reach: int = CHUNK_HEADER_SIZE + OVERFLOW_DATA_OFFSET
+) -> bool:
     """Whether a changed range touches a chunk header or the overflow-page header after it (the first
-    bytes of every chunk), or runs over from one chunk into the next. (Node pages are the caller's.)"""
-    reach = CHUNK_HEADER_SIZE + OVERFLOW_DATA_OFFSET
+    ``reach`` bytes of every chunk), or runs over from one chunk into the next. (Node pages are the
+    caller's.) With ``reach=CHUNK_HEADER_SIZE``: whether any chunk header (or the allocator) changed."""
     for s, e in hits:
         if s < FIRST_CHUNK_OFFSET:
             return True

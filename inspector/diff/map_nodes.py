@@ -33,13 +33,13 @@ from array import array
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from inspector.diff import map_chains
 from inspector.diff.sequences import PageReleaser, _Ranges, virtual_hits
 from inspector.errors import READ_ERRORS
 from inspector.layouts import CHUNK_HEADER_SIZE, CHUNK_MAGIC, FIRST_CHUNK_OFFSET, NODE_MAGIC, OVERFLOW_MAGIC
-from inspector.structures.base import Element
+from inspector.structures.base import Element, Structure
 from inspector.structures.btreemap.nodes import (
     CHUNK_NODE,
     CHUNK_OVERFLOW,
@@ -49,6 +49,11 @@ from inspector.structures.btreemap.nodes import (
     NodeError,
     logical_ranges,
 )
+from inspector.structures.btreemap.structure import BTreeMapStructure
+from inspector.structures.btreemap.walker import BTreeMap
+
+if TYPE_CHECKING:
+    from inspector.diff.entries import StructureDiff
 
 Range = tuple[int, int]
 MAX_DIRTY_CHUNKS = 100_000  # beyond this many changed chunks a key-order walk is the better plan
@@ -62,7 +67,22 @@ RELEASE_EVERY_PAGES = 16_384  # overflow-page headers read between drops of the 
 RELEASE_EVERY_SCATTERED = 8
 
 
+NodeShape = map_chains.NodeShape  # a node as ``_Side.load`` holds it (values dropped: None)
+
+
+class _PageChain(Protocol):
+    """An overflow chain's page addresses: a list or array, or a ``map_chains.NodeChain``."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, j: int, /) -> int: ...
+
+
 class _Collector(Protocol):
+    kept: dict[str, int]  # differences listed so far, per kind
+    limit: int  # the most listed per kind
+    head_beyond: tuple[int, int]  # (keep-whole limit, head kept) for long values
+
     def added(self, el: Element) -> None: ...
 
     def removed(self, el: Element) -> None: ...
@@ -73,17 +93,17 @@ class _Collector(Protocol):
 class _Side:
     """One map's walker with a cache of the nodes this plan loaded."""
 
-    def __init__(self, walker: Any, release: Callable[[], None]) -> None:
+    def __init__(self, walker: BTreeMap, release: Callable[[], None]) -> None:
         self.m = walker
         self.release = release
         # Shapes only (values dropped): a map of big values must not end up held in memory.
-        self.nodes: dict[int, tuple[Any, ...]] = {}
+        self.nodes: dict[int, NodeShape] = {}
         # Overflow pages of every node loaded, as runs of back-to-back pages: (first, last, node), sorted.
         self.runs: list[tuple[int, int, int]] = []
         self.loads = 0
         self.touched = 0  # chunks whose headers were read since the last release
 
-    def load(self, addr: int) -> tuple[Any, ...]:
+    def load(self, addr: int) -> NodeShape:
         """(version, type, k, children, keys, None, overflows, value spans) of a node, cached.
 
         A v2 node is read without its values: the overflow chain by its page headers only, then the
@@ -137,7 +157,7 @@ class _Side:
         start, n = spans[slot]
         return _read_stream(self.m, addr, shape[6], start, n if most is None else min(n, most))
 
-    def load_full(self, addr: int) -> tuple[Any, ...]:
+    def load_full(self, addr: int) -> NodeShape:
         self.loads += 1
         if self.loads % RELEASE_EVERY == 0:
             self.release()  # big nodes map many pages: keep peak RSS flat
@@ -224,7 +244,7 @@ def _owner(side: _Side, page: int) -> int | None:
     return None
 
 
-def _chain(m: Any, first: int) -> array[int] | None:
+def _chain(m: BTreeMap, first: int) -> array[int] | None:
     """The overflow chain from ``first`` by page headers only (None if anything is unusual).
 
     Pages the allocator handed out back to back are checked a run at a time (one unpack_from and a few
@@ -278,7 +298,7 @@ def _chain_struct(chunk_size: int, page: int, n: int) -> struct.Struct:
     return struct.Struct("<" + one + f"{chunk_size - CHUNK_OVERFLOW.size}x{one}" * (n - 1))
 
 
-def _read_stream(m: Any, addr: int, chain: Sequence[int], pos: int, n: int) -> bytes:
+def _read_stream(m: BTreeMap, addr: int, chain: _PageChain, pos: int, n: int) -> bytes:
     """``n`` bytes of a v2 node's logical stream from ``pos``: the node page, then each overflow
     page's data after its header (FORMAT.md §3.5)."""
     page = m.page_size
@@ -299,7 +319,7 @@ def _read_stream(m: Any, addr: int, chain: Sequence[int], pos: int, n: int) -> b
     return b"".join(parts)
 
 
-def _stream_pos(m: Any, addr: int, chain_index: dict[int, int], v: int) -> int | None:
+def _stream_pos(m: BTreeMap, addr: int, chain_index: dict[int, int], v: int) -> int | None:
     """Where virtual byte ``v`` sits in the node's stream (None: in a chunk or overflow header)."""
     page = m.page_size
     if addr <= v < addr + page:
@@ -312,7 +332,7 @@ def _stream_pos(m: Any, addr: int, chain_index: dict[int, int], v: int) -> int |
     return page + j * (page - OVERFLOW_DATA_OFFSET) + (v - payload - OVERFLOW_DATA_OFFSET)
 
 
-def _light(m: Any, addr: int) -> tuple[Any, ...] | None:
+def _light(m: BTreeMap, addr: int) -> NodeShape | None:
     """A v2 node's shape without its values (see ``_Side.load``), or None to parse it whole."""
     if addr < FIRST_CHUNK_OFFSET + CHUNK_HEADER_SIZE or (addr - FIRST_CHUNK_OFFSET - CHUNK_HEADER_SIZE) % (
         m.chunk_size
@@ -351,14 +371,7 @@ def _light(m: Any, addr: int) -> tuple[Any, ...] | None:
             p += 4
         keys.append(rd(p, n))
         p += n
-    spans: list[tuple[int, int]] = []
-    for _ in range(k):
-        (n,) = _U32(rd(p, 4))
-        spans.append((p + 4, n))
-        p += 4 + n
-    needed = -(-max(0, p - m.page_size) // (m.page_size - OVERFLOW_DATA_OFFSET))
-    if needed != len(chain):
-        raise NodeError("overflow chain length does not match the node stream")
+    spans = map_chains.value_spans(rd, p, k, m.page_size, len(chain))
     return (2, ntype, k, children, keys, None, chain, spans)
 
 
@@ -389,31 +402,27 @@ class MapPlan:
         return self.old.loads + self.new.loads
 
 
-def allocator_untouched(a: Any, b: Any, changed: _Ranges) -> bool:
+def _map_of(s: Structure) -> BTreeMap | None:
+    return s.map if isinstance(s, BTreeMapStructure) else None
+
+
+def allocator_untouched(a: Structure, b: Structure, changed: _Ranges) -> bool:
     """Whether two maps in the same bytes have byte-identical allocator headers and chunk headers
     (every changed byte falls inside a chunk's payload), so their free lists and frontiers agree."""
-    ma, mb = getattr(a, "map", None), getattr(b, "map", None)
+    ma, mb = _map_of(a), _map_of(b)
     if ma is None or mb is None or not (ma.allocator_ok and mb.allocator_ok):
         return False
     cs = ma.chunk_size
     if (cs, ma.mem.size) != (mb.chunk_size, mb.mem.size) or cs <= CHUNK_HEADER_SIZE:
         return False
     hits = virtual_hits(a.mem, changed)
-    if hits is None:
-        return False
-    for s, e in hits:
-        if s < FIRST_CHUNK_OFFSET:
-            return False
-        o = (s - FIRST_CHUNK_OFFSET) % cs
-        if o < CHUNK_HEADER_SIZE or o + (e - s) > cs:
-            return False
-    return True
+    return hits is not None and not map_chains.structure_hits(hits, cs, reach=CHUNK_HEADER_SIZE)
 
 
-def plan(a: Any, b: Any, changed: _Ranges) -> MapPlan | None:
+def plan(a: Structure, b: Structure, changed: _Ranges) -> MapPlan | None:
     """The changed nodes of two maps laid out in the same physical bytes, or None (see the module)."""
-    ma, mb = getattr(a, "map", None), getattr(b, "map", None)
-    if ma is None or mb is None or not hasattr(ma, "_load") or not hasattr(mb, "_load"):
+    ma, mb = _map_of(a), _map_of(b)
+    if ma is None or mb is None:
         return None
     try:
         return _plan(ma, mb, a, b, changed)
@@ -421,7 +430,7 @@ def plan(a: Any, b: Any, changed: _Ranges) -> MapPlan | None:
         return None
 
 
-def _plan(ma: Any, mb: Any, a: Any, b: Any, changed: _Ranges) -> MapPlan | None:
+def _plan(ma: BTreeMap, mb: BTreeMap, a: Structure, b: Structure, changed: _Ranges) -> MapPlan | None:
     if not (ma.walkable and mb.walkable and ma.allocator_ok and mb.allocator_ok):
         return None
     same = (ma.root_addr, ma.chunk_size, ma.page_size, ma.mem.size)
@@ -482,7 +491,7 @@ def _plan(ma: Any, mb: Any, a: Any, b: Any, changed: _Ranges) -> MapPlan | None:
     return MapPlan(old, new, sorted(nodes), hits, dirty)
 
 
-def _shared_plan(ma: Any, mb: Any, a: Any, b: Any, hits: list[Range]) -> MapPlan | None:
+def _shared_plan(ma: BTreeMap, mb: BTreeMap, a: Structure, b: Structure, hits: list[Range]) -> MapPlan | None:
     """The plan when no changed byte touches a chunk header, an overflow-page header or a node page:
     both sides then have the same tree and the same chains, resolved once on the old side
     (``map_chains``). Only the nodes that own a changed page are read, and of those only the keys
@@ -519,7 +528,7 @@ def _shared_plan(ma: Any, mb: Any, a: Any, b: Any, hits: list[Range]) -> MapPlan
             release()
         chain = idx.chain(node)
 
-        def read(pos: int, n: int, node: int = node, chain: Any = chain) -> bytes:
+        def read(pos: int, n: int, node: int = node, chain: map_chains.NodeChain = chain) -> bytes:
             return _read_stream(ma, node, chain, pos, n)
 
         shape, key_pos = map_chains.node_shape(ma, idx, node, chain, read)
@@ -535,7 +544,7 @@ def _shared_plan(ma: Any, mb: Any, a: Any, b: Any, hits: list[Range]) -> MapPlan
 
 
 def _value_slots(
-    ma: Any, mb: Any, spans: list[tuple[int, int]], parts: list[tuple[int, int, int, int]]
+    ma: BTreeMap, mb: BTreeMap, spans: list[tuple[int, int]], parts: list[tuple[int, int, int, int]]
 ) -> list[int] | None:
     """The slots whose value bytes differ under the changed stream ranges ``parts``; None if a change
     falls on a key, a length prefix or the node's own fields (then the node is compared whole)."""
@@ -567,7 +576,7 @@ Ref = tuple[int, int]  # (node address, slot)
 
 
 def _sorted_refs(
-    side: _Side, nodes: list[int], held: dict[int, tuple[Any, ...]]
+    side: _Side, nodes: list[int], held: dict[int, NodeShape]
 ) -> list[tuple[bytes, bytes, int, int]]:
     out: list[tuple[bytes, bytes, int, int]] = []
     for addr in nodes:
@@ -618,7 +627,9 @@ def _changed_slots(p: MapPlan, addr: int) -> list[int] | None:
     return sorted(slots)
 
 
-def diff_by_nodes(d: Any, a: Any, b: Any, p: MapPlan, c: Any, check: Callable[[int], None]) -> bool:
+def diff_by_nodes(
+    d: StructureDiff, a: Structure, b: Structure, p: MapPlan, c: _Collector, check: Callable[[int], None]
+) -> bool:
     """Fill ``d`` (a ``StructureDiff``) from the changed nodes only; False if the plan does not hold.
 
     A node whose keys are the same on both sides (a value changed in place, the usual case) is compared
@@ -627,8 +638,8 @@ def diff_by_nodes(d: Any, a: Any, b: Any, p: MapPlan, c: Any, check: Callable[[i
     """
     release = PageReleaser(a, b)
     ops: list[tuple[bytes, str, Ref | None, Ref | None]] = []
-    held_old: dict[int, tuple[Any, ...]] = {}
-    held_new: dict[int, tuple[Any, ...]] = {}
+    held_old: dict[int, NodeShape] = {}
+    held_new: dict[int, NodeShape] = {}
     try:
         for n, addr in enumerate(p.nodes):
             if n % 64 == 63:
@@ -677,7 +688,7 @@ def diff_by_nodes(d: Any, a: Any, b: Any, p: MapPlan, c: Any, check: Callable[[i
     return True
 
 
-def _list(ops: list[tuple[bytes, str, Ref | None, Ref | None]], p: MapPlan, c: Any) -> None:
+def _list(ops: list[tuple[bytes, str, Ref | None, Ref | None]], p: MapPlan, c: _Collector) -> None:
     """Feed the differences to the collector in key order; values are read only for the listed ones."""
 
     def el(side: _Side, which: int, key: bytes, ref: Ref | None, wanted: bool) -> Element:
@@ -689,8 +700,8 @@ def _list(ops: list[tuple[bytes, str, Ref | None, Ref | None]], p: MapPlan, c: A
         if where is None:
             return _element(key, side.value(*ref), *ref)
         n = side.load(addr)[7][slot][1]
-        head = getattr(c, "head_beyond", None)  # (keep-whole limit, head kept) of the collector
-        if head is not None and n > head[0]:
+        head = c.head_beyond  # (keep-whole limit, head kept) of the collector
+        if n > head[0]:
             # Only the head of a long value is kept: read no more than that (values can be megabytes).
             got = _element(key, side.value(addr, slot, head[1]), *ref)
             got.value_len = n

@@ -13,11 +13,17 @@ import pickle
 import select
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector.diff.byte_ranges import DiffResult, changed_ranges
 from inspector.layouts import BTREE_MAGIC
 from inspector.snapshot import open_snapshot
+
+if TYPE_CHECKING:  # map_chains is imported in the child only (see ``_chains_hint``)
+    from inspector.diff.map_chains import ChainIndex
+    from inspector.snapshot import Snapshot
+
+    ChainsHint = tuple[tuple[int, ...], ChainIndex]  # (file identity, the old map's chain index)
 
 CHAINS_MIN_BYTES = 64 << 20  # below this the parent resolves a map's chains in no time itself
 
@@ -70,7 +76,7 @@ class _Child:
             return None
 
 
-def _chains_hint(snap: Any) -> Any:
+def _chains_hint(snap: Snapshot) -> ChainsHint | None:
     try:
         if snap.buf is None or snap.fd is None or snap.size < CHAINS_MIN_BYTES:
             return None
@@ -96,7 +102,7 @@ def _wants_chains(path: str) -> bool:
         return False
 
 
-def _fork(work: Callable[[], Any]) -> _Child | None:
+def _fork(work: Callable[[], object]) -> _Child | None:
     """Run ``work`` in a forked child that pickles its result into a pipe; None where fork fails."""
     read_fd, write_fd = os.pipe()
     try:
@@ -127,7 +133,7 @@ def _compare(old_path: str, new_path: str) -> DiffResult:
         return changed_ranges(a.buf, b.buf, a_file=a.fd, b_file=b.fd)
 
 
-def _chains(old_path: str) -> Any:
+def _chains(old_path: str) -> ChainsHint | None:
     with open_snapshot(old_path) as a:
         return _chains_hint(a)
 

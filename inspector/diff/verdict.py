@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from inspector.diff.entries import StructureDiff
-from inspector.diff.layout import LayoutIndex, RangeSet
+from inspector.diff.layout import LayoutIndex, MemoryChange, Piece, RangeSet
 from inspector.errors import READ_ERRORS, InspectorError
+from inspector.jsonout import JsonObject
 from inspector.layouts import (
     BUCKET_TABLE_OFFSET,
     BUCKETS_START,
@@ -39,6 +40,7 @@ from inspector.structures.btreemap.structure import BTreeMapStructure
 
 if TYPE_CHECKING:
     from inspector.analysis.analyze import Analysis
+    from inspector.model import Finding
 
 Range = tuple[int, int]
 
@@ -54,7 +56,7 @@ class SalvageEstimate:
     # With the old snapshot as reference: old entries whose node pages are byte-identical and unreachable.
     reference_entries: int | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "memory_id": self.memory_id,
             "old_entries": self.old_entries,
@@ -74,7 +76,7 @@ class Incident:
     salvage: list[SalvageEstimate] = field(default_factory=list)
     stable_save: dict[str, Any] | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "kind": self.kind,
             "verdict": self.verdict,
@@ -174,36 +176,18 @@ def estimate_salvage(
     reference: tuple[int, int] | None = None
     if isinstance(sd.old, BTreeMapStructure):
         reference = old_entries_on_disk(sd.old, new_s, changed)
-    est: SalvageEstimate | None = None
+    found: tuple[int, int, str] | None = None  # (entries, nodes, where the count comes from)
     scanned = _salvage_scan(new, new_s) if isinstance(new_s, BTreeMapStructure) else None
     if scanned is not None:
-        est = SalvageEstimate(
-            sd.memory_id,
-            sd.old_count,
-            sd.new_count,
-            scanned[0],
-            scanned[1],
-            "salvage scan of the new snapshot (valid nodes its map does not reach)",
-        )
+        found = (*scanned, "salvage scan of the new snapshot (valid nodes its map does not reach)")
     elif reference is not None:
-        est = SalvageEstimate(
-            sd.memory_id,
-            sd.old_count,
-            sd.new_count,
-            reference[0],
-            reference[1],
+        found = (
+            *reference,
             "old nodes whose pages are byte-identical in the new snapshot and unreachable there",
         )
     elif new_s is not None and new_s.kind == "btreemap":
-        entries, nodes = unreachable_in(new_s)
-        est = SalvageEstimate(
-            sd.memory_id,
-            sd.old_count,
-            sd.new_count,
-            entries,
-            nodes,
-            "valid nodes in the new snapshot that its map does not reach",
-        )
+        found = (*unreachable_in(new_s), "valid nodes in the new snapshot that its map does not reach")
+    est = SalvageEstimate(sd.memory_id, sd.old_count, sd.new_count, *found) if found is not None else None
     if est is not None and reference is not None:
         est.reference_entries = reference[0]
     return est
@@ -250,7 +234,7 @@ def overwritten_parts(index: LayoutIndex, span: Range) -> tuple[list[str], set[A
             else "part of the unused rest of page 0"
         )
     if e > BUCKETS_START and index.bs:
-        by_bucket: dict[int, list[Any]] = {}
+        by_bucket: dict[int, list[Piece]] = {}
         for p in index.pieces(max(s, BUCKETS_START), min(e, index.size)):
             b = (p.start - BUCKETS_START) // index.bs
             by_bucket.setdefault(b, []).append(p)
@@ -336,7 +320,7 @@ def _other_changes(structs: list[StructureDiff], skip: set[int]) -> list[str]:
     return out
 
 
-def _new_errors(old: Analysis, new: Analysis) -> list[Any]:
+def _new_errors(old: Analysis, new: Analysis) -> list[Finding]:
     known = {(f.code, f.message) for f in old.all_findings()}
     return [f for f in new.all_findings() if f.severity == "error" and (f.code, f.message) not in known]
 
@@ -347,7 +331,7 @@ def classify(
     structs: list[StructureDiff],
     changed: RangeSet,
     old_index: LayoutIndex,
-    memories: list[Any],
+    memories: list[MemoryChange],
     total_bytes: int,
     identical: bool,
 ) -> Incident:
@@ -511,7 +495,7 @@ def _calm(
     old: Analysis,
     new: Analysis,
     structs: list[StructureDiff],
-    memories: list[Any],
+    memories: list[MemoryChange],
     changed: RangeSet,
     old_index: LayoutIndex,
     total_bytes: int,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from inspector.layouts import WASM_PAGE_SIZE
 from inspector.memory import Range
@@ -10,6 +10,7 @@ from inspector.repair.mm_writer import bucket_start, physical_size
 from inspector.repair.model import RepairPlan
 
 if TYPE_CHECKING:
+    from inspector.mapped_pages import ByteSource
     from inspector.memory import PhysicalMemory
 
 SCAN_BLOCK = 1 << 20
@@ -61,7 +62,7 @@ class Layout:
         return physical_size(self.base, len(self.owners), self.bs_pages)
 
 
-def last_nonzero_end(buf: Any, size: int, ranges: list[Range]) -> int:
+def last_nonzero_end(buf: ByteSource, size: int, ranges: list[Range]) -> int:
     """For a memory made of the physical ``ranges`` (in virtual order): the virtual offset just past its
     last non-zero byte (0 when it is all zero). Read backwards in blocks, so the cost is the tail's."""
     starts = [0]

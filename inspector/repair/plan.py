@@ -47,9 +47,12 @@ from inspector.structures.vec import BaseVec
 
 if TYPE_CHECKING:
     from inspector.analysis.analyze import Analysis
+    from inspector.analysis.headless import NodeCluster
+    from inspector.analysis.reconstruct import ReconMemory
     from inspector.memory import Memory, PhysicalMemory
     from inspector.structures.base import Structure
     from inspector.structures.btreemap import BTreeMap
+    from inspector.structures.btreemap.headers import KeyLayout
 
 __all__ = ["Conflict", "MapPlan", "RepairError", "RepairPlan", "entries_digest", "make_plan", "merge_entries"]
 
@@ -379,7 +382,7 @@ def plan_clobbered(
             )
             _reference_lost(plan, reference, mid, mp)
             continue
-        kind = getattr(s, "kind", None)
+        kind = s.kind if s is not None else None
         if isinstance(s, BTreeMapStructure):
             found = _live_map_plan(s, mid, prefer, snap.fd)
             assert found is not None
@@ -458,7 +461,7 @@ def plan_clobbered(
     return plan
 
 
-def _headless_key_layout(analysis: Any, rm: Any, cluster: Any) -> str | int:
+def _headless_key_layout(analysis: Analysis, rm: ReconMemory, cluster: NodeCluster) -> KeyLayout:
     from inspector.analysis.headless import open_headless_map
     from inspector.analysis.salvage import extended_memory
 

@@ -24,7 +24,7 @@ class HasMemoryId(Protocol):
 _T = TypeVar("_T", bound=HasMemoryId)
 
 
-def find_by_memory_id(items: Iterable[_T], memory_id: int | str) -> _T | None:
+def find_by_memory_id(items: Iterable[_T], memory_id: StructureId) -> _T | None:
     """The first item with this memory id; a Log over two memories ([index, data]) answers to either."""
     for item in items:
         mid = item.memory_id

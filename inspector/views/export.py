@@ -12,12 +12,17 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
+from inspector.jsonout import JsonObject, JsonValue
 from inspector.model import Region
 from inspector.output import OutputError, write_output
 from inspector.output import check_output as _check
 from inspector.views.value_display import CORE_LOCK, Shown, show_value
+
+if TYPE_CHECKING:
+    from inspector.mapped_pages import ByteSource
+    from inspector.structures.base import Element, Structure
 
 Progress = Callable[[int, int], bool]  # (done, total) → keep going?
 CHUNK = 1 << 22
@@ -47,10 +52,10 @@ def write_atomic(out: Path, writer: Callable[[BinaryIO], object]) -> None:
     write_output(out, writer, force=True)
 
 
-def shown_json(s: Shown | None) -> dict[str, Any] | None:
+def shown_json(s: Shown | None) -> JsonObject | None:
     if s is None:
         return None
-    out: dict[str, Any] = {"text": s.text, "value": s.value, "ok": s.ok}
+    out: JsonObject = {"text": s.text, "value": s.value, "ok": s.ok}
     if s.error:
         out["error"] = s.error
     if s.data is not None:
@@ -58,7 +63,7 @@ def shown_json(s: Shown | None) -> dict[str, Any] | None:
     return out
 
 
-def _jsonable(v: Any) -> Any:
+def _jsonable(v: object) -> JsonValue:
     if isinstance(v, bytes | bytearray | memoryview):
         return bytes(v).hex()
     if isinstance(v, str | int | float | bool) or v is None:
@@ -70,9 +75,9 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
-def region_json(region: Region, *, depth: int = 3) -> dict[str, Any]:
+def region_json(region: Region, *, depth: int = 3) -> JsonObject:
     """A region with its fields, findings, decoded value and already loaded children (depth-bounded)."""
-    out: dict[str, Any] = {
+    out: JsonObject = {
         "name": region.name,
         "kind": region.kind,
         "physical_ranges": [[s, e] for s, e in region.ranges],
@@ -102,13 +107,13 @@ def region_json(region: Region, *, depth: int = 3) -> dict[str, Any]:
     return out
 
 
-def region_bytes(buf: Any, region: Region) -> Iterator[bytes]:
+def region_bytes(buf: ByteSource, region: Region) -> Iterator[bytes]:
     for s, e in region.ranges:
         for pos in range(s, e, CHUNK):
             yield bytes(buf[pos : min(e, pos + CHUNK)])
 
 
-def export_region(region: Region, buf: Any, out: Path, fmt: str) -> int:
+def export_region(region: Region, buf: ByteSource, out: Path, fmt: str) -> int:
     """Write one region; returns the number of bytes written."""
     if fmt == "raw":
         total = 0
@@ -126,17 +131,17 @@ def export_region(region: Region, buf: Any, out: Path, fmt: str) -> int:
     return len(data)
 
 
-def _entry_json(structure: Any, el: Any) -> dict[str, Any]:
+def _entry_json(structure: Structure, el: Element) -> JsonObject:
     from inspector.regions import ValueRef
 
-    out: dict[str, Any] = {"index": el.index}
+    out: JsonObject = {"index": el.index}
     if el.key is not None:
         out["key"] = shown_json(show_value(ValueRef(el.key, structure, "key")))
     out["value"] = shown_json(show_value(ValueRef(el.value, structure, "value")))
     return out
 
 
-def export_structure(structure: Any, out: Path, fmt: str, progress: Progress | None = None) -> int:
+def export_structure(structure: Structure, out: Path, fmt: str, progress: Progress | None = None) -> int:
     """Write a whole structure: its header and every entry decoded (JSON), or its memory's bytes (raw)."""
     if fmt == "raw":
         mem = structure.mem
