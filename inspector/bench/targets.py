@@ -229,7 +229,9 @@ class Bench:
         ]
         limit = DIFF_LIMIT_X * cmp_s
         limit_text = f"≤ {DIFF_LIMIT_X:g}× cmp -s ({limit:.3f} s)"
-        engine_target = f"diff engine alone (byte_diff.diff_files), {label}, {cfg.patches:,} bytes differ"
+        engine_target = (
+            f"diff engine alone (diff.byte_ranges.diff_files), {label}, {cfg.patches:,} bytes differ"
+        )
         engine_note = f"a process that only byte-diffs: {t['engine'].median / cmp_s:.2f}× cmp; ranges checked"
         if has_cli:
             rows.append(ref(engine_target, t["engine"], engine_note))
