@@ -131,6 +131,7 @@ def load(
     overrides: dict[str, dict[str, Any]] | None = None,
     forensics: bool = True,
     base: int | None = None,
+    orphan_scan: bool = True,
 ) -> Session:
     names = load_did(did)
     settings = load_schema(schema)
@@ -139,7 +140,11 @@ def load(
     snapshot = open_snapshot(path)
     try:
         analysis = analyze(
-            snapshot, options=settings, forensics=forensics, base=BASE_OVERRIDE if base is None else base
+            snapshot,
+            options=settings,
+            forensics=forensics,
+            base=BASE_OVERRIDE if base is None else base,
+            orphan_scan=orphan_scan,
         )
     except InputError:
         snapshot.close()

@@ -114,9 +114,11 @@ def analyze(
     options: dict[str, Any] | None = None,
     forensics: bool = True,
     base: int | None = None,
+    orphan_scan: bool = True,
 ) -> Analysis:
     """Decode the layout of a snapshot. ``options`` maps memory ids (as strings) to decoder settings;
-    ``base`` is where the MemoryManager header sits (None: offset 0, else found by a page scan)."""
+    ``base`` is where the MemoryManager header sits (None: offset 0, else found by a page scan);
+    ``orphan_scan=False`` leaves the forensic scan for stray nodes to ``forensics.find_deferred_orphans``."""
     from inspector.analysis import real_layouts
 
     snapshot.check_unchanged()
@@ -140,5 +142,5 @@ def analyze(
     if forensics:
         from inspector.analysis.forensics import run_forensics
 
-        run_forensics(analysis)
+        run_forensics(analysis, scan=orphan_scan)
     return analysis

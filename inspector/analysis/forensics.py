@@ -371,6 +371,38 @@ def _memory_blobs(analysis: Analysis, report: ForensicsReport) -> None:
 
 
 def _orphan_scan(analysis: Analysis, report: ForensicsReport, fd: int | None) -> None:
+    _apply_orphans(analysis, report, _find_orphans(analysis, report, fd))
+
+
+def _apply_orphans(analysis: Analysis, report: ForensicsReport, orphans: list[Orphan]) -> None:
+    report.orphans = orphans
+    analysis.findings.extend(o.finding() for o in orphans)
+
+
+def find_deferred_orphans(analysis: Analysis) -> list[Orphan] | None:
+    """The orphan scan that ``run_forensics(scan=False)`` left out, run now (None: none was left out).
+    It only reads: ``apply_deferred_orphans`` adds what it found, where the caller's views live (the TUI
+    runs this in a worker after its first paint: on a big map the scan walks a long free list)."""
+    report = report_of(analysis)
+    if report is None or report.scanned:
+        return None
+    return _find_orphans(analysis, report, analysis.snapshot.fd)
+
+
+def apply_deferred_orphans(analysis: Analysis, orphans: list[Orphan]) -> None:
+    """Add the findings of a deferred orphan scan and rebuild the diagnosis (as ``run_forensics`` would
+    have; the findings come after the recognition findings instead of before them)."""
+    report = report_of(analysis)
+    if report is None or report.scanned:
+        return
+    report.scanned = True
+    _apply_orphans(analysis, report, orphans)
+    analysis.diagnosis = build_diagnosis(analysis, report)
+    if report.orphans:
+        analysis.extras["_unreachable_regions"] = unreachable_regions
+
+
+def _find_orphans(analysis: Analysis, report: ForensicsReport, fd: int | None) -> list[Orphan]:
     snap = analysis.snapshot
     buf, size = snap.buf, snap.size
     mm = analysis.mm
@@ -395,8 +427,7 @@ def _orphan_scan(analysis: Analysis, report: ForensicsReport, fd: int | None) ->
             found = scan_map_orphans(s, fd)
             if found is not None:
                 orphans.append(found)
-    report.orphans = orphans
-    analysis.findings.extend(o.finding() for o in orphans)
+    return orphans
 
 
 def unreachable_regions(analysis: Analysis) -> list[Region]:

@@ -10,12 +10,11 @@ import argparse
 
 
 def run(args: argparse.Namespace) -> int:
-    from inspector.session import load
-    from inspector.tui.app import InspectorApp
+    from inspector.tui.app import InspectorApp, load_for_ui
 
     did = getattr(args, "did", None)
     schema = getattr(args, "schema", None)
-    session = load(args.path, did=did, schema=schema)
+    session = load_for_ui(args.path, did=did, schema=schema)
     app = InspectorApp(session, did_path=did, schema_path=schema, owns_session=True)
     app.run()
     return app.return_code or 0

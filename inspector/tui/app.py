@@ -29,7 +29,10 @@ from textual.widgets import Footer, Header, OptionList, ProgressBar, Static, Tre
 from textual.widgets.option_list import Option
 from textual.widgets.tree import TreeNode
 
+from inspector.analysis.forensics import apply_deferred_orphans, find_deferred_orphans
+from inspector.analysis.orphans import Orphan
 from inspector.analysis.verdict import verdict
+from inspector.errors import READ_ERRORS
 from inspector.model import Finding, Region
 from inspector.offset_index import OffsetIndex, describe_position
 from inspector.regions import build_tree
@@ -957,6 +960,16 @@ class InspectorApp(App[int]):
 
     @work(thread=True, exclusive=True, group="scan", exit_on_error=False)
     def _scan_worker(self, model: MapModel) -> None:
+        # A big snapshot opens before its forensic orphan scan (see ``load_for_ui``): it runs first here.
+        try:
+            orphans = find_deferred_orphans(self.analysis)
+        except READ_ERRORS:
+            orphans = []  # what a synchronous scan would have raised: nothing more to show
+        if orphans is not None:
+            self.call_from_thread(self._orphans_scanned, orphans)
+            if model is not self.map_model:
+                return  # the views were rebuilt with the stray data; their own scan has started
+
         def progress(done: int, total: int) -> bool:
             self.post_message(TaskProgress("scan", done, total))
             return model is self.map_model
@@ -966,6 +979,17 @@ class InspectorApp(App[int]):
         except (OSError, ValueError):
             pass  # the cells keep "not scanned yet": less information, nothing wrong shown
         self.call_from_thread(self._scan_done, model)
+
+    def _orphans_scanned(self, orphans: list[Orphan]) -> None:
+        apply_deferred_orphans(self.analysis, orphans)
+        if not orphans:
+            return
+        # Stray data found after the first paint: rebuild the views with it, as a reload does.
+        self.root_region = build_tree(self.analysis)
+        self.map_model = MapModel(self.analysis, self.index)
+        trail = self._selection_trail()
+        self._install()
+        self._restore_trail(trail)
 
     def _scan_done(self, model: MapModel) -> None:
         self._task_end("scan")
@@ -986,7 +1010,30 @@ def create_app(
     """The app for a loaded session, or for a path (loaded here; ``InputError`` propagates)."""
     if isinstance(session_or_path, Session):
         return InspectorApp(session_or_path, did_path=did, schema_path=schema)
+    session = load_for_ui(session_or_path, did=did, schema=schema)
+    return InspectorApp(session, did_path=did, schema_path=schema, owns_session=True)
+
+
+# From this size on, a snapshot opens before its forensic orphan scan has run: on a big map that scan walks
+# the allocator's free list for the frontier (65,000 hops of a 20M-entry map: ~0.2 s) and would hold up
+# the first screen. The app runs it first thing after the paint; stray data it finds rebuilds the views.
+DEFER_ORPHAN_SCAN_BYTES = 256 << 20
+
+
+def load_for_ui(path: str | Path, *, did: str | None = None, schema: str | None = None) -> Session:
+    """The session the terminal UI opens (``InputError`` propagates, before any screen is drawn)."""
     from inspector.session import load
 
-    session = load(session_or_path, did=did, schema=schema)
-    return InspectorApp(session, did_path=did, schema_path=schema, owns_session=True)
+    return load(path, did=did, schema=schema, orphan_scan=_snapshot_bytes(path) < DEFER_ORPHAN_SCAN_BYTES)
+
+
+def _snapshot_bytes(path: str | Path) -> int:
+    """The size of the snapshot at ``path`` (a file, or a snapshot folder's stable_memory.bin); 0 when
+    unknown (the load then reports what is wrong)."""
+    p = Path(path)
+    try:
+        if p.is_dir():
+            p = p / "stable_memory.bin"
+        return p.stat().st_size
+    except OSError:
+        return 0
