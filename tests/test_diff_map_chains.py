@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import sys
 from pathlib import Path
+from typing import Any
 
 from conftest import FIXTURES, ROOT, require_fixtures
 
@@ -19,7 +20,7 @@ from inspector.diff.sequences import PageReleaser  # noqa: E402
 from inspector.forge import RawImage  # noqa: E402
 from inspector.forge.btree_grow import grow_map_from, mix64  # noqa: E402
 from inspector.layouts import CHUNK_HEADER_SIZE, FIRST_CHUNK_OFFSET, NODE_MAGIC, OVERFLOW_MAGIC  # noqa: E402
-from inspector.session import load  # noqa: E402
+from inspector.session import Session, load  # noqa: E402
 from inspector.structures.btreemap.nodes import OVERFLOW_DATA_OFFSET  # noqa: E402
 
 PAGE = 256  # small pages: values of a few KB run through chains of many overflow pages
@@ -87,8 +88,8 @@ def _result(d: StructureDiff) -> tuple[int, int, int, int, list[tuple[str, bytes
     return d.added, d.removed, d.changed, d.unchanged, sorted((it.op, it.key) for it in d.items)
 
 
-def test_the_chain_index_names_every_overflow_page_s_owner_and_place(tmp_path: Path) -> None:
-    path = tmp_path / "map.bin"
+def _indexed_map(path: Path) -> tuple[Session, Any, map_chains.ChainIndex]:
+    """The map forged at ``path`` (raw memory), opened, and its chain index."""
     _forge(path)
     s = load(path)
     st = s.analysis.structure("raw")
@@ -96,6 +97,12 @@ def test_the_chain_index_names_every_overflow_page_s_owner_and_place(tmp_path: P
     m.key_layout  # noqa: B018 - the plan needs the key layout decided
     idx = map_chains.build(m, PageReleaser(st))
     assert idx is not None
+    return s, m, idx
+
+
+def test_the_chain_index_names_every_overflow_page_s_owner_and_place(tmp_path: Path) -> None:
+    path = tmp_path / "map.bin"
+    s, m, idx = _indexed_map(path)
     seen = 0
     reached = []
     for _depth, node in m.iter_nodes():
@@ -439,13 +446,7 @@ def test_chain_ranges_are_logical_ranges_a_run_at_a_time(tmp_path: Path) -> None
     from inspector.structures.btreemap.nodes import logical_ranges
 
     path = tmp_path / "map.bin"
-    _forge(path)
-    s = load(path)
-    st = s.analysis.structure("raw")
-    m = st.map
-    m.key_layout  # noqa: B018 - the plan needs the key layout decided
-    idx = map_chains.build(m, PageReleaser(st))
-    assert idx is not None
+    s, m, idx = _indexed_map(path)
     page, per = m.page_size, m.page_size - OVERFLOW_DATA_OFFSET
     rng = random.Random(4)
     checked = multi = 0

@@ -187,18 +187,22 @@ def test_candid_in_an_upgrade_memory_is_recognised(tmp_path: Path) -> None:
     assert {(b["memory_id"], b["length_prefix"], b["range"][1]) for b in info} == {(1, False, len(msg))}
 
 
-def test_structure_in_an_unowned_bucket(tmp_path: Path) -> None:
+def unowned_vec_snapshot(tmp_path: Path) -> Path:
+    """A manager that no longer knows bucket 1 (a Vec's): table entry, bucket count and size slot reset."""
     mm = MemoryManagerImage(1)
     mm.place(0, cell(b"x" * 10))
     mm.place(1, vec([b"\x01" * 8] * 10, 8, True))
     data = bytearray(mm.to_bytes())
-    # A manager that no longer knows bucket 1 (the Vec): table entry, bucket count and size slot reset.
     data[2080 + 1] = 0xFF
     data[4] = 1
     data[40 + 8 : 40 + 16] = bytes(8)
     path = tmp_path / "o.bin"
     path.write_bytes(bytes(data))
-    session = load(path)
+    return path
+
+
+def test_structure_in_an_unowned_bucket(tmp_path: Path) -> None:
+    session = load(unowned_vec_snapshot(tmp_path))
     orphans = [f for f in session.analysis.all_findings() if f.code == "orphaned_data"]
     assert len(orphans) == 1 and orphans[0].severity == "error" and "Vec" in orphans[0].message
 
