@@ -98,13 +98,18 @@ def run_forensics(analysis: Analysis, *, scan: bool = True, deep: bool = False) 
     from inspector.analysis.real_layouts import recognition_findings
 
     recognition_findings(analysis, report)
+    _conclude(analysis, report)
+    if report.memory_blobs:
+        analysis.extras["candid_messages_in_memories"] = [b.to_json() for b in report.memory_blobs]
+    return report
+
+
+def _conclude(analysis: Analysis, report: ForensicsReport) -> None:
+    """The diagnosis and the "Unreachable data" node from what the report holds now."""
     analysis.diagnosis = build_diagnosis(analysis, report)
     if report.blob is not None or report.memory_blobs or report.orphans:
         # Only then: a healthy snapshot's tree has no "Unreachable data" node at all.
         analysis.extras["_unreachable_regions"] = unreachable_regions
-    if report.memory_blobs:
-        analysis.extras["candid_messages_in_memories"] = [b.to_json() for b in report.memory_blobs]
-    return report
 
 
 def refresh_diagnosis(analysis: Analysis) -> list[str]:
@@ -397,9 +402,7 @@ def apply_deferred_orphans(analysis: Analysis, orphans: list[Orphan]) -> None:
         return
     report.scanned = True
     _apply_orphans(analysis, report, orphans)
-    analysis.diagnosis = build_diagnosis(analysis, report)
-    if report.orphans:
-        analysis.extras["_unreachable_regions"] = unreachable_regions
+    _conclude(analysis, report)
 
 
 def _find_orphans(analysis: Analysis, report: ForensicsReport, fd: int | None) -> list[Orphan]:

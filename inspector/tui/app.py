@@ -773,11 +773,7 @@ class InspectorApp(App[int]):
         self.session, self.analysis = session, session.analysis
         self._owns_session = True
         self.did_path, self.schema_path = did, schema
-        self.root_region = build_tree(self.analysis)
-        self.map_model = MapModel(self.analysis, self.index)
-        trail = self._selection_trail()
-        self._install()
-        self._restore_trail(trail)
+        self._rebuild_views()
         if owned:
             old.close()
         self.notify("reloaded with the new decoding settings", markup=False)
@@ -984,7 +980,10 @@ class InspectorApp(App[int]):
         apply_deferred_orphans(self.analysis, orphans)
         if not orphans:
             return
-        # Stray data found after the first paint: rebuild the views with it, as a reload does.
+        self._rebuild_views()  # stray data found after the first paint: show it, as a reload does
+
+    def _rebuild_views(self) -> None:
+        """Every view again from ``self.analysis``, keeping the selection where it can."""
         self.root_region = build_tree(self.analysis)
         self.map_model = MapModel(self.analysis, self.index)
         trail = self._selection_trail()
