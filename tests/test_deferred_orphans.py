@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_forensics_forged import unowned_vec_snapshot
+from test_forensics_forged import MemoryManagerImage, cell, unowned_vec_snapshot, vec
 from test_tui_support import run_async, settle
 
 import inspector.tui.app as tui_app
@@ -31,6 +31,36 @@ def test_a_deferred_scan_finds_and_adds_what_the_synchronous_one_does(tmp_path: 
         assert later.analysis.diagnosis == whole.analysis.diagnosis
         assert find_deferred_orphans(later.analysis) is None  # it ran: nothing left to run
         assert find_deferred_orphans(whole.analysis) is None  # nothing was deferred there
+    finally:
+        whole.close()
+        later.close()
+
+
+def test_deferred_findings_go_where_the_synchronous_scan_puts_them(tmp_path: Path) -> None:
+    """Before the findings that come after the scan (here: a memory grown but never written), so the
+    findings are in the very order of a synchronous load."""
+    mm = MemoryManagerImage(1)
+    mm.place(0, cell(b"x" * 10))
+    mm.grow(1, 1)  # never written: an "empty_memory" finding after the orphan scan's
+    mm.place(2, vec([b"\x01" * 8] * 10, 8, True))
+    data = bytearray(mm.to_bytes())
+    data[2080 + 2] = 0xFF  # the manager forgot bucket 2 (the Vec's): table entry, bucket count, size
+    data[4] = 2
+    data[40 + 16 : 40 + 24] = bytes(8)
+    path = tmp_path / "o.bin"
+    path.write_bytes(bytes(data))
+    whole = load(path)
+    later = load(path, orphan_scan=False)
+    try:
+        orphans = find_deferred_orphans(later.analysis)
+        assert orphans is not None
+        apply_deferred_orphans(later.analysis, orphans)
+        codes = [f.code for f in whole.analysis.findings]
+        assert codes.index("orphaned_data") < codes.index("empty_memory")
+        assert [(f.code, f.message) for f in later.analysis.findings] == [
+            (f.code, f.message) for f in whole.analysis.findings
+        ]
+        assert later.analysis.diagnosis == whole.analysis.diagnosis
     finally:
         whole.close()
         later.close()

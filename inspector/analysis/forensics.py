@@ -63,6 +63,8 @@ class ForensicsReport:
     orphans: list[Orphan] = field(default_factory=list)
     memory_blobs: list[StableSaveBlob] = field(default_factory=list)
     scanned: bool = False
+    # Where in ``analysis.findings`` the orphan scan's findings go (a deferred scan puts them there too).
+    orphan_slot: int | None = None
 
 
 def report_of(analysis: Analysis) -> ForensicsReport | None:
@@ -92,6 +94,7 @@ def run_forensics(analysis: Analysis, *, scan: bool = True, deep: bool = False) 
     if report.blob is not None:
         _report_blob(analysis, report)
     _memory_blobs(analysis, report)
+    report.orphan_slot = len(analysis.findings)
     if scan:
         report.scanned = True
         _orphan_scan(analysis, report, fd)
@@ -381,7 +384,8 @@ def _orphan_scan(analysis: Analysis, report: ForensicsReport, fd: int | None) ->
 
 def _apply_orphans(analysis: Analysis, report: ForensicsReport, orphans: list[Orphan]) -> None:
     report.orphans = orphans
-    analysis.findings.extend(o.finding() for o in orphans)
+    at = report.orphan_slot if report.orphan_slot is not None else len(analysis.findings)
+    analysis.findings[at:at] = [o.finding() for o in orphans]
 
 
 def find_deferred_orphans(analysis: Analysis) -> list[Orphan] | None:
@@ -395,8 +399,8 @@ def find_deferred_orphans(analysis: Analysis) -> list[Orphan] | None:
 
 
 def apply_deferred_orphans(analysis: Analysis, orphans: list[Orphan]) -> None:
-    """Add the findings of a deferred orphan scan and rebuild the diagnosis (as ``run_forensics`` would
-    have; the findings come after the recognition findings instead of before them)."""
+    """Add the findings of a deferred orphan scan and rebuild the diagnosis, as ``run_forensics`` would
+    have (the findings go where it puts them: before the recognition findings)."""
     report = report_of(analysis)
     if report is None or report.scanned:
         return

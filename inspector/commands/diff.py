@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # the engine is imported after the byte compare has been star
     from inspector.session import Session
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+def _load(args: argparse.Namespace, *, orphan_scan: bool = True) -> tuple[Any, Any]:
     from inspector.cli import UsageError
     from inspector.decode.values import validate_schema_types
     from inspector.session import load, load_schema
@@ -32,9 +32,9 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
         problems = validate_schema_types(load_schema(args.schema))
         if problems:
             raise UsageError("schema: " + "; ".join(problems))
-    old = load(args.old, did=args.did, schema=args.schema)
+    old = load(args.old, did=args.did, schema=args.schema, orphan_scan=orphan_scan)
     try:
-        new = load(args.new, did=args.did, schema=args.schema)
+        new = load(args.new, did=args.did, schema=args.schema, orphan_scan=orphan_scan)
     except BaseException:
         old.close()
         raise
@@ -97,13 +97,15 @@ def run(args: argparse.Namespace) -> int:
         from inspector.diff.prefetch import start_byte_diff
 
         pending = start_byte_diff(args.old, args.new)
+    headless = bool(args.json or args.report or fail_on)
     try:
-        old, new = _load(args)
+        # Headless, each side's forensic orphan scan waits for the byte compare (``diff.frontier``).
+        old, new = _load(args, orphan_scan=not headless)
     except BaseException:
         if pending is not None:
             pending.result()  # reap the child
         raise
-    if not args.json and not args.report and not fail_on:
+    if not headless:
         from inspector.tui.diff_app import create_diff_app
 
         app = create_diff_app(old, new)
@@ -122,6 +124,9 @@ def run(args: argparse.Namespace) -> int:
         # The comparison reads both mapped files; one that shrank since it was opened would end in SIGBUS.
         old.snapshot.check_unchanged()
         new.snapshot.check_unchanged()
+        from inspector.diff.frontier import finish_orphan_scans
+
+        finish_orphan_scans(old, new, byte_result)
         diff = _compute(old, new, byte_result)
         if args.json:
             write_json_stream(diff, sys.stdout)

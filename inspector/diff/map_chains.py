@@ -182,13 +182,17 @@ def _grid(m: BTreeMap) -> tuple[ByteSource, int, int] | None:
 class _Columns:
     """The grid's chunk headers as packed columns (see the module docstring): ``cont`` has a zero group
     where a chunk is a valid overflow page linked to the chunk right after it, ``valid`` a zero group
-    where it is a valid overflow page, and ``nexts`` every chunk's overflow ``next`` field."""
+    where it is a valid overflow page, and ``nexts`` every chunk's overflow ``next`` field. With
+    ``headers``, also each chunk header's first word (``heads``: magic, version, allocated) and its own
+    ``next`` (``links``, the free-list link), as they are on disk (for ``frontier``)."""
 
-    def __init__(self, buf: ByteSource, base: int, n: int, cs: int) -> None:
+    def __init__(self, buf: ByteSource, base: int, n: int, cs: int, *, headers: bool = False) -> None:
         release = page_releaser(buf)
         step = cs // WORD
         cont, valid = bytearray(), bytearray()
         self.nexts: array[int] = array("Q")
+        self.heads: array[int] | None = array("Q") if headers else None
+        self.links: array[int] | None = array("Q") if headers else None
         view = memoryview(buf)
         fixed: dict[int, tuple[int, int, int, int, int]] = {}  # block length → its constant columns
         for c0 in range(0, n, BLOCK_CHUNKS):
@@ -206,6 +210,9 @@ class _Columns:
                 view[lo + at : lo + at + k * cs].cast("Q")[::step].tobytes()
                 for at in (0, _MAGIC_WORD_AT, _OVF_NEXT_AT)
             )
+            if self.heads is not None and self.links is not None:
+                self.heads.frombytes(heads)
+                self.links.frombytes(view[lo + _NEXT_AT : lo + _NEXT_AT + k * cs].cast("Q")[::step].tobytes())
             bad = int.from_bytes(heads, "little") ^ head_want
             bad |= (int.from_bytes(magics, "little") ^ magic_want) & magic_mask
             valid += bad.to_bytes(WORD * k, "little")
@@ -238,19 +245,36 @@ def file_identity(fd: int) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def precompute(buf: ByteSource, size: int, fd: int) -> tuple[tuple[int, ...], ChainIndex] | None:
-    """For the byte-compare child: the chain index of a map on the raw memory of this snapshot (the old
-    one), built while the parent is still loading both snapshots; None if there is no such map."""
+def old_map(buf: ByteSource, size: int, fd: int | None = None) -> tuple[BTreeMap, _Columns | None] | None:
+    """For the chains child: the map on the raw memory of this snapshot (the old one) and its chunk
+    headers as columns (``headers`` included; None where the map has no u64 grid); None without a map."""
     from inspector.layouts import BTREE_MAGIC
     from inspector.structures.btreemap import BTreeMap
 
     if size < FIRST_CHUNK_OFFSET or bytes(buf[: len(BTREE_MAGIC)]) != BTREE_MAGIC:
         return None
-    m = BTreeMap(PhysicalMemory(buf, size), memory_id="raw")
+    m = BTreeMap(PhysicalMemory(buf, size, fd=fd), memory_id="raw")
     if not (m.walkable and m.allocator_ok and m.root_addr):
+        return m, None
+    grid = _grid(m)
+    if grid is None:
+        return m, None
+    cols = _Columns(*grid, m.chunk_size, headers=True)
+    page_releaser(buf)(0, size)
+    return m, cols
+
+
+def precompute(m: BTreeMap, fd: int, cols: _Columns | None) -> tuple[tuple[int, ...], ChainIndex] | None:
+    """For the chains child: the chain index of ``old_map``'s map, built while the parent is still
+    loading both snapshots; None if it does not apply."""
+    if cols is None:
+        return None
+    buf = m.mem.buf if isinstance(m.mem, PhysicalMemory) else None
+    if buf is None:
         return None
     drop = page_releaser(buf)
-    idx = build(m, lambda: drop(0, size))
+    size = m.mem.size
+    idx = build(m, lambda: drop(0, size), cols)
     return None if idx is None else (file_identity(fd), idx)
 
 
@@ -272,8 +296,9 @@ def adopt(fd: int | None, buf: ByteSource | None) -> None:
         _ADOPTED[id(buf)] = idx
 
 
-def build(m: BTreeMap, release: Callable[[], None]) -> ChainIndex | None:
-    """The chain index of map ``m`` (its old side), or None where it does not apply or anything is off."""
+def build(m: BTreeMap, release: Callable[[], None], cols: _Columns | None = None) -> ChainIndex | None:
+    """The chain index of map ``m`` (its old side), or None where it does not apply or anything is off.
+    ``cols``: the map's columns, already pulled out (``old_map``)."""
     grid = _grid(m)
     if grid is None or not m.root_addr:
         return None
@@ -286,7 +311,8 @@ def build(m: BTreeMap, release: Callable[[], None]) -> ChainIndex | None:
     nodes = _tree(m, buf, base, n, release)
     if nodes is None:
         return None
-    cols = _Columns(buf, base, n, cs)
+    if cols is None:
+        cols = _Columns(buf, base, n, cs)
     n = cols.n
     cont, nexts = cols.cont, cols.nexts
     valid = memoryview(cols.valid).cast("Q")

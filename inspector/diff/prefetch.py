@@ -13,18 +13,20 @@ import pickle
 import select
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from inspector.diff.byte_ranges import DiffResult, changed_ranges
 from inspector.layouts import BTREE_MAGIC
 from inspector.snapshot import open_snapshot
 
-if TYPE_CHECKING:  # map_chains is imported in the child only (see ``_chains_hint``)
+if TYPE_CHECKING:  # map_chains and frontier are imported in the child only (see ``_old_map_hints``)
+    from inspector.diff.frontier import FreeListHint
     from inspector.diff.map_chains import ChainIndex
     from inspector.snapshot import Snapshot
 
     ChainsHint = tuple[tuple[int, ...], ChainIndex]  # (file identity, the old map's chain index)
 
+_T = TypeVar("_T")
 CHAINS_MIN_BYTES = 64 << 20  # below this the parent resolves a map's chains in no time itself
 
 
@@ -32,8 +34,9 @@ CHAINS_MIN_BYTES = 64 << 20  # below this the parent resolves a map's chains in 
 class PendingByteDiff:
     pid: int
     fd: int
-    # A second child that resolves the old map's overflow chains (``map_chains``) at the same time, on
-    # the other core: done after the compare in the same child, it doubled the time the parent waits.
+    # A second child that resolves the old map's overflow chains (``map_chains``) and walks its free list
+    # (``frontier``) at the same time, on the other core: done after the compare in the same child, it
+    # doubled the time the parent waits.
     chains: _Child | None = None
 
     def ready(self) -> bool:
@@ -46,11 +49,16 @@ class PendingByteDiff:
     def result(self) -> DiffResult | None:
         """The child's result, or None when it failed (the caller then compares itself)."""
         got = _Child(self.pid, self.fd).collect()
-        hint = self.chains.collect() if self.chains is not None else None
-        if hint is not None:
-            from inspector.diff import map_chains  # (loaded already: unpickling the hint needs it)
+        hints = self.chains.collect() if self.chains is not None else None
+        if isinstance(hints, tuple):
+            # (Both modules are loaded already: unpickling the hints needs them.)
+            from inspector.diff import frontier, map_chains
 
-            map_chains.offer(hint)
+            chains, free_list = hints
+            if chains is not None:
+                map_chains.offer(chains)
+            if free_list is not None:
+                frontier.offer(free_list)
         return got if isinstance(got, DiffResult) else None
 
 
@@ -76,17 +84,31 @@ class _Child:
             return None
 
 
-def _chains_hint(snap: Snapshot) -> ChainsHint | None:
-    try:
-        if snap.buf is None or snap.fd is None or snap.size < CHAINS_MIN_BYTES:
-            return None
-        if bytes(snap.buf[: len(BTREE_MAGIC)]) != BTREE_MAGIC:
-            return None  # no map on the raw memory: not even the import below
-        # Imported here, in the child: the parent forks it before its own imports, as early as it can.
-        from inspector.diff import map_chains
+def _old_map_hints(snap: Snapshot) -> tuple[ChainsHint | None, FreeListHint | None]:
+    """The old map's chain index and free list (``map_chains``, ``frontier``), each None where it does
+    not apply or fails: they are only a head start, the parent computes what is missing itself."""
+    if snap.buf is None or snap.fd is None or snap.size < CHAINS_MIN_BYTES:
+        return None, None
+    buf, size, fd = snap.buf, snap.size, snap.fd
+    if bytes(buf[: len(BTREE_MAGIC)]) != BTREE_MAGIC:
+        return None, None  # no map on the raw memory: not even the imports below
+    # Imported here, in the child: the parent forks it before its own imports, as early as it can.
+    from inspector.diff import frontier, map_chains
 
-        return map_chains.precompute(snap.buf, snap.size, snap.fd)
-    except Exception:  # noqa: BLE001 - only a head start: the parent builds it itself otherwise
+    found = _head_start(lambda: map_chains.old_map(buf, size, fd))
+    if found is None:
+        return None, None
+    m, cols = found
+    return (
+        _head_start(lambda: map_chains.precompute(m, fd, cols)),
+        _head_start(lambda: frontier.precompute(m, fd, cols)),
+    )
+
+
+def _head_start(work: Callable[[], _T]) -> _T | None:
+    try:
+        return work()
+    except Exception:  # noqa: BLE001 - only a head start: the parent does the work itself otherwise
         return None
 
 
@@ -133,9 +155,9 @@ def _compare(old_path: str, new_path: str) -> DiffResult:
         return changed_ranges(a.buf, b.buf, a_file=a.fd, b_file=b.fd)
 
 
-def _chains(old_path: str) -> ChainsHint | None:
+def _chains(old_path: str) -> tuple[ChainsHint | None, FreeListHint | None]:
     with open_snapshot(old_path) as a:
-        return _chains_hint(a)
+        return _old_map_hints(a)
 
 
 def start_byte_diff(old_path: str, new_path: str) -> PendingByteDiff | None:
