@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -107,8 +108,12 @@ class _Rows:
     Only the raw file and a MemoryManager memory laid directly over it are handled; a page that crosses
     a bucket boundary or the end of the file is left to the caller (``ok`` is False for it)."""
 
-    def __init__(self, mem: Any, rowlen: int) -> None:
+    def __init__(self, mem: Any, rowlen: int, pread: Any) -> None:
         self.rowlen = rowlen
+        # Big snapshots are read with pread (see _Headers): rows gathered through the mapping of a map
+        # grown in random order each map the page-cache folio around them (~12 µs and ~56 KB a row
+        # measured on a 20,000,000-entry map: the whole file mapped by one level), a pread is ~1 µs.
+        self.pread = partial(pread, rowlen) if pread is not None else None
         if isinstance(mem, PhysicalMemory):
             phys, self.starts, self.bucket = mem, None, 0
         elif isinstance(mem, VirtualMemory) and isinstance(mem.phys, PhysicalMemory):
@@ -135,7 +140,17 @@ class _Rows:
         else:
             phys = start
         ok &= phys + self.rowlen <= self.file_size
-        return self.window[phys[ok]], ok
+        if self.pread is None:
+            return self.window[phys[ok]], ok
+        # In file order: the kernel's page-cache lookups then walk memory forwards (~35% faster here).
+        want = phys[ok]
+        order = np.argsort(want, kind="stable")
+        raw = b"".join(map(self.pread, want[order].tolist()))
+        if len(raw) != len(want) * self.rowlen:
+            raise _GiveUp("short read")
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        return _take_rows(np.frombuffer(raw, dtype=np.uint8).reshape(len(want), self.rowlen), back), ok
 
     def close(self) -> None:
         del self.window
@@ -216,7 +231,6 @@ class _VectorWalker:
         self.kpre = 0  # 4 when keys carry a u32 length prefix (then all of one length), 0 when fixed-size
         self.klen = -1
         self.vlen = -1
-        self.release = w._page_releaser()
 
     # --- the Python part: the levels above the subtrees, and nodes the columns cannot take ----------------
 
@@ -290,7 +304,7 @@ class _VectorWalker:
                     sep_values.append(values[j])
 
         upper(w.root_addr, 0)
-        rows = _Rows(w.mem, self.rowlen)
+        rows = _Rows(w.mem, self.rowlen, w._pread)
         try:
             i = 0
             per_root = 0.0
@@ -299,7 +313,6 @@ class _VectorWalker:
                 before = self.nodes
                 self._batch(rows, roots[i:j], sep_keys[i:j], sep_values[i:j], top, depth - top)
                 per_root = max(1.0, (self.nodes - before) / (j - i))
-                self.release.pages(self.nodes - before)
                 i = j
                 note(f"walking {w.mem.label}: entries", self.count, w.length or None)
         finally:
