@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -35,6 +36,7 @@ from inspector.layouts import (
     CAPACITY,
     CHUNK_HEADER_SIZE,
     CHUNK_MAGIC,
+    FIRST_CHUNK_OFFSET,
     NODE_MAGIC,
     OVERFLOW_MAGIC,
     B,
@@ -167,6 +169,35 @@ def vector_walk(w: Any, visited: ChunkSet) -> VectorWalk | None:
         return None
 
 
+class EntryBlocks:
+    """The entries of a healthy map in key order, as (keys, values) blocks of equal-width rows.
+
+    Iterate it; when it stops early (the map is not one the vectorised path confirms, from the start or
+    from some batch on) ``stopped_at`` is the number of entries it gave, and the caller goes on from
+    there with the validated iteration (``BTreeMap.iter_batches(stopped_at)``)."""
+
+    def __init__(self, w: Any) -> None:
+        self.w = w
+        self.given = 0
+        self.stopped_at: int | None = None
+
+    def __iter__(self) -> Iterator[tuple[U8, U8]]:
+        w = self.w
+        if not (w.walkable and w.root_addr) or w.layout_version != 2 or w._cs <= 0:
+            self.stopped_at = 0
+            return
+        # Every chunk slot of the memory: no free-list walk to find the frontier before the first line.
+        visited = ChunkSet(w._cs, max(0, (w._size - FIRST_CHUNK_OFFSET) // w._cs + 1))
+        walker = _VectorWalker(w, visited)
+        try:
+            for out in walker.blocks():
+                kl = walker.klen
+                self.given += len(out)
+                yield out[:, 4 : 4 + kl], out[:, 8 + kl :]
+        except (_GiveUp, NodeError):
+            self.stopped_at = self.given
+
+
 def _strictly_increasing(keys: U8) -> bool:
     """Rows of equal-width byte strings strictly increasing in byte order (as the validated walk checks)."""
     n, width = keys.shape
@@ -231,6 +262,7 @@ class _VectorWalker:
         self.kpre = 0  # 4 when keys carry a u32 length prefix (then all of one length), 0 when fixed-size
         self.klen = -1
         self.vlen = -1
+        self.depth = 0
 
     # --- the Python part: the levels above the subtrees, and nodes the columns cannot take ----------------
 
@@ -267,6 +299,14 @@ class _VectorWalker:
             raise _GiveUp("keys or values of another size")
 
     def run(self) -> VectorWalk:
+        for out in self.blocks():
+            self.h.update(out.data)
+        return VectorWalk(self.count, self.h, self.nodes, self.leaves, self.overflow_pages, self.depth)
+
+    def blocks(self) -> Iterator[U8]:
+        """The map's entries in key order as record blocks (u32 BE key length, key, u32 BE value
+        length, value: the digest's records), a batch of subtrees at a time. Raises _GiveUp or
+        NodeError where the map is not one this path confirms; the blocks before were checked."""
         w = self.w
         kfix = w._kfix if w._kfix is not None else w._resolve_key_layout(w.root_addr)
         self.kpre = 0 if kfix else 4
@@ -304,6 +344,7 @@ class _VectorWalker:
                     sep_values.append(values[j])
 
         upper(w.root_addr, 0)
+        self.depth = depth
         rows = _Rows(w.mem, self.rowlen, w._pread)
         try:
             i = 0
@@ -311,13 +352,14 @@ class _VectorWalker:
             while i < len(roots):
                 j = min(len(roots), i + (max(1, int(BATCH_NODES / per_root)) if per_root else 1))
                 before = self.nodes
-                self._batch(rows, roots[i:j], sep_keys[i:j], sep_values[i:j], top, depth - top)
+                out = self._batch(rows, roots[i:j], sep_keys[i:j], sep_values[i:j], top, depth - top)
                 per_root = max(1.0, (self.nodes - before) / (j - i))
                 i = j
+                self.count += len(out)
+                yield out
                 note(f"walking {w.mem.label}: entries", self.count, w.length or None)
         finally:
             rows.close()
-        return VectorWalk(self.count, self.h, self.nodes, self.leaves, self.overflow_pages, depth)
 
     # --- the vectorised part: one batch of subtrees ---------------------------------------------------------
 
@@ -329,7 +371,7 @@ class _VectorWalker:
         sep_values: list[bytes],
         top: int,
         levels: int,
-    ) -> None:
+    ) -> U8:
         addrs: I64 = np.asarray(roots, dtype=np.int64)
         found: list[_Level] = []
         for lvl in range(levels):
@@ -391,8 +433,7 @@ class _VectorWalker:
             raise _GiveUp("keys out of order")
         if total:
             self.last_key = bytes(keys[-1])
-        self.h.update(out.data)
-        self.count += total
+        return out
 
     def _level(self, rows: _Rows, addrs: I64, depth: int, leaf: bool) -> tuple[_Level, I64]:
         """Check and cut out one level's nodes; return them and their children, in order."""
