@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 from construct import Bytes, FormatField, Struct
 
+from inspector.errors import InspectorError
 from inspector.layouts import (
     CAPACITY,
     CHUNK_HEADER_SIZE,
@@ -63,8 +64,8 @@ I64 = npt.NDArray[np.int64]
 U8 = npt.NDArray[np.uint8]
 
 
-class _GiveUp(Exception):
-    """The map is not one this path confirms; the validated walk takes over."""
+class _GiveUp(InspectorError):
+    """The map is not one this path confirms; the validated walk takes over (never leaves this module)."""
 
 
 @dataclass
