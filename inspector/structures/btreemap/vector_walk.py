@@ -22,8 +22,11 @@ Cost is bounded by the batch, not the map: subtrees ``SUBTREE_LEVELS`` deep are 
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -56,6 +59,7 @@ from inspector.structures.btreemap.nodes import (
 )
 from inspector.structures.chunk_set import FIRST_PAYLOAD, ChunkSet
 
+WORKERS = min(2, os.cpu_count() or 1)  # threads cutting batches out (numpy and pread release the GIL)
 SUBTREE_LEVELS = 4  # levels per subtree read as one forest: at most 1 + 12 + … + 12**3 nodes each
 BATCH_NODES = 32_768  # nodes per batch of subtrees (a few MB of rows)
 MAX_DEPTH = 64  # deeper than any real map (2**64 entries need < 30 levels); a longer chain is a loop
@@ -199,6 +203,12 @@ class EntryBlocks:
             self.stopped_at = self.given
 
 
+def _done(value: tuple[U8, _Tally]) -> Future[tuple[U8, _Tally]]:
+    f: Future[tuple[U8, _Tally]] = Future()
+    f.set_result(value)
+    return f
+
+
 def _strictly_increasing(keys: U8) -> bool:
     """Rows of equal-width byte strings strictly increasing in byte order (as the validated walk checks)."""
     n, width = keys.shape
@@ -244,6 +254,19 @@ class _Level:
         self.k, self.keys, self.values, self.entry = k, keys, values, entry
 
 
+class _Tally:
+    """What one batch reached (chunk numbers, to be marked when the batch is taken in order) and
+    counted; batches are cut out concurrently, so nothing shared is written while they are."""
+
+    __slots__ = ("marks", "nodes", "leaves", "overflow_pages")
+
+    def __init__(self) -> None:
+        self.marks: list[I64] = []
+        self.nodes = 0
+        self.leaves = 0
+        self.overflow_pages = 0
+
+
 class _VectorWalker:
     def __init__(self, w: Any, visited: ChunkSet) -> None:
         self.w = w
@@ -267,24 +290,38 @@ class _VectorWalker:
 
     # --- the Python part: the levels above the subtrees, and nodes the columns cannot take ----------------
 
-    def _mark(self, addr: int) -> None:
-        rel = addr - FIRST_PAYLOAD
-        i, r = divmod(rel, self.chunk_size)
-        if rel < 0 or r or i >= len(self.bits) or self.bits[i]:
-            raise _GiveUp("off the grid or reached twice")
-        self.bits[i] = 1
+    def _chunks(self, addrs: I64) -> I64:
+        """Chunk numbers of payload addresses; gives up on one off the grid or past the bitmap."""
+        rel = addrs - FIRST_PAYLOAD
+        idx, off = np.divmod(rel, self.chunk_size)
+        if (rel < 0).any() or off.any() or (idx >= len(self.bits)).any():
+            raise _GiveUp("off the grid")
+        return idx
 
-    def _load(self, addr: int, depth: int, leaf: bool | None) -> tuple[list[int], list[bytes], list[bytes]]:
+    def _commit(self, tally: _Tally) -> None:
+        """Mark a batch's chunks reached, in walk order: one reached twice (a cycle or a shared
+        subtree) gives up, as do duplicates inside the batch."""
+        idx = np.concatenate(tally.marks) if tally.marks else np.empty(0, dtype=np.int64)
+        if self.bits[idx].any() or len(np.unique(idx)) != len(idx):
+            raise _GiveUp("reached twice")
+        self.bits[idx] = 1
+        self.nodes += tally.nodes
+        self.leaves += tally.leaves
+        self.overflow_pages += tally.overflow_pages
+
+    def _load(
+        self, addr: int, depth: int, leaf: bool | None, tally: _Tally
+    ) -> tuple[list[int], list[bytes], list[bytes]]:
         """One node through the validated loader, with the checks the validated walk makes; the caller
-        has marked it reached."""
+        has counted it reached."""
         ver, ntype, k, children, keys, values, ovfs, _n, _kl, _vl, _slots = self.w._load(addr)
         if ver != 2:
             raise _GiveUp("v1 node")
         if leaf is not None and (ntype != INTERNAL) != leaf:
             raise _GiveUp("leaves at different depths")
-        for o in ovfs:
-            self._mark(o)
-        self.overflow_pages += len(ovfs)
+        if ovfs:
+            tally.marks.append(self._chunks(np.asarray(ovfs, dtype=np.int64)))
+        tally.overflow_pages += len(ovfs)
         if depth and k < B - 1:
             raise _GiveUp("underfull")
         self._lengths(keys, values)
@@ -331,13 +368,15 @@ class _VectorWalker:
         sep_keys: list[bytes] = []
         sep_values: list[bytes] = []
 
+        above = _Tally()
+
         def upper(addr: int, d: int) -> None:
             if d == top:
                 roots.append(addr)
                 return
-            self._mark(addr)
-            children, keys, values = self._load(addr, d, False)
-            self.nodes += 1
+            above.marks.append(self._chunks(np.asarray([addr], dtype=np.int64)))
+            children, keys, values = self._load(addr, d, False, above)
+            above.nodes += 1
             for j, child in enumerate(children):
                 upper(child, d + 1)
                 if j < len(keys):
@@ -345,21 +384,44 @@ class _VectorWalker:
                     sep_values.append(values[j])
 
         upper(w.root_addr, 0)
+        self._commit(above)
         self.depth = depth
         rows = _Rows(w.mem, self.rowlen, w._pread)
+        pool = ThreadPoolExecutor(WORKERS) if WORKERS > 1 and len(roots) > 1 else None
+
+        def batch(i: int, j: int) -> tuple[U8, _Tally]:
+            return self._batch(rows, roots[i:j], sep_keys[i:j], sep_values[i:j], top, depth - top)
+
         try:
-            i = 0
-            per_root = 0.0
-            while i < len(roots):
-                j = min(len(roots), i + (max(1, int(BATCH_NODES / per_root)) if per_root else 1))
-                before = self.nodes
-                out = self._batch(rows, roots[i:j], sep_keys[i:j], sep_values[i:j], top, depth - top)
-                per_root = max(1.0, (self.nodes - before) / (j - i))
-                i = j
+            # The first subtree alone says how many roots make a batch of ~BATCH_NODES nodes; the rest
+            # are cut out by the workers, up to two batches ahead, and taken here strictly in order.
+            spans = [(0, min(1, len(roots)))]
+            pending: deque[Future[tuple[U8, _Tally]]] = deque()
+            per_batch = 0
+            while spans or pending:
+                if spans and per_batch:
+                    while spans and len(pending) < 2 * WORKERS:
+                        i, j = spans.pop(0)
+                        pending.append(pool.submit(batch, i, j) if pool is not None else _done(batch(i, j)))
+                if pending:
+                    out, tally = pending.popleft().result()
+                else:
+                    i, j = spans.pop(0)
+                    out, tally = batch(i, j)
+                    per_batch = max(1, int(BATCH_NODES / max(1, tally.nodes)))
+                    spans = [(a, min(a + per_batch, len(roots))) for a in range(j, len(roots), per_batch)]
+                self._commit(tally)
+                keys = out[:, 4 : 4 + self.klen]
+                if len(out) and self.last_key is not None and not self.last_key < bytes(keys[0]):
+                    raise _GiveUp("keys out of order")
+                if len(out):
+                    self.last_key = bytes(keys[-1])
                 self.count += len(out)
                 yield out
                 note(f"walking {w.mem.label}: entries", self.count, w.length or None)
         finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
             rows.close()
 
     # --- the vectorised part: one batch of subtrees ---------------------------------------------------------
@@ -372,11 +434,13 @@ class _VectorWalker:
         sep_values: list[bytes],
         top: int,
         levels: int,
-    ) -> U8:
+    ) -> tuple[U8, _Tally]:
+        """One batch's records in key order (checked in order among themselves), and its tally."""
+        tally = _Tally()
         addrs: I64 = np.asarray(roots, dtype=np.int64)
         found: list[_Level] = []
         for lvl in range(levels):
-            level, addrs = self._level(rows, addrs, top + lvl, lvl == levels - 1)
+            level, addrs = self._level(rows, addrs, top + lvl, lvl == levels - 1, tally)
             found.append(level)
         # Subtree sizes, bottom up: a node holds its entries and its children's.
         sizes: list[I64] = [found[-1].k]
@@ -427,25 +491,14 @@ class _VectorWalker:
         vcol = slice(8 + self.klen, width)
         out[:, kcol] = _take_rows(np.concatenate(staged_keys), order)
         out[:, vcol] = _take_rows(np.concatenate(staged_values), order)
-        keys = out[:, kcol]
-        if not _strictly_increasing(keys) or (
-            self.last_key is not None and total and not self.last_key < bytes(keys[0])
-        ):
+        if not _strictly_increasing(out[:, kcol]):
             raise _GiveUp("keys out of order")
-        if total:
-            self.last_key = bytes(keys[-1])
-        return out
+        return out, tally
 
-    def _level(self, rows: _Rows, addrs: I64, depth: int, leaf: bool) -> tuple[_Level, I64]:
+    def _level(self, rows: _Rows, addrs: I64, depth: int, leaf: bool, tally: _Tally) -> tuple[_Level, I64]:
         """Check and cut out one level's nodes; return them and their children, in order."""
         n = len(addrs)
-        rel = addrs - FIRST_PAYLOAD
-        idx, off = np.divmod(rel, self.chunk_size)
-        if (rel < 0).any() or off.any() or (idx >= len(self.bits)).any() or self.bits[idx].any():
-            raise _GiveUp("off the grid or reached twice")
-        self.bits[idx] = 1
-        if len(np.unique(idx)) != n:
-            raise _GiveUp("reached twice")
+        tally.marks.append(self._chunks(addrs))
         got, ok = rows.gather(addrs)
         head = got.reshape(-1).view(self.head)
         k_got = head["1_num_entries"].astype(np.int64)
@@ -475,7 +528,7 @@ class _VectorWalker:
         plain_at = np.flatnonzero(plain)
         streams = [(got[:, CHUNK_HEADER_SIZE:], plain_at, plain_at)]
         if spill.any():
-            spilled = self._spilled(rows, got, head, spill)
+            spilled = self._spilled(rows, got, head, spill, tally)
             if spilled is not None:
                 streams.append(spilled)
             else:
@@ -487,7 +540,7 @@ class _VectorWalker:
         slow_rows[got_at] = ~(plain | spill)
         slow: dict[int, tuple[list[int], list[bytes], list[bytes]]] = {}
         for i in np.flatnonzero(slow_rows).tolist():
-            slow[i] = self._load(int(addrs[i]), depth, leaf)
+            slow[i] = self._load(int(addrs[i]), depth, leaf, tally)
             k[i] = len(slow[i][1])
         eoff = _exclusive_cumsum(k)
         coff = _exclusive_cumsum(k + 1)
@@ -511,13 +564,13 @@ class _VectorWalker:
             entry.append(np.arange(int(eoff[i]), int(eoff[i]) + kv))
             if not leaf:
                 children[int(coff[i]) : int(coff[i]) + kv + 1] = ch_list
-        self.nodes += n
+        tally.nodes += n
         if leaf:
-            self.leaves += n
+            tally.leaves += n
         return _Level(k, np.concatenate(keys), np.concatenate(values), np.concatenate(entry)), children
 
     def _spilled(
-        self, rows: _Rows, got: U8, head: Any, spill: npt.NDArray[np.bool_]
+        self, rows: _Rows, got: U8, head: Any, spill: npt.NDArray[np.bool_], tally: _Tally
     ) -> tuple[U8, I64, I64] | None:
         """The streams of nodes whose bytes go on in one overflow page: page + that page's data. None
         when any of those pages is not a sound, unshared, last page (the validated loader then reads
@@ -526,9 +579,7 @@ class _VectorWalker:
         ovf = head["1_overflow"][at].astype(np.int64)
         rel = ovf - FIRST_PAYLOAD
         idx, off = np.divmod(rel, self.chunk_size)
-        if (rel < 0).any() or off.any() or (idx >= len(self.bits)).any() or self.bits[idx].any():
-            return None
-        if len(np.unique(idx)) != len(idx):
+        if (rel < 0).any() or off.any() or (idx >= len(self.bits)).any():
             return None
         pages, ok = rows.gather(ovf)
         if not ok.all():
@@ -542,8 +593,8 @@ class _VectorWalker:
             & (oh["1_next"] == 0)
         ).all():
             return None
-        self.bits[idx] = 1
-        self.overflow_pages += len(at)
+        tally.marks.append(idx)
+        tally.overflow_pages += len(at)
         stream = np.concatenate(
             (got[at, CHUNK_HEADER_SIZE:], pages[:, CHUNK_HEADER_SIZE + OVERFLOW_DATA_OFFSET :]), axis=1
         )
