@@ -25,10 +25,10 @@ import hashlib
 import os
 import struct
 from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from threading import Thread
 from typing import Any
 
 import numpy as np
@@ -61,7 +61,7 @@ from inspector.structures.chunk_set import FIRST_PAYLOAD, ChunkSet
 
 WORKERS = min(2, os.cpu_count() or 1)  # threads cutting batches out (numpy and pread release the GIL)
 SUBTREE_LEVELS = 4  # levels per subtree read as one forest: at most 1 + 12 + … + 12**3 nodes each
-BATCH_NODES = 32_768  # nodes per batch of subtrees (a few MB of rows)
+BATCH_NODES = 16_384  # nodes per batch of subtrees (a few MB of rows each)
 MAX_DEPTH = 64  # deeper than any real map (2**64 entries need < 30 levels); a longer chain is a loop
 
 I64 = npt.NDArray[np.int64]
@@ -203,10 +203,28 @@ class EntryBlocks:
             self.stopped_at = self.given
 
 
-def _done(value: tuple[U8, _Tally]) -> Future[tuple[U8, _Tally]]:
-    f: Future[tuple[U8, _Tally]] = Future()
-    f.set_result(value)
-    return f
+class _Job(Thread):
+    """One batch cut out on a thread of its own (``concurrent.futures`` would import ``logging``:
+    ~20 ms of every deep walk's start-up for a pool of two)."""
+
+    def __init__(self, work: Callable[[], tuple[U8, _Tally]]) -> None:
+        super().__init__(daemon=True)
+        self.work = work
+        self.value: tuple[U8, _Tally] | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.value = self.work()
+        except BaseException as e:  # handed to the thread that takes the batch, which re-raises it
+            self.error = e
+
+    def result(self) -> tuple[U8, _Tally]:
+        self.join()
+        if self.error is not None:
+            raise self.error
+        assert self.value is not None
+        return self.value
 
 
 def _strictly_increasing(keys: U8) -> bool:
@@ -387,22 +405,27 @@ class _VectorWalker:
         self._commit(above)
         self.depth = depth
         rows = _Rows(w.mem, self.rowlen, w._pread)
-        pool = ThreadPoolExecutor(WORKERS) if WORKERS > 1 and len(roots) > 1 else None
+        threaded = WORKERS > 1 and len(roots) > 1
+        pending: deque[_Job] = deque()
 
         def batch(i: int, j: int) -> tuple[U8, _Tally]:
             return self._batch(rows, roots[i:j], sep_keys[i:j], sep_values[i:j], top, depth - top)
 
         try:
             # The first subtree alone says how many roots make a batch of ~BATCH_NODES nodes; the rest
-            # are cut out by the workers, up to two batches ahead, and taken here strictly in order.
+            # are cut out by the workers, a batch or two ahead, and taken here strictly in order.
             spans = [(0, min(1, len(roots)))]
-            pending: deque[Future[tuple[U8, _Tally]]] = deque()
             per_batch = 0
             while spans or pending:
                 if spans and per_batch:
-                    while spans and len(pending) < 2 * WORKERS:
+                    while spans and len(pending) < WORKERS + 1:
                         i, j = spans.pop(0)
-                        pending.append(pool.submit(batch, i, j) if pool is not None else _done(batch(i, j)))
+                        job = _Job(partial(batch, i, j))
+                        if threaded:
+                            job.start()
+                        else:
+                            job.run()
+                        pending.append(job)
                 if pending:
                     out, tally = pending.popleft().result()
                 else:
@@ -420,8 +443,9 @@ class _VectorWalker:
                 yield out
                 note(f"walking {w.mem.label}: entries", self.count, w.length or None)
         finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+            for job in pending:  # a consumer that stopped early, or a batch that gave up
+                if job.is_alive():
+                    job.join()
             rows.close()
 
     # --- the vectorised part: one batch of subtrees ---------------------------------------------------------
