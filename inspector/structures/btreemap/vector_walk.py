@@ -220,7 +220,8 @@ class _Job(Thread):
             self.error = e
 
     def result(self) -> tuple[U8, _Tally]:
-        self.join()
+        if self.ident is not None:  # started (not run inline)
+            self.join()
         if self.error is not None:
             raise self.error
         assert self.value is not None
