@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from construct import Bytes, FormatField, Struct
 
-from inspector.errors import InspectorError
+from inspector.errors import READ_ERRORS, InspectorError
 from inspector.layouts import (
     CAPACITY,
     CHUNK_HEADER_SIZE,
@@ -55,7 +55,6 @@ from inspector.structures.btreemap.nodes import (
     LEAF,
     OVERFLOW_DATA_OFFSET,
     V2_PREFIX_SIZE,
-    NodeError,
 )
 from inspector.structures.chunk_set import FIRST_PAYLOAD, ChunkSet
 
@@ -93,8 +92,8 @@ def _numpy_dtype(*layouts: Struct, itemsize: int) -> np.dtype[Any]:
         for sc in layout.subcons:
             inner = sc.subcon
             if isinstance(inner, FormatField):
-                fmt, size = inner.fmtstr, struct.calcsize(inner.fmtstr)
-                formats.append(np.dtype(fmt.replace("<", "<").replace(">", ">")).str)
+                size = struct.calcsize(inner.fmtstr)
+                formats.append(np.dtype(inner.fmtstr).str)
             elif isinstance(inner, Bytes):
                 size = int(inner.length)
                 formats.append(f"S{size}")
@@ -104,9 +103,6 @@ def _numpy_dtype(*layouts: Struct, itemsize: int) -> np.dtype[Any]:
             offsets.append(offset)
             offset += size
     return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": itemsize})
-
-
-_HEAD = _numpy_dtype(ChunkHeader, V2NodePrefix, itemsize=CHUNK_HEADER_SIZE + V2_PREFIX_SIZE)
 
 
 class _Rows:
@@ -119,7 +115,8 @@ class _Rows:
         self.rowlen = rowlen
         # Big snapshots are read with pread (see _Headers): rows gathered through the mapping of a map
         # grown in random order each map the page-cache folio around them (~12 µs and ~56 KB a row
-        # measured on a 20,000,000-entry map: the whole file mapped by one level), a pread is ~1 µs.
+        # measured on a 20,000,000-entry map: the whole file mapped after one level), a pread costs
+        # ~5 µs here and maps nothing.
         self.pread = partial(pread, rowlen) if pread is not None else None
         if isinstance(mem, PhysicalMemory):
             phys, self.starts, self.bucket = mem, None, 0
@@ -170,7 +167,7 @@ def vector_walk(w: Any, visited: ChunkSet) -> VectorWalk | None:
         return None
     try:
         return _VectorWalker(w, visited).run()
-    except (_GiveUp, NodeError):
+    except READ_ERRORS:  # _GiveUp, NodeError, or bytes no healthy map has: the validated walk says what
         return None
 
 
@@ -199,7 +196,7 @@ class EntryBlocks:
                 kl = walker.klen
                 self.given += len(out)
                 yield out[:, 4 : 4 + kl], out[:, 8 + kl :]
-        except (_GiveUp, NodeError):
+        except READ_ERRORS:
             self.stopped_at = self.given
 
 
