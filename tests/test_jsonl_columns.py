@@ -116,7 +116,8 @@ def test_digits_match_python(kind: str, width: int, items: list[int]) -> None:
     unit = column_json(UnitType(), 0)
     key = column_json(t, width)
     assert key is not None and unit is not None
-    text = "".join(MapLines(width, 0, key, unit)(col, np.zeros((len(items), 0), dtype=np.uint8)))
+    pieces = MapLines(width, 0, key, unit)(col, np.zeros((len(items), 0), dtype=np.uint8))
+    text = "".join(p.data.tobytes().decode("ascii") for p in pieces)
     want = [str(i) if width <= 4 else f'"{i}"' for i in items]
     assert [line.split('"key":')[1].split(',"value"')[0] for line in text.splitlines()] == want
 

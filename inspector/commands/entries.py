@@ -23,6 +23,7 @@ from inspector.slow_progress import note
 from inspector.structures.base import Element, Structure
 
 if TYPE_CHECKING:
+    from inspector.commands.jsonl_columns import AsciiLines
     from inspector.decode.valuetypes import FieldNames, TypeExpr
     from inspector.session import Session
 
@@ -84,7 +85,7 @@ def _json_texts(type_expr: TypeExpr, items: list[bytes], names: FieldNames) -> l
     return [dumps(type_expr.decode(d, names=names).value, ensure_ascii=False) for d in items]
 
 
-def map_jsonl_chunks(structure: Structure, limit: int | None) -> Iterator[str] | None:
+def map_jsonl_chunks(structure: Structure, limit: int | None) -> Iterator[str | AsciiLines] | None:
     """The jsonl of a B-tree map as text chunks of many lines, or None for other structures.
 
     Same lines as ``jsonl_lines``, produced a node's run of entries at a time: no ``Element`` per
@@ -110,7 +111,7 @@ def map_jsonl_chunks(structure: Structure, limit: int | None) -> Iterator[str] |
         out.append("")
         return "\n".join(out)
 
-    def columns() -> Iterator[str]:
+    def columns() -> Iterator[str | AsciiLines]:
         """A healthy map of fixed-width entries, a batch of subtrees at a time (vector_walk), as long
         as the types have a columnar JSON form; then whatever is left the entry-by-entry way."""
         from inspector.commands.jsonl_columns import MapLines, column_json
@@ -170,6 +171,7 @@ def write_jsonl(
     """``guard`` is called every few thousand lines (the CLI checks that the file has not shrunk)."""
     n = 0
     write = out.write
+    binary = getattr(out, "buffer", None)  # sys.stdout's bytes layer, for lines that are bytes already
     chunks = map_jsonl_chunks(structure, limit)
     if chunks is not None:
         total = structure.count()
@@ -177,6 +179,14 @@ def write_jsonl(
             if guard is not None:
                 guard()
             note("entries written", n, total)
+            if not isinstance(chunk, str):  # AsciiLines from the columnar path
+                if binary is not None:
+                    out.flush()
+                    binary.write(chunk.data)
+                else:
+                    write(chunk.data.tobytes().decode("ascii"))
+                n += chunk.lines
+                continue
             # Bidi overrides, C1 controls and the like stay raw under ensure_ascii=False: escape them.
             write(json_safe(chunk))
             n += chunk.count("\n")

@@ -12,6 +12,7 @@ compares both on every map it can).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +28,14 @@ _HEX16 = np.frombuffer(b"".join(f"{i:02x}".encode() for i in range(256)), dtype=
 _DIGITS = 20  # decimal digits of 2**64 - 1
 _PAIRS = np.frombuffer(b"".join(f"{i:02d}".encode() for i in range(100)), dtype="<u2")  # "00".."99"
 _POW10 = np.array([10**i for i in range(1, _DIGITS)], dtype=np.uint64)
+
+
+class AsciiLines(NamedTuple):
+    """JSON lines that are plain ASCII by construction (hex digits, decimal digits, the line's fixed
+    punctuation): written as bytes, with nothing to escape and no newlines to count."""
+
+    data: memoryview
+    lines: int
 
 
 class Column:
@@ -105,7 +114,7 @@ class MapLines:
         self.keep = np.ones((ROWS_PER_PIECE, pos), dtype=bool)
         self.variable = "kdec" in self.at or "vdec" in self.at
 
-    def __call__(self, keys: U8, values: U8) -> Iterator[str]:
+    def __call__(self, keys: U8, values: U8) -> Iterator[AsciiLines]:
         """The lines of a block, a piece of ``ROWS_PER_PIECE`` at a time (bounded memory)."""
         for s in range(0, len(keys), ROWS_PER_PIECE):
             k, v = keys[s : s + ROWS_PER_PIECE], values[s : s + ROWS_PER_PIECE]
@@ -117,4 +126,4 @@ class MapLines:
                 if name in self.at:
                     _digits(col, text[:, self.at[name]], keep[:, self.at[name]])
             chosen = text[keep] if self.variable else text
-            yield chosen.tobytes().decode("ascii")
+            yield AsciiLines(np.ascontiguousarray(chosen).reshape(-1).data, n)
