@@ -122,6 +122,11 @@ def test_workdir_inside_the_project_is_refused(capsys: pytest.CaptureFixture[str
 # --- the fast paths the benchmark measures give what the general code gives -------------------------
 
 
+def _text(chunks: Any) -> str:
+    """The jsonl chunks as one text (the columnar path gives its lines as ASCII bytes)."""
+    return "".join(c if isinstance(c, str) else c.data.tobytes().decode("ascii") for c in chunks)
+
+
 def test_map_jsonl_fast_path_matches_per_element_lines(tmp_path: Path) -> None:
     from inspector.forge import MemoryManagerImage, forge_btreemap
 
@@ -140,9 +145,9 @@ def test_map_jsonl_fast_path_matches_per_element_lines(tmp_path: Path) -> None:
             slow = [line + "\n" for line in jsonl_lines(s, s.elements(0))]
             chunks = map_jsonl_chunks(s, None)
             assert chunks is not None
-            assert "".join(chunks) == "".join(slow)
+            assert _text(chunks) == "".join(slow)
             limited = map_jsonl_chunks(s, 17)
-            assert limited is not None and "".join(limited) == "".join(slow[:17])
+            assert limited is not None and _text(limited) == "".join(slow[:17])
             batches = [kv for keys, values in s.map.iter_batches(5) for kv in zip(keys, values, strict=True)]
             assert batches == [(e.key, e.value) for e in islice(s.map.iter_entries(5), None)]
     finally:

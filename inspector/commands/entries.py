@@ -23,6 +23,7 @@ from inspector.slow_progress import note
 from inspector.structures.base import Element, Structure
 
 if TYPE_CHECKING:
+    from inspector.commands.jsonl_columns import AsciiLines
     from inspector.decode.valuetypes import FieldNames, TypeExpr
     from inspector.session import Session
 
@@ -84,7 +85,7 @@ def _json_texts(type_expr: TypeExpr, items: list[bytes], names: FieldNames) -> l
     return [dumps(type_expr.decode(d, names=names).value, ensure_ascii=False) for d in items]
 
 
-def map_jsonl_chunks(structure: Structure, limit: int | None) -> Iterator[str] | None:
+def map_jsonl_chunks(structure: Structure, limit: int | None) -> Iterator[str | AsciiLines] | None:
     """The jsonl of a B-tree map as text chunks of many lines, or None for other structures.
 
     Same lines as ``jsonl_lines``, produced a node's run of entries at a time: no ``Element`` per
@@ -110,13 +111,43 @@ def map_jsonl_chunks(structure: Structure, limit: int | None) -> Iterator[str] |
         out.append("")
         return "\n".join(out)
 
-    def chunks() -> Iterator[str]:
+    def columns() -> Iterator[str | AsciiLines]:
+        """A healthy map of fixed-width entries, a batch of subtrees at a time (vector_walk), as long
+        as the types have a columnar JSON form; then whatever is left the entry-by-entry way."""
+        from inspector.commands.jsonl_columns import MapLines, column_json
+        from inspector.structures.btreemap.vector_walk import EntryBlocks
+
+        left = limit
+        blocks = EntryBlocks(bmap)
+        formatter: MapLines | None = None  # every block has the same widths: one layout for all
+        for keys, values in blocks:
+            if left is not None:
+                if left <= 0:
+                    return
+                keys, values = keys[:left], values[:left]
+                left -= len(keys)
+            key_json = column_json(key_type, keys.shape[1])
+            value_json = column_json(value_type, values.shape[1])
+            if key_json is not None and value_json is not None:
+                if formatter is None:
+                    formatter = MapLines(keys.shape[1], values.shape[1], key_json, value_json)
+                yield from formatter(keys, values)
+            else:
+                kb, vb = keys.tobytes(), values.tobytes()
+                kw, vw = keys.shape[1], values.shape[1]
+                yield lines(
+                    [kb[i : i + kw] for i in range(0, len(kb), kw)] if kw else [b""] * len(keys),
+                    [vb[i : i + vw] for i in range(0, len(vb), vw)] if vw else [b""] * len(values),
+                )
+        if blocks.stopped_at is not None and (left is None or left > 0):
+            yield from chunks(blocks.stopped_at, left)
+
+    def chunks(start: int = 0, left: int | None = limit) -> Iterator[str]:
         # Node runs are short (a leaf's ≤ 11 entries, or one separator), so they are gathered into
         # runs of a few thousand: per-run costs vanish, few write calls, and output still streams.
-        left = limit
         keys: list[bytes] = []
         values: list[bytes] = []
-        for run_keys, run_values in bmap.iter_batches():
+        for run_keys, run_values in bmap.iter_batches(start):
             if left is not None:
                 if left <= 0:
                     break
@@ -131,7 +162,7 @@ def map_jsonl_chunks(structure: Structure, limit: int | None) -> Iterator[str] |
         if keys:
             yield lines(keys, values)
 
-    return chunks()
+    return columns()
 
 
 def write_jsonl(
@@ -140,6 +171,7 @@ def write_jsonl(
     """``guard`` is called every few thousand lines (the CLI checks that the file has not shrunk)."""
     n = 0
     write = out.write
+    binary = getattr(out, "buffer", None)  # sys.stdout's bytes layer, for lines that are bytes already
     chunks = map_jsonl_chunks(structure, limit)
     if chunks is not None:
         total = structure.count()
@@ -147,6 +179,14 @@ def write_jsonl(
             if guard is not None:
                 guard()
             note("entries written", n, total)
+            if not isinstance(chunk, str):  # AsciiLines from the columnar path
+                if binary is not None:
+                    out.flush()
+                    binary.write(chunk.data)
+                else:
+                    write(chunk.data.tobytes().decode("ascii"))
+                n += chunk.lines
+                continue
             # Bidi overrides, C1 controls and the like stay raw under ensure_ascii=False: escape them.
             write(json_safe(chunk))
             n += chunk.count("\n")
