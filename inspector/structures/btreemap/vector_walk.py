@@ -61,6 +61,7 @@ from inspector.structures.chunk_set import FIRST_PAYLOAD, ChunkSet
 WORKERS = min(2, os.cpu_count() or 1)  # threads cutting batches out (numpy and pread release the GIL)
 SUBTREE_LEVELS = 4  # levels per subtree read as one forest: at most 1 + 12 + … + 12**3 nodes each
 BATCH_NODES = 16_384  # nodes per batch of subtrees (a few MB of rows each)
+MAX_PAGE = 4096  # bytes: larger node pages go through the validated walk (u64 → u64 pages are 275)
 MAX_DEPTH = 64  # deeper than any real map (2**64 entries need < 30 levels); a longer chain is a loop
 
 I64 = npt.NDArray[np.int64]
@@ -160,10 +161,16 @@ class _Rows:
         del self.window
 
 
+def _applies(w: Any) -> bool:
+    """A v2 map with a root, and pages small enough that a batch of them is a few MB (a header can
+    claim pages of gigabytes; the validated walk reads those one at a time)."""
+    return bool(w.walkable and w.root_addr) and w.layout_version == 2 and 0 < w.page_size <= MAX_PAGE
+
+
 def vector_walk(w: Any, visited: ChunkSet) -> VectorWalk | None:
     """Walk a healthy map the vectorised way, or return None (see the module docstring). ``visited``
     must be empty; on None its contents are meaningless (the caller starts again with a fresh one)."""
-    if not (w.walkable and w.root_addr) or w.layout_version != 2 or w._cs <= 0:
+    if not _applies(w):
         return None
     try:
         return _VectorWalker(w, visited).run()
@@ -185,7 +192,7 @@ class EntryBlocks:
 
     def __iter__(self) -> Iterator[tuple[U8, U8]]:
         w = self.w
-        if not (w.walkable and w.root_addr) or w.layout_version != 2 or w._cs <= 0:
+        if not _applies(w):
             self.stopped_at = 0
             return
         # Every chunk slot of the memory: no free-list walk to find the frontier before the first line.
