@@ -164,7 +164,8 @@ class _Rows:
 def _applies(w: Any) -> bool:
     """A v2 map with a root, and pages small enough that a batch of them is a few MB (a header can
     claim pages of gigabytes; the validated walk reads those one at a time)."""
-    return bool(w.walkable and w.root_addr) and w.layout_version == 2 and 0 < w.page_size <= MAX_PAGE
+    ok = bool(w.walkable and w.root_addr) and w.layout_version == 2 and w._cs > 0
+    return ok and 0 < w.page_size <= MAX_PAGE
 
 
 def vector_walk(w: Any, visited: ChunkSet) -> VectorWalk | None:
