@@ -30,7 +30,8 @@ grep -q '^name = "ic-stable-structures"' "$crate/Cargo.toml" || {
     echo "build.sh: $crate/Cargo.toml is not ic-stable-structures" >&2
     exit 2
 }
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$crate/Cargo.toml" | head -1)"
 ln -sfn "$crate" "$here/crate-src"
 cd "$here"
-cargo build --release --offline
-echo "built $here/target/release/native-walk against $(grep -m1 '^version' "$crate/Cargo.toml")"
+NATIVE_WALK_CRATE_VERSION="$version" cargo build --release --offline
+echo "built $here/target/release/native-walk against ic-stable-structures $version"

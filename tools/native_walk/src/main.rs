@@ -17,6 +17,11 @@ use std::process::ExitCode;
 use std::rc::Rc;
 
 const WASM_PAGE: usize = 65536;
+// The crate version build.sh read from the source it built against.
+const LIBRARY: &str = match option_env!("NATIVE_WALK_CRATE_VERSION") {
+    Some(v) => v,
+    None => "unknown",
+};
 const MAP_MAGIC: &[u8; 3] = b"BTR";
 
 struct Walk {
@@ -113,8 +118,8 @@ fn main() -> ExitCode {
                 None => String::new(),
             };
             println!(
-                "{{\"count\":{},\"key_sum\":{},\"value_mix\":{}{}}}",
-                w.count, w.key_sum, w.value_mix, sha
+                "{{\"library\":\"ic-stable-structures {}\",\"count\":{},\"key_sum\":{},\"value_mix\":{}{}}}",
+                LIBRARY, w.count, w.key_sum, w.value_mix, sha
             );
             ExitCode::SUCCESS
         }
