@@ -220,6 +220,8 @@ def test_native_reference_selection(tmp_path: Path) -> None:
     assert native.native_walk_binary({native.NATIVE_WALK_ENV: str(other)}, root) == other
     # A named binary that is not there is not silently replaced by the built one.
     assert native.native_walk_binary({native.NATIVE_WALK_ENV: str(tmp_path / "gone")}, root) is None
+    assert "gone" in native.native_walk_missing({native.NATIVE_WALK_ENV: str(tmp_path / "gone")})
+    assert "build.sh" in native.native_walk_missing({})
     (tmp_path / "not-executable").write_text("")
     assert native.native_walk_binary({native.NATIVE_WALK_ENV: str(tmp_path / "not-executable")}, root) is None
 

@@ -47,6 +47,15 @@ def native_walk_binary(env: Mapping[str, str] | None = None, root: Path = PROJEC
     return path if _executable(path) else None
 
 
+def native_walk_missing(env: Mapping[str, str] | None = None) -> str:
+    """Why there is no bare native walk, for the notes of rows judged against something else."""
+    env = os.environ if env is None else env
+    named = env.get(NATIVE_WALK_ENV)
+    if named:
+        return f"${NATIVE_WALK_ENV} names no executable ({named})"
+    return "no bare native walk built here (tools/native_walk/build.sh)"
+
+
 def readback_binary(env: Mapping[str, str] | None = None, roots: Sequence[Path] | None = None) -> Path | None:
     env = os.environ if env is None else env
     named = env.get(READBACK_ENV)

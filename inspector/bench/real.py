@@ -39,6 +39,7 @@ from inspector.bench.native import (
     READBACK_NAME,
     candidate_references,
     native_walk_binary,
+    native_walk_missing,
     readback_binary,
     reference_row,
     time_interleaved,
@@ -259,7 +260,9 @@ def real_input_rows(directory: Path, workdir: Path, runs: int) -> list[Row]:
         raise BenchError(
             f"--inputs {directory}: no snapshot with an expected.json holding count and entries_sha256"
         )
-    candidates = candidate_references(native_walk_binary(), readback_binary())
+    walk = native_walk_binary()
+    candidates = candidate_references(walk, readback_binary())
+    absent = [] if walk else [native_walk_missing()]
     for snap, exp in inputs:
         s = _decoded_map(snap, exp)
         mid = s.get("memory_id")
@@ -274,7 +277,7 @@ def real_input_rows(directory: Path, workdir: Path, runs: int) -> list[Row]:
         cmds.update((ref.kind, cmd) for ref, cmd in usable)
         t = time_interleaved(cmds, runs)
         ref_s = t[judge.kind].median if judge is not FIXED else NATIVE_WALK_S
-        why_not = "".join(f"; {d}" for d in dropped)
+        why_not = "".join(f"; {d}" for d in absent + dropped)
         for ref, _ in usable:
             if ref is judge:
                 rows.append(
@@ -292,7 +295,12 @@ def real_input_rows(directory: Path, workdir: Path, runs: int) -> list[Row]:
                         f"{ref.what}; {t[ref.kind].median / ref_s:.1f}× the {judge.short}; interleaved",
                     )
                 )
-        judged_by = f"vs the {judge.short} timed in this run" if judge is not FIXED else judge.what + why_not
+        if judge is FIXED:
+            judged_by = judge.what + why_not
+        else:  # readback judging says why the bare walk does not
+            judged_by = f"vs the {judge.short} timed in this run" + (
+                "" if judge.kind == "native-walk" else why_not
+            )
         for key, x, what in (
             ("deep", DEEP_REAL_LIMIT_X, "summary --deep"),
             ("jsonl", JSONL_REAL_LIMIT_X, "entries --format jsonl"),

@@ -36,6 +36,7 @@ from inspector.bench.native import (
     Reference,
     candidate_references,
     native_walk_binary,
+    native_walk_missing,
     reference_row,
     time_interleaved,
     usable_references,
@@ -150,13 +151,15 @@ class Bench:
         """The bare native walk of a forged map (checked once against the forge's count and digest), or
         None and the reference the rows fall back to: the issue's fixed figure, as before."""
         inp = self.inputs
-        refs = candidate_references(native_walk_binary(), None)  # readback is for the real inputs only
+        walk = native_walk_binary()
+        refs = candidate_references(walk, None)  # readback is for the real inputs only
         usable, dropped = usable_references(
             refs, path, memory_id, self.workdir, inp.map_count, inp.map_sha256
         )
         if usable:
             return usable[0][1], "vs the native walk timed in this run"
-        return None, FIXED.what + "".join(f"; {d}" for d in dropped)
+        why = dropped if walk else [native_walk_missing()]
+        return None, FIXED.what + "".join(f"; {d}" for d in why)
 
     def _judged(self, cli: Sequence[str], native: list[str], reference: str) -> tuple[Timing, float, Row]:
         """The command's timing, judged against the native walk timed interleaved with it in this run:
