@@ -12,10 +12,11 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 src="${1:?usage: build.sh CRATE_DIR | GIT_MIRROR [TAG]}"
 tag="${2:-v0.7.2}"
+[ -d "$src" ] || { echo "build.sh: $src: no such directory" >&2; exit 2; }
 src="$(cd "$src" && pwd)"
 if [ -f "$src/Cargo.toml" ] && [ -d "$src/src" ]; then
     crate="$src"
-elif git -C "$src" rev-parse --git-dir >/dev/null 2>&1; then
+elif git -C "$src" rev-parse --verify --quiet "$tag^{commit}" >/dev/null; then
     crate="$here/target/ic-stable-structures-$tag"
     if [ ! -f "$crate/Cargo.toml" ]; then
         mkdir -p "$crate.tmp"
@@ -23,7 +24,7 @@ elif git -C "$src" rev-parse --git-dir >/dev/null 2>&1; then
         mv "$crate.tmp" "$crate"
     fi
 else
-    echo "build.sh: $src is neither a crate source tree nor a git repository" >&2
+    echo "build.sh: $src is neither a crate source tree nor a git repository with $tag" >&2
     exit 2
 fi
 grep -q '^name = "ic-stable-structures"' "$crate/Cargo.toml" || {
