@@ -200,3 +200,112 @@ def test_real_inputs_are_found_checked_and_timed(tmp_path: Path) -> None:
     (tmp_path / "small.expected.json").write_text(json.dumps({"count": count, "entries_sha256": "0" * 64}))
     with pytest.raises(bench_model.BenchError, match="no map with count 3000"):
         bench_real.real_input_rows(tmp_path, tmp_path, 1)
+
+
+def _fake_binary(path: Path, stdout: str) -> Path:
+    """A stand-in executable that prints ``stdout``: the selection is tested, not the walk (nothing is
+    built; the real native-walk may be absent)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\ncat <<'EOF'\n{stdout}\nEOF\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_native_reference_selection(tmp_path: Path) -> None:
+    """The bare native walk judges when it is there (env var first, then the build.sh output), readback
+    is the second reference, the issue's fixed figure only when neither is; a binary that does not give
+    the expected count and digest is dropped with its reason."""
+    from inspector.bench import native
+
+    root = tmp_path / "checkout"
+    assert native.native_walk_binary({}, root) is None
+    built = _fake_binary(root / native.NATIVE_WALK_BUILT, "{}")
+    assert native.native_walk_binary({}, root) == built
+    other = _fake_binary(tmp_path / "elsewhere" / "walk", "{}")
+    assert native.native_walk_binary({native.NATIVE_WALK_ENV: str(other)}, root) == other
+    # A named binary that is not there is not silently replaced by the built one.
+    assert native.native_walk_binary({native.NATIVE_WALK_ENV: str(tmp_path / "gone")}, root) is None
+    assert "gone" in native.native_walk_missing({native.NATIVE_WALK_ENV: str(tmp_path / "gone")})
+    assert "build.sh" in native.native_walk_missing({})
+    (tmp_path / "not-executable").write_text("")
+    assert native.native_walk_binary({native.NATIVE_WALK_ENV: str(tmp_path / "not-executable")}, root) is None
+
+    assert native.readback_binary({}, [root]) is None
+    rb = _fake_binary(tmp_path / "shared" / "tools" / native.READBACK_NAME, "{}")
+    assert native.readback_binary({}, [root]) == rb
+
+    kinds = [r.kind for r in native.candidate_references(built, rb)]
+    assert kinds == ["native-walk", "readback"]
+    assert [r.kind for r in native.candidate_references(None, rb)] == ["readback"]
+    assert native.candidate_references(None, None) == [native.FIXED]
+    assert "0.2 s" in native.FIXED.short and native.FIXED.command(tmp_path, "raw", tmp_path) is None
+
+    walk = native.Reference("native-walk", built)
+    snap = tmp_path / "snap.bin"
+    assert walk.command(snap, "raw", tmp_path) == [str(built), str(snap), "--memory", "raw"]
+    assert walk.command(snap, 3, tmp_path, digest=True) == [
+        str(built),
+        str(snap),
+        "--memory",
+        "3",
+        "--sha256",
+    ]
+    assert walk.command(snap, "5/1", tmp_path) is None  # a nested manager's memory: not this walk's
+    assert native.Reference("readback", rb).command(snap, 2, tmp_path) == [
+        str(rb),
+        "--file",
+        str(snap),
+        "--map",
+        "2:u64u64",
+    ]
+
+    good = _fake_binary(tmp_path / "good", json.dumps({"count": 7, "entries_sha256": "ab" * 32}))
+    wrong = _fake_binary(tmp_path / "wrong", json.dumps({"count": 6, "entries_sha256": "ab" * 32}))
+    rb_ok = _fake_binary(
+        tmp_path / "rb", json.dumps({"maps": {"4": {"count": 7, "entries_sha256": "ab" * 32}}})
+    )
+    refs = [native.Reference("native-walk", wrong), native.Reference("readback", rb_ok)]
+    usable, dropped = native.usable_references(refs, snap, 4, tmp_path, 7, "ab" * 32)
+    assert [(r.kind, cmd[0]) for r, cmd in usable] == [("readback", str(rb_ok))]
+    assert len(dropped) == 1 and dropped[0].startswith("native walk could not walk it")
+    refs = [native.Reference("native-walk", good), native.Reference("readback", rb_ok)]
+    usable, dropped = native.usable_references(refs, snap, 4, tmp_path, 7, "ab" * 32)
+    assert [r.kind for r, _ in usable] == ["native-walk", "readback"] and dropped == []
+
+
+@pytest.mark.parametrize("walk", [True, False])
+def test_real_input_rows_say_which_reference_judged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, walk: bool
+) -> None:
+    """With a native walk (here a stand-in printing the expected count and digest) the rows are judged
+    against it and say so; with no native binary at all, the issue's fixed figure is used and said."""
+    from inspector.bench import native
+    from inspector.bench import real as bench_real
+    from inspector.forge import RawImage, forge_u64_btreemap
+
+    keys = sorted(random.Random(5).sample(range(1 << 40), 500))
+    fm = forge_u64_btreemap(keys, [k + 1 for k in keys])
+    image = RawImage()
+    image.place(fm)
+    snap = tmp_path / "small.bin"
+    image.write_to(snap, sparse=False)
+    count, digest = bench_inputs.entries_digest(fm.entries())
+    (tmp_path / "small.expected.json").write_text(json.dumps({"count": count, "entries_sha256": digest}))
+    fake = _fake_binary(tmp_path / "bin" / "walk", json.dumps({"count": count, "entries_sha256": digest}))
+    monkeypatch.setenv(native.NATIVE_WALK_ENV, str(fake) if walk else str(tmp_path / "absent"))
+    monkeypatch.setenv(native.READBACK_ENV, str(tmp_path / "absent"))
+    try:
+        rows = bench_real.real_input_rows(tmp_path, tmp_path, 1)
+    finally:
+        bench_runner.close_launcher()
+    by_target = {r.target.split(",")[0]: r for r in rows}
+    deep = by_target["summary --deep"]
+    if walk:
+        ref = by_target["reference: native walk of small.bin (500 entries"]
+        assert ref.note.startswith("native-walk") and ref.result == "ref"
+        assert "vs the native walk timed in this run" in deep.note
+        assert deep.limit == pytest.approx(bench_real.DEEP_REAL_LIMIT_X * ref.figure)
+    else:
+        assert not any(t.startswith("reference") for t in by_target)
+        assert "fixed 0.2 s" in deep.note
+        assert deep.limit == pytest.approx(bench_real.DEEP_REAL_LIMIT_X * bench_model.NATIVE_WALK_S)

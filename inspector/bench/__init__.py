@@ -13,7 +13,8 @@ name and parameters match) or a temporary directory (deleted at the end). Never 
 Targets and their references (issue figures for this kind of machine, 2 cores):
 
 * the Rust library walks a 1,000,000-entry ``StableBTreeMap<u64, u64>`` in about 0.2 s natively, as a
-  whole process: ``summary --deep`` may take 5× that, ``entries --format jsonl`` 15×;
+  whole process: ``summary --deep`` may take 5× that, ``entries --format jsonl`` 15× (timed in the
+  same run with ``tools/native_walk`` where it is built, see ``inspector.bench.native``);
 * ``diff`` of two 1 GiB snapshots may take no longer than ``cmp -s`` of two identical 1 GiB files,
   measured here in the same run;
 * ``summary`` of an 8 GiB sparse snapshot: 1.5 s and 150 MB; ``check`` (with the orphan scan): 20 s,

@@ -9,11 +9,10 @@
   folder with ``stable_memory.bin`` + ``expected.json``) whose JSON has ``count`` and
   ``entries_sha256``. The decoder must find a map with exactly that count and digest; then
   ``summary --deep`` and ``entries --format jsonl`` are timed, interleaved with the native walk.
-* **The native walk**, timed in the same run: ``readback-0.7.2`` (the real crate, from
-  ``../shared/tools`` or ``$STABLE_INSPECT_READBACK``) iterating the same map. A map on the raw memory
-  is first placed, byte for byte, as MemoryId 0 of a MemoryManager image, since readback opens maps
-  through a manager. Readback also hashes every entry and the whole virtual memory, so it is a slightly
-  *slower* reference than a bare walk. Without readback the issue's fixed figure is used, and said so.
+* **The native walk**, timed interleaved in the same run (``inspector.bench.native``): the bare walk
+  of the real crate (``tools/native_walk``), which judges the rows; ``readback-0.7.2`` beside it as a
+  second, labelled reference (it walks through a MemoryManager image and hashes everything, so it is
+  slower). Without the bare walk, readback judges as before; without either, the issue's fixed figure.
 
 The big-value map of the forged pair is grown by ``inspector.forge.btree_grow`` (the library's insert and
 remove: random key order, a share of the entries removed again, overflow pages taken and freed as nodes
@@ -34,7 +33,18 @@ from pathlib import Path
 from typing import Any
 
 from inspector.bench.inputs import _cached, copy_with_flips, deep_structures
-from inspector.bench.model import NATIVE_WALK_S, PROJECT_ROOT, BenchError, GiB, MiB, Row, Timing
+from inspector.bench.model import NATIVE_WALK_S, BenchError, GiB, MiB, Row, Timing
+from inspector.bench.native import (
+    FIXED,
+    READBACK_NAME,
+    candidate_references,
+    native_walk_binary,
+    native_walk_missing,
+    readback_binary,
+    reference_row,
+    time_interleaved,
+    usable_references,
+)
 from inspector.bench.runner import ChildRun, _child_env, _log, inspector_cmd, run_child
 from inspector.bench.targets import timed_row
 
@@ -43,17 +53,6 @@ JSONL_REAL_LIMIT_X = 6.0
 STRUCT_DIFF_LIMIT_X = 1.0  # × cmp -s of identical copies
 STRUCT_DIFF_RSS_MB = 200.0
 VEC_HEADER = 64
-
-
-def readback_binary() -> Path | None:
-    env = os.environ.get("STABLE_INSPECT_READBACK")
-    if env:
-        return Path(env) if Path(env).is_file() else None
-    for base in (PROJECT_ROOT, Path.cwd()):  # ../shared beside the checkout, or beside the cwd
-        p = base.parent / "shared" / "tools" / "readback-0.7.2"
-        if p.is_file() and os.access(p, os.X_OK):
-            return p
-    return None
 
 
 # --- forged structure-filled pairs ----------------------------------------------------------------------
@@ -254,20 +253,6 @@ def _decoded_map(path: Path, exp: dict[str, Any]) -> dict[str, Any]:
     raise BenchError(f"{path.name}: no map with count {exp['count']} and the expected entries_sha256")
 
 
-def _native_cmd(workdir: Path, snap: Path, memory_id: Any) -> tuple[list[str] | None, str]:
-    rb = readback_binary()
-    if rb is None:
-        return None, f"no readback-0.7.2 here: the issue's native {NATIVE_WALK_S:g} s is assumed"
-    if memory_id == "raw":
-        from inspector.forge import build_mm_image
-
-        wrapped = workdir / f"native-{snap.stem}.mm.bin"
-        if not wrapped.exists() or wrapped.stat().st_mtime < snap.stat().st_mtime:
-            build_mm_image(128, [(0, snap.read_bytes())]).write_to(wrapped, sparse=True)
-        return [str(rb), "--file", str(wrapped), "--map", "0:u64u64"], "raw map placed as MemoryId 0"
-    return [str(rb), "--file", str(snap), "--map", f"{memory_id}:u64u64"], ""
-
-
 def real_input_rows(directory: Path, workdir: Path, runs: int) -> list[Row]:
     rows: list[Row] = []
     inputs = find_real_inputs(directory)
@@ -275,68 +260,61 @@ def real_input_rows(directory: Path, workdir: Path, runs: int) -> list[Row]:
         raise BenchError(
             f"--inputs {directory}: no snapshot with an expected.json holding count and entries_sha256"
         )
+    walk = native_walk_binary()
+    candidates = candidate_references(walk, readback_binary())
+    absent = [] if walk else [native_walk_missing()]
     for snap, exp in inputs:
         s = _decoded_map(snap, exp)
         mid = s.get("memory_id")
         name = f"{snap.name} ({exp['count']:,} entries, real library)"
-        native, how = _native_cmd(workdir, snap, mid)
-        if native is not None:
-            check = subprocess.run(native, capture_output=True, text=True, check=False)
-            try:
-                got = json.loads(check.stdout)["maps"]["0" if mid == "raw" else str(mid)]
-                ok = (got["count"], got["entries_sha256"]) == (exp["count"], exp["entries_sha256"])
-            except (ValueError, KeyError, TypeError):
-                ok = False
-            if not ok:
-                native, how = (
-                    None,
-                    f"readback could not walk it: the issue's native {NATIVE_WALK_S:g} s is assumed",
-                )
+        usable, dropped = usable_references(
+            candidates, snap, mid, workdir, exp["count"], exp["entries_sha256"]
+        )
+        judge = usable[0][0] if usable else FIXED
         deep = inspector_cmd("summary", str(snap), "--deep", "--json")
         jsonl = inspector_cmd("entries", str(snap), "--memory", str(mid), "--format", "jsonl")
         cmds: dict[str, list[str]] = {"deep": deep, "jsonl": jsonl}
-        if native is not None:
-            cmds["native"] = native
-        for cmd in cmds.values():
-            run_child(cmd)  # warm: page cache and bytecode
-        got_runs: dict[str, list[ChildRun]] = {k: [] for k in cmds}
-        for _ in range(runs):
-            for k, cmd in cmds.items():
-                r = run_child(cmd)
-                if r.rc != 0:
-                    raise BenchError(f"{k} of {snap.name} exited with {r.rc}: {r.stderr[-300:]}")
-                got_runs[k].append(r)
-        t = {k: Timing([r.wall for r in v], max(r.rss_kb for r in v), 0) for k, v in got_runs.items()}
-        ref = t["native"].median if native is not None else NATIVE_WALK_S
-        if native is not None:
-            rows.append(
-                Row(
-                    f"reference: native walk of {name}",
-                    ref,
-                    "s",
-                    None,
-                    "",
-                    None,
-                    None,
-                    t["native"].rss_mb,
-                    t["native"].times,
-                    note=f"readback-0.7.2 (real crate): init, iterate, digest; {how}; interleaved",
+        cmds.update((ref.kind, cmd) for ref, cmd in usable)
+        t = time_interleaved(cmds, runs)
+        ref_s = t[judge.kind].median if judge is not FIXED else NATIVE_WALK_S
+        why_not = "".join(f"; {d}" for d in absent + dropped)
+        for ref, _ in usable:
+            if ref is judge:
+                rows.append(
+                    reference_row(
+                        f"reference: native walk of {name}",
+                        t[ref.kind],
+                        f"{ref.what}; interleaved; the limits below are × this{why_not}",
+                    )
                 )
+            else:
+                rows.append(
+                    reference_row(
+                        f"second reference (not a limit): {READBACK_NAME} walk of {name}",
+                        t[ref.kind],
+                        f"{ref.what}; {t[ref.kind].median / ref_s:.1f}× the {judge.short}; interleaved",
+                    )
+                )
+        if judge is FIXED:
+            judged_by = judge.what + why_not
+        else:  # readback judging says why the bare walk does not
+            judged_by = f"vs the {judge.short} timed in this run" + (
+                "" if judge.kind == "native-walk" else why_not
             )
         for key, x, what in (
             ("deep", DEEP_REAL_LIMIT_X, "summary --deep"),
             ("jsonl", JSONL_REAL_LIMIT_X, "entries --format jsonl"),
         ):
-            limit = x * ref
+            limit = x * ref_s
             rows.append(
                 timed_row(
                     f"{what}, {name}",
                     t[key],
                     limit=limit,
-                    limit_text=f"≤ {x:g}× native ({limit:.2f} s)",
-                    reference=ref,
+                    limit_text=f"≤ {x:g}× {judge.short if judge is not FIXED else 'native'} ({limit:.2f} s)",
+                    reference=ref_s,
                     note=("count and entries_sha256 match expected.json" if key == "deep" else "to /dev/null")
-                    + ("" if native is not None else f"; {how}"),
+                    + f"; {judged_by}",
                 )
             )
     return rows

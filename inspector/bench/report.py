@@ -100,7 +100,8 @@ def print_table(rows: list[Row], cfg: Config, machine: dict[str, Any], elapsed: 
         console.width = max(console.width, 200)  # a log file gets whole rows, not 80 folded columns
     console.print(table)
     console.print(
-        f"[dim]ratio: figure ÷ reference (native walk 0.2 s, cmp -s, the smaller snapshot) where there is "
+        f"[dim]ratio: figure ÷ reference (the native walk timed in the run, else the issue's 0.2 s; cmp -s; "
+        f"the smaller snapshot) where there is "
         f"one, else figure ÷ limit. Peak RSS is each process's own; {machine['rss_floor_mb']:.0f} MB is the "
         f"floor any child reports (the launcher's size). {machine['cores']} cores, {machine['cpu']}, "
         f"Python {machine['python']}; load average {machine.get('load_average')} before, "
