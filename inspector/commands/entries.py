@@ -117,22 +117,10 @@ def map_jsonl_chunks(structure: Structure, limit: int | None) -> Iterator[str | 
         from inspector.commands.jsonl_columns import MapLines, column_json
         from inspector.structures.btreemap.vector_walk import EntryBlocks
 
-        def finish(keys: Any, values: Any) -> list[AsciiLines] | None:
-            # On the batch's thread: the whole block's lines, while the next batch is being cut out.
-            key_json = column_json(key_type, keys.shape[1])
-            value_json = column_json(value_type, values.shape[1])
-            if key_json is None or value_json is None:
-                return None
-            return list(MapLines(keys.shape[1], values.shape[1], key_json, value_json)(keys, values))
-
         left = limit
-        # With a limit the lines are made here, only as many as are wanted.
-        blocks = EntryBlocks(bmap, finish if limit is None else None)
+        blocks = EntryBlocks(bmap)
         formatter: MapLines | None = None  # every block has the same widths: one layout for all
-        for keys, values, done in blocks:
-            if done is not None:
-                yield from done
-                continue
+        for keys, values in blocks:
             if left is not None:
                 if left <= 0:
                     return

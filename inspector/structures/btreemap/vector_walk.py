@@ -66,7 +66,6 @@ MAX_DEPTH = 64  # deeper than any real map (2**64 entries need < 30 levels); a l
 
 I64 = npt.NDArray[np.int64]
 U8 = npt.NDArray[np.uint8]
-Finish = Callable[[U8, U8], Any]  # (keys, values) of a batch → what the consumer wants of it
 
 
 class _GiveUp(InspectorError):
@@ -187,42 +186,36 @@ class EntryBlocks:
     from some batch on) ``stopped_at`` is the number of entries it gave, and the caller goes on from
     there with the validated iteration (``BTreeMap.iter_batches(stopped_at)``)."""
 
-    def __init__(self, w: Any, finish: Finish | None = None) -> None:
-        # ``finish(keys, values)`` runs on the batch's thread (e.g. formatting its lines), and its result
-        # comes with the block; it may see a batch that is later refused (then it is dropped).
+    def __init__(self, w: Any) -> None:
         self.w = w
-        self.finish = finish
         self.given = 0
         self.stopped_at: int | None = None
 
-    def __iter__(self) -> Iterator[tuple[U8, U8, Any]]:
+    def __iter__(self) -> Iterator[tuple[U8, U8]]:
         w = self.w
         if not _applies(w):
             self.stopped_at = 0
             return
         # Every chunk slot of the memory: no free-list walk to find the frontier before the first line.
         visited = ChunkSet(w._cs, max(0, (w._size - FIRST_CHUNK_OFFSET) // w._cs + 1))
-        walker = _VectorWalker(w, visited, self.finish)
+        walker = _VectorWalker(w, visited)
         try:
-            for out, finished in walker.blocks():
+            for out in walker.blocks():
                 kl = walker.klen
                 self.given += len(out)
-                yield out[:, 4 : 4 + kl], out[:, 8 + kl :], finished
+                yield out[:, 4 : 4 + kl], out[:, 8 + kl :]
         except READ_ERRORS:
             self.stopped_at = self.given
-
-
-_Cut = tuple[U8, "_Tally", Any]  # a batch's records, tally, and what ``finish`` made of it
 
 
 class _Job(Thread):
     """One batch cut out on a thread of its own (``concurrent.futures`` would import ``logging``:
     ~20 ms of every deep walk's start-up for a pool of two)."""
 
-    def __init__(self, work: Callable[[], _Cut]) -> None:
+    def __init__(self, work: Callable[[], tuple[U8, _Tally]]) -> None:
         super().__init__(daemon=True)
         self.work = work
-        self.value: _Cut | None = None
+        self.value: tuple[U8, _Tally] | None = None
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -231,7 +224,7 @@ class _Job(Thread):
         except BaseException as e:  # handed to the thread that takes the batch, which re-raises it
             self.error = e
 
-    def result(self) -> _Cut:
+    def result(self) -> tuple[U8, _Tally]:
         if self.ident is not None:  # started (not run inline)
             self.join()
         if self.error is not None:
@@ -299,9 +292,8 @@ class _Tally:
 
 
 class _VectorWalker:
-    def __init__(self, w: Any, visited: ChunkSet, finish: Finish | None = None) -> None:
+    def __init__(self, w: Any, visited: ChunkSet) -> None:
         self.w = w
-        self.finish = finish
         self.chunk_size = visited.chunk_size
         self.bits: U8 = np.frombuffer(visited.bits, dtype=np.uint8)
         self.page = int(w.page_size)
@@ -370,11 +362,11 @@ class _VectorWalker:
             raise _GiveUp("keys or values of another size")
 
     def run(self) -> VectorWalk:
-        for out, _ in self.blocks():
+        for out in self.blocks():
             self.h.update(out.data)
         return VectorWalk(self.count, self.h, self.nodes, self.leaves, self.overflow_pages, self.depth)
 
-    def blocks(self) -> Iterator[tuple[U8, Any]]:
+    def blocks(self) -> Iterator[U8]:
         """The map's entries in key order as record blocks (u32 BE key length, key, u32 BE value
         length, value: the digest's records), a batch of subtrees at a time. Raises _GiveUp or
         NodeError where the map is not one this path confirms; the blocks before were checked."""
@@ -423,12 +415,8 @@ class _VectorWalker:
         threaded = WORKERS > 1 and len(roots) > 1
         pending: deque[_Job] = deque()
 
-        def batch(i: int, j: int) -> _Cut:
-            out, tally = self._batch(rows, roots[i:j], sep_keys[i:j], sep_values[i:j], top, depth - top)
-            finished = None
-            if self.finish is not None:
-                finished = self.finish(out[:, 4 : 4 + self.klen], out[:, 8 + self.klen :])
-            return out, tally, finished
+        def batch(i: int, j: int) -> tuple[U8, _Tally]:
+            return self._batch(rows, roots[i:j], sep_keys[i:j], sep_values[i:j], top, depth - top)
 
         try:
             # The first subtree alone says how many roots make a batch of ~BATCH_NODES nodes; the rest
@@ -446,10 +434,10 @@ class _VectorWalker:
                             job.run()
                         pending.append(job)
                 if pending:
-                    out, tally, finished = pending.popleft().result()
+                    out, tally = pending.popleft().result()
                 else:
                     i, j = spans.pop(0)
-                    out, tally, finished = batch(i, j)
+                    out, tally = batch(i, j)
                     per_batch = max(1, int(BATCH_NODES / max(1, tally.nodes)))
                     spans = [(a, min(a + per_batch, len(roots))) for a in range(j, len(roots), per_batch)]
                 self._commit(tally)
@@ -459,7 +447,7 @@ class _VectorWalker:
                 if len(out):
                     self.last_key = bytes(keys[-1])
                 self.count += len(out)
-                yield out, finished
+                yield out
                 note(f"walking {w.mem.label}: entries", self.count, w.length or None)
         finally:
             for job in pending:  # a consumer that stopped early, or a batch that gave up
