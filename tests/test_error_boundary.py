@@ -35,9 +35,6 @@ ALLOWED = {
     # The views' value display (the TUI's details panel, the export): a decoder bug is shown in the
     # panel as "decoder failed: ..." rather than taking the UI down (it moved here from tui/).
     "views/value_display.py": 1,
-    # A thread of the vectorised deep walk: whatever a batch raised is kept and raised again, unchanged,
-    # in the thread that takes the batch (``_Job.result``); nothing is dropped.
-    "structures/btreemap/vector_walk.py": 1,
 }
 
 # Modules still allowed a blind catch while they are being narrowed (the count may only go down).

@@ -99,16 +99,14 @@ def test_grown_map_is_confirmed_and_matches(grown: GrownBTreeMap, monkeypatch: p
     assert not fast.findings
 
 
-@pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize(("levels", "batch"), [(1, 1), (2, 3), (3, 50), (9, 10_000)])
 def test_any_batching_gives_the_same_walk(
-    grown: GrownBTreeMap, monkeypatch: pytest.MonkeyPatch, levels: int, batch: int, workers: int
+    grown: GrownBTreeMap, monkeypatch: pytest.MonkeyPatch, levels: int, batch: int
 ) -> None:
     # Subtrees one level deep read one at a time exercise every separator between batches; a depth
-    # beyond the tree's reads it as one forest; batches are cut out inline or on threads.
+    # beyond the tree's reads it as one forest.
     monkeypatch.setattr(vw, "SUBTREE_LEVELS", levels)
     monkeypatch.setattr(vw, "BATCH_NODES", batch)
-    monkeypatch.setattr(vw, "WORKERS", workers)
     fast, _slow, answered = _walk_both(_raw_map(_raw_image(grown)), monkeypatch)
     assert answered and fast.entry_count == 4_500
 

@@ -125,5 +125,5 @@ class MapLines:
             for name, col in (("kdec", k), ("vdec", v)):
                 if name in self.at:
                     _digits(col, text[:, self.at[name]], keep[:, self.at[name]])
-            chosen = text[keep] if self.variable else text
+            chosen = text[keep] if self.variable else text.copy()  # not a view of the reused matrix
             yield AsciiLines(np.ascontiguousarray(chosen).reshape(-1).data, n)

@@ -22,13 +22,10 @@ Cost is bounded by the batch, not the map: subtrees ``SUBTREE_LEVELS`` deep are 
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
-from threading import Thread
 from typing import Any
 
 import numpy as np
@@ -58,7 +55,6 @@ from inspector.structures.btreemap.nodes import (
 )
 from inspector.structures.chunk_set import FIRST_PAYLOAD, ChunkSet
 
-WORKERS = min(2, os.cpu_count() or 1)  # threads cutting batches out (numpy and pread release the GIL)
 SUBTREE_LEVELS = 4  # levels per subtree read as one forest: at most 1 + 12 + … + 12**3 nodes each
 BATCH_NODES = 16_384  # nodes per batch of subtrees (a few MB of rows each)
 MAX_PAGE = 4096  # bytes: larger node pages go through the validated walk (u64 → u64 pages are 275)
@@ -208,31 +204,6 @@ class EntryBlocks:
             self.stopped_at = self.given
 
 
-class _Job(Thread):
-    """One batch cut out on a thread of its own (``concurrent.futures`` would import ``logging``:
-    ~20 ms of every deep walk's start-up for a pool of two)."""
-
-    def __init__(self, work: Callable[[], tuple[U8, _Tally]]) -> None:
-        super().__init__(daemon=True)
-        self.work = work
-        self.value: tuple[U8, _Tally] | None = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.value = self.work()
-        except BaseException as e:  # handed to the thread that takes the batch, which re-raises it
-            self.error = e
-
-    def result(self) -> tuple[U8, _Tally]:
-        if self.ident is not None:  # started (not run inline)
-            self.join()
-        if self.error is not None:
-            raise self.error
-        assert self.value is not None
-        return self.value
-
-
 def _strictly_increasing(keys: U8) -> bool:
     """Rows of equal-width byte strings strictly increasing in byte order (as the validated walk checks)."""
     n, width = keys.shape
@@ -279,8 +250,8 @@ class _Level:
 
 
 class _Tally:
-    """What one batch reached (chunk numbers, to be marked when the batch is taken in order) and
-    counted; batches are cut out concurrently, so nothing shared is written while they are."""
+    """What one batch reached (chunk numbers, marked when the batch is taken) and counted: cutting a
+    batch out writes nothing shared, so a batch that turns out bad leaves no trace."""
 
     __slots__ = ("marks", "nodes", "leaves", "overflow_pages")
 
@@ -412,34 +383,16 @@ class _VectorWalker:
         self._commit(above)
         self.depth = depth
         rows = _Rows(w.mem, self.rowlen, w._pread)
-        threaded = WORKERS > 1 and len(roots) > 1
-        pending: deque[_Job] = deque()
-
-        def batch(i: int, j: int) -> tuple[U8, _Tally]:
-            return self._batch(rows, roots[i:j], sep_keys[i:j], sep_values[i:j], top, depth - top)
-
         try:
-            # The first subtree alone says how many roots make a batch of ~BATCH_NODES nodes; the rest
-            # are cut out by the workers, a batch or two ahead, and taken here strictly in order.
-            spans = [(0, min(1, len(roots)))]
+            # The first subtree alone says how many roots make a batch of ~BATCH_NODES nodes. (Cutting
+            # batches out on two threads was measured slower: the interpreter lock serialises them.)
+            i = 0
             per_batch = 0
-            while spans or pending:
-                if spans and per_batch:
-                    while spans and len(pending) < WORKERS + 1:
-                        i, j = spans.pop(0)
-                        job = _Job(partial(batch, i, j))
-                        if threaded:
-                            job.start()
-                        else:
-                            job.run()
-                        pending.append(job)
-                if pending:
-                    out, tally = pending.popleft().result()
-                else:
-                    i, j = spans.pop(0)
-                    out, tally = batch(i, j)
-                    per_batch = max(1, int(BATCH_NODES / max(1, tally.nodes)))
-                    spans = [(a, min(a + per_batch, len(roots))) for a in range(j, len(roots), per_batch)]
+            while i < len(roots):
+                j = min(len(roots), i + (per_batch or 1))
+                out, tally = self._batch(rows, roots[i:j], sep_keys[i:j], sep_values[i:j], top, depth - top)
+                per_batch = per_batch or max(1, int(BATCH_NODES / max(1, tally.nodes)))
+                i = j
                 self._commit(tally)
                 keys = out[:, 4 : 4 + self.klen]
                 if len(out) and self.last_key is not None and not self.last_key < bytes(keys[0]):
@@ -450,9 +403,6 @@ class _VectorWalker:
                 yield out
                 note(f"walking {w.mem.label}: entries", self.count, w.length or None)
         finally:
-            for job in pending:  # a consumer that stopped early, or a batch that gave up
-                if job.is_alive():
-                    job.join()
             rows.close()
 
     # --- the vectorised part: one batch of subtrees ---------------------------------------------------------
