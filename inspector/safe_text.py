@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # rich is imported where a Text is built: `--json` output never needs it
@@ -96,7 +96,11 @@ def escape_control(s: str, single_line: bool = True) -> str:
 
 # JSON written with ``ensure_ascii=False`` escapes C0 controls but leaves DEL, C1 controls (U+009B is a CSI
 # on some terminals), bidi overrides and the like raw. Only these characters need a second look.
-_JSON_SUSPECT = re.compile("[\x7f-\U0010ffff]")
+# Compiled on first use: the class spans all of Unicode and costs ~7 ms, which most runs (ASCII-only
+# output) never need.
+@cache
+def _json_suspect() -> re.Pattern[str]:
+    return re.compile("[\x7f-\U0010ffff]")
 
 
 def _json_escape_char(m: re.Match[str]) -> str:
@@ -117,7 +121,7 @@ def json_safe(text: str) -> str:
     controls other than the newlines between lines (``json.dumps`` never writes any inside strings)."""
     if text.isascii() and "\x7f" not in text:
         return text
-    return _JSON_SUSPECT.sub(_json_escape_char, text)
+    return _json_suspect().sub(_json_escape_char, text)
 
 
 # Longest string shown on a screen or in the CLI's rich output. Rich wraps text in time quadratic in
