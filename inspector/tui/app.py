@@ -13,6 +13,7 @@ cursor is remembered in ``_from_hex``, so the two never bounce each other around
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
@@ -65,6 +66,19 @@ from inspector.views.value_display import CORE_LOCK
 AUTO_EXPAND = frozenset({"mm_header", "memories", "memory", "unreachable"}) | STRUCTURE_KINDS
 AUTO_EXPAND_MAX_MEMORIES = 16
 DECODER_AUTO = "auto"
+
+
+# A full (generation 2) garbage collection walks every tracked object and holds the event loop meanwhile:
+# with a big map open (Textual's objects, the region tree, pages of entries) that took 0.1 s and more,
+# the longest stall measured while scrolling the 20M-entry map. So, at moments that have just built many
+# long-lived objects (a page of the tree added), ``_settle_heap`` collects what is garbage then (a pass
+# over only what was made since the last freeze: a few ms) and freezes the survivors, and later full
+# passes walk only what was made since (the first screen is frozen as it is, right after its paint).
+# ``gc.unfreeze`` hands them back when a reload drops the old tree and when the app closes, so nothing
+# frozen is kept for good.
+def _settle_heap() -> None:
+    gc.collect()
+    gc.freeze()
 
 
 def decoder_choices() -> tuple[str, ...]:
@@ -327,6 +341,9 @@ class InspectorApp(App[int]):
         self.hex_view.invalidate()
         self._task_end(f"load-{node.id}")
         self._auto_expand_children(node)
+        # A page of entries: a thousand regions and tree nodes that stay. On a turn of its own, so the
+        # event loop is not held for the page and the collection at once.
+        self.call_later(_settle_heap)
 
     def _auto_expand_children(self, node: TreeNode[Any]) -> None:
         if node.id not in self._auto_nodes:
@@ -406,7 +423,8 @@ class InspectorApp(App[int]):
             match = self._matches[self._match_pos]
             text.append(f"   match {self._match_pos + 1:,} of {len(self._matches):,}: ", style="bold")
             text.append_text(safe_rich_text(match.label))
-        self.query_one("#status-text", Static).update(text)
+        # One line of a fixed size (height 1, width 1fr): no layout pass for it on every cursor move.
+        self.query_one("#status-text", Static).update(text, layout=False)
 
     # -------------------------------------------------------------- reveal
 
@@ -951,6 +969,9 @@ class InspectorApp(App[int]):
     # ---------------------------------------------------------------- scan
 
     def _scan_map(self) -> None:
+        # The first screen is painted: what it built stays. Frozen without a collection first (that
+        # would walk all of it, the stall this avoids); its few garbage cycles wait for the unfreeze.
+        gc.freeze()
         self._task_start("scan", "scanning for stray data…")
         self._scan_worker(self.map_model)
 
@@ -984,6 +1005,7 @@ class InspectorApp(App[int]):
 
     def _rebuild_views(self) -> None:
         """Every view again from ``self.analysis``, keeping the selection where it can."""
+        gc.unfreeze()  # the old tree goes: let the collector have it
         self.root_region = build_tree(self.analysis)
         self.map_model = MapModel(self.analysis, self.index)
         trail = self._selection_trail()
@@ -996,6 +1018,7 @@ class InspectorApp(App[int]):
             self.memory_map.refresh_states()
 
     def on_unmount(self) -> None:
+        gc.unfreeze()
         if self._owns_session:
             self.session.close()
 
