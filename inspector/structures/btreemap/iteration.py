@@ -246,6 +246,9 @@ class _Iteration(_NodeLoading):
         hs = CHUNK_HEADER_SIZE
         mem, size = self.mem, self._size
         most = CHUNK_NODE_SIZE + 8 * (CAPACITY + 1)  # the headers and child addresses of a full node
+        # One buffer for the whole memory (a raw memory): no lookup per node.
+        flat_buf, flat_base, flat_avail = contig(0) if size else (b"", 0, 0)
+        flat = flat_avail >= size
 
         def header(addr: int) -> tuple[int, int, tuple[int, ...]] | None:
             rel = addr - FIRST_PAYLOAD
@@ -261,13 +264,17 @@ class _Iteration(_NodeLoading):
                     return None
                 else:
                     seen.other.add(addr)
-            buf, phys, avail = contig(addr - hs)
-            if avail < most:  # cut by the end of a bucket: read it whole
-                n = min(most, size - (addr - hs))
+            start = addr - hs
+            if flat:
+                buf, phys, avail = flat_buf, flat_base + start, size - start
+            else:
+                buf, phys, avail = contig(start)
+            if avail < most:  # cut by the end of a bucket or of memory: read what there is
+                n = min(most, size - start)
                 if n < CHUNK_NODE_SIZE:
                     return None
                 try:
-                    buf, phys, avail = mem.read(addr - hs, n), 0, n
+                    buf, phys, avail = mem.read(start, n), 0, n
                 except OutOfBounds:
                     return None
             cmagic, cver, alloc, _pad, _nxt, nmagic, nver, ntype, k, _ovf = unpack(buf, phys)
@@ -281,8 +288,7 @@ class _Iteration(_NodeLoading):
             ):
                 return None
             if ntype == INTERNAL:
-                need = 8 * (k + 1)
-                if CHUNK_NODE_SIZE + need > min(avail, hs + page):
+                if CHUNK_NODE_SIZE + 8 * (k + 1) > min(avail, hs + page):
                     return None
                 return ntype, k, children_struct(k + 1).unpack_from(buf, phys + CHUNK_NODE_SIZE)
             return (ntype, k, ()) if ntype == 0 else None
@@ -292,30 +298,34 @@ class _Iteration(_NodeLoading):
             return None
         if top[0] != INTERNAL:
             return top[1]
-        # Frame: [addr, children, next child, entries so far].
+        # Frame: [addr, children, next child, entries so far]. Leaves (most nodes) are summed in the
+        # inner loop; an internal child becomes a frame of its own.
         frames: list[list[Any]] = [[root, top[2], 0, top[1]]]
-        while True:
+        get = memo.get
+        while frames:
             f = frames[-1]
-            kids, i = f[1], f[2]
-            if i == len(kids):
-                frames.pop()
-                n = f[3]
-                if n >= COUNT_KEEP_MIN:
-                    memo[f[0]] = n
-                if not frames:
-                    return int(n)
-                frames[-1][3] += n
-                continue
-            f[2] = i + 1
-            child = kids[i]
-            known = memo.get(child)
-            if known is not None:
-                f[3] += known
-                continue
-            h = header(child)
-            if h is None:
-                return None
-            if h[0] == INTERNAL:
-                frames.append([child, h[2], 0, h[1]])
+            kids, i, acc = f[1], f[2], f[3]
+            nk = len(kids)
+            while i < nk:
+                child = kids[i]
+                i += 1
+                known = get(child)
+                if known is not None:
+                    acc += known
+                    continue
+                h = header(child)
+                if h is None:
+                    return None
+                if h[0] == INTERNAL:
+                    f[2], f[3] = i, acc
+                    frames.append([child, h[2], 0, h[1]])
+                    break
+                acc += h[1]
             else:
-                f[3] += h[1]
+                frames.pop()
+                if acc >= COUNT_KEEP_MIN:
+                    memo[f[0]] = acc
+                if not frames:
+                    return int(acc)
+                frames[-1][3] += acc
+        return None  # (not reached: the root's frame returns)
