@@ -603,6 +603,21 @@ def test_child_cycle() -> None:
     assert sum(1 for _ in mutated.iter_entries()) < 17_000
 
 
+def test_seek_counts_from_a_forked_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first count of a big map runs in a forked child: it hands back the counts an in-process pass
+    gives, and seeks with them give what walking gives."""
+    monkeypatch.setattr(iteration, "SEEK_BY_COUNT_FROM", 1)
+    monkeypatch.setattr(iteration, "COUNT_IN_CHILD_FROM", 0)
+    data, bt = _u64_many()
+    walked = [(e.key, e.value, e.node_addr) for e in bt.iter_entries()]
+    in_child = _standalone("x", data)
+    assert in_child._count_in_child() == _standalone("x", data)._count_whole_tree()
+    for start in (1, 777, 9_999, len(walked) - 1, len(walked)):
+        got = [(e.key, e.value, e.node_addr) for e in islice(in_child.iter_entries(start), 9)]
+        assert got == walked[start : start + 9]
+    assert isinstance(in_child._subtree_counts, dict) and in_child._subtree_counts
+
+
 def test_seek_walks_when_the_tree_is_not_plain(monkeypatch: pytest.MonkeyPatch) -> None:
     """A child loop, a shared subtree or a bad child address: the counts are refused and a seek walks, so
     it gives what the walk gives."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import marshal
+import os
 from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
@@ -25,6 +27,8 @@ SEEK_BY_COUNT_FROM = 100_000
 # Subtree entry counts kept per internal node whose subtree holds at least this many entries (a few
 # thousand numbers for a 20M-entry map); smaller subtrees are counted again when a seek crosses them.
 COUNT_KEEP_MIN = 2_048
+# From this many allocated chunks on, the first count runs in a forked child (see ``_count_in_child``).
+COUNT_IN_CHILD_FROM = 200_000
 Frame = list[Any]  # [addr, children, keys, values, j] as ``_inorder`` keeps them
 Run = tuple[int, list[bytes], list[bytes], int, int]
 
@@ -220,16 +224,67 @@ class _Iteration(_NodeLoading):
         """The subtree counts (see ``_subtree_counts``), counting the whole tree the first time."""
         counts = self._subtree_counts
         if counts is None:
-            memo: dict[int, int] = {}
-            seen = self.empty_chunk_set(lazy=True)
-            total = self._count_headers(self.root_addr, memo, seen) if self.root_addr else None
-            # The pass reads headers through the mapping (a fault per page, not a pread per node: ~3×
-            # faster on the 20M-entry map) and lets go of what it mapped once, here: letting go as it
-            # goes re-faults the same pages over and over when nodes are scattered (5 s became 60 s).
-            self._release_mapped_pages()
+            got = self._count_in_child() if self.num_allocated_chunks >= COUNT_IN_CHILD_FROM else None
+            memo, total = got if got is not None else self._count_whole_tree()
             counts = memo if total is not None and total == self.length else False
             self._subtree_counts = counts
         return counts if isinstance(counts, dict) else None
+
+    def _count_whole_tree(self) -> tuple[dict[int, int], int | None]:
+        """(subtree counts, entries in the whole tree or None when it is not a plain tree)."""
+        memo: dict[int, int] = {}
+        seen = self.empty_chunk_set(lazy=True)
+        total = self._count_headers(self.root_addr, memo, seen) if self.root_addr else None
+        # The pass reads headers through the mapping (a fault per page, not a pread per node: ~3× faster
+        # on the 20M-entry map) and lets go of what it mapped once, here: letting go as it goes re-faults
+        # the same pages over and over when nodes are scattered (5 s became 60 s).
+        self._release_mapped_pages()
+        return memo, total
+
+    def _count_in_child(self) -> tuple[dict[int, int], int | None] | None:
+        """``_count_whole_tree`` in a forked child, which hands back its result through a pipe; None
+        where that fails (the caller then counts in-process).
+
+        Millions of header reads hold the interpreter lock for seconds: in a thread of the TUI that
+        halved the event loop's share of it (each repaint took twice as long while a far page was
+        found). The child has its own interpreter; this thread only waits on the pipe, lock released.
+        """
+        if not hasattr(os, "fork"):
+            return None
+        read_fd, write_fd = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(read_fd)
+            os.close(write_fd)
+            return None
+        if pid == 0:  # the child: count, send, and leave without running any of the parent's cleanup
+            code = 1
+            try:
+                os.close(read_fd)
+                view = memoryview(marshal.dumps(self._count_whole_tree()))
+                while view:
+                    view = view[os.write(write_fd, view) :]
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        parts: list[bytes] = []
+        try:
+            while chunk := os.read(read_fd, 1 << 16):
+                parts.append(chunk)
+        finally:
+            os.close(read_fd)
+            _pid, status = os.waitpid(pid, 0)
+        if status != 0:
+            return None
+        try:
+            memo, total = marshal.loads(b"".join(parts))
+        except (EOFError, ValueError, TypeError):
+            return None
+        if not isinstance(memo, dict) or not (total is None or isinstance(total, int)):
+            return None
+        return memo, total
 
     def _subtree_count(self, addr: int, counts: dict[int, int]) -> int | None:
         n = counts.get(addr)
