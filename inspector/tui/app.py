@@ -224,6 +224,7 @@ class InspectorApp(App[int]):
         self._match_query = ""
         self._match_pos = -1
         self._tasks: dict[str, tuple[str, int | None, int | None]] = {}
+        self._new_ranges: list[tuple[int, int]] = []  # of regions registered since the hex view repainted
         self.sub_title = self._file_label()
 
     # ------------------------------------------------------------- compose
@@ -301,7 +302,8 @@ class InspectorApp(App[int]):
         tree.root.expand()
         if tree.populate(tree.root):
             self._tree_loaded(tree.root)
-        self.hex_view.set_analysis(self.analysis)
+        self.hex_view.set_analysis(self.analysis)  # (repaints it all)
+        self._new_ranges = []
         self.memory_map.set_model(self.map_model)
         self.memory_map.border_title = self.map_model.title()
         diag = self.diagnosis_panel
@@ -336,9 +338,15 @@ class InspectorApp(App[int]):
 
     def _register_region(self, region: Region, parent: Region | None, depth: int) -> None:
         self.index.add(region, parent, depth)
+        self._new_ranges.extend(region.ranges)
+
+    def _repaint_new_regions(self) -> None:
+        """Repaint the hex lines whose colours the regions registered since the last call change."""
+        ranges, self._new_ranges = self._new_ranges, []
+        self.hex_view.invalidate_ranges(ranges)
 
     def _tree_loaded(self, node: TreeNode[Any]) -> None:
-        self.hex_view.invalidate()
+        self._repaint_new_regions()
         self._task_end(f"load-{node.id}")
         self._auto_expand_children(node)
         # A page of entries: a thousand regions and tree nodes that stay. On a turn of its own, so the
@@ -467,7 +475,7 @@ class InspectorApp(App[int]):
         else:
             self._from_hex = target if from_hex else None
             tree.move_cursor(node)
-        self.hex_view.invalidate()
+        self._repaint_new_regions()
         return True
 
     # ------------------------------------------------------------ findings

@@ -157,6 +157,23 @@ class HexView(ScrollView, can_focus=True):
         self._cache.clear()
         self.refresh()
 
+    def invalidate_ranges(self, ranges: list[Range]) -> None:
+        """Drop the cached lines that show bytes of ``ranges`` and repaint those on screen (regions just
+        registered colour only their own bytes): a page of entries loaded elsewhere in the file
+        repaints nothing here, where ``invalidate`` repainted the whole view."""
+        bpl = self.bpl
+        lines: set[int] = set()
+        for s, e in ranges:
+            if e <= s:
+                continue
+            first, last = s // bpl, (e - 1) // bpl
+            if last - first > CACHE_LINES or len(lines) > 4 * CACHE_LINES:
+                self.invalidate()
+                return
+            lines.update(range(first, last + 1))
+        for line in lines:
+            self._drop_line(line)
+
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._styles.clear()
