@@ -24,6 +24,7 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Header, OptionList, ProgressBar, Static, Tree
@@ -961,8 +962,11 @@ class InspectorApp(App[int]):
             self._render_tasks()
 
     def _render_tasks(self) -> None:
-        text = self.query_one("#task-text", Static)
-        bar = self.query_one("#task-bar", ProgressBar)
+        try:
+            text = self.query_one("#task-text", Static)
+            bar = self.query_one("#task-bar", ProgressBar)
+        except NoMatches:
+            return  # the app is closing: a worker's last progress arrived after the screen went
         if not self._tasks:
             text.update(Text(""))
             bar.display = False
