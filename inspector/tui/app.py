@@ -439,12 +439,23 @@ class InspectorApp(App[int]):
 
     def reveal_offset(self, pos: int) -> Region | None:
         """Select, in the tree, the innermost region at a byte, expanding the tree down to it."""
-        with CORE_LOCK:
+        # A worker may hold the core for seconds (finding a far page of a big map): never wait for it on
+        # the event loop; try again shortly if the cursor is still there.
+        if not CORE_LOCK.acquire(blocking=False):
+            self.set_timer(0.25, partial(self._reveal_when_free, pos))
+            return None
+        try:
             path = self.index.resolve(pos)
+        finally:
+            CORE_LOCK.release()
         if not path or path[-1] is self.selected:
             return path[-1] if path else None
         self.reveal_path(path, from_hex=True)
         return path[-1]
+
+    def _reveal_when_free(self, pos: int) -> None:
+        if self.hex_view.cursor == pos:
+            self.reveal_offset(pos)
 
     def reveal(self, region: Region, *, from_hex: bool = False) -> bool:
         return self.reveal_path(self.index.path(region), from_hex=from_hex)
