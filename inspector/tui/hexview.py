@@ -171,8 +171,16 @@ class HexView(ScrollView, can_focus=True):
                 self.invalidate()
                 return
             lines.update(range(first, last + 1))
+        # Off-screen lines only leave the cache (a page's entries touch thousands of lines, and a refresh
+        # request per line cost more than the repaint it saves); lines on screen are repainted.
+        top = round(self.scroll_offset.y)
+        bottom = top + max(1, self.scrollable_content_region.height)
+        cache = self._cache
         for line in lines:
-            self._drop_line(line)
+            if top <= line < bottom:
+                self._drop_line(line)
+            else:
+                cache.pop(line, None)
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
