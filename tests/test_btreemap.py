@@ -27,7 +27,7 @@ from inspector.layouts import (
     V2NodePrefix,
 )
 from inspector.memory import Memory, PhysicalMemory, VirtualMemory
-from inspector.structures.btreemap import BTreeMap, Chunk
+from inspector.structures.btreemap import BTreeMap, Chunk, iteration
 from inspector.structures.btreemap.nodes import CHUNK_NODE, CHUNK_OVERFLOW, Node, NodeError
 
 STANDALONE = FIXTURES / "standalone"
@@ -185,6 +185,30 @@ def test_fixture_entries_and_iteration(fixture: str, name: str) -> None:
         got = [e.key for e in islice(bt.iter_entries_from_key(probe), 5)]
         assert got == [e.key for e in entries if e.key >= probe][:5]
     assert list(bt.iter_entries_from_key(b"\xff" * 300)) == []
+
+
+@pytest.mark.parametrize(("fixture", "name"), BTREE_CASES)
+def test_seek_by_subtree_counts_matches_the_walk(
+    fixture: str, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start index reached by descending with subtree entry counts gives the entries (and where they
+    are) that walking every earlier entry gives, at every kind of position: first and last entries of
+    leaves, separators in internal nodes, the last entry, past the end."""
+    bt, _exp, s = _fixture_map(fixture, name)
+    entries = [(e.key, e.value, e.node_addr, e.index_in_node) for e in bt.iter_entries()]
+    monkeypatch.setattr(iteration, "SEEK_BY_COUNT_FROM", 1)
+    seek, _exp, _s = _fixture_map(fixture, name)
+    n = len(entries)
+    starts = set(range(0, min(n, 40))) | set(range(max(0, n - 40), n + 3)) | {n // 2, n // 3}
+    starts |= set(random.Random(3).sample(range(n), min(n, 60)))
+    for start in sorted(starts):
+        got = [(e.key, e.value, e.node_addr, e.index_in_node) for e in islice(seek.iter_entries(start), 13)]
+        assert got == entries[start : start + 13], start
+    # A sound tree of v2 nodes is counted from its node headers; one with v1 nodes keeps walking.
+    all_v2 = all(node.version == 2 for _d, node in bt.iter_nodes())
+    sound = bt.walk().entry_count == bt.length and not bt.walk().findings
+    if n >= 2:
+        assert isinstance(seek._subtree_counts, dict) == (all_v2 and sound)
 
 
 @pytest.mark.parametrize(
@@ -577,6 +601,38 @@ def test_child_cycle() -> None:
     codes = _codes(mutated)
     assert "btree_cycle" in codes and "btree_length_mismatch" in codes
     assert sum(1 for _ in mutated.iter_entries()) < 17_000
+
+
+def test_seek_counts_from_a_forked_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first count of a big map runs in a forked child: it hands back the counts an in-process pass
+    gives, and seeks with them give what walking gives."""
+    monkeypatch.setattr(iteration, "SEEK_BY_COUNT_FROM", 1)
+    monkeypatch.setattr(iteration, "COUNT_IN_CHILD_FROM", 0)
+    data, bt = _u64_many()
+    walked = [(e.key, e.value, e.node_addr) for e in bt.iter_entries()]
+    in_child = _standalone("x", data)
+    assert in_child._count_in_child() == _standalone("x", data)._count_whole_tree()
+    for start in (1, 777, 9_999, len(walked) - 1, len(walked)):
+        got = [(e.key, e.value, e.node_addr) for e in islice(in_child.iter_entries(start), 9)]
+        assert got == walked[start : start + 9]
+    assert isinstance(in_child._subtree_counts, dict) and in_child._subtree_counts
+
+
+def test_seek_walks_when_the_tree_is_not_plain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child loop, a shared subtree or a bad child address: the counts are refused and a seek walks, so
+    it gives what the walk gives."""
+    monkeypatch.setattr(iteration, "SEEK_BY_COUNT_FROM", 1)
+    data, bt = _u64_many()
+    root = bt.node(bt.root_addr)
+    leaf = [node for _d, node in bt.iter_nodes() if node.is_leaf][-1]
+    for child in (root.addr, leaf.addr, root.children[0] + 1):
+        mutated = _patch(data, root.addr + 15 + 8, struct.pack("<Q", child))
+        walked = [(e.key, e.node_addr) for e in _standalone("x", mutated).iter_entries()]
+        seek = _standalone("x", mutated)
+        for start in (1, 5_000, len(walked) - 3, len(walked)):
+            got = [(e.key, e.node_addr) for e in islice(seek.iter_entries(start), 5)]
+            assert got == walked[start : start + 5]
+        assert seek._subtree_counts is False
 
 
 def test_bad_child_addresses() -> None:

@@ -13,6 +13,7 @@ cursor is remembered in ``_from_hex``, so the two never bounce each other around
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
@@ -23,6 +24,7 @@ from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Header, OptionList, ProgressBar, Static, Tree
@@ -65,6 +67,19 @@ from inspector.views.value_display import CORE_LOCK
 AUTO_EXPAND = frozenset({"mm_header", "memories", "memory", "unreachable"}) | STRUCTURE_KINDS
 AUTO_EXPAND_MAX_MEMORIES = 16
 DECODER_AUTO = "auto"
+
+
+# A full (generation 2) garbage collection walks every tracked object and holds the event loop meanwhile:
+# with a big map open (Textual's objects, the region tree, pages of entries) that took 0.1 s and more,
+# the longest stall measured while scrolling the 20M-entry map. So, at moments that have just built many
+# long-lived objects (a page of the tree added), ``_settle_heap`` collects what is garbage then (a pass
+# over only what was made since the last freeze: a few ms) and freezes the survivors, and later full
+# passes walk only what was made since (the first screen is frozen as it is, right after its paint).
+# ``gc.unfreeze`` hands them back when a reload drops the old tree and when the app closes, so nothing
+# frozen is kept for good.
+def _settle_heap() -> None:
+    gc.collect()
+    gc.freeze()
 
 
 def decoder_choices() -> tuple[str, ...]:
@@ -210,6 +225,7 @@ class InspectorApp(App[int]):
         self._match_query = ""
         self._match_pos = -1
         self._tasks: dict[str, tuple[str, int | None, int | None]] = {}
+        self._new_ranges: list[tuple[int, int]] = []  # of regions registered since the hex view repainted
         self.sub_title = self._file_label()
 
     # ------------------------------------------------------------- compose
@@ -287,7 +303,8 @@ class InspectorApp(App[int]):
         tree.root.expand()
         if tree.populate(tree.root):
             self._tree_loaded(tree.root)
-        self.hex_view.set_analysis(self.analysis)
+        self.hex_view.set_analysis(self.analysis)  # (repaints it all)
+        self._new_ranges = []
         self.memory_map.set_model(self.map_model)
         self.memory_map.border_title = self.map_model.title()
         diag = self.diagnosis_panel
@@ -322,11 +339,20 @@ class InspectorApp(App[int]):
 
     def _register_region(self, region: Region, parent: Region | None, depth: int) -> None:
         self.index.add(region, parent, depth)
+        self._new_ranges.extend(region.ranges)
+
+    def _repaint_new_regions(self) -> None:
+        """Repaint the hex lines whose colours the regions registered since the last call change."""
+        ranges, self._new_ranges = self._new_ranges, []
+        self.hex_view.invalidate_ranges(ranges)
 
     def _tree_loaded(self, node: TreeNode[Any]) -> None:
-        self.hex_view.invalidate()
+        self._repaint_new_regions()
         self._task_end(f"load-{node.id}")
         self._auto_expand_children(node)
+        # A page of entries: a thousand regions and tree nodes that stay. On a turn of its own, so the
+        # event loop is not held for the page and the collection at once.
+        self.call_later(_settle_heap)
 
     def _auto_expand_children(self, node: TreeNode[Any]) -> None:
         if node.id not in self._auto_nodes:
@@ -406,18 +432,30 @@ class InspectorApp(App[int]):
             match = self._matches[self._match_pos]
             text.append(f"   match {self._match_pos + 1:,} of {len(self._matches):,}: ", style="bold")
             text.append_text(safe_rich_text(match.label))
-        self.query_one("#status-text", Static).update(text)
+        # One line of a fixed size (height 1, width 1fr): no layout pass for it on every cursor move.
+        self.query_one("#status-text", Static).update(text, layout=False)
 
     # -------------------------------------------------------------- reveal
 
     def reveal_offset(self, pos: int) -> Region | None:
         """Select, in the tree, the innermost region at a byte, expanding the tree down to it."""
-        with CORE_LOCK:
+        # A worker may hold the core for seconds (finding a far page of a big map): never wait for it on
+        # the event loop; try again shortly if the cursor is still there.
+        if not CORE_LOCK.acquire(blocking=False):
+            self.set_timer(0.25, partial(self._reveal_when_free, pos))
+            return None
+        try:
             path = self.index.resolve(pos)
+        finally:
+            CORE_LOCK.release()
         if not path or path[-1] is self.selected:
             return path[-1] if path else None
         self.reveal_path(path, from_hex=True)
         return path[-1]
+
+    def _reveal_when_free(self, pos: int) -> None:
+        if self.hex_view.cursor == pos:
+            self.reveal_offset(pos)
 
     def reveal(self, region: Region, *, from_hex: bool = False) -> bool:
         return self.reveal_path(self.index.path(region), from_hex=from_hex)
@@ -449,7 +487,7 @@ class InspectorApp(App[int]):
         else:
             self._from_hex = target if from_hex else None
             tree.move_cursor(node)
-        self.hex_view.invalidate()
+        self._repaint_new_regions()
         return True
 
     # ------------------------------------------------------------ findings
@@ -935,8 +973,11 @@ class InspectorApp(App[int]):
             self._render_tasks()
 
     def _render_tasks(self) -> None:
-        text = self.query_one("#task-text", Static)
-        bar = self.query_one("#task-bar", ProgressBar)
+        try:
+            text = self.query_one("#task-text", Static)
+            bar = self.query_one("#task-bar", ProgressBar)
+        except NoMatches:
+            return  # the app is closing: a worker's last progress arrived after the screen went
         if not self._tasks:
             text.update(Text(""))
             bar.display = False
@@ -951,6 +992,9 @@ class InspectorApp(App[int]):
     # ---------------------------------------------------------------- scan
 
     def _scan_map(self) -> None:
+        # The first screen is painted: what it built stays. Frozen without a collection first (that
+        # would walk all of it, the stall this avoids); its few garbage cycles wait for the unfreeze.
+        gc.freeze()
         self._task_start("scan", "scanning for stray data…")
         self._scan_worker(self.map_model)
 
@@ -984,6 +1028,7 @@ class InspectorApp(App[int]):
 
     def _rebuild_views(self) -> None:
         """Every view again from ``self.analysis``, keeping the selection where it can."""
+        gc.unfreeze()  # the old tree goes: let the collector have it
         self.root_region = build_tree(self.analysis)
         self.map_model = MapModel(self.analysis, self.index)
         trail = self._selection_trail()
@@ -996,6 +1041,7 @@ class InspectorApp(App[int]):
             self.memory_map.refresh_states()
 
     def on_unmount(self) -> None:
+        gc.unfreeze()
         if self._owns_session:
             self.session.close()
 

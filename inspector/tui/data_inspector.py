@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
@@ -26,6 +27,7 @@ class DataInspector(Static):
         super().__init__(markup=False, id=id)
         self.rows: list[tuple[str, str]] = []
         self.compact = compact
+        self._shape: tuple[tuple[str, ...], int] | None = None  # (labels, width) when every row is one line
 
     def show_at(self, analysis: Any, pos: int) -> None:
         self.rows = inspect_at(analysis, pos)
@@ -44,4 +46,18 @@ class DataInspector(Static):
         table.add_column(overflow="fold")
         for label, value in self.rows:
             table.add_row(Text(label), safe_rich_text(value))
-        self.update(table)
+        # The same labels with every value on one line, as last time: the same height, so no layout
+        # pass (this runs on every cursor move).
+        shape = self._one_line_shape()
+        self.update(table, layout=shape is None or shape != self._shape)
+        self._shape = shape
+
+    def _one_line_shape(self) -> tuple[tuple[str, ...], int] | None:
+        width = self.content_region.width
+        if not self.rows or width <= 0:
+            return None
+        label_width = max(cell_len(label) for label, _ in self.rows)
+        room = width - label_width - 2  # the column gap (with a cell of slack)
+        if any(cell_len(value) > room for _, value in self.rows):
+            return None
+        return tuple(label for label, _ in self.rows), width

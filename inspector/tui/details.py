@@ -20,11 +20,14 @@ from inspector.byte_inspector import display_value, hex_rows
 from inspector.model import Region
 from inspector.safe_text import safe_rich_text
 from inspector.views.colour_roles import ROLE_CLASSES, label_role
-from inspector.views.value_display import Shown, show_value
+from inspector.views.value_display import CORE_LOCK, Shown, show_value
 
 MAX_VALUE_LINES = 300
 MAX_RANGES_SHOWN = 6
 FIELD_LIMIT = 1024  # characters of one field value in the fields table (the rest: "… N more bytes")
+# Values up to this many bytes (all of an entry's together) are decoded at once on the event loop, so
+# moving through a page of small entries repaints the panel once, not "decoding…" and then the value.
+INLINE_DECODE_BYTES = 512
 SEVERITY_ROLE = {"error": "role--corrupt", "warning": "details--warning", "info": "details--info"}
 
 
@@ -84,13 +87,32 @@ class DetailsPanel(VerticalScroll):
             self._set(Text(""), Text(""))
             return
         targets = self._value_targets(region)
-        self._set(
-            self._render_head(region),
-            Text("decoding…", style=self._s("details--dim")) if targets else Text(""),
-        )
-        if targets:
+        shown = self._decode_inline(targets)
+        if shown is not None:
+            self._set(self._render_head(region), self._render_values(shown))
+        else:
+            self._set(self._render_head(region), Text("decoding…", style=self._s("details--dim")))
             self._decode(region, targets)
         self.scroll_home(animate=False)
+
+    @staticmethod
+    def _decode_inline(targets: list[tuple[str, Any]]) -> list[tuple[str, Shown | None]] | None:
+        """The decoded targets when they are small and the core is free now; None: decode in a worker."""
+        total = 0
+        for _label, ref in targets:
+            data = getattr(ref, "data", None)
+            if not isinstance(data, bytes | bytearray | memoryview):
+                return None
+            total += len(data)
+        if total > INLINE_DECODE_BYTES:
+            return None
+        # A worker may hold the core (building a far page of entries): never wait for it here.
+        if not CORE_LOCK.acquire(blocking=False):
+            return None
+        try:
+            return [(label, show_value(ref)) for label, ref in targets]
+        finally:
+            CORE_LOCK.release()
 
     def _set(self, head: RenderableType | None, value: RenderableType) -> None:
         if head is not None:
@@ -118,6 +140,9 @@ class DetailsPanel(VerticalScroll):
     def _show_values(self, region: Region, shown: list[tuple[str, Shown | None]]) -> None:
         if region is not self.current:
             return
+        self._set(None, self._render_values(shown))
+
+    def _render_values(self, shown: list[tuple[str, Shown | None]]) -> RenderableType:
         parts: list[RenderableType] = []
         for label, s in shown:
             if s is None:
@@ -137,7 +162,7 @@ class DetailsPanel(VerticalScroll):
             if not s.ok and s.error:
                 parts.append(safe_rich_text(f"decode error: {s.error}", self._s("details--error")))
             parts.append(Text(""))
-        self._set(None, Group(*parts) if parts else Text(""))
+        return Group(*parts) if parts else Text("")
 
     def _render_head(self, region: Region) -> RenderableType:
         role = label_role(region.kind, region.memory_id)

@@ -157,6 +157,31 @@ class HexView(ScrollView, can_focus=True):
         self._cache.clear()
         self.refresh()
 
+    def invalidate_ranges(self, ranges: list[Range]) -> None:
+        """Drop the cached lines that show bytes of ``ranges`` and repaint those on screen (regions just
+        registered colour only their own bytes): a page of entries loaded elsewhere in the file
+        repaints nothing here, where ``invalidate`` repainted the whole view."""
+        bpl = self.bpl
+        lines: set[int] = set()
+        for s, e in ranges:
+            if e <= s:
+                continue
+            first, last = s // bpl, (e - 1) // bpl
+            if last - first > CACHE_LINES or len(lines) > 4 * CACHE_LINES:
+                self.invalidate()
+                return
+            lines.update(range(first, last + 1))
+        # Off-screen lines only leave the cache (a page's entries touch thousands of lines, and a refresh
+        # request per line cost more than the repaint it saves); lines on screen are repainted.
+        top = round(self.scroll_offset.y)
+        bottom = top + max(1, self.scrollable_content_region.height)
+        cache = self._cache
+        for line in lines:
+            if top <= line < bottom:
+                self._drop_line(line)
+            else:
+                cache.pop(line, None)
+
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._styles.clear()

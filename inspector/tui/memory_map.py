@@ -479,11 +479,15 @@ class MemoryMap(Widget, can_focus=True):
         self.refresh()
 
     def set_position(self, pos: int) -> None:
+        # The map shows the position by its cell: a move within the same cell changes nothing on screen
+        # (moving through a page of entries mostly stays in one cell), so it repaints nothing.
+        before = (self.cell_index_at(self.position), self.map_cursor)
         self.position = pos
         i = self.cell_index_at(pos)
         if i is not None and not self.has_focus:
             self.map_cursor = i
-        self.refresh()
+        if (i, self.map_cursor) != before:
+            self.refresh()
 
     # -------------------------------------------------------------- render
 

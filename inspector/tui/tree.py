@@ -86,6 +86,8 @@ class RegionTree(Tree[TreeData]):
         self._loading: set[int] = set()
         self._region_nodes: dict[int, TreeNode[TreeData]] = {}  # id(region) -> node
         self._label_styles: dict[str, Any] = {}
+        self._batch_depth = 0  # > 0 while many nodes are added: one line rebuild at the end
+        self._batch_invalid = False
         super().__init__(Text(root.name), data=root, id=id)
         self.guide_depth = 2
         self.auto_expand = True
@@ -114,6 +116,49 @@ class RegionTree(Tree[TreeData]):
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._label_styles.clear()
+
+    def process_label(self, label: str | Text) -> Text:
+        # Textual copies every label to cut it at its first line; ours are built single-line (region_label,
+        # safe_rich_text), so that copy is skipped: a page adds a thousand of them on the event loop.
+        if isinstance(label, Text) and "\n" not in label.plain:
+            return label
+        return super().process_label(label)
+
+    def _invalidate(self) -> None:
+        # Textual rebuilds the line cache and asks for a layout on each added node; a batch does it once.
+        if self._batch_depth:
+            self._batch_invalid = True
+            return
+        super()._invalidate()
+
+    def _batch_begin(self) -> None:
+        self._batch_depth += 1
+
+    def _batch_end(self) -> None:
+        self._batch_depth -= 1
+        if not self._batch_depth and self._batch_invalid:
+            self._batch_invalid = False
+            super()._invalidate()
+
+    def _cached_style(self, name: str) -> Any:
+        """The label style if already known, else None (for a worker thread: no DOM lookups there)."""
+        return self._label_styles.get(name)
+
+    def _prepare_labels(self, children: list[Region]) -> list[Text] | None:
+        """Labels of the children a worker built, made on the worker with the styles already cached, or
+        None when a style is not cached yet (the event loop makes them then)."""
+        missing = False
+
+        def style_of(name: str) -> Any:
+            nonlocal missing
+            style = self._cached_style(name)
+            if style is None:
+                missing = True
+                return ""
+            return style
+
+        labels = [region_label(child, style_of) for child in children[:MAX_CHILDREN]]
+        return None if missing else labels
 
     # ---------------------------------------------------------------- build
 
@@ -162,6 +207,8 @@ class RegionTree(Tree[TreeData]):
             return
         self._loading.add(node.id)
         node.add_leaf(Text("loading…", style="italic"), data=None)
+        for name in self.COMPONENT_CLASSES:  # so the worker finds every label style cached
+            self._style(name)
         self._load_worker(node)
 
     @work(thread=True, group="tree-load", exit_on_error=False)
@@ -171,13 +218,19 @@ class RegionTree(Tree[TreeData]):
         try:
             with CORE_LOCK:
                 children = region.children()
+            # The labels too (a thousand Texts for a page), while the event loop goes on.
+            labels = self._prepare_labels(children)
         except Exception as exc:  # a decoder bug must show up as a line, not end the app
             self.app.call_from_thread(self._finish_load, node, None, exc)
             return
-        self.app.call_from_thread(self._finish_load, node, children, None)
+        self.app.call_from_thread(self._finish_load, node, children, None, labels)
 
     def _finish_load(
-        self, node: TreeNode[TreeData], children: list[Region] | None, error: Exception | None
+        self,
+        node: TreeNode[TreeData],
+        children: list[Region] | None,
+        error: Exception | None,
+        labels: list[Text] | None = None,
     ) -> None:
         self._loading.discard(node.id)
         if not self.is_attached or node.tree is not self or node.data is None or node.id in self._populated:
@@ -186,7 +239,7 @@ class RegionTree(Tree[TreeData]):
         if error is not None or children is None:
             self._add_error(node, error)
         else:
-            self._add_region_children(node, children)
+            self._add_region_children(node, children, labels)
         self._on_loaded(node)
 
     def _add_error(self, node: TreeNode[TreeData], error: Exception | None) -> None:
@@ -194,23 +247,31 @@ class RegionTree(Tree[TreeData]):
         msg = f"could not load: {type(error).__name__}: {error}" if error else "could not load"
         node.add_leaf(safe_rich_text(msg, self._style("role--corrupt")), data=None)
 
-    def _add_region_children(self, node: TreeNode[TreeData], children: list[Region]) -> None:
+    def _add_region_children(
+        self, node: TreeNode[TreeData], children: list[Region], labels: list[Text] | None = None
+    ) -> None:
         self._populated.add(node.id)
         parent = node.data if isinstance(node.data, Region) else None
         depth = self._depth(node) + 1
-        for child in children[:MAX_CHILDREN]:
-            self._add_region_child(node, child, parent, depth)
-        if len(children) > MAX_CHILDREN:
-            node.add_leaf(
-                Text(f"… {len(children) - MAX_CHILDREN:,} more not shown", style="italic"), data=None
-            )
+        shown = children[:MAX_CHILDREN]
+        if labels is None or len(labels) != len(shown):
+            labels = [region_label(child, self._style) for child in shown]
+        self._batch_begin()
+        try:
+            for child, label in zip(shown, labels, strict=True):
+                self._add_region_child(node, child, label, parent, depth)
+            if len(children) > MAX_CHILDREN:
+                node.add_leaf(
+                    Text(f"… {len(children) - MAX_CHILDREN:,} more not shown", style="italic"), data=None
+                )
+        finally:
+            self._batch_end()
         if not children:
             node.allow_expand = False
 
     def _add_region_child(
-        self, node: TreeNode[TreeData], child: Region, parent: Region | None, depth: int
+        self, node: TreeNode[TreeData], child: Region, label: Text, parent: Region | None, depth: int
     ) -> None:
-        label = region_label(child, self._style)
         expandable = child.has_children and not (child.children_loaded and not child.children())
         child_node = node.add(label, data=child, allow_expand=expandable)
         self._region_nodes[id(child)] = child_node
