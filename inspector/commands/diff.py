@@ -34,11 +34,25 @@ def _load(args: argparse.Namespace, *, orphan_scan: bool = True) -> tuple[Any, A
             raise UsageError("schema: " + "; ".join(problems))
     old = load(args.old, did=args.did, schema=args.schema, orphan_scan=orphan_scan)
     try:
+        if not orphan_scan:
+            _let_go(old)
         new = load(args.new, did=args.did, schema=args.schema, orphan_scan=orphan_scan)
+        if not orphan_scan:
+            _let_go(new)
     except BaseException:
         old.close()
         raise
     return old, new
+
+
+def _let_go(session: Session) -> None:
+    """Drop this process's mapping of what loading read (the page cache keeps it). The orphan scan's
+    free-list walk does that as it ends; with the scan deferred, each side kept ~245 MB of a 1 GiB
+    snapshot mapped, and both sides together doubled the diff's peak RSS (272 → 510 MB on the bench's
+    dense pair)."""
+    from inspector.mapped_pages import page_releaser
+
+    page_releaser(session.snapshot.buf)(0, session.snapshot.size)
 
 
 def _compute(old: Session, new: Session, byte_result: DiffResult | None = None) -> SnapshotDiff:
