@@ -9,6 +9,7 @@ end raises ``OutOfBounds``, which walkers turn into findings, never into a trace
 from __future__ import annotations
 
 import bisect
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,12 @@ class Memory:
         """The physical byte ranges (half-open) that hold virtual bytes [offset, offset+n)."""
         raise NotImplementedError
 
+    def peek(self, offset: int, n: int) -> bytes:
+        """``read`` for a few bytes in a loop of scattered probes: it does not map the file's pages.
+        Kernels that keep the page cache in large folios map a whole folio (up to 2 MB) on a touch of
+        one byte, so a probe at every bucket start of a 1 GiB memory left 1 GB of RSS."""
+        return self.read(offset, n)
+
     def to_physical(self, offset: int) -> int:
         raise NotImplementedError
 
@@ -66,6 +73,18 @@ class PhysicalMemory(Memory):
         if offset < 0 or n < 0 or offset + n > self.size:
             raise OutOfBounds(f"read of {n} bytes at {offset:#x} is outside {self.label} ({self.size} bytes)")
         return bytes(self.buf[offset : offset + n])
+
+    def peek(self, offset: int, n: int) -> bytes:
+        if self.fd is None:
+            return self.read(offset, n)
+        if offset < 0 or n < 0 or offset + n > self.size:
+            raise OutOfBounds(f"read of {n} bytes at {offset:#x} is outside {self.label} ({self.size} bytes)")
+        try:
+            got = os.pread(self.fd, n, offset)
+        except OSError:
+            got = b""
+        # A short read (the file shrank under us) goes through the mapping, which reports it as read does.
+        return got if len(got) == n else self.read(offset, n)
 
     def physical_ranges(self, offset: int, n: int) -> list[Range]:
         return [(offset, offset + n)] if n > 0 else []
@@ -168,6 +187,12 @@ class VirtualMemory(Memory):
             return self.phys.read(start, n)
         parts = [self.phys.read(s, e - s) for s, e in self._host_ranges(offset, n)]
         return b"".join(parts)
+
+    def peek(self, offset: int, n: int) -> bytes:
+        if offset < 0 or n < 0 or offset + n > self.size:
+            return self.read(offset, n)  # raises OutOfBounds, worded as read words it
+        root = self.root
+        return b"".join(root.peek(s, e - s) for s, e in self.physical_ranges(offset, n))
 
     def contiguous(self, offset: int) -> tuple[Buffer, int, int]:
         k, off = divmod(offset, self.bucket_size_bytes)

@@ -154,3 +154,24 @@ def test_diff_cli_on_many_ranges_reports_runs(
     assert main(["diff", str(old), str(new), "--report"]) == 0
     out = capsys.readouterr().out
     assert f"{size // 2:,} changed ranges" in out and "runs" in out
+
+
+def test_diff_json_keeps_flat_lists_on_one_line() -> None:
+    from inspector.commands.diff import _dump
+    from inspector.jsonout import json_default
+
+    value = {
+        "ranges": [[1, 2], [3, 4]],
+        "item": {"key": "a\u202eb", "n": [1, 2, 3], "raw": b"\x01\xff"},
+        "rows": [{"x": 1}, {"y": [[5, 6]]}],
+        "empty": {},
+        "nested": [[1, [2]]],
+    }
+    text = _dump(value, "  ")
+    assert json.loads(text) == json.loads(json.dumps(value, default=json_default))
+    lines = text.splitlines()
+    assert lines[1] == '    "ranges": [[1, 2], [3, 4]],'
+    assert '      "n": [1, 2, 3],' in lines and '      "raw": "01ff"' in lines
+    assert '        "y": [[5, 6]]' in lines  # a dict inside a list is still laid out key by key
+    assert '"nested": [[1, [2]]]' not in text  # lists of lists of lists are not flat
+    assert "\u202e" not in text and "\\u202e" in text  # a bidi override is escaped, as before

@@ -138,3 +138,53 @@ def test_nodes_of_a_big_file_are_read_with_pread_and_give_the_same_walk(
     monkeypatch.setattr(headers.os, "pread", counted)
     assert walk() == mapped
     assert len(preads) >= mapped[2]["count"]  # type: ignore[index]  # every node at least once
+
+
+def _rss_file_kb() -> int:
+    with open("/proc/self/status", encoding="ascii") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssFile:"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="RssFile is read from Linux /proc")
+def test_peek_reads_what_read_reads_without_mapping_the_file(tmp_path: Path) -> None:
+    import mmap
+
+    from inspector.memory import OutOfBounds, PhysicalMemory, VirtualMemory
+
+    rng = random.Random(5)
+    mib = 1 << 20
+    path = tmp_path / "probe.bin"
+    with path.open("wb") as f:  # 64 MiB, random bytes at every MiB start (the rest a hole)
+        f.truncate(64 * mib)
+        marks = {}
+        for i in range(64):
+            marks[i] = rng.randbytes(16)
+            f.seek(i * mib)
+            f.write(marks[i])
+    fd = os.open(path, os.O_RDONLY)
+    buf = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    try:
+        phys = PhysicalMemory(buf, 64 * mib, fd=fd)
+        # Buckets of 1 MiB after the 64 KiB header, out of order, and a memory nested in that one.
+        outer = VirtualMemory(phys, 0, [9, 2, 30, 5, 40, 41], mib, 6 * mib)
+        inner = VirtualMemory(outer, 1, [3, 0], mib, 2 * mib, base=0)
+        for mem in (phys, outer, inner):
+            for off in (0, 7, mib - 3, mib + 65_530, mem.size - 16):  # within, and across buckets
+                assert mem.peek(off, 16) == mem.read(off, 16), (mem.label, off)
+            with pytest.raises(OutOfBounds):
+                mem.peek(mem.size - 2, 3)
+        buf.close()
+        buf = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)  # a fresh mapping: nothing of it touched yet
+        phys = PhysicalMemory(buf, 64 * mib, fd=fd)
+        before = _rss_file_kb()
+        got = [phys.peek(i * mib, 16) for i in range(1, 64)]
+        peeked = _rss_file_kb() - before
+        assert got == [marks[i] for i in range(1, 64)]
+        before = _rss_file_kb()
+        assert [phys.read(i * mib, 16) for i in range(1, 64)] == got
+        mapped = _rss_file_kb() - before
+        # Each mapped read faults in at least one 4 KiB page; pread maps none.
+        assert mapped >= 63 * 4 > peeked
+    finally:
+        buf.close()
+        os.close(fd)

@@ -277,7 +277,7 @@ def bucket_order_risk(analysis: Analysis) -> None:
                 try:
                     if not range_contains(data, m.memory.to_physical(k * bs)):
                         continue
-                    magic = m.memory.read(k * bs, 3)
+                    magic = m.memory.peek(k * bs, 3)
                 except OutOfBounds:
                     break
                 if magic not in _HEADER_MAGICS:

@@ -12,10 +12,10 @@ once, for the whole tree, at the speed of C where it can:
   mapping (``memoryview`` casts, no Python loop), a block at a time with the mapped pages let go after
   each block, and compared with what a valid, back-to-back overflow page holds (big-integer XOR over
   the packed columns). The result is one 8-byte group per chunk, zero where the chunk is an allocated
-  "NOF" page whose ``next`` is the chunk right after it.
-* Each chain is then followed a RUN at a time: a regular-expression search finds the end of the run
-  (the next non-zero group), the page there is checked field by field and its ``next`` followed. The
-  Python work is one step per run of back-to-back pages, not one per page.
+  "NOF" page whose ``next`` is the chunk right after it; its bytes are then made 0/1 (``translate``).
+* Each chain is then followed a RUN at a time: ``bytes.find`` (a C ``memchr``) finds the end of the
+  run (the next non-zero group), the page there is checked field by field and its ``next`` followed.
+  The Python work is one step per run of back-to-back pages, not one per page.
 * Only compact arrays are kept: the runs (first chunk, last chunk, node, index of the first page in the
   chain), sorted, so an owner is one bisection.
 
@@ -27,7 +27,6 @@ the caller falls back to the per-side plan (and from there to the key-order walk
 from __future__ import annotations
 
 import os
-import re
 import struct
 from array import array
 from bisect import bisect_right
@@ -81,7 +80,7 @@ _MAGIC_WORD_AT = _OVF_MAGIC_AT + len(OVERFLOW_MAGIC) - WORD  # 11
 _MAGIC_KEEP = _OVF_MAGIC_AT + len(OVERFLOW_MAGIC) - (CHUNK_HEADER_SIZE - 1)  # 4 bytes
 _MAGIC_WORD = int.from_bytes(bytes(WORD - len(OVERFLOW_MAGIC)) + OVERFLOW_MAGIC, "little")
 _MAGIC_MASK = ((1 << (8 * _MAGIC_KEEP)) - 1) << (8 * (WORD - _MAGIC_KEEP))
-_NONZERO = re.compile(rb"[^\x00]")
+_NONZERO_TO_ONE = bytes([0] + [1] * 255)
 _U32 = struct.Struct("<I").unpack
 
 
@@ -181,8 +180,8 @@ def _grid(m: BTreeMap) -> tuple[ByteSource, int, int] | None:
 
 class _Columns:
     """The grid's chunk headers as packed columns (see the module docstring): ``cont`` has a zero group
-    where a chunk is a valid overflow page linked to the chunk right after it, ``valid`` a zero group
-    where it is a valid overflow page, and ``nexts`` every chunk's overflow ``next`` field. With
+    where a chunk is a valid overflow page linked to the chunk right after it (each byte 0 or 1, so that
+    ``find(1)`` finds the next non-zero group), ``valid`` a zero group where it is a valid overflow page, and ``nexts`` every chunk's overflow ``next`` field. With
     ``headers``, also each chunk header's first word (``heads``: magic, version, allocated) and its own
     ``next`` (``links``, the free-list link), as they are on disk (for ``frontier``)."""
 
@@ -222,8 +221,9 @@ class _Columns:
             self.nexts.frombytes(nexts)
             release(lo, lo + k * cs + WORD)
         self.n = len(self.nexts)
-        cont += b"\xff" * WORD  # a sentinel: every search for a run's end finds one
-        self.cont, self.valid = bytes(cont), bytes(valid)
+        cont += _ONE  # a sentinel: every search for a run's end finds one
+        # One C pass: a search from a group's start for the first 1 lands in the first non-zero group.
+        self.cont, self.valid = cont.translate(_NONZERO_TO_ONE), bytes(valid)
         del view
 
 
@@ -319,7 +319,7 @@ def build(m: BTreeMap, release: Callable[[], None], cols: _Columns | None = None
     idx = ChainIndex(m, {a: v[:3] for a, v in nodes.items()})
     starts, ends, owner, first = idx.starts, idx.ends, idx.owner, idx.first
     total = 0
-    search = _NONZERO.search
+    find = cont.find
     for addr, (_t, _k, _ch, head) in nodes.items():
         j = 0
         nxt = head
@@ -328,7 +328,7 @@ def build(m: BTreeMap, release: Callable[[], None], cols: _Columns | None = None
             pos, r = divmod(nxt - first_payload, cs)
             if r or not 0 <= pos < n:
                 return None
-            e = search(cont, WORD * pos).start() >> 3  # type: ignore[union-attr]  # (the sentinel)
+            e = find(1, WORD * pos) >> 3  # (the sentinel: always found)
             if e >= n or valid[e] and not _valid_page(buf, base + e * cs):
                 return None
             nxt = nexts[e]

@@ -313,7 +313,7 @@ def _read_stream(m: BTreeMap, addr: int, chain: _PageChain, pos: int, n: int) ->
                 raise NodeError("node stream runs past its overflow chain")
             v, room = chain[j] + OVERFLOW_DATA_OFFSET + off, body - off
         take = min(n, room)
-        parts.append(m.mem.read(v, take))
+        parts.append(m.mem.peek(v, take))
         pos += take
         n -= take
     return b"".join(parts)
@@ -339,7 +339,7 @@ def _light(m: BTreeMap, addr: int) -> NodeShape | None:
     ):
         raise NodeError("node address off the chunk grid")
     try:
-        head = m.mem.read(addr - CHUNK_HEADER_SIZE, CHUNK_NODE.size)
+        head = m.mem.peek(addr - CHUNK_HEADER_SIZE, CHUNK_NODE.size)
     except READ_ERRORS as exc:
         raise NodeError(str(exc)) from exc
     cmagic, cver, alloc, _pad, _nxt, nmagic, nver, ntype, k, ovf = CHUNK_NODE.unpack_from(head)
@@ -562,7 +562,7 @@ def _value_slots(
             return None  # runs over into the next value's length prefix
         if ps < vs:
             return None
-        if ma.mem.read(v, pe - ps) != mb.mem.read(v, pe - ps):
+        if ma.mem.peek(v, pe - ps) != mb.mem.peek(v, pe - ps):
             out.add(i)
     return sorted(out)
 
