@@ -181,9 +181,10 @@ def _grid(m: BTreeMap) -> tuple[ByteSource, int, int] | None:
 class _Columns:
     """The grid's chunk headers as packed columns (see the module docstring): ``cont`` has a zero group
     where a chunk is a valid overflow page linked to the chunk right after it (each byte 0 or 1, so that
-    ``find(1)`` finds the next non-zero group), ``valid`` a zero group where it is a valid overflow page, and ``nexts`` every chunk's overflow ``next`` field. With
-    ``headers``, also each chunk header's first word (``heads``: magic, version, allocated) and its own
-    ``next`` (``links``, the free-list link), as they are on disk (for ``frontier``)."""
+    ``find(1)`` finds the next non-zero group), ``valid`` a zero group where it is a valid overflow page,
+    and ``nexts`` every chunk's overflow ``next`` field. With ``headers``, also each chunk header's first
+    word (``heads``: magic, version, allocated) and its own ``next`` (``links``, the free-list link), as
+    they are on disk (for ``frontier``)."""
 
     def __init__(self, buf: ByteSource, base: int, n: int, cs: int, *, headers: bool = False) -> None:
         release = page_releaser(buf)
