@@ -69,16 +69,18 @@ class PhysicalMemory(Memory):
         # The open file behind ``buf`` (when it is one), for scattered reads that should not map pages.
         self.fd = fd
 
-    def read(self, offset: int, n: int) -> bytes:
+    def _check(self, offset: int, n: int) -> None:
         if offset < 0 or n < 0 or offset + n > self.size:
             raise OutOfBounds(f"read of {n} bytes at {offset:#x} is outside {self.label} ({self.size} bytes)")
+
+    def read(self, offset: int, n: int) -> bytes:
+        self._check(offset, n)
         return bytes(self.buf[offset : offset + n])
 
     def peek(self, offset: int, n: int) -> bytes:
         if self.fd is None:
             return self.read(offset, n)
-        if offset < 0 or n < 0 or offset + n > self.size:
-            raise OutOfBounds(f"read of {n} bytes at {offset:#x} is outside {self.label} ({self.size} bytes)")
+        self._check(offset, n)
         try:
             got = os.pread(self.fd, n, offset)
         except OSError:

@@ -53,7 +53,7 @@ MAX_RUNS = 1 << 16
 PROGRESS_CALLS = 100
 
 # Maps every non-zero byte to 1 so that runs of differing bytes can be found with bytes.find(0/1).
-_NONZERO_TO_ONE = bytes([0] + [1] * 255)
+NONZERO_TO_ONE = bytes([0] + [1] * 255)
 
 
 class DiffCancelled(Exception):
@@ -223,7 +223,7 @@ def changed_ranges(
         def exact(off: int, n: int) -> None:
             # The XOR of the two blocks is non-zero exactly at the differing bytes.
             x = int.from_bytes(va[off : off + n], "little") ^ int.from_bytes(vb[off : off + n], "little")
-            mask = x.to_bytes(n, "little").translate(_NONZERO_TO_ONE)
+            mask = x.to_bytes(n, "little").translate(NONZERO_TO_ONE)
             i = mask.find(1)
             if gap == 0:
                 while i >= 0:

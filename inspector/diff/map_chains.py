@@ -33,6 +33,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from inspector.diff.byte_ranges import NONZERO_TO_ONE
 from inspector.layouts import (
     CHUNK_HEADER_SIZE,
     CHUNK_MAGIC,
@@ -80,7 +81,6 @@ _MAGIC_WORD_AT = _OVF_MAGIC_AT + len(OVERFLOW_MAGIC) - WORD  # 11
 _MAGIC_KEEP = _OVF_MAGIC_AT + len(OVERFLOW_MAGIC) - (CHUNK_HEADER_SIZE - 1)  # 4 bytes
 _MAGIC_WORD = int.from_bytes(bytes(WORD - len(OVERFLOW_MAGIC)) + OVERFLOW_MAGIC, "little")
 _MAGIC_MASK = ((1 << (8 * _MAGIC_KEEP)) - 1) << (8 * (WORD - _MAGIC_KEEP))
-_NONZERO_TO_ONE = bytes([0] + [1] * 255)
 _U32 = struct.Struct("<I").unpack
 
 
@@ -224,7 +224,7 @@ class _Columns:
         self.n = len(self.nexts)
         cont += _ONE  # a sentinel: every search for a run's end finds one
         # One C pass: a search from a group's start for the first 1 lands in the first non-zero group.
-        self.cont, self.valid = cont.translate(_NONZERO_TO_ONE), bytes(valid)
+        self.cont, self.valid = cont.translate(NONZERO_TO_ONE), bytes(valid)
         del view
 
 

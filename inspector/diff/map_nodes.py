@@ -523,9 +523,8 @@ def _shared_plan(ma: BTreeMap, mb: BTreeMap, a: Structure, b: Structure, hits: l
     old, new = _Side(ma, release), _Side(mb, release)
     p = MapPlan(old, new, sorted(per_node), hits, dirty)
     p.chains = idx
-    for n_node, (node, parts) in enumerate(sorted(per_node.items())):
-        if n_node % RELEASE_EVERY_SCATTERED == RELEASE_EVERY_SCATTERED - 1:
-            release()
+    # (The node streams below are read with pread: nothing mapped to let go of on the way.)
+    for node, parts in sorted(per_node.items()):
         chain = idx.chain(node)
 
         def read(pos: int, n: int, node: int = node, chain: map_chains.NodeChain = chain) -> bytes:
