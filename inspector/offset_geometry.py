@@ -508,12 +508,15 @@ class _BTreeLocator:
 
     def _chunk(self, c: int) -> tuple[bool, int, bytes] | None:
         """(header is CHK v1, allocated flag, payload magic) of the chunk whose header is at ``c``."""
-        buf, phys, avail = self.mem.contiguous(c)
-        if avail >= CHUNK_HEADER_SIZE + 3:
-            # The usual case: header and magic in one bucket, unpacked in place (no copies).
-            magic, version, allocated, _pad, _next = CHUNK_HEADER.unpack_from(buf, phys)
-            start = phys + CHUNK_HEADER_SIZE
-            return magic == CHUNK_MAGIC and version == 1, allocated, bytes(buf[start : start + 3])
+        try:
+            # The usual case: header and magic in one read. A peek (pread) rather than the mapping: a
+            # touch of the mapping maps a whole large page-cache folio, and a diff looks up thousands.
+            raw = self.mem.peek(c, CHUNK_HEADER_SIZE + 3)
+        except OutOfBounds:
+            raw = b""
+        if len(raw) == CHUNK_HEADER_SIZE + 3:
+            magic, version, allocated, _pad, _next = CHUNK_HEADER.unpack_from(raw)
+            return magic == CHUNK_MAGIC and version == 1, allocated, raw[CHUNK_HEADER_SIZE:]
         try:
             magic, version, allocated, _pad, _next = CHUNK_HEADER.unpack_from(
                 self.mem.read(c, CHUNK_HEADER_SIZE)

@@ -123,6 +123,11 @@ def diff_as(kind: str, tmp_path: Path, a: bytes, b: bytes, **kw: object) -> Diff
     pa, pb = tmp_path / "a.bin", tmp_path / "b.bin"
     pa.write_bytes(a)
     pb.write_bytes(b)
+    if kind == "pread":  # whole-file mappings with their descriptors: read with preadv (_PairReader)
+        with ExitStack() as stack:
+            fa, fb = (stack.enter_context(open(p, "rb")) for p in (pa, pb))
+            ma, mb = stack.enter_context(mapped(pa)), stack.enter_context(mapped(pb))
+            return changed_ranges(ma, mb, a_file=fa.fileno(), b_file=fb.fileno(), **kw)  # type: ignore[arg-type]
     make_a, make_b = KINDS[kind]
     with ExitStack() as stack:
         return changed_ranges(make_a(stack, pa, a), make_b(stack, pb, b), **kw)  # type: ignore[arg-type]
@@ -245,7 +250,7 @@ def single_base() -> bytes:
     return random.Random(3).randbytes(SINGLE_SIZE)
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", [*KINDS, "pread"])
 @pytest.mark.parametrize("offset", [*single_change_offsets(), SINGLE_SIZE - 1])
 def test_single_changed_byte(tmp_path: Path, kind: str, offset: int) -> None:
     a = single_base()
@@ -288,6 +293,68 @@ def test_non_byte_buffers() -> None:
     # 100 * 4 = 400 in little- or big-endian: the value 100 vs 7 differs in one byte of the item.
     assert res.count == 1 and res.total_bytes == 1 and 400 <= res.ranges[0].start < 404
     assert res.size_a == res.size_b == 20_000
+
+
+def _scattered(seed: int, size: int, changes: int, grow: int = 0) -> tuple[bytes, bytes]:
+    rnd = random.Random(seed)
+    a = rnd.randbytes(size)
+    b = bytearray(a)
+    for off in rnd.sample(range(size), changes):
+        b[off] ^= rnd.randrange(1, 256)
+    b[size // 3 : size // 3 + 3000] = rnd.randbytes(3000)  # a dense stretch
+    return a, bytes(b) + rnd.randbytes(grow)
+
+
+@pytest.mark.parametrize("grow", [0, 777, -5000])
+def test_the_pread_compare_matches_naive_at_every_level(tmp_path: Path, grow: int) -> None:
+    """Read by descriptor in 16 KiB pieces (the reader's unit is capped by the chunk), refined down to
+    64-byte leaves: the same ranges as the byte-by-byte reference, tail included."""
+    a, b = _scattered(8, 200_000, 400, max(grow, 0))
+    if grow < 0:
+        b = b[:grow]
+    with geometry(chunk=16384, block=4096, leaf=64, fanout=4):
+        got = diff_as("pread", tmp_path, a, b)
+    assert as_triples(got) == naive_diff(a, b)
+    assert got == diff_as("bytes-bytes", tmp_path, a, b)
+
+
+@pytest.mark.parametrize("kind", ["bytes-bytes", "pread"])
+def test_spans_join_to_the_one_pass_result(tmp_path: Path, kind: str) -> None:
+    """Two spans split anywhere (in a run of differing bytes, on a chunk boundary, at the ends), put
+    together by ``join``: the very result of one pass, counts and tail included."""
+    a, b = _scattered(9, 300_000, 500, 1234)
+    whole = diff_as(kind, tmp_path, a, b)
+    common = len(a)
+    inside = whole.ranges[len(whole.ranges) // 2]
+    for h in (0, 1, 16384, inside.start + 1, common // 2, common - 1, common):
+        with geometry(chunk=16384, block=4096, leaf=64, fanout=4):
+            parts = [
+                diff_as(kind, tmp_path, a, b, span=(0, h)),
+                diff_as(kind, tmp_path, a, b, span=(h, common)),
+            ]
+        assert byte_diff.join(parts) == whole, h
+        assert parts[1].tail == whole.tail and (h == common or parts[0].tail is None)
+
+
+def test_join_leaves_merged_runs_to_a_whole_compare(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A part that had to merge ranges into runs (its gap depends on its own count) is not joined."""
+    a, b = _scattered(10, 100_000, 3000)
+    monkeypatch.setattr(byte_diff, "MAX_RUNS", 64)
+    parts = [changed_ranges(a, b, span=(0, 50_000)), changed_ranges(a, b, span=(50_000, 100_000))]
+    assert parts[0].gap > 0
+    assert byte_diff.join(parts) is None
+
+
+def test_the_sink_sees_every_piece_read_by_descriptor(tmp_path: Path) -> None:
+    """``sink`` gets each piece of the first input the pread compare reads, in order, tiling the span."""
+    a, b = _scattered(11, 100_000, 50)
+    seen: list[tuple[int, bytes]] = []
+    with geometry(chunk=16384, block=4096, leaf=64, fanout=4):
+        diff_as(
+            "pread", tmp_path, a, b, span=(5000, 90_000), sink=lambda o, n, v: seen.append((o, bytes(v[:n])))
+        )
+    assert [o for o, _ in seen] == [5000 + i * 16384 for i in range(len(seen))]
+    assert b"".join(d for _o, d in seen) == a[5000:90_000]
 
 
 # --- property test against the byte-by-byte reference ---

@@ -24,7 +24,6 @@ from inspector.diff.engine import diff_sessions  # noqa: E402
 from inspector.layouts import CHUNK_HEADER_SIZE  # noqa: E402
 from inspector.memory import PhysicalMemory  # noqa: E402
 from inspector.session import load  # noqa: E402
-from inspector.snapshot import open_snapshot  # noqa: E402
 from inspector.structures.btreemap import BTreeMap, allocator  # noqa: E402
 
 
@@ -50,10 +49,13 @@ def _fresh_walk(path: Path) -> Any:
 
 
 def _child_state(path: Path) -> Any:
-    with open_snapshot(path) as snap:
-        hints = prefetch._old_map_hints(snap)
-    assert hints[1] is not None
-    return hints[1][2]
+    """The free list the byte-compare children hand over for ``path`` (compared with itself)."""
+    frontier._OFFERED.clear()
+    pending = prefetch.start_byte_diff(str(path), str(path))
+    assert pending is not None and pending.columns
+    assert pending.result() is not None
+    assert len(frontier._OFFERED) == 1
+    return frontier._OFFERED[0][2]
 
 
 def test_the_diff_walks_no_free_list_in_the_parent_and_says_the_same(
@@ -168,7 +170,7 @@ def test_stray_nodes_are_reported_as_the_synchronous_scan_reports_them(
     assert got["new_diagnosis"] == diagnosis != []
     # Both sides' lists came from the shortcuts, and are what each side's own walk gives.
     pending = prefetch.start_byte_diff(str(old), str(new))
-    assert pending is not None and pending.chains is not None
+    assert pending is not None and pending.columns
     a, b = load(old, orphan_scan=False), load(new, orphan_scan=False)
     try:
         result = pending.result()

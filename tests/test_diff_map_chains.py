@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import FIXTURES, ROOT, require_fixtures
 
 if str(ROOT) not in sys.path:
@@ -381,25 +383,109 @@ def test_a_second_free_list_with_the_same_bytes_is_checked_not_walked(tmp_path: 
     assert walk(bytes(taken)) is None
 
 
-def test_the_chain_index_child_is_forked_only_for_a_big_map(tmp_path: Path, monkeypatch: object) -> None:
-    from inspector.diff import prefetch
+def test_the_compare_is_split_and_takes_the_columns_only_for_a_big_map(
+    tmp_path: Path, monkeypatch: object
+) -> None:
+    """Below CHAINS_MIN_BYTES one child compares and the parent resolves any chains itself; above it two
+    children compare a part each (the joined result is the one-pass result) and, for a map on the old
+    snapshot's raw memory, take its columns and hand over its chain index and free list."""
+    from inspector.diff import frontier, prefetch
 
     old, new = tmp_path / "old.bin", tmp_path / "new.bin"
     _forge(old)
     _flip(old, new, _value_flips(old, 3, 9))
+    want = changed_ranges(old.read_bytes(), new.read_bytes())
     small = prefetch.start_byte_diff(str(old), str(new))
-    assert small is not None and small.chains is None  # below CHAINS_MIN_BYTES: the parent's job
-    assert small.result() == changed_ranges(old.read_bytes(), new.read_bytes())
+    assert small is not None and len(small.children) == 1 and not small.columns
+    map_chains._OFFERED.clear()
+    assert small.result() == want and not map_chains._OFFERED
     monkeypatch.setattr(prefetch, "CHAINS_MIN_BYTES", 0)  # type: ignore[attr-defined]
     raw = tmp_path / "raw.bin"
-    raw.write_bytes(bytes(4096))  # no map magic: no second child
+    raw.write_bytes(bytes(1 << 16))  # no map magic: two halves, no columns
     pending = prefetch.start_byte_diff(str(raw), str(raw))
-    assert pending is not None and pending.chains is None
-    assert pending.result() is not None
+    assert pending is not None and len(pending.children) == 2 and not pending.columns
+    assert pending.result() == changed_ranges(bytes(1 << 16), bytes(1 << 16))
     both = prefetch.start_byte_diff(str(old), str(new))
-    assert both is not None and both.chains is not None
-    assert both.result() == changed_ranges(old.read_bytes(), new.read_bytes())
-    assert len(map_chains._OFFERED) == 1
+    assert both is not None and len(both.children) == 2 and both.columns
+    frontier._OFFERED.clear()
+    assert both.result() == want
+    assert len(map_chains._OFFERED) == 1 and len(frontier._OFFERED) == 1
+    # The index from the children's columns is the one the parent would build from its own.
+    ((identity, got),) = map_chains._OFFERED.items()
+    s = load(old)
+    try:
+        assert identity == map_chains.file_identity(s.snapshot.fd)
+        m = s.analysis.structure("raw").map  # type: ignore[union-attr]
+        mine = map_chains.build(m, lambda: None)
+        assert mine is not None and got is not None
+        for name in ("starts", "ends", "owner", "first", "node_j", "node_c"):
+            assert getattr(got, name) == getattr(mine, name), name
+        assert (got.nodes, got.by_node, got.chain_len) == (mine.nodes, mine.by_node, mine.chain_len)
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("piece", [4096, 5000, 1 << 20])
+def test_the_column_sink_takes_the_columns_the_whole_file_pass_takes(tmp_path: Path, piece: int) -> None:
+    """The byte compare's pieces, of any size (chunk headers cut by a piece's end are read on their own),
+    in two spans into one shared area: the same five columns as the pass over the whole mapping."""
+    from inspector.diff import byte_ranges
+    from inspector.diff.shared_columns import SharedColumns
+    from inspector.snapshot import open_snapshot
+
+    path = tmp_path / "map.bin"
+    _forge(path)
+    with open_snapshot(path) as snap:
+        assert snap.buf is not None and snap.fd is not None
+        found = map_chains.old_grid(snap.buf, snap.size, snap.fd)
+        assert found is not None and found[1] is not None
+        base, n, cs = found[1]
+        whole = map_chains._Columns(snap.buf, base, n, cs, headers=True)
+        area = SharedColumns(n + 1)
+        saved = byte_ranges.READ_SIZE
+        byte_ranges.READ_SIZE = piece
+        try:
+            h = snap.size // 3
+            filled = 0
+            for span in ((0, h), (h, snap.size)):
+                sink = map_chains.ColumnSink(area, base, n, cs, snap.fd)
+                byte_ranges.changed_ranges(
+                    snap.buf, snap.buf, a_file=snap.fd, b_file=snap.fd, span=span, sink=sink
+                )
+                filled += sink.filled
+        finally:
+            byte_ranges.READ_SIZE = saved
+        assert filled == n == whole.n
+        shared = map_chains._Columns.shared(area, n)
+        assert shared.cont[: 8 * (n + 1)] == whole.cont
+        assert bytes(shared.valid) == whole.valid
+        for name in ("nexts", "heads", "links"):
+            assert list(getattr(shared, name)) == list(getattr(whole, name)), name
+        del shared
+        area.close()
+
+
+def test_a_child_that_fails_costs_the_hints_not_the_diff(tmp_path: Path, monkeypatch: object) -> None:
+    """The second child dies before it says what it filled: the first sends its half without a chain
+    index, the parent falls back to comparing itself, and nothing hangs."""
+    from inspector.diff import prefetch
+
+    old, new = tmp_path / "old.bin", tmp_path / "new.bin"
+    _forge(old)
+    _flip(old, new, _value_flips(old, 4, 2))
+    monkeypatch.setattr(prefetch, "CHAINS_MIN_BYTES", 0)  # type: ignore[attr-defined]
+    real = prefetch._compare
+
+    def second_dies(old_path: str, new_path: str, span: object, cols: object) -> object:
+        if isinstance(span, tuple) and span[0] > 0:
+            os._exit(3)
+        return real(old_path, new_path, span, cols)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(prefetch, "_compare", second_dies)  # type: ignore[attr-defined]
+    map_chains._OFFERED.clear()
+    pending = prefetch.start_byte_diff(str(old), str(new))
+    assert pending is not None and pending.columns
+    assert pending.result() is None and not map_chains._OFFERED
 
 
 def test_prepare_moves_the_layout_and_type_work_before_the_compare(
@@ -438,8 +524,9 @@ def test_prepare_moves_the_layout_and_type_work_before_the_compare(
 
     cold, warm = report(False), report(True)
     assert cold[0] == warm[0]
-    # Cold: both layouts, and the decoders the listed changes use (new keys, both sides' values).
-    assert cold[1:] == (2, 3) and warm[1:] == (0, 0)
+    # Cold: both layouts, and the decoders the listed changes use (new keys, both sides' values); the
+    # first guess on a side guesses the other role too, from the same elements (so 4, not 3).
+    assert cold[1:] == (2, 4) and warm[1:] == (0, 0)
 
 
 def test_chain_ranges_are_logical_ranges_a_run_at_a_time(tmp_path: Path) -> None:

@@ -33,12 +33,25 @@ def type_for(structure: Structure, role: str) -> TypeExpr:
         except TypeSyntaxError:
             expr = None  # the CLI validates schema types up front; the TUI only offers valid ones
     if expr is None:
+        # The other role's guess is made from the same elements when it will be guessed too: reading
+        # them once (a map of 100 KB values read 3 MB of samples twice).
+        other = "value" if role == "key" else "key"
+        other_chosen = (structure.settings or {}).get(other)
+        other_key = f"{other}:{other_chosen}"
+        both = other_key not in cache and not (
+            isinstance(other_chosen, str) and other_chosen not in ("", "auto")
+        )
         samples: list[bytes] = []
+        others: list[bytes] = []
         for el in islice(structure.elements(0), SAMPLE_SIZE):
-            data = el.key if role == "key" else el.value
+            data, rest = (el.key, el.value) if role == "key" else (el.value, el.key)
             if data is not None:
                 samples.append(data)
+            if both and rest is not None:
+                others.append(rest)
         expr = guess_type(samples, "key" if role == "key" else "value")
+        if both:
+            cache[other_key] = guess_type(others, "key" if other == "key" else "value")
     cache[cache_key] = expr
     return expr
 

@@ -47,6 +47,7 @@ CHUNK_SIZE = 4 << 20  # unit of cancel checks, progress and page release
 BLOCK_SIZE = 256 << 10  # first-pass comparison unit
 LEAF_SIZE = 4 << 10  # refinement stops splitting here and finds exact boundaries
 FANOUT = 16  # a differing block is split into this many parts
+READ_SIZE = 1 << 20  # unit of the pread compare (1 MiB measured best: 256 KiB and 4 MiB lost ~15%)
 # At most this many ranges are kept; past it, nearby ranges are merged into runs (DiffResult.gap).
 MAX_RUNS = 1 << 16
 
@@ -152,6 +153,9 @@ class DiffResult:
         return [(r.start, r.end) for r in self.ranges if include_tail or not r.tail]
 
 
+Sink = Callable[[int, int, memoryview], object]
+
+
 def changed_ranges(
     a: ByteSource,
     b: ByteSource,
@@ -160,71 +164,49 @@ def changed_ranges(
     b_file: FileRef | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    span: tuple[int, int] | None = None,
+    sink: Sink | None = None,
 ) -> DiffResult:
     """Return every byte range where ``a`` and ``b`` differ, plus the size-difference tail.
 
     ``a`` and ``b`` are normally read-only ``mmap.mmap`` objects; ``bytes`` (e.g. for empty files,
     which cannot be mapped) and other contiguous buffers work too. Neither is ever copied whole.
 
-    ``a_file``/``b_file`` (an open descriptor or a path of the same bytes) are used only to find
-    holes: ranges that are holes in *both* files are skipped unread. A path is opened read-only and
-    closed again; a descriptor is left open and its file offset is preserved.
+    ``a_file``/``b_file`` (an open descriptor or a path of the same bytes) are used to find holes:
+    ranges that are holes in *both* files are skipped unread. A path is opened read-only and closed
+    again; a descriptor is left open and its file offset is preserved. Two descriptors of whole-file
+    mappings are also read from directly (``_PairReader``).
 
     ``progress(done, total)`` is called at most 100 times over the common prefix (``total`` is its
     length). ``cancel()`` is polled once per 4 MiB chunk; when it returns True, :class:`DiffCancelled`
     is raised.
+
+    ``span=(lo, hi)``: compare only that part of the common prefix (``lo`` a multiple of 4 MiB); the
+    tail is included only when ``hi`` reaches the end of the shorter input. ``join`` puts the results of
+    adjacent spans together into the result of the whole. ``sink(offset, n, view)`` is handed every
+    piece of ``a`` read by descriptor (``view[:n]`` holds ``a[offset:offset + n]``, valid during the
+    call), for work that wants the same bytes (``map_chains.ColumnSink``); it is not called for pieces
+    compared through the mappings.
     """
     with _byte_view(a) as va, _byte_view(b) as vb:
         size_a, size_b = va.nbytes, vb.nbytes
         common = min(size_a, size_b)
-        regions = _regions_to_scan(a_file, b_file, size_a, size_b, common)
+        lo_span, hi_span = (0, common) if span is None else (max(0, span[0]), min(span[1], common))
+        regions = _clip(_regions_to_scan(a_file, b_file, size_a, size_b, common), lo_span, hi_span)
         equal = _block_equality(a, b, va, vb)
         release_a, release_b = page_releaser(a), page_releaser(b)
         load_a, load_b = page_loader(a), page_loader(b)
-        # Flat arrays (8 bytes a value) rather than a list of tuples, and at most MAX_RUNS of them: a
-        # diff of unrelated snapshots has millions of differing ranges. Past the cap, nearby ranges are
-        # merged into runs (the gap grows) and each run keeps its exact count of differing bytes.
-        starts, ends, diffs = array("Q"), array("Q"), array("Q")
+        runs = _Runs()
+        add = runs.add
         report = _ProgressReporter(progress, common)
-        max_runs = max(2, MAX_RUNS)
-        gap = 0
-        raw_count = 0  # maximal differing ranges, exact
-        raw_end = -1  # one past the last differing byte seen
 
-        def coalesce() -> None:
-            nonlocal gap, starts, ends, diffs
-            while len(starts) > max_runs // 2:
-                gap = 8 if gap == 0 else gap * 4
-                s2, e2, d2 = array("Q"), array("Q"), array("Q")
-                for st, en, df in zip(starts, ends, diffs, strict=True):
-                    if e2 and st - e2[-1] <= gap:
-                        e2[-1] = en
-                        d2[-1] += df
-                    else:
-                        s2.append(st)
-                        e2.append(en)
-                        d2.append(df)
-                starts, ends, diffs = s2, e2, d2
-
-        def add(start: int, end: int, differing: int, raw: int) -> None:
-            nonlocal raw_count, raw_end
-            raw_count += raw - (1 if start == raw_end else 0)
-            raw_end = end
-            if ends and start - ends[-1] <= gap:
-                ends[-1] = end
-                diffs[-1] += differing
-            else:
-                starts.append(start)
-                ends.append(end)
-                diffs.append(differing)
-                if len(starts) > max_runs:
-                    coalesce()
-
-        def exact(off: int, n: int) -> None:
+        def exact(xa: memoryview, xb: memoryview, base: int, off: int, n: int) -> None:
             # The XOR of the two blocks is non-zero exactly at the differing bytes.
-            x = int.from_bytes(va[off : off + n], "little") ^ int.from_bytes(vb[off : off + n], "little")
+            x = int.from_bytes(xa[off : off + n], "little") ^ int.from_bytes(xb[off : off + n], "little")
             mask = x.to_bytes(n, "little").translate(NONZERO_TO_ONE)
+            off += base
             i = mask.find(1)
+            gap = runs.gap
             if gap == 0:
                 while i >= 0:
                     j = mask.find(0, i)
@@ -245,53 +227,212 @@ def changed_ranges(
                     break
                 i = mask.find(1, end)
 
-        def refine(off: int, n: int) -> None:
+        def refine(
+            xa: memoryview, xb: memoryview, eq: Callable[[int, int], bool], base: int, off: int, n: int
+        ) -> None:
             leaf = LEAF_SIZE
             if n <= leaf:
-                exact(off, n)
+                exact(xa, xb, base, off, n)
                 return
             part = max(leaf, n // FANOUT)
             stop = off + n
             for p in range(off, stop, part):
                 m = min(part, stop - p)
-                if not equal(p, m):
-                    refine(p, m)
+                if not eq(p, m):
+                    refine(xa, xb, eq, base, p, m)
+
+        def mapped(lo: int, hi: int) -> None:
+            load_a(lo, hi)
+            load_b(lo, hi)
+            for off in range(lo, hi, block):
+                n = min(block, hi - off)
+                if not equal(off, n):
+                    refine(va, vb, equal, 0, off, n)
+            release_a(lo, hi)
+            release_b(lo, hi)
 
         block, chunk = BLOCK_SIZE, CHUNK_SIZE
+        reader = _PairReader.open(a, b, a_file, b_file, min(READ_SIZE, chunk))
         compared = 0
-        for lo, hi in regions:
-            for cs in range(lo, hi, chunk):
-                if cancel is not None and cancel():
-                    raise DiffCancelled(report.done, common)
-                ce = min(cs + chunk, hi)
-                load_a(cs, ce)
-                load_b(cs, ce)
-                for off in range(cs, ce, block):
-                    n = min(block, ce - off)
-                    if not equal(off, n):
-                        refine(off, n)
-                release_a(cs, ce)
-                release_b(cs, ce)
-                compared += ce - cs
-                report.advance_to(ce)
+        try:
+            for lo, hi in regions:
+                for cs in range(lo, hi, chunk):
+                    if cancel is not None and cancel():
+                        raise DiffCancelled(report.done, common)
+                    ce = min(cs + chunk, hi)
+                    if reader is None:
+                        mapped(cs, ce)
+                    else:
+                        for off in range(cs, ce, reader.size):
+                            n = min(reader.size, ce - off)
+                            same = reader.same(off, n)
+                            if same is None:  # a short read (the file shrank?): the mapping decides
+                                mapped(off, off + n)
+                                continue
+                            if sink is not None:
+                                sink(off, n, reader.va)
+                            if not same:
+                                refine(reader.va, reader.vb, reader.equal, off, 0, n)
+                    compared += ce - cs
+                    report.advance_to(ce)
+        finally:
+            if reader is not None:
+                reader.close()
         report.finish()
 
-    if gap:
-        ranges = [ChangedRange(s, e, False, d) for s, e, d in zip(starts, ends, diffs, strict=True)]
-    else:
-        ranges = list(map(ChangedRange, starts, ends))
-    if size_a != size_b:
-        ranges.append(ChangedRange(common, max(size_a, size_b), tail=True))
-        raw_count += 1
-    return DiffResult(
-        size_a=size_a,
-        size_b=size_b,
-        ranges=tuple(ranges),
-        bytes_compared=compared,
-        hole_bytes_skipped=common - compared,
-        gap=gap,
-        exact_range_count=raw_count,
+    if hi_span >= common and size_a != size_b:
+        runs.tail(common, max(size_a, size_b))
+    return runs.result(size_a, size_b, compared, (hi_span - lo_span) - compared)
+
+
+def join(parts: list[DiffResult]) -> DiffResult | None:
+    """The result of one pass over the spans the ``parts`` compared (adjacent, in order, together the
+    whole common prefix; the tail is the last one's): their ranges replayed through the same accumulator,
+    so a range that runs over a span boundary is one range and the counts are the single pass's. None
+    where a part had merged ranges into runs (its gap depends on its own count; compare again whole)."""
+    if not parts or any(p.gap for p in parts):
+        return None
+    runs = _Runs()
+    for p in parts:
+        for r in p.ranges:
+            if not r.tail:
+                runs.add(r.start, r.end, r.end - r.start, 1)
+    tail = parts[-1].tail  # (a part that ends at the end of the common prefix has it too: one is kept)
+    if tail is not None:
+        runs.tail(tail.start, tail.end)
+    last = parts[-1]
+    return runs.result(
+        last.size_a,
+        last.size_b,
+        sum(p.bytes_compared for p in parts),
+        sum(p.hole_bytes_skipped for p in parts),
     )
+
+
+class _Runs:
+    """The differing ranges found so far, in order. Flat arrays (8 bytes a value) rather than a list of
+    tuples, and at most MAX_RUNS of them: a diff of unrelated snapshots has millions of differing
+    ranges. Past the cap, nearby ranges are merged into runs (the gap grows) and each run keeps its
+    exact count of differing bytes."""
+
+    def __init__(self) -> None:
+        self.starts, self.ends, self.diffs = array("Q"), array("Q"), array("Q")
+        self.max_runs = max(2, MAX_RUNS)
+        self.gap = 0
+        self.raw_count = 0  # maximal differing ranges, exact
+        self.raw_end = -1  # one past the last differing byte seen
+        self._tail: ChangedRange | None = None
+
+    def add(self, start: int, end: int, differing: int, raw: int) -> None:
+        self.raw_count += raw - (1 if start == self.raw_end else 0)
+        self.raw_end = end
+        ends = self.ends
+        if ends and start - ends[-1] <= self.gap:
+            ends[-1] = end
+            self.diffs[-1] += differing
+        else:
+            self.starts.append(start)
+            ends.append(end)
+            self.diffs.append(differing)
+            if len(self.starts) > self.max_runs:
+                self._coalesce()
+
+    def _coalesce(self) -> None:
+        while len(self.starts) > self.max_runs // 2:
+            gap = self.gap = 8 if self.gap == 0 else self.gap * 4
+            s2, e2, d2 = array("Q"), array("Q"), array("Q")
+            for st, en, df in zip(self.starts, self.ends, self.diffs, strict=True):
+                if e2 and st - e2[-1] <= gap:
+                    e2[-1] = en
+                    d2[-1] += df
+                else:
+                    s2.append(st)
+                    e2.append(en)
+                    d2.append(df)
+            self.starts, self.ends, self.diffs = s2, e2, d2
+
+    def tail(self, start: int, end: int) -> None:
+        self._tail = ChangedRange(start, end, tail=True)
+        self.raw_count += 1
+
+    def result(self, size_a: int, size_b: int, compared: int, skipped: int) -> DiffResult:
+        if self.gap:
+            ranges = [
+                ChangedRange(s, e, False, d)
+                for s, e, d in zip(self.starts, self.ends, self.diffs, strict=True)
+            ]
+        else:
+            ranges = list(map(ChangedRange, self.starts, self.ends))
+        if self._tail is not None:
+            ranges.append(self._tail)
+        return DiffResult(
+            size_a=size_a,
+            size_b=size_b,
+            ranges=tuple(ranges),
+            bytes_compared=compared,
+            hole_bytes_skipped=skipped,
+            gap=self.gap,
+            exact_range_count=self.raw_count,
+        )
+
+
+def _clip(regions: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
+    """``regions`` cut to ``[lo, hi)``."""
+    out = []
+    for a, b in regions:
+        a, b = max(a, lo), min(b, hi)
+        if a < b:
+            out.append((a, b))
+    return out
+
+
+class _PairReader:
+    """Both files read with ``preadv`` into two reused buffers, for the compare when both snapshots are
+    whole-file mappings with open descriptors (``changed_ranges``). Measured on 1.1 GiB pairs from the
+    page cache (Linux 6.18): 0.30–0.36 s against 0.60 s through the mappings, whose page-table work on
+    large page-cache folios now costs more than the copy; and nothing is mapped, so RSS stays flat.
+
+    The buffers are anonymous mappings, page-aligned: the kernel's copy into a ``bytearray`` (16 bytes
+    past a page boundary) took 1.1–1.4 s of system time for the same pass. Equality is the mapping
+    compare's ``find`` trick (one ``memcmp``, see the module docstring)."""
+
+    def __init__(self, fa: int, fb: int, size: int) -> None:
+        self.fa, self.fb, self.size = fa, fb, size
+        self.a, self.b = mmap.mmap(-1, size), mmap.mmap(-1, size)
+        self.va, self.vb = memoryview(self.a), memoryview(self.b)
+        find = self.a.find
+        vb = self.vb
+        self.equal: Callable[[int, int], bool] = lambda off, n: find(vb[off : off + n], off, off + n) == off
+
+    @classmethod
+    def open(
+        cls, a: ByteSource, b: ByteSource, a_file: FileRef | None, b_file: FileRef | None, size: int
+    ) -> _PairReader | None:
+        """A reader where the descriptors hold exactly the mapped bytes (a mapping of the whole file
+        from offset 0); None otherwise, and the mappings are compared."""
+        if not (isinstance(a_file, int) and isinstance(b_file, int) and hasattr(os, "preadv")):
+            return None
+        if not (isinstance(a, mmap.mmap) and isinstance(b, mmap.mmap)):
+            return None
+        try:
+            if os.fstat(a_file).st_size != len(a) or os.fstat(b_file).st_size != len(b):
+                return None
+        except OSError:
+            return None
+        return cls(a_file, b_file, size)
+
+    def same(self, off: int, n: int) -> bool | None:
+        """Read ``[off, off + n)`` of both files into the buffers (at their start) and say whether the
+        two are equal; None on a short read."""
+        if os.preadv(self.fa, [self.va[:n]], off) != n or os.preadv(self.fb, [self.vb[:n]], off) != n:
+            return None
+        return self.equal(0, n)
+
+    def close(self) -> None:
+        self.va.release()
+        self.vb.release()
+        self.a.close()
+        self.b.close()
 
 
 def diff_files(

@@ -312,6 +312,8 @@ def _read_stream(m: BTreeMap, addr: int, chain: _PageChain, pos: int, n: int) ->
             if j >= len(chain):
                 raise NodeError("node stream runs past its overflow chain")
             v, room = chain[j] + OVERFLOW_DATA_OFFSET + off, body - off
+        if n <= room and not parts:
+            return m.mem.peek(v, n)  # the usual read (keys, a length prefix): one piece
         take = min(n, room)
         parts.append(m.mem.peek(v, take))
         pos += take

@@ -1,13 +1,22 @@
-"""Start the byte compare of ``diff`` in a child process while the parent loads both snapshots.
+"""Start the byte compare of ``diff`` in child processes while the parent loads both snapshots.
 
-The byte compare runs at memory bandwidth on one core; loading the two snapshots (imports, headers,
-forensics) needs the other. Overlapping them is what lets a whole ``diff --json`` command keep pace
-with ``cmp``. The child only reads (the snapshots are mapped read-only), sends its ``DiffResult``
-back through a pipe and exits; if anything goes wrong there, the parent simply compares in-process.
+The byte compare runs at memory bandwidth; loading the two snapshots (imports, headers, forensics)
+needs a core too. Overlapping them is what lets a whole ``diff --json`` command keep pace with ``cmp``.
+Above ``CHAINS_MIN_BYTES`` two children compare one half each (``changed_ranges(span=...)``), and the
+parent puts their results together (``byte_ranges.join``). Each child only reads, sends its
+``DiffResult`` back through a pipe and exits; if anything goes wrong there, the parent simply
+compares in-process.
+
+When the old snapshot holds a big map on its raw memory, the children also take the columns of its
+chunk headers (``map_chains.ColumnSink``) from the very pieces of the old file they compare, into memory
+shared with each other; the first child, once the second has filled its half, resolves the map's
+overflow chains and walks its free list from them (``map_chains``, ``frontier``) and hands both over
+with its result. That used to be a third child that read the whole old file again.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
 import select
@@ -15,51 +24,70 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from inspector.diff.byte_ranges import DiffResult, changed_ranges
-from inspector.layouts import BTREE_MAGIC
+from inspector.diff.byte_ranges import CHUNK_SIZE, DiffResult, changed_ranges, join
+from inspector.diff.shared_columns import SharedColumns
+from inspector.layouts import (
+    ALLOCATOR_HEADER,
+    ALLOCATOR_MAGIC,
+    ALLOCATOR_OFFSET,
+    BTREE_MAGIC,
+    CHUNK_HEADER_SIZE,
+    FIRST_CHUNK_OFFSET,
+)
 from inspector.snapshot import open_snapshot
 
-if TYPE_CHECKING:  # map_chains and frontier are imported in the child only (see ``_old_map_hints``)
+if TYPE_CHECKING:  # map_chains and frontier are imported in the children only (see ``_compare``)
     from inspector.diff.frontier import FreeListHint
     from inspector.diff.map_chains import ChainIndex
     from inspector.snapshot import Snapshot
 
     ChainsHint = tuple[tuple[int, ...], ChainIndex]  # (file identity, the old map's chain index)
+    Hints = tuple[ChainsHint | None, FreeListHint | None]
 
 _T = TypeVar("_T")
-CHAINS_MIN_BYTES = 64 << 20  # below this the parent resolves a map's chains in no time itself
+CHAINS_MIN_BYTES = 64 << 20  # below this one child compares, and the parent resolves a map's chains itself
+_COUNT = 8  # bytes of a chunk count on the pipe between the two children
 
 
 @dataclass
 class PendingByteDiff:
-    pid: int
-    fd: int
-    # A second child that resolves the old map's overflow chains (``map_chains``) and walks its free list
-    # (``frontier``) at the same time, on the other core: done after the compare in the same child, it
-    # doubled the time the parent waits.
-    chains: _Child | None = None
+    # One child per half, in order. With the columns, each also sends a hint about the old map (the first
+    # its chain index, the second its free list): ``(DiffResult, (chains, free list))``.
+    children: list[_Child]
+    columns: bool = False  # whether the children take the old map's columns
 
     def ready(self) -> bool:
-        """Whether the compare has finished (its child has started sending), without waiting."""
+        """Whether every compare has finished (its child has started sending), without waiting."""
+        fds = [c.fd for c in self.children]
         try:
-            return bool(select.select([self.fd], [], [], 0)[0])
+            return len(select.select(fds, [], [], 0)[0]) == len(fds)
         except (OSError, ValueError):
             return True
 
     def result(self) -> DiffResult | None:
-        """The child's result, or None when it failed (the caller then compares itself)."""
-        got = _Child(self.pid, self.fd).collect()
-        hints = self.chains.collect() if self.chains is not None else None
-        if isinstance(hints, tuple):
-            # (Both modules are loaded already: unpickling the hints needs them.)
-            from inspector.diff import frontier, map_chains
+        """The children's result, or None when one failed (the caller then compares itself)."""
+        got = [c.collect() for c in self.children]
+        for i, g in enumerate(got):
+            if isinstance(g, tuple) and len(g) == 2:
+                got[i], hints = g
+                _offer(hints)
+        parts = [g for g in got if isinstance(g, DiffResult)]
+        if len(parts) != len(got):
+            return None
+        return parts[0] if len(parts) == 1 else join(parts)
 
-            chains, free_list = hints
-            if chains is not None:
-                map_chains.offer(chains)
-            if free_list is not None:
-                frontier.offer(free_list)
-        return got if isinstance(got, DiffResult) else None
+
+def _offer(hints: Any) -> None:
+    if not isinstance(hints, tuple):
+        return
+    # (Both modules are loaded already: unpickling the hints needs them.)
+    from inspector.diff import frontier, map_chains
+
+    chains, free_list = hints
+    if chains is not None:
+        map_chains.offer(chains)
+    if free_list is not None:
+        frontier.offer(free_list)
 
 
 @dataclass
@@ -68,41 +96,135 @@ class _Child:
     fd: int
 
     def collect(self) -> Any:
-        """What the child sent (unpickled), or None when it failed; the child is reaped either way."""
-        chunks = []
+        """What the child sent (unpickled), or None when it failed. The message says its own length, so
+        it is taken as soon as it is in: waiting for the end of file waited for the child's exit, and
+        with it the unmapping of everything it had mapped (~20 ms). A child that has not exited yet is
+        reaped later (``_reap``)."""
         try:
-            while chunk := os.read(self.fd, 1 << 20):
-                chunks.append(chunk)
+            head = _read_exactly(self.fd, _LENGTH)
+            data = _read_exactly(self.fd, int.from_bytes(head, "little")) if head is not None else None
         finally:
             os.close(self.fd)
-            _, status = os.waitpid(self.pid, 0)
-        if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
+        if data is None:  # it failed before sending (or sent part): it is exiting, wait for it
+            os.waitpid(self.pid, 0)
             return None
+        _reap(self.pid)
         try:
-            return pickle.loads(b"".join(chunks))
-        except (pickle.UnpicklingError, EOFError):  # a truncated pipe: fall back rather than trust it
+            return pickle.loads(data)
+        except (pickle.UnpicklingError, EOFError):  # not what a child sends: fall back rather than trust it
             return None
 
 
-def _old_map_hints(snap: Snapshot) -> tuple[ChainsHint | None, FreeListHint | None]:
-    """The old map's chain index and free list (``map_chains``, ``frontier``), each None where it does
-    not apply or fails: they are only a head start, the parent computes what is missing itself."""
-    if snap.buf is None or snap.fd is None or snap.size < CHAINS_MIN_BYTES:
-        return None, None
-    buf, size, fd = snap.buf, snap.size, snap.fd
-    if bytes(buf[: len(BTREE_MAGIC)]) != BTREE_MAGIC:
-        return None, None  # no map on the raw memory: not even the imports below
-    # Imported here, in the child: the parent forks it before its own imports, as early as it can.
+_LENGTH = 8  # bytes of the length that starts a child's message
+_UNREAPED: list[int] = []
+
+
+def _read_exactly(fd: int, n: int) -> bytes | None:
+    """``n`` bytes from the pipe, or None at an end of file before them."""
+    parts = []
+    while n > 0:
+        got = os.read(fd, min(n, 1 << 20))
+        if not got:
+            return None
+        parts.append(got)
+        n -= len(got)
+    return b"".join(parts)
+
+
+def _reap(pid: int) -> None:
+    """Reap ``pid`` if it has exited, else leave it for the next call (and the last, at exit)."""
+    if not _UNREAPED:
+        atexit.register(_reap_all)
+    _UNREAPED.append(pid)
+    for p in list(_UNREAPED):
+        try:
+            done, _ = os.waitpid(p, os.WNOHANG)
+        except ChildProcessError:
+            done = p
+        if done:
+            _UNREAPED.remove(p)
+
+
+def _reap_all() -> None:
+    while _UNREAPED:
+        try:
+            os.waitpid(_UNREAPED.pop(), 0)
+        except ChildProcessError:
+            pass
+
+
+@dataclass
+class _ColumnJob:
+    """What a compare child needs to take the old map's columns: the shared memory, which of the two
+    children it is, and its ends of the two pipes the children tell each other their chunk counts on
+    (the other's count says whether every column is in: then the first resolves the chains and the
+    second walks the free list, at the same time)."""
+
+    area: SharedColumns
+    role: int  # 0: the first half (chain index), 1: the second (free list)
+    send: int
+    recv: int
+
+
+def _compare(old_path: str, new_path: str, span: tuple[int, int] | None, cols: _ColumnJob | None) -> Any:
+    """A child's compare of ``span``: its ``DiffResult``, or ``(result, hints)`` with columns."""
+    with open_snapshot(old_path) as a, open_snapshot(new_path) as b:
+        sink = _sink(a, cols) if cols is not None else None
+        result = changed_ranges(
+            a.buf, b.buf, a_file=a.fd, b_file=b.fd, span=span, sink=sink[1] if sink else None
+        )
+        if cols is None:
+            return result
+        filled = sink[1].filled if sink else -1
+        os.write(cols.send, filled.to_bytes(_COUNT, "little", signed=True))  # (8 bytes: never blocks)
+        other = _read_count(cols.recv)
+        hints: Hints = (None, None)
+        if sink is not None and other >= 0 and filled + other == sink[1].n:
+            hints = _hints(a, sink[0], cols.area, sink[1].n, cols.role)
+        return result, hints
+
+
+def _sink(a: Snapshot, cols: _ColumnJob) -> tuple[Any, Any] | None:
+    """(the old map, a ``ColumnSink`` into the shared columns) where the old snapshot's raw memory holds
+    a map with a u64 grid that fits them; None otherwise."""
+    if a.buf is None or a.fd is None:
+        return None
+    from inspector.diff import map_chains
+
+    found = _head_start(lambda: map_chains.old_grid(a.buf, a.size, a.fd))
+    grid = found[1] if found is not None else None
+    if found is None or grid is None:
+        return None
+    base, n, cs = grid
+    m = found[0]
+    if n >= cols.area.capacity:  # (room for a sentinel after the last chunk's)
+        return None
+    return m, map_chains.ColumnSink(cols.area, base, n, cs, a.fd)
+
+
+def _read_count(fd: int) -> int:
+    """The chunk count the other child wrote, or -1 when it ended without writing one (it failed)."""
+    data = b""
+    while len(data) < _COUNT:
+        got = os.read(fd, _COUNT - len(data))
+        if not got:
+            return -1
+        data += got
+    return int.from_bytes(data, "little", signed=True)
+
+
+def _hints(a: Snapshot, m: Any, area: SharedColumns, n: int, role: int) -> Hints:
+    """The old map's chain index (``map_chains``, role 0) or free list (``frontier``, role 1) from the
+    shared columns, None where it does not apply or fails: only a head start, the parent computes what
+    is missing itself."""
     from inspector.diff import frontier, map_chains
 
-    found = _head_start(lambda: map_chains.old_map(buf, size, fd))
-    if found is None:
-        return None, None
-    m, cols = found
-    return (
-        _head_start(lambda: map_chains.precompute(m, fd, cols)),
-        _head_start(lambda: frontier.precompute(m, fd, cols)),
-    )
+    fd = a.fd
+    assert fd is not None
+    cols = map_chains._Columns.shared(area, n)
+    if role == 0:
+        return _head_start(lambda: map_chains.precompute(m, fd, cols)), None
+    return None, _head_start(lambda: frontier.precompute(m, fd, cols))
 
 
 def _head_start(work: Callable[[], _T]) -> _T | None:
@@ -112,21 +234,33 @@ def _head_start(work: Callable[[], _T]) -> _T | None:
         return None
 
 
-def _wants_chains(path: str) -> bool:
-    """Whether the old snapshot may hold a big map on its raw memory (a stat and three bytes: the
-    chains child is forked only then)."""
+def _column_capacity(path: str) -> int | None:
+    """How many chunks the old snapshot's map has room for, where it may be a big map on the raw memory
+    (a stat and the two headers' first bytes: the columns are taken only then); else None."""
     try:
         with open(path, "rb") as f:
-            return (
-                os.fstat(f.fileno()).st_size >= CHAINS_MIN_BYTES and f.read(len(BTREE_MAGIC)) == BTREE_MAGIC
-            )
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(ALLOCATOR_OFFSET + ALLOCATOR_HEADER.size)
     except OSError:
-        return False
+        return None
+    if (
+        size < max(CHAINS_MIN_BYTES, FIRST_CHUNK_OFFSET)
+        or len(head) < ALLOCATOR_OFFSET + ALLOCATOR_HEADER.size
+    ):
+        return None
+    if head[: len(BTREE_MAGIC)] != BTREE_MAGIC:
+        return None
+    alloc = ALLOCATOR_HEADER.unpack_from(head, ALLOCATOR_OFFSET)
+    if alloc[0] != ALLOCATOR_MAGIC:
+        return None
+    cs = alloc[3] + CHUNK_HEADER_SIZE  # (allocation_size: the map's own walk checks the rest)
+    return (size - FIRST_CHUNK_OFFSET) // cs + 2  # every chunk, and a sentinel
 
 
 def _fork(work: Callable[[], object]) -> _Child | None:
     """Run ``work`` in a forked child that pickles its result into a pipe; None where fork fails."""
     read_fd, write_fd = os.pipe()
+    _widen(write_fd)
     try:
         pid = os.fork()
     except OSError:
@@ -138,7 +272,7 @@ def _fork(work: Callable[[], object]) -> _Child | None:
         try:
             os.close(read_fd)
             data = pickle.dumps(work(), protocol=pickle.HIGHEST_PROTOCOL)
-            view = memoryview(data)
+            view = memoryview(len(data).to_bytes(_LENGTH, "little") + data)
             while view:
                 view = view[os.write(write_fd, view) :]
             code = 0
@@ -150,23 +284,81 @@ def _fork(work: Callable[[], object]) -> _Child | None:
     return _Child(pid, read_fd)
 
 
-def _compare(old_path: str, new_path: str) -> DiffResult:
-    with open_snapshot(old_path) as a, open_snapshot(new_path) as b:
-        return changed_ranges(a.buf, b.buf, a_file=a.fd, b_file=b.fd)
+def _widen(fd: int) -> None:
+    """Give a pipe a 1 MiB buffer where the system allows (Linux): a child's result of a megabyte or two
+    (a chain index) then goes across in a few reads, not in 64 KiB steps each waking the other side
+    (measured 16–20 ms a result that way)."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+    except (OSError, ImportError):
+        pass
 
 
-def _chains(old_path: str) -> tuple[ChainsHint | None, FreeListHint | None]:
-    with open_snapshot(old_path) as a:
-        return _old_map_hints(a)
+FIRST_SHARE = 0.45  # of the bytes, for the first child: it then also resolves the chains (see _hints)
+
+
+def _half(common: int) -> int:
+    """Where the second child starts: a little before half of the common prefix (the first child's
+    chain index takes longer than the second's free list: with even halves it ended 50–80 ms after the
+    second), on a chunk boundary where there is one."""
+    half = int(common * FIRST_SHARE)
+    return half - half % CHUNK_SIZE if half >= CHUNK_SIZE else half - half % 4096
 
 
 def start_byte_diff(old_path: str, new_path: str) -> PendingByteDiff | None:
-    """Fork a child that compares the two snapshots' stable memories (and, for a big map on the old
-    one's raw memory, a second child that resolves its chains); None where fork is unavailable."""
+    """Fork the children that compare the two snapshots' stable memories (see the module docstring);
+    None where fork is unavailable."""
     if not hasattr(os, "fork"):
         return None
-    compare = _fork(lambda: _compare(old_path, new_path))
-    if compare is None:
+    try:
+        common = min(os.stat(old_path).st_size, os.stat(new_path).st_size)
+    except OSError:
+        common = 0  # (a directory snapshot, or unreadable: one child, which reports nothing useful)
+    h = _half(common) if common >= CHAINS_MIN_BYTES else 0
+    if h <= 0:
+        one = _fork(lambda: _compare(old_path, new_path, None, None))
+        return None if one is None else PendingByteDiff([one])
+    capacity = _column_capacity(old_path)
+    area = None
+    if capacity is not None:
+        # Imported once here rather than in both children (~50 ms each, before they could start).
+        from inspector.diff import frontier, map_chains  # noqa: F401
+
+        try:
+            area = SharedColumns(capacity)
+        except (OSError, ValueError, OverflowError):  # no room for it: compare without the columns
+            area = None
+    pipes = (os.pipe(), os.pipe()) if area is not None else None  # (first → second, second → first)
+    jobs: tuple[_ColumnJob | None, _ColumnJob | None] = (None, None)
+    if area is not None and pipes is not None:
+        (r01, w01), (r10, w10) = pipes
+        jobs = (_ColumnJob(area, 0, w01, r10), _ColumnJob(area, 1, w10, r01))
+    first = _fork(lambda: _compare(old_path, new_path, (0, h), _closing(jobs[0], pipes)))
+    second = None
+    if first is not None:
+        second = _fork(lambda: _compare(old_path, new_path, (h, common), _closing(jobs[1], pipes)))
+    # The children have their own copies: without the parent's, a child reads an end of file (no count,
+    # no hints) rather than waiting forever when the other fails or was never forked.
+    for fd in (fd for pair in pipes or () for fd in pair):
+        os.close(fd)
+    if area is not None:
+        area.close()
+    if first is None or second is None:
+        if first is not None:
+            first.collect()  # (reaped)
         return None
-    chains = _fork(lambda: _chains(old_path)) if _wants_chains(old_path) else None
-    return PendingByteDiff(compare.pid, compare.fd, chains)
+    return PendingByteDiff([first, second], columns=area is not None)
+
+
+def _closing(
+    job: _ColumnJob | None, pipes: tuple[tuple[int, int], tuple[int, int]] | None
+) -> _ColumnJob | None:
+    """In a child: close the pipe ends that are not its own (so that it reads an end of file, not a
+    hang, when the other child dies), then hand over its job."""
+    if job is not None and pipes is not None:
+        for fd in (fd for pair in pipes for fd in pair):
+            if fd not in (job.send, job.recv):
+                os.close(fd)
+    return job
