@@ -399,6 +399,11 @@ def _run(args: argparse.Namespace) -> int:
             from inspector.diff.prefetch import start_byte_diff
 
             args.pending_bytes = start_byte_diff(args.old, args.new)
+        elif args.command == "summary" and args.deep:
+            # The deep walk of a map on the raw memory starts in a child, before the heavy imports too.
+            from inspector import walk_prefetch
+
+            walk_prefetch.start(args.path)
         from inspector import session as _session
 
         _session.BASE_OVERRIDE = _parse_base(args.base) if getattr(args, "base", None) is not None else None

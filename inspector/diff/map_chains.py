@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from inspector.diff.byte_ranges import NONZERO_TO_ONE
 from inspector.diff.shared_columns import SharedColumns
+from inspector.forked import file_identity
 from inspector.layouts import (
     CHUNK_HEADER_SIZE,
     CHUNK_MAGIC,
@@ -325,11 +326,6 @@ def _geometry(m: BTreeMap) -> tuple[int, ...]:
 # maps that file in this process (see ``offer`` and ``adopt``).
 _OFFERED: dict[tuple[int, ...], ChainIndex] = {}
 _ADOPTED: dict[int, ChainIndex] = {}
-
-
-def file_identity(fd: int) -> tuple[int, ...]:
-    st = os.fstat(fd)
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def old_map(buf: ByteSource, size: int, fd: int | None = None) -> tuple[BTreeMap, _Columns | None] | None:

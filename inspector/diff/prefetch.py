@@ -16,9 +16,7 @@ with its result. That used to be a third child that read the whole old file agai
 
 from __future__ import annotations
 
-import atexit
 import os
-import pickle
 import select
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from inspector.diff.byte_ranges import CHUNK_SIZE, DiffResult, changed_ranges, join
 from inspector.diff.shared_columns import SharedColumns
+from inspector.forked import Child, fork_call
 from inspector.layouts import (
     ALLOCATOR_HEADER,
     ALLOCATOR_MAGIC,
@@ -53,7 +52,7 @@ _COUNT = 8  # bytes of a chunk count on the pipe between the two children
 class PendingByteDiff:
     # One child per half, in order. With the columns, each also sends a hint about the old map (the first
     # its chain index, the second its free list): ``(DiffResult, (chains, free list))``.
-    children: list[_Child]
+    children: list[Child]
     columns: bool = False  # whether the children take the old map's columns
 
     def ready(self) -> bool:
@@ -88,69 +87,6 @@ def _offer(hints: Any) -> None:
         map_chains.offer(chains)
     if free_list is not None:
         frontier.offer(free_list)
-
-
-@dataclass
-class _Child:
-    pid: int
-    fd: int
-
-    def collect(self) -> Any:
-        """What the child sent (unpickled), or None when it failed. The message says its own length, so
-        it is taken as soon as it is in: waiting for the end of file waited for the child's exit, and
-        with it the unmapping of everything it had mapped (~20 ms). A child that has not exited yet is
-        reaped later (``_reap``)."""
-        try:
-            head = _read_exactly(self.fd, _LENGTH)
-            data = _read_exactly(self.fd, int.from_bytes(head, "little")) if head is not None else None
-        finally:
-            os.close(self.fd)
-        if data is None:  # it failed before sending (or sent part): it is exiting, wait for it
-            os.waitpid(self.pid, 0)
-            return None
-        _reap(self.pid)
-        try:
-            return pickle.loads(data)
-        except (pickle.UnpicklingError, EOFError):  # not what a child sends: fall back rather than trust it
-            return None
-
-
-_LENGTH = 8  # bytes of the length that starts a child's message
-_UNREAPED: list[int] = []
-
-
-def _read_exactly(fd: int, n: int) -> bytes | None:
-    """``n`` bytes from the pipe, or None at an end of file before them."""
-    parts = []
-    while n > 0:
-        got = os.read(fd, min(n, 1 << 20))
-        if not got:
-            return None
-        parts.append(got)
-        n -= len(got)
-    return b"".join(parts)
-
-
-def _reap(pid: int) -> None:
-    """Reap ``pid`` if it has exited, else leave it for the next call (and the last, at exit)."""
-    if not _UNREAPED:
-        atexit.register(_reap_all)
-    _UNREAPED.append(pid)
-    for p in list(_UNREAPED):
-        try:
-            done, _ = os.waitpid(p, os.WNOHANG)
-        except ChildProcessError:
-            done = p
-        if done:
-            _UNREAPED.remove(p)
-
-
-def _reap_all() -> None:
-    while _UNREAPED:
-        try:
-            os.waitpid(_UNREAPED.pop(), 0)
-        except ChildProcessError:
-            pass
 
 
 @dataclass
@@ -257,45 +193,6 @@ def _column_capacity(path: str) -> int | None:
     return (size - FIRST_CHUNK_OFFSET) // cs + 2  # every chunk, and a sentinel
 
 
-def _fork(work: Callable[[], object]) -> _Child | None:
-    """Run ``work`` in a forked child that pickles its result into a pipe; None where fork fails."""
-    read_fd, write_fd = os.pipe()
-    _widen(write_fd)
-    try:
-        pid = os.fork()
-    except OSError:
-        os.close(read_fd)
-        os.close(write_fd)
-        return None
-    if pid == 0:  # the child: work, send, and leave without running any of the parent's cleanup
-        code = 1
-        try:
-            os.close(read_fd)
-            data = pickle.dumps(work(), protocol=pickle.HIGHEST_PROTOCOL)
-            view = memoryview(len(data).to_bytes(_LENGTH, "little") + data)
-            while view:
-                view = view[os.write(write_fd, view) :]
-            code = 0
-        except BaseException:  # noqa: BLE001 - any failure means "parent, do it yourself"
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    return _Child(pid, read_fd)
-
-
-def _widen(fd: int) -> None:
-    """Give a pipe a 1 MiB buffer where the system allows (Linux): a child's result of a megabyte or two
-    (a chain index) then goes across in a few reads, not in 64 KiB steps each waking the other side
-    (measured 16–20 ms a result that way)."""
-    try:
-        import fcntl
-
-        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
-    except (OSError, ImportError):
-        pass
-
-
 FIRST_SHARE = 0.45  # of the bytes, for the first child: it then also resolves the chains (see _hints)
 
 
@@ -318,7 +215,7 @@ def start_byte_diff(old_path: str, new_path: str) -> PendingByteDiff | None:
         common = 0  # (a directory snapshot, or unreadable: one child, which reports nothing useful)
     h = _half(common) if common >= CHAINS_MIN_BYTES else 0
     if h <= 0:
-        one = _fork(lambda: _compare(old_path, new_path, None, None))
+        one = fork_call(lambda: _compare(old_path, new_path, None, None))
         return None if one is None else PendingByteDiff([one])
     capacity = _column_capacity(old_path)
     area = None
@@ -335,10 +232,10 @@ def start_byte_diff(old_path: str, new_path: str) -> PendingByteDiff | None:
     if area is not None and pipes is not None:
         (r01, w01), (r10, w10) = pipes
         jobs = (_ColumnJob(area, 0, w01, r10), _ColumnJob(area, 1, w10, r01))
-    first = _fork(lambda: _compare(old_path, new_path, (0, h), _closing(jobs[0], pipes)))
+    first = fork_call(lambda: _compare(old_path, new_path, (0, h), _closing(jobs[0], pipes)))
     second = None
     if first is not None:
-        second = _fork(lambda: _compare(old_path, new_path, (h, common), _closing(jobs[1], pipes)))
+        second = fork_call(lambda: _compare(old_path, new_path, (h, common), _closing(jobs[1], pipes)))
     # The children have their own copies: without the parent's, a child reads an end of file (no count,
     # no hints) rather than waiting forever when the other fails or was never forked.
     for fd in (fd for pair in pipes or () for fd in pair):

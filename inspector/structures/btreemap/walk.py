@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import repeat
 from operator import lt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector.layouts import (
     CHUNK_HEADER,
@@ -39,6 +39,9 @@ from inspector.structures.btreemap.nodes import (
     NodeError,
 )
 from inspector.structures.chunk_set import FIRST_PAYLOAD, ChunkSet
+
+if TYPE_CHECKING:
+    from inspector.structures.btreemap.vector_walk import VectorWalk
 
 
 @dataclass
@@ -193,10 +196,18 @@ class _Walk(_Iteration):
         visited = self.empty_chunk_set()
         count = 0
         if self.walkable and self.root_addr:
-            # Imported here: numpy costs ~0.1 s to import, and only deep walks need it.
-            from inspector.structures.btreemap.vector_walk import vector_walk
+            from inspector import walk_prefetch
 
-            fast = vector_walk(self, visited)
+            # The walk a child ran while this process loaded (``summary --deep``), else the vectorised
+            # walk here. (Imported only then: numpy costs ~0.1 s to import.)
+            got = walk_prefetch.adopt(self, visited)
+            fast: VectorWalk | walk_prefetch.WalkFigures | None = None  # (GAVE_UP: the validated walk)
+            if isinstance(got, walk_prefetch.WalkFigures):
+                fast = got
+            elif got is None:
+                from inspector.structures.btreemap.vector_walk import vector_walk
+
+                fast = vector_walk(self, visited)
             if fast is not None:
                 h, count = fast.sha256, fast.count
                 stats.update(
