@@ -13,7 +13,8 @@ from __future__ import annotations
 import atexit
 import os
 import pickle
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,25 +36,56 @@ class Child:
         except (OSError, ValueError):
             return True
 
-    def collect(self) -> Any:
-        """What the child sent (unpickled), or None when it failed."""
-        try:
-            head = read_exactly(self.fd, LENGTH)
-            data = read_exactly(self.fd, int.from_bytes(head, "little")) if head is not None else None
-        finally:
-            os.close(self.fd)
-        if data is None:  # it failed before sending (or sent part): it is exiting, wait for it
-            os.waitpid(self.pid, 0)
+    def receive(self) -> Any:
+        """The next message the child sent (unpickled), or None when there is none (it failed, or it
+        sent all it had: then its pipe is closed and it is reaped)."""
+        if self.fd < 0:
             return None
-        _reap(self.pid)
+        head = read_exactly(self.fd, LENGTH)
+        data = read_exactly(self.fd, int.from_bytes(head, "little")) if head is not None else None
+        if data is None:  # the end of its messages (or it failed before one was whole)
+            self.close(wait=True)
+            return None
         try:
             return pickle.loads(data)
         except (pickle.UnpicklingError, EOFError):  # not what a child sends: fall back rather than trust it
             return None
 
+    def collect(self) -> Any:
+        """The child's (next) message, and no more of them: its pipe is closed, it is reaped."""
+        try:
+            return self.receive()
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        """End the child now (its work is no longer wanted) and reap it."""
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        self.close(wait=True)
+
+    def close(self, *, wait: bool = False) -> None:
+        """Stop listening; reap the child now (``wait``, it is exiting) or as soon as it has exited."""
+        if self.fd < 0:
+            return
+        os.close(self.fd)
+        self.fd = -1
+        if wait:
+            os.waitpid(self.pid, 0)
+        else:
+            _reap(self.pid)
+
 
 def fork_call(work: Callable[[], object]) -> Child | None:
     """Run ``work`` in a forked child that sends its result; None where fork is unavailable or fails."""
+    return fork_stream(lambda: iter((work(),)))
+
+
+def fork_stream(work: Callable[[], Iterator[object]]) -> Child | None:
+    """Run ``work`` in a forked child that sends each thing it yields as soon as it is yielded (the
+    parent takes them one by one with ``receive``); None where fork is unavailable or fails."""
     if not hasattr(os, "fork"):
         return None
     read_fd, write_fd = os.pipe()
@@ -68,10 +100,11 @@ def fork_call(work: Callable[[], object]) -> Child | None:
         code = 1
         try:
             os.close(read_fd)
-            data = pickle.dumps(work(), protocol=pickle.HIGHEST_PROTOCOL)
-            view = memoryview(len(data).to_bytes(LENGTH, "little") + data)
-            while view:
-                view = view[os.write(write_fd, view) :]
+            for message in work():
+                data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+                view = memoryview(len(data).to_bytes(LENGTH, "little") + data)
+                while view:
+                    view = view[os.write(write_fd, view) :]
             code = 0
         except BaseException:  # noqa: BLE001 - any failure means "parent, do it yourself"
             code = 1

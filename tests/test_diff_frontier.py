@@ -1,5 +1,5 @@
 """``diff --json`` finishes each side's forensic orphan scan after the byte compare (``diff.frontier``):
-the old map's free list comes from the chains child, the new one's from the old one when no changed
+the old map's free list comes from a byte-compare child, the new one's from the old one when no changed
 byte can reach its walk. The diff, its findings and its diagnosis are the same as with the scan run
 while loading; anything a shortcut cannot vouch for is walked as before."""
 
@@ -54,6 +54,7 @@ def _child_state(path: Path) -> Any:
     pending = prefetch.start_byte_diff(str(path), str(path))
     assert pending is not None and pending.columns
     assert pending.result() is not None
+    pending.chains()
     assert len(frontier._OFFERED) == 1
     return frontier._OFFERED[0][2]
 
@@ -104,7 +105,7 @@ def test_a_changed_chunk_header_makes_the_new_side_walk_its_own_list(tmp_path: P
 
 def test_the_childs_column_walk_is_the_maps_own_walk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Clean, cut short, looping, with an allocated hop, or ending in the chunk the file cuts off: the
-    free list from the chains child's columns is what the map's own ``_free_list`` returns."""
+    free list from the compare children's columns is what the map's own ``_free_list`` returns."""
     monkeypatch.setattr(prefetch, "CHAINS_MIN_BYTES", 0)
     path = tmp_path / "map.bin"
     _forge(path)
@@ -174,6 +175,7 @@ def test_stray_nodes_are_reported_as_the_synchronous_scan_reports_them(
     a, b = load(old, orphan_scan=False), load(new, orphan_scan=False)
     try:
         result = pending.result()
+        pending.chains()
         assert frontier._OFFERED and result is not None
         ma, mb = frontier._raw_map(a), frontier._raw_map(b)
         assert ma is not None and mb is not None

@@ -319,6 +319,7 @@ def test_the_byte_compare_child_hands_over_the_chain_index(tmp_path: Path, monke
     assert pending is not None
     a, b = load(old), load(new)
     result = pending.result()
+    pending.chains()
     assert result is not None and len(map_chains._OFFERED) == 1
     built = []
     monkeypatch.setattr(map_chains, "_tree", lambda *x: built.append(1))  # type: ignore[attr-defined]
@@ -405,11 +406,14 @@ def test_the_compare_is_split_and_takes_the_columns_only_for_a_big_map(
     pending = prefetch.start_byte_diff(str(raw), str(raw))
     assert pending is not None and len(pending.children) == 2 and not pending.columns
     assert pending.result() == changed_ranges(bytes(1 << 16), bytes(1 << 16))
+    pending.chains()
     both = prefetch.start_byte_diff(str(old), str(new))
     assert both is not None and len(both.children) == 2 and both.columns
     frontier._OFFERED.clear()
     assert both.result() == want
-    assert len(map_chains._OFFERED) == 1 and len(frontier._OFFERED) == 1
+    assert len(frontier._OFFERED) == 1  # the free list comes with the results, the chains after them
+    both.chains()
+    assert len(map_chains._OFFERED) == 1
     # The index from the children's columns is the one the parent would build from its own.
     ((identity, got),) = map_chains._OFFERED.items()
     s = load(old)
@@ -486,6 +490,50 @@ def test_a_child_that_fails_costs_the_hints_not_the_diff(tmp_path: Path, monkeyp
     pending = prefetch.start_byte_diff(str(old), str(new))
     assert pending is not None and pending.columns
     assert pending.result() is None and not map_chains._OFFERED
+
+
+def test_the_layout_part_done_while_the_chains_are_resolved_gives_the_same_diff(
+    tmp_path: Path, monkeypatch: object
+) -> None:
+    """``diff --json`` takes the byte results and the free list first, works out the layout part
+    (``layout_diff``: groups, totals, attributions) while the first child still resolves the chains,
+    and only then compares the structures: the diff is the one computed in one go."""
+    import json
+
+    from inspector.diff import prefetch
+    from inspector.diff.engine import diff_sessions, layout_diff
+    from inspector.jsonout import json_default
+
+    monkeypatch.setattr(prefetch, "CHAINS_MIN_BYTES", 0)  # type: ignore[attr-defined]
+    old, new = tmp_path / "old.bin", tmp_path / "new.bin"
+    _forge(old)
+    _flip(old, new, _value_flips(old, 6, 17))
+    a, b = load(old), load(new)
+    try:
+        whole = json.dumps(diff_sessions(a, b).to_json(), default=json_default)
+    finally:
+        a.close()
+        b.close()
+    pending = prefetch.start_byte_diff(str(old), str(new))
+    assert pending is not None and pending.columns
+    a, b = load(old), load(new)
+    try:
+        result = pending.result()
+        assert result is not None
+        layout = layout_diff(a, b, result)
+        layout.warm()
+        assert layout._groups and len(layout._areas) == 2 and layout._attributions
+        pending.chains()
+        assert len(map_chains._OFFERED) == 1
+        d = diff_sessions(a, b, byte_result=result, layout=layout)
+        assert d.layout is layout and d.structures[0].method == "by changed nodes"
+        assert json.dumps(d.to_json(), default=json_default) == whole
+        # A layout made for other sessions (or another result) is not taken.
+        other = layout_diff(b, a, result)
+        assert diff_sessions(a, b, byte_result=result, layout=other).layout is not other
+    finally:
+        a.close()
+        b.close()
 
 
 def test_prepare_moves_the_layout_and_type_work_before_the_compare(

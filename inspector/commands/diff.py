@@ -9,7 +9,6 @@ as markup. The TUI is imported only on its own path, so ``--json`` and ``--repor
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import sys
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from inspector.safe_text import json_safe
 
 if TYPE_CHECKING:  # the engine is imported after the byte compare has been started (see run)
     from inspector.diff.byte_ranges import DiffResult
-    from inspector.diff.engine import SnapshotDiff
+    from inspector.diff.engine import LayoutDiff, SnapshotDiff
     from inspector.session import Session
 
 
@@ -56,12 +55,14 @@ def _let_go(session: Session) -> None:
     page_releaser(session.snapshot.buf)(0, session.snapshot.size)
 
 
-def _compute(old: Session, new: Session, byte_result: DiffResult | None = None) -> SnapshotDiff:
+def _compute(
+    old: Session, new: Session, byte_result: DiffResult | None = None, layout: LayoutDiff | None = None
+) -> SnapshotDiff:
     """The diff, with a progress bar on an interactive stderr (a multi-GiB compare takes seconds)."""
     from inspector.diff.engine import diff_sessions
 
     if byte_result is not None or not sys.stderr.isatty():
-        return diff_sessions(old, new, byte_result=byte_result)
+        return diff_sessions(old, new, byte_result=byte_result, layout=layout)
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn
 
@@ -171,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         old, new = _load(args, orphan_scan=not headless)
     except BaseException:
         if pending is not None:
-            pending.result()  # reap the child
+            pending.stop()  # (nothing will use what the children compare)
         raise
     if not headless:
         from inspector.tui.diff_app import create_diff_app
@@ -184,9 +185,6 @@ def run(args: argparse.Namespace) -> int:
             new.close()
         return int(app.return_code or 0)
     try:
-        # What loading built lives until the end: keep the collector from walking it again and again
-        # while the comparison allocates (its full passes over both sessions' objects cost ~0.05 s).
-        gc.freeze()
         if pending is not None and not pending.ready():
             from inspector.diff.engine import prepare
 
@@ -198,7 +196,17 @@ def run(args: argparse.Namespace) -> int:
         from inspector.diff.frontier import finish_orphan_scans
 
         finish_orphan_scans(old, new, byte_result)
-        diff = _compute(old, new, byte_result)
+        layout = None
+        if pending is not None:
+            if byte_result is not None and pending.chains_pending():
+                # A child still resolves the old map's chains: meanwhile, what needs only the bytes and
+                # the two layouts (groups, totals, the listed ranges' attribution).
+                from inspector.diff.engine import layout_diff
+
+                layout = layout_diff(old, new, byte_result)
+                layout.warm()
+            pending.chains()
+        diff = _compute(old, new, byte_result, layout)
         if args.json:
             write_json_stream(diff, sys.stdout)
         else:

@@ -34,7 +34,7 @@ def type_for(structure: Structure, role: str) -> TypeExpr:
             expr = None  # the CLI validates schema types up front; the TUI only offers valid ones
     if expr is None:
         # The other role's guess is made from the same elements when it will be guessed too: reading
-        # them once (a map of 100 KB values read 3 MB of samples twice).
+        # them once (the 16 samples of a map of ~100 KB values were read twice, 1.6 MB each time).
         other = "value" if role == "key" else "key"
         other_chosen = (structure.settings or {}).get(other)
         other_key = f"{other}:{other_chosen}"

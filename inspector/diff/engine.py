@@ -54,10 +54,12 @@ if TYPE_CHECKING:
 __all__ = [
     "DiffCancelled",
     "DiffLimits",
+    "LayoutDiff",
     "RangeAttribution",
     "SnapshotDiff",
     "StructureDiff",
     "diff_sessions",
+    "layout_diff",
     "prepare",
 ]
 
@@ -118,43 +120,30 @@ class RangeAttribution:
 
 
 @dataclass
-class SnapshotDiff:
+class LayoutDiff:
+    """The part of a diff that needs only the byte result and the two layouts: the changed ranges, the
+    groups they form and what each one hit on either side, computed lazily and kept. ``layout_diff``
+    makes one before the structures are compared, so that ``diff --json`` can do this work while the
+    old map's chain index is still being built elsewhere (``prefetch``); ``diff_sessions(layout=...)``
+    goes on from it."""
+
     old: Session
     new: Session
     bytes: DiffResult
     changes: RangeSet
     old_index: LayoutIndex
     new_index: LayoutIndex
-    memory_manager: dict[str, list[JsonValue]]
-    bucket_changes_count: int
-    bucket_changes: list[BucketChange]
-    memories: list[MemoryChange]
-    structures: list[StructureDiff]
-    incident: Incident
-    layouts: dict[str, str]  # per side: "memory_manager" | "reconstructed" | "none"
     limits: DiffLimits = field(default_factory=DiffLimits)
     _areas: dict[str, tuple[list[AreaTotal], bool]] = field(default_factory=dict)
     _attributions: dict[int, RangeAttribution] = field(default_factory=dict)
     _groups: list[ChangeGroup] = field(default_factory=list)
 
-    # ------------------------------------------------------------------ bytes
-
-    @property
-    def identical(self) -> bool:
-        return self.bytes.identical
-
-    @property
-    def changed_bytes(self) -> int:
-        return self.bytes.total_bytes
-
-    @property
-    def ranges(self) -> tuple[ChangedRange, ...]:
-        """Every changed range (``ChangedRange``: start, end, tail), sorted."""
-        return self.bytes.ranges
-
-    @property
-    def verdict(self) -> str:
-        return self.incident.verdict
+    def warm(self) -> None:
+        """Compute now what the JSON lists: the groups, both sides' totals, the listed ranges."""
+        self.groups(self.limits.max_listed_ranges)
+        self.area_totals("old")
+        self.area_totals("new")
+        self.attributions(min(len(self.bytes.ranges), self.limits.max_listed_ranges))
 
     def change_index_at(self, pos: int) -> int | None:
         """Index of the first changed range that ends after ``pos`` (None past the last one)."""
@@ -183,13 +172,14 @@ class SnapshotDiff:
             r.start, r.end, r.tail, old_d, new_d, max(0, len(old) - cap), max(0, len(new) - cap)
         )
 
-    def _attributions_json(self, listed: int) -> list[JsonObject]:
+    def attributions(self, listed: int) -> list[RangeAttribution]:
+        """The first ``listed`` ranges' attributions."""
         # Each lookup reads a few scattered bytes, and each such read can map a whole large
         # page-cache folio: let the mappings go every few ranges so peak RSS stays flat.
         release = _releaser(self)
         out = []
         for i in range(listed):
-            out.append(self.attribute(i).to_json())
+            out.append(self.attribute(i))
             if i % RELEASE_EVERY_LOOKUPS == RELEASE_EVERY_LOOKUPS - 1:
                 release()
         release()
@@ -210,7 +200,7 @@ class SnapshotDiff:
                 next_group(self.changes, tail, self.old_index, self.new_index, first, len(self._groups))
             )
             if len(self._groups) % RELEASE_EVERY_LOOKUPS == 0:
-                release()  # (see _attributions_json)
+                release()  # (see attributions)
         return self._groups[:limit]
 
     def group(self, i: int) -> ChangeGroup | None:
@@ -251,6 +241,77 @@ class SnapshotDiff:
             self._areas[side] = area_totals(index, self.changes, self.limits.area_budget, release)
             release()
         return self._areas[side]
+
+
+@dataclass
+class SnapshotDiff:
+    old: Session
+    new: Session
+    bytes: DiffResult
+    layout: LayoutDiff
+    memory_manager: dict[str, list[JsonValue]]
+    bucket_changes_count: int
+    bucket_changes: list[BucketChange]
+    memories: list[MemoryChange]
+    structures: list[StructureDiff]
+    incident: Incident
+    layouts: dict[str, str]  # per side: "memory_manager" | "reconstructed" | "none"
+    limits: DiffLimits = field(default_factory=DiffLimits)
+
+    # ------------------------------------------------------------------ bytes
+
+    @property
+    def identical(self) -> bool:
+        return self.bytes.identical
+
+    @property
+    def changed_bytes(self) -> int:
+        return self.bytes.total_bytes
+
+    @property
+    def ranges(self) -> tuple[ChangedRange, ...]:
+        """Every changed range (``ChangedRange``: start, end, tail), sorted."""
+        return self.bytes.ranges
+
+    @property
+    def verdict(self) -> str:
+        return self.incident.verdict
+
+    # ------------------------------------------------- layout (see LayoutDiff)
+
+    @property
+    def changes(self) -> RangeSet:
+        return self.layout.changes
+
+    @property
+    def old_index(self) -> LayoutIndex:
+        return self.layout.old_index
+
+    @property
+    def new_index(self) -> LayoutIndex:
+        return self.layout.new_index
+
+    def change_index_at(self, pos: int) -> int | None:
+        return self.layout.change_index_at(pos)
+
+    def attribute(self, i: int) -> RangeAttribution:
+        return self.layout.attribute(i)
+
+    def groups(self, limit: int) -> list[ChangeGroup]:
+        return self.layout.groups(limit)
+
+    def group(self, i: int) -> ChangeGroup | None:
+        return self.layout.group(i)
+
+    @property
+    def groups_complete(self) -> bool:
+        return self.layout.groups_complete
+
+    def group_at(self, pos: int) -> ChangeGroup | None:
+        return self.layout.group_at(pos)
+
+    def area_totals(self, side: str) -> tuple[list[AreaTotal], bool]:
+        return self.layout.area_totals(side)
 
     def structure(self, memory_id: int | str) -> StructureDiff | None:
         return find_by_memory_id(self.structures, memory_id)
@@ -318,7 +379,7 @@ class SnapshotDiff:
                 "old": [t.to_json() for t in areas_old],
                 "new": [t.to_json() for t in areas_new],
                 "complete": complete_old and complete_new,
-                "ranges": self._attributions_json(listed),
+                "ranges": [a.to_json() for a in self.layout.attributions(listed)],
                 "listed": listed,
                 "total": b.count,
                 "truncated": listed < b.count,
@@ -330,7 +391,7 @@ class SnapshotDiff:
         yield "new_diagnosis", list(self.new.analysis.diagnosis or [])
 
 
-def _releaser(d: SnapshotDiff) -> Callable[[], None]:
+def _releaser(d: LayoutDiff) -> Callable[[], None]:
     """Drops the pages that scattered layout lookups mapped: with large page-cache folios each lookup
     maps up to megabytes (see ``sequences.PageReleaser``); the page cache keeps the data."""
     from inspector.mapped_pages import page_releaser
@@ -392,6 +453,7 @@ def diff_sessions(
     lock: AbstractContextManager[object] | None = None,
     byte_result: DiffResult | None = None,
     indexes: tuple[OffsetIndex, OffsetIndex] | None = None,
+    layout: LayoutDiff | None = None,
 ) -> SnapshotDiff:
     """Compare two loaded sessions (``inspector.session.load``) at every level.
 
@@ -402,6 +464,7 @@ def diff_sessions(
     without it. ``byte_result`` is a byte compare of the same two files computed beforehand.
     ``indexes`` are the (old, new) offset indexes a UI already has over these sessions: the changes
     are then attributed by the very index its tree and hex views ask (otherwise the diff makes its own).
+    ``layout``: the ``layout_diff`` of these sessions and ``byte_result``, made beforehand.
     """
     limits = limits or DiffLimits()
     so, sn = old.snapshot, new.snapshot
@@ -420,36 +483,54 @@ def diff_sessions(
         result = changed_ranges(
             _buf(so), _buf(sn), a_file=so.fd, b_file=sn.fd, progress=byte_progress, cancel=cancel
         )
-    changes = RangeSet(result.pairs())
+    if (
+        layout is None
+        or layout.bytes is not result
+        or layout.old is not old
+        or layout.new is not new
+        or layout.limits != limits
+    ):
+        layout = layout_diff(old, new, result, limits=limits, indexes=indexes)
     with lock if lock is not None else nullcontext():
-        return _layout_and_structures(old, new, result, changes, limits, progress, cancel, indexes)
+        return _structures(layout, progress, cancel)
 
 
-def _layout_and_structures(
+def layout_diff(
     old: Session,
     new: Session,
     result: DiffResult,
-    changes: RangeSet,
-    limits: DiffLimits,
-    progress: ProgressFn | None,
-    cancel: CancelFn | None,
+    *,
+    limits: DiffLimits | None = None,
     indexes: tuple[OffsetIndex, OffsetIndex] | None = None,
-) -> SnapshotDiff:
-    a, b = old.analysis, new.analysis
+) -> LayoutDiff:
+    """The layout part of the diff of two sessions whose byte compare gave ``result`` (see
+    ``LayoutDiff``); nothing is computed until asked for (``warm``, or the diff's JSON)."""
     old_oi, new_oi = indexes if indexes is not None else (None, None)
-    old_index = LayoutIndex(a, name="the old", index=old_oi)
-    new_index = LayoutIndex(b, name="the new", index=new_oi)
+    return LayoutDiff(
+        old,
+        new,
+        result,
+        RangeSet(result.pairs()),
+        LayoutIndex(old.analysis, name="the old", index=old_oi),
+        LayoutIndex(new.analysis, name="the new", index=new_oi),
+        limits or DiffLimits(),
+    )
+
+
+def _structures(layout: LayoutDiff, progress: ProgressFn | None, cancel: CancelFn | None) -> SnapshotDiff:
+    old, new, result, changes, limits = layout.old, layout.new, layout.bytes, layout.changes, layout.limits
+    a, b = old.analysis, new.analysis
     count, items = bucket_owner_changes(a, b, changes, limits.max_bucket_changes)
     memories, layouts = memory_changes(a, b)
     structs = diff_structures(a, b, changes, max_items=limits.max_items, progress=progress, cancel=cancel)
-    incident = classify(a, b, structs, changes, old_index, memories, result.total_bytes, result.identical)
+    incident = classify(
+        a, b, structs, changes, layout.old_index, memories, result.total_bytes, result.identical
+    )
     return SnapshotDiff(
         old,
         new,
         result,
-        changes,
-        old_index,
-        new_index,
+        layout,
         mm_field_changes(a, b),
         count,
         items,

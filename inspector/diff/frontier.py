@@ -7,8 +7,9 @@ fixed cost of loading that grows with the map. ``diff --json`` therefore loads b
 deferred (``forensics.find_deferred_orphans``) and finishes it here, once the byte compare is in, with
 the free lists found off the critical path:
 
-* the OLD side's is walked in the chains child (``prefetch``), by the map's own walk
-  (``_free_list``) over the same file, and handed back with the file's identity and the allocator's
+* the OLD side's is walked in the second byte-compare child (``prefetch``), from the columns of the
+  chunk headers the children took while comparing (or by the map's own walk, ``_free_list``, where
+  the columns cannot vouch for it), and handed back with the file's identity and the allocator's
   geometry; it is used only for that very file and a map with the same header fields;
 * the NEW side's is the old one's when the two files are the same size and no changed byte falls in the
   map and allocator headers or in any chunk header: the walk reads nothing else (the header fields, then
@@ -36,9 +37,9 @@ if TYPE_CHECKING:
     FreeListState = tuple[list[int], list[tuple[str, str, int | None, dict[str, Any]]], int]
     FreeListHint = tuple[tuple[int, ...], tuple[int, ...], FreeListState]  # (file, geometry, state)
 
-# (Only what the chains child needs is imported at the top: the parent's side imports the rest.)
+# (Only what the compare children need is imported at the top: the parent's side imports the rest.)
 
-# The hint the chains child sent for the old snapshot's raw-memory map (see ``offer``).
+# The hint the compare child sent for the old snapshot's raw-memory map (see ``offer``).
 _OFFERED: list[FreeListHint] = []
 
 
@@ -56,7 +57,7 @@ def _geometry(m: BTreeMap) -> tuple[int, ...]:
 
 
 def precompute(m: BTreeMap, fd: int, cols: _Columns | None) -> FreeListHint | None:
-    """For the chains child: the free list of ``map_chains.old_map``'s map, as its own ``_free_list``
+    """For a compare child: the free list of the old raw-memory map, as its own ``_free_list``
     returns it; None if its allocator is unreadable."""
     if not m.allocator_ok:
         return None

@@ -368,7 +368,7 @@ def old_grid(
 
 
 def precompute(m: BTreeMap, fd: int, cols: _Columns | None) -> tuple[tuple[int, ...], ChainIndex] | None:
-    """For the chains child: the chain index of ``old_map``'s map, built while the parent is still
+    """For a compare child: the chain index of the old raw-memory map, built while the parent is still
     loading both snapshots; None if it does not apply."""
     if cols is None:
         return None
