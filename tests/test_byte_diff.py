@@ -336,13 +336,25 @@ def test_spans_join_to_the_one_pass_result(tmp_path: Path, kind: str) -> None:
         assert parts[1].tail == whole.tail and (h == common or parts[0].tail is None)
 
 
-def test_join_leaves_merged_runs_to_a_whole_compare(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A part that had to merge ranges into runs (its gap depends on its own count) is not joined."""
-    a, b = _scattered(10, 100_000, 3000)
+@pytest.mark.parametrize("h", [30_000, 70_000])
+def test_merged_runs_are_not_joined_but_resumed(monkeypatch: pytest.MonkeyPatch, h: int) -> None:
+    """A part that had to merge ranges into runs (how depends on everything before it) is not joined;
+    the span after it, compared again going on from it (``resume``), gives the one-pass result."""
+    a, b = _scattered(10, 100_000, 3000, 500)
     monkeypatch.setattr(byte_diff, "MAX_RUNS", 64)
-    parts = [changed_ranges(a, b, span=(0, 50_000)), changed_ranges(a, b, span=(50_000, 100_000))]
-    assert parts[0].gap > 0
+    whole = changed_ranges(a, b)
+    assert whole.gap > 0
+    parts = [changed_ranges(a, b, span=(0, h)), changed_ranges(a, b, span=(h, 100_000))]
+    assert parts[0].gap > 0 or parts[1].gap > 0
     assert byte_diff.join(parts) is None
+    assert changed_ranges(a, b, span=(h, 100_000), resume=parts[0]) == whole
+    monkeypatch.setattr(byte_diff, "MAX_RUNS", 1 << 16)  # nothing merged: resuming is joining
+    exact = [changed_ranges(a, b, span=(0, h)), changed_ranges(a, b, span=(h, 100_000))]
+    assert (
+        changed_ranges(a, b, span=(h, 100_000), resume=exact[0])
+        == byte_diff.join(exact)
+        == changed_ranges(a, b)
+    )
 
 
 def test_the_sink_sees_every_piece_read_by_descriptor(tmp_path: Path) -> None:

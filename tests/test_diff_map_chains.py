@@ -469,6 +469,26 @@ def test_the_column_sink_takes_the_columns_the_whole_file_pass_takes(tmp_path: P
         area.close()
 
 
+def test_halves_whose_ranges_merged_into_runs_give_the_one_pass_result(
+    tmp_path: Path, monkeypatch: object
+) -> None:
+    """Snapshots that differ almost everywhere: each child had to merge its ranges into runs, which
+    cannot be joined; the parent compares the second half again, going on from the first."""
+    from inspector.diff import byte_ranges, prefetch
+
+    monkeypatch.setattr(prefetch, "CHAINS_MIN_BYTES", 0)  # type: ignore[attr-defined]
+    monkeypatch.setattr(byte_ranges, "MAX_RUNS", 256)  # type: ignore[attr-defined]
+    old, new = tmp_path / "old.bin", tmp_path / "new.bin"
+    old.write_bytes(bytes(1 << 20))
+    new.write_bytes(b"\x00\x01" * (1 << 19))
+    pending = prefetch.start_byte_diff(str(old), str(new))
+    assert pending is not None and len(pending.children) == 2
+    got = pending.result()
+    pending.chains()
+    want = changed_ranges(old.read_bytes(), new.read_bytes())
+    assert want.gap > 0 and got == want
+
+
 def test_a_child_that_fails_costs_the_hints_not_the_diff(tmp_path: Path, monkeypatch: object) -> None:
     """The second child dies before it says what it filled: the first sends its half without a chain
     index, the parent falls back to comparing itself, and nothing hangs."""

@@ -174,6 +174,7 @@ def changed_ranges(
     cancel: CancelFn | None = None,
     span: tuple[int, int] | None = None,
     sink: Sink | None = None,
+    resume: DiffResult | None = None,
 ) -> DiffResult:
     """Return every byte range where ``a`` and ``b`` differ, plus the size-difference tail.
 
@@ -194,7 +195,10 @@ def changed_ranges(
     adjacent spans together into the result of the whole. ``sink(offset, n, view)`` is handed every
     piece of ``a`` read by descriptor (``view[:n]`` holds ``a[offset:offset + n]``, valid during the
     call), for work that wants the same bytes (``map_chains.ColumnSink``); it is not called for pieces
-    compared through the mappings.
+    compared through the mappings. ``resume``: the result of the span that ends where ``span``
+    starts, compared first; this compare goes on from it, so it returns the result of both spans
+    together, exactly as one pass over them (``join`` cannot put together spans whose ranges had to be
+    merged into runs: how they merge depends on everything before them).
     """
     with _byte_view(a) as va, _byte_view(b) as vb:
         size_a, size_b = va.nbytes, vb.nbytes
@@ -204,7 +208,7 @@ def changed_ranges(
         equal = _block_equality(a, b, va, vb)
         release_a, release_b = page_releaser(a), page_releaser(b)
         load_a, load_b = page_loader(a), page_loader(b)
-        runs = _Runs()
+        runs = _Runs(resume)
         add = runs.add
         report = _ProgressReporter(progress, common)
 
@@ -290,7 +294,10 @@ def changed_ranges(
 
     if hi_span >= common and size_a != size_b:
         runs.tail(common, max(size_a, size_b))
-    return runs.result(size_a, size_b, compared, (hi_span - lo_span) - compared)
+    skipped = (hi_span - lo_span) - compared
+    if resume is not None:
+        compared, skipped = compared + resume.bytes_compared, skipped + resume.hole_bytes_skipped
+    return runs.result(size_a, size_b, compared, skipped)
 
 
 def join(parts: list[DiffResult]) -> DiffResult | None:
@@ -323,13 +330,21 @@ class _Runs:
     ranges. Past the cap, nearby ranges are merged into runs (the gap grows) and each run keeps its
     exact count of differing bytes."""
 
-    def __init__(self) -> None:
+    def __init__(self, before: DiffResult | None = None) -> None:
         self.starts, self.ends, self.diffs = array("Q"), array("Q"), array("Q")
         self.max_runs = max(2, MAX_RUNS)
         self.gap = 0
         self.raw_count = 0  # maximal differing ranges, exact
         self.raw_end = -1  # one past the last differing byte seen
         self._tail: ChangedRange | None = None
+        if before is not None:  # the state a pass had at the end of the span ``before`` compared
+            ranges = [r for r in before.ranges if not r.tail]
+            self.starts.extend(r.start for r in ranges)
+            self.ends.extend(r.end for r in ranges)
+            self.diffs.extend(r.changed_bytes for r in ranges)
+            self.gap = before.gap
+            self.raw_count = before.range_count - (1 if before.tail is not None else 0)
+            self.raw_end = ranges[-1].end if ranges else -1
 
     def add(self, start: int, end: int, differing: int, raw: int) -> None:
         self.raw_count += raw - (1 if start == self.raw_end else 0)

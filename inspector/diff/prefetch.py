@@ -57,6 +57,8 @@ class PendingByteDiff:
     # chain index, so that the parent can do what needs neither in between (``layout_diff``).
     children: list[Child]
     columns: bool = False  # whether the children take the old map's columns
+    paths: tuple[str, str] = ("", "")
+    spans: tuple[tuple[int, int], ...] = ()  # the children's, in order (one child: empty)
 
     def ready(self) -> bool:
         """Whether every compare has finished (its child has started sending), without waiting."""
@@ -75,7 +77,15 @@ class PendingByteDiff:
         if len(parts) != len(got):
             self.stop()  # (no hint is wanted from a compare the parent does again)
             return None
-        return parts[0] if len(parts) == 1 else join(parts)
+        if len(parts) == 1:
+            return parts[0]
+        return join(parts) or self._resume(parts[0])
+
+    def _resume(self, first: DiffResult) -> DiffResult:
+        """The whole result where the parts had to merge ranges into runs (``join`` cannot put those
+        together): the second span compared again here, going on from the first part's result."""
+        with open_snapshot(self.paths[0]) as a, open_snapshot(self.paths[1]) as b:
+            return changed_ranges(a.buf, b.buf, a_file=a.fd, b_file=b.fd, span=self.spans[1], resume=first)
 
     def chains_pending(self) -> bool:
         """Whether the chain index is still being built (``chains`` would wait for it)."""
@@ -263,7 +273,7 @@ def start_byte_diff(old_path: str, new_path: str) -> PendingByteDiff | None:
         if first is not None:
             first.stop()
         return None
-    return PendingByteDiff([first, second], columns=area is not None)
+    return PendingByteDiff([first, second], area is not None, (old_path, new_path), ((0, h), (h, common)))
 
 
 def _closing(
