@@ -12,7 +12,7 @@ is the same code over the same bytes. They are used only for the very file the c
 inode, size, modification time) and a map with the same header fields; a child that failed or gave
 up leaves the parent to walk as before (and then to name whatever is wrong).
 
-Only ``os`` and ``inspector.forked`` are imported here: the fork comes before the heavy imports.
+Nothing heavy is imported here (no layouts, no numpy): the fork comes before the heavy imports.
 """
 
 from __future__ import annotations
