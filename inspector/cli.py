@@ -356,11 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if as_program and (status := _supervised(args)) is not None:
         # The supervising parent only waited: leave without the interpreter's teardown (~0.1 s).
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
+        _flush_streams()
         os._exit(status)
     status = _run(args)
     if as_program and not _interactive(args) and args.command != "bench":
@@ -383,12 +379,17 @@ def _leave(status: int) -> NoReturn:
     try:
         atexit._run_exitfuncs()
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
+        _flush_streams()
         os._exit(status)
+
+
+def _flush_streams() -> None:
+    """Flush stdout and stderr before ``os._exit`` (which does not), whatever state they are in."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -130,10 +130,12 @@ def test_the_childs_column_walk_is_the_maps_own_walk(tmp_path: Path, monkeypatch
         p.write_bytes(raw)
         assert _child_state(p) == _fresh_walk(p), name
         # The columns' walk itself gives what the clean walk gives (None: the careful walk decides).
-        found = map_chains.old_map(raw, len(raw))
+        found = map_chains.old_grid(raw, len(raw))
         assert found is not None and found[1] is not None
+        m, (base, n, cs) = found[0], found[1]
+        cols = map_chains._Columns(raw, base, n, cs, headers=True)
         clean = BTreeMap(PhysicalMemory(raw, len(raw)), memory_id="raw")._clean_free_list()
-        assert frontier._clean_from_columns(*found) == clean, name  # type: ignore[arg-type]
+        assert frontier._clean_from_columns(m, cols) == clean, name
         assert (clean is not None) == (name in ("clean", "cut", "frontier_at_the_end")), name
 
 

@@ -328,21 +328,6 @@ _OFFERED: dict[tuple[int, ...], ChainIndex] = {}
 _ADOPTED: dict[int, ChainIndex] = {}
 
 
-def old_map(buf: ByteSource, size: int, fd: int | None = None) -> tuple[BTreeMap, _Columns | None] | None:
-    """The map on the raw memory of this snapshot (the old one) and its chunk headers as columns
-    (``headers`` included; None where the map has no u64 grid); None without a map."""
-    found = old_grid(buf, size, fd)
-    if found is None:
-        return None
-    m, grid = found
-    if grid is None:
-        return m, None
-    base, n, cs = grid
-    cols = _Columns(buf, base, n, cs, headers=True)
-    page_releaser(buf)(0, size)
-    return m, cols
-
-
 def old_grid(
     buf: ByteSource, size: int, fd: int | None = None
 ) -> tuple[BTreeMap, tuple[int, int, int] | None] | None:
@@ -401,7 +386,7 @@ def adopt(fd: int | None, buf: ByteSource | None) -> None:
 
 def build(m: BTreeMap, release: Callable[[], None], cols: _Columns | None = None) -> ChainIndex | None:
     """The chain index of map ``m`` (its old side), or None where it does not apply or anything is off.
-    ``cols``: the map's columns, already pulled out (``old_map``)."""
+    ``cols``: the map's columns, already pulled out (``_Columns``, or ``_Columns.shared``)."""
     grid = _grid(m)
     if grid is None or not m.root_addr:
         return None

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from inspector.diff.byte_ranges import CHUNK_SIZE, DiffResult, changed_ranges, join
 from inspector.diff.shared_columns import SharedColumns
-from inspector.forked import Child, fork_stream
+from inspector.forked import Child, fork_stream, read_exactly
 from inspector.layouts import (
     ALLOCATOR_HEADER,
     ALLOCATOR_MAGIC,
@@ -170,13 +170,8 @@ def _sink(a: Snapshot, cols: _ColumnJob) -> tuple[Any, Any] | None:
 
 def _read_count(fd: int) -> int:
     """The chunk count the other child wrote, or -1 when it ended without writing one (it failed)."""
-    data = b""
-    while len(data) < _COUNT:
-        got = os.read(fd, _COUNT - len(data))
-        if not got:
-            return -1
-        data += got
-    return int.from_bytes(data, "little", signed=True)
+    data = read_exactly(fd, _COUNT)
+    return -1 if data is None else int.from_bytes(data, "little", signed=True)
 
 
 def _hints(a: Snapshot, m: Any, area: SharedColumns, n: int, role: int) -> Hints:

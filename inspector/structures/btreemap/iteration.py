@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import marshal
-import os
 from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
+from inspector.forked import fork_call
 from inspector.layouts import CAPACITY, CHUNK_HEADER_SIZE, CHUNK_MAGIC, FIRST_CHUNK_OFFSET, NODE_MAGIC
 from inspector.memory import OutOfBounds
 from inspector.structures.btreemap.loading import _NodeLoading
@@ -249,39 +248,11 @@ class _Iteration(_NodeLoading):
         halved the event loop's share of it (each repaint took twice as long while a far page was
         found). The child has its own interpreter; this thread only waits on the pipe, lock released.
         """
-        if not hasattr(os, "fork"):
+        child = fork_call(self._count_whole_tree)
+        got = child.collect() if child is not None else None
+        if not isinstance(got, tuple) or len(got) != 2:
             return None
-        read_fd, write_fd = os.pipe()
-        try:
-            pid = os.fork()
-        except OSError:
-            os.close(read_fd)
-            os.close(write_fd)
-            return None
-        if pid == 0:  # the child: count, send, and leave without running any of the parent's cleanup
-            code = 1
-            try:
-                os.close(read_fd)
-                view = memoryview(marshal.dumps(self._count_whole_tree()))
-                while view:
-                    view = view[os.write(write_fd, view) :]
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write_fd)
-        parts: list[bytes] = []
-        try:
-            while chunk := os.read(read_fd, 1 << 16):
-                parts.append(chunk)
-        finally:
-            os.close(read_fd)
-            _pid, status = os.waitpid(pid, 0)
-        if status != 0:
-            return None
-        try:
-            memo, total = marshal.loads(b"".join(parts))
-        except (EOFError, ValueError, TypeError):
-            return None
+        memo, total = got
         if not isinstance(memo, dict) or not (total is None or isinstance(total, int)):
             return None
         return memo, total
