@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +73,8 @@ def load_schema(path: str | None) -> dict[str, dict[str, Any]]:
     if not path:
         return {}
     text = _read_text(path, "schema")
+    import tomllib  # (here: only a schema needs it, and every command loads this module)
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

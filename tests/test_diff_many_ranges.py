@@ -175,3 +175,60 @@ def test_diff_json_keeps_flat_lists_on_one_line() -> None:
     assert '        "y": [[5, 6]]' in lines  # a dict inside a list is still laid out key by key
     assert '"nested": [[1, [2]]]' not in text  # lists of lists of lists are not flat
     assert "\u202e" not in text and "\\u202e" in text  # a bidi override is escaped, as before
+
+
+def test_diff_json_writes_every_scalar_as_json_does() -> None:
+    """Strings and exact ints take a shortcut past json's encoder; everything else (bools, None,
+    floats, big ints, int and str subclasses, keys of a str subclass) still reads as json writes it."""
+    import enum
+
+    from inspector.commands.diff import _dump
+    from inspector.safe_text import json_safe
+
+    class Word(str):
+        pass
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    value = {
+        "t": True,
+        "f": False,
+        "none": None,
+        "x": 1.5,
+        "neg": -7,
+        "big": 2**70,
+        "s": 'é\n"q\\',
+        Word("key"): Word("word"),
+        "level": Level.HIGH,
+        "inner": {"deep": {"n": 0, "e": ""}},
+    }
+    want = json_safe(json.dumps(value, indent=2, ensure_ascii=False))
+    assert _dump(value, "") == want
+    assert '"level": 3' in want and '"t": true' in want and '"big": 1180591620717411303424' in want
+
+
+def test_a_headless_diff_hands_the_collector_back_what_it_froze(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``diff --json`` keeps the collector off the loaded sessions while it runs (``gc.freeze``) and
+    thaws them when it ends: a caller that goes on in the same process loses nothing."""
+    import gc
+
+    from inspector.cli import main
+
+    old, new = tmp_path / "old.bin", tmp_path / "new.bin"
+    old.write_bytes(bytes(1 << 16))
+    new.write_bytes(b"\x00\x07" * (1 << 15))
+    frozen: list[int] = []
+    real = gc.freeze
+
+    def freeze() -> None:
+        real()
+        frozen.append(gc.get_freeze_count())
+
+    gc.unfreeze()
+    monkeypatch.setattr(gc, "freeze", freeze)
+    assert main(["diff", str(old), str(new), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["changed_bytes"] == 1 << 15
+    assert frozen and frozen[0] > 0 and gc.get_freeze_count() == 0

@@ -611,7 +611,8 @@ def test_chain_ranges_are_logical_ranges_a_run_at_a_time(tmp_path: Path) -> None
         n = len(pages)
         for j0 in range(0, n + 1, max(1, n // 5)):
             for j1 in (j0, j0 + 1, n, n + 3):
-                assert chain.pages(j0, j1) == pages[j0:j1]
+                assert chain.page_spans(j0, j1, 0, 0) == [(p, p) for p in pages[j0:j1]]
+                assert chain.page_spans(j0, j1, 7, page) == [(p + 7, p + page) for p in pages[j0:j1]]
         stream = page + n * per
         cases = [(0, stream), (0, page), (page - 3, 10), (stream - 5, 5), (stream - 5, 40), (3, 0)]
         cases += [(rng.randrange(stream), rng.randrange(1, stream)) for _ in range(30)]

@@ -355,7 +355,7 @@ def element_physical(s: Structure, el: Element) -> list[Range]:
     out: list[Range] = []
     for mem, group in ((s.mem, key_spans), (vmem, value_spans)):
         if type(mem) is PhysicalMemory:  # the snapshot itself: its ranges are the physical ones
-            out.extend(r for r in group if r[1] > r[0])
+            out += [r for r in group if r[1] > r[0]]
             continue
         for start, end in group:
             try:

@@ -149,18 +149,20 @@ class NodeChain:
             r = self._last = bisect_right(at, j) - 1
         return FIRST_CHUNK_OFFSET + CHUNK_HEADER_SIZE + (self._chunk[r] + j - at[r]) * self._cs
 
-    def pages(self, j0: int, j1: int) -> list[int]:
-        """Addresses of pages ``j0 .. j1-1`` (within the chain), a run at a time (C-level ranges)."""
-        out: list[int] = []
+    def page_spans(self, j0: int, j1: int, lo: int, hi: int) -> list[Range]:
+        """``(page + lo, page + hi)`` for the address ``page`` of each of pages ``j0 .. j1-1`` (within the
+        chain): each run's pairs are two C-level ranges zipped (a value of megabytes is hundreds of pages)."""
+        out: list[Range] = []
         at, chunk, cs = self._at, self._chunk, self._cs
         base = FIRST_CHUNK_OFFSET + CHUNK_HEADER_SIZE
         r = max(0, bisect_right(at, j0) - 1)
         while r < len(at) and at[r] < j1:
             stop = min(j1, at[r + 1] if r + 1 < len(at) else self._len)
-            lo = max(j0, at[r])
-            if lo < stop:
-                first = base + (chunk[r] + lo - at[r]) * cs
-                out.extend(range(first, first + (stop - lo) * cs, cs))
+            first = max(j0, at[r])
+            if first < stop:
+                a = base + (chunk[r] + first - at[r]) * cs
+                b = a + (stop - first) * cs
+                out.extend(zip(range(a + lo, b + lo, cs), range(a + hi, b + hi, cs), strict=True))
             r += 1
         return out
 
@@ -570,17 +572,21 @@ def chain_ranges(addr: int, chain: NodeChain, page_size: int, start: int, length
     jl = min(jl, len(chain) - 1)
     if j0 > jl:
         return out
-    pages = chain.pages(j0, jl + 1)
     at = OVERFLOW_DATA_OFFSET
-    segs = [(p + at, p + at + per) for p in pages]
-    segs[0] = (pages[0] + at + r0, segs[0][1])
+    segs = chain.page_spans(j0, jl + 1, at, page_size)  # each page's data, whole
+    segs[0] = (segs[0][0] + r0, segs[0][1])
     if not whole_last:
-        segs[-1] = (segs[-1][0], pages[-1] + at + rl + 1)
-    if (
-        out
-        and out[-1][1] == segs[0][0]
-        or any(map(int.__eq__, [e for _s, e in segs[:-1]], [s for s, _e in segs[1:]]))
-    ):
+        last = segs[-1]
+        segs[-1] = (last[0], last[1] - page_size + at + rl + 1)  # (the page's address + at + rl + 1)
+    if out and out[-1][1] == segs[0][0]:
+        touch = True
+    elif chain._cs > per:
+        # Pages sit on the chunk grid, so two of them are a multiple of the chunk size apart, never
+        # ``per``, as one page's data would have to end where another's starts: nothing to look for.
+        touch = False
+    else:
+        touch = any(map(int.__eq__, [e for _s, e in segs[:-1]], [s for s, _e in segs[1:]]))
+    if touch:
         from inspector.structures.btreemap.nodes import logical_ranges
 
         return logical_ranges(addr, chain, page_size, start, length)  # type: ignore[arg-type]
