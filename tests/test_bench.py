@@ -309,3 +309,25 @@ def test_real_input_rows_say_which_reference_judged(
         assert not any(t.startswith("reference") for t in by_target)
         assert "fixed 0.2 s" in deep.note
         assert deep.limit == pytest.approx(bench_real.DEEP_REAL_LIMIT_X * bench_model.NATIVE_WALK_S)
+
+
+def test_rows_judged_against_a_reference_take_their_own_run_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The diffs timed against ``cmp -s`` (and the walks against the native walk) take
+    ``ratio_runs`` interleaved runs, the other rows ``runs``; the table's title says both."""
+    import dataclasses
+
+    from inspector.bench import real as bench_real
+    from inspector.bench import targets as bench_targets
+
+    cfg = dataclasses.replace(bench_model.TINY, runs=2, ratio_runs=5)
+    assert cfg.interleaved_runs == 5 and bench_model.TINY.interleaved_runs == bench_model.TINY.runs
+    assert bench_model.FULL.interleaved_runs > bench_model.FULL.runs
+    asked: list[int] = []
+    monkeypatch.setattr(bench_real, "structure_diff_rows", lambda _w, _m, _p, runs: asked.append(runs) or [])
+    bench_targets.Bench(cfg, None, tmp_path).structure_diff()  # type: ignore[arg-type]
+    assert asked == [5]
+    bench_report.print_table([], cfg, bench_report.machine_info(), 0.0)
+    title = " ".join(capsys.readouterr().out.split())  # (as one line: the table may wrap it)
+    assert "median of 2 runs (5 where timed against a reference)" in title

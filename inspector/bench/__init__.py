@@ -5,7 +5,8 @@ the figures include interpreter start-up and imports. Wall time is ``time.perf_c
 child; peak RSS is the child's own ``ru_maxrss`` from ``os.wait4`` (``RUSAGE_CHILDREN`` would give the
 largest child so far, not this one), taken in a small launcher process (see ``LAUNCHER`` for why).
 Each target runs once untimed (it warms the page cache and the bytecode cache, and its output is
-checked), then ``runs`` timed times: the table shows the median and the min–max.
+checked), then ``runs`` timed times (``ratio_runs`` for a target judged as a ratio to a reference
+timed interleaved with it: ``cmp -s``, the native walk): the table shows the median and the min–max.
 
 Inputs are forged with ``inspector.forge`` into ``--workdir`` (kept, and reused by later runs when
 name and parameters match) or a temporary directory (deleted at the end). Never inside the project.

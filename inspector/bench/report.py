@@ -69,7 +69,12 @@ def print_table(rows: list[Row], cfg: Config, machine: dict[str, Any], elapsed: 
     from rich.console import Console
     from rich.table import Table
 
-    title = f"stable-inspect bench ({cfg.name}: median of {cfg.runs} runs, min–max in brackets)"
+    runs = f"{cfg.runs} runs" + (
+        f" ({cfg.interleaved_runs} where timed against a reference)"
+        if cfg.interleaved_runs != cfg.runs
+        else ""
+    )
+    title = f"stable-inspect bench ({cfg.name}: median of {runs}, min–max in brackets)"
     if cfg != FULL:
         # The limits are the issue's, stated for the full-size inputs.
         title += " — smaller inputs than the limits assume: indicative only"

@@ -164,7 +164,7 @@ class Bench:
     def _judged(self, cli: Sequence[str], native: list[str], reference: str) -> tuple[Timing, float, Row]:
         """The command's timing, judged against the native walk timed interleaved with it in this run:
         (timing, the walk's median, the walk's reference row)."""
-        t = time_interleaved({"cli": cli, "native": native}, self.cfg.runs, warm=self.cfg.warmup)
+        t = time_interleaved({"cli": cli, "native": native}, self.cfg.interleaved_runs, warm=self.cfg.warmup)
         row = reference_row(reference, t["native"], f"{Reference('native-walk').what}; interleaved")
         return t["cli"], t["native"].median, row
 
@@ -248,7 +248,7 @@ class Bench:
         if has_cli:
             cmds["cli"] = cli
         runs: dict[str, list[ChildRun]] = {k: [] for k in cmds}
-        for _ in range(cfg.runs):
+        for _ in range(cfg.interleaved_runs):
             for key, cmd in cmds.items():
                 r = run_child(cmd)
                 if r.rc not in (0, 1):
@@ -574,7 +574,9 @@ class Bench:
     def structure_diff(self) -> list[Row]:
         from inspector.bench.real import structure_diff_rows
 
-        return structure_diff_rows(self.workdir, self.cfg.dense_mib, self.cfg.patches, self.cfg.runs)
+        return structure_diff_rows(
+            self.workdir, self.cfg.dense_mib, self.cfg.patches, self.cfg.interleaved_runs
+        )
 
     def scale(self) -> list[Row]:
         from inspector.bench.scale import scale_rows
@@ -585,4 +587,4 @@ class Bench:
         from inspector.bench.real import real_input_rows
 
         assert self.inputs_dir is not None
-        return real_input_rows(self.inputs_dir, self.workdir, self.cfg.runs)
+        return real_input_rows(self.inputs_dir, self.workdir, self.cfg.interleaved_runs)
