@@ -796,3 +796,67 @@ def test_random_byte_damage_never_raises(rel: str) -> None:
             pass
         if time.perf_counter() > deadline:
             break
+
+
+def _every_candidate(m: BTreeMap, monkeypatch: pytest.MonkeyPatch) -> int:
+    """The key layout the inference picks when it scores every candidate size (no early stop): the
+    reference for the stop after a perfect score."""
+    seen: dict[str, Any] = {}
+    real = BTreeMap._infer_key_layout
+
+    def spy(self: BTreeMap, addrs: list[int], reads: Any = None) -> None:
+        seen["nodes"] = [(reads or {}).get(a) or self._read_node(a, allow_free=True) for a in addrs]
+        real(self, addrs, reads)
+
+    monkeypatch.setattr(BTreeMap, "_infer_key_layout", spy)
+    _ = m.key_layout
+    nodes = [n for n in seen["nodes"] if n[0] == 2]
+    scores = []
+    for cand in m._key_candidates():
+        failures = empties = 0
+        for _v, ntype, k, buf, base, end, ovf in nodes:
+            got = m._try_layout(cand, ntype, k, buf, base, end, ovf)
+            failures, empties = (failures + 1, empties) if got < 0 else (failures, empties + got)
+        scores.append(((failures, empties, 0 if cand == 0 else 1, cand), cand))
+    return min(scores)[1]
+
+
+@pytest.mark.parametrize("shape", ["u64", "fixed16", "strings", "one entry", "empty values", "empty keys"])
+def test_key_layout_stops_at_a_perfect_score_and_picks_what_every_candidate_would(
+    shape: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inspector.forge import RawImage, forge_btreemap, forge_btreemap_columns, forge_u64_btreemap
+
+    rng = random.Random(shape)
+    keys = sorted(rng.sample(range(1 << 40), 300))
+    if shape == "u64":
+        fm = forge_u64_btreemap(keys, [k * 7 for k in keys])
+    elif shape == "fixed16":
+        ks = [k.to_bytes(16, "big") for k in keys]
+        fm = forge_btreemap_columns(ks, [b"v" * (k % 9 + 1) for k in keys], fixed_key_size=16)
+    elif shape == "strings":
+        fm = forge_btreemap(sorted((f"key-{k}".encode(), b"x" * (k % 5 + 1)) for k in keys))
+    elif shape == "one entry":
+        fm = forge_btreemap([(b"0123456", b"value")])
+    elif shape == "empty values":
+        fm = forge_btreemap(sorted((f"k{k}".encode(), b"") for k in keys))
+    else:
+        fm = forge_btreemap([(b"", b"a")] + sorted((f"k{k}".encode(), b"b") for k in keys))
+    image = RawImage()
+    image.place(fm)
+    data = image.to_bytes()
+    reference = BTreeMap(PhysicalMemory(data, len(data)))
+    want = _every_candidate(reference, monkeypatch)
+    monkeypatch.undo()
+    tried: list[int] = []
+    real = BTreeMap._try_layout
+
+    def counted(self: BTreeMap, kfix: int, *rest: Any) -> int:
+        tried.append(kfix)
+        return real(self, kfix, *rest)
+
+    monkeypatch.setattr(BTreeMap, "_try_layout", counted)
+    m = BTreeMap(PhysicalMemory(data, len(data)))
+    assert m.key_layout == ("prefixed" if want == 0 else want)
+    if shape in ("u64", "fixed16", "strings"):  # a perfect score early: the rest is not tried
+        assert max(tried) <= 16
