@@ -423,9 +423,7 @@ class _PairReader:
         self.fa, self.fb, self.size = fa, fb, size
         self.a, self.b = mmap.mmap(-1, size), mmap.mmap(-1, size)
         self.va, self.vb = memoryview(self.a), memoryview(self.b)
-        find = self.a.find
-        vb = self.vb
-        self.equal: Callable[[int, int], bool] = lambda off, n: find(vb[off : off + n], off, off + n) == off
+        self.equal = _block_equality(self.a, self.b, self.va, self.vb)
 
     @classmethod
     def open(

@@ -195,6 +195,14 @@ _SPAN = _OVF_NEXT_AT + WORD  # a chunk's bytes the columns read: header, overflo
 _Fixed = dict[int, tuple[int, int, int, int, int]]
 
 
+def _fitting(size: int, base: int, n: int, cs: int) -> int:
+    """How many of ``n`` chunks from ``base`` on have their column bytes inside ``size`` bytes: where the
+    last chunk's next field would run past the end, the columns leave that chunk out."""
+    while n > 0 and base + (n - 1) * cs + _SPAN > size:
+        n -= 1
+    return n
+
+
 def _block(
     view: memoryview, s: int, k: int, c0: int, cs: int, fixed: _Fixed, headers: bool
 ) -> tuple[bytes, bytes | None, bytes, bytes, bytes]:
@@ -236,13 +244,10 @@ class _Columns:
         links_: array[int] | None = array("Q") if headers else None
         view = memoryview(buf)
         fixed: _Fixed = {}  # block length → its constant columns
+        n = _fitting(len(buf), base, n, cs)
         for c0 in range(0, n, BLOCK_CHUNKS):
             k = min(n, c0 + BLOCK_CHUNKS) - c0
             lo = base + c0 * cs
-            if lo + (k - 1) * cs + _SPAN > len(buf):
-                k -= 1  # the last chunk's next field would run past the mapping: that chunk is left out
-            if k <= 0:
-                break
             heads, links, nexts, v, c = _block(view, lo, k, c0, cs, fixed, headers)
             if heads_ is not None and links_ is not None and links is not None:
                 heads_.frombytes(heads)
@@ -349,9 +354,7 @@ def old_grid(
         return m, None
     mapped, base, n = grid
     cs = m.chunk_size
-    while n > 0 and base + (n - 1) * cs + _SPAN > len(mapped):
-        n -= 1  # the last chunk's next field would run past the file: the columns leave it out
-    return m, (base, n, cs)
+    return m, (base, _fitting(len(mapped), base, n, cs), cs)
 
 
 def precompute(m: BTreeMap, fd: int, cols: _Columns | None) -> tuple[tuple[int, ...], ChainIndex] | None:
