@@ -468,3 +468,94 @@ async def test_load_did_and_schema_reload_the_session(tmp_path: Path) -> None:
         await load_file(other)
         assert "expected a .did file" in str(app.screen.query_one("#prompt-error").render())
         await pilot.press("escape")
+
+
+@run_async
+async def test_a_worker_page_is_added_a_chunk_per_turn_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 1,000-entry page lands in chunks (each on a loop turn of its own), complete and in order, and its
+    objects are frozen for the collector on the way."""
+    import gc
+
+    import inspector.tui.tree as tree_module
+
+    require_fixtures()
+    monkeypatch.setattr(tree_module, "ADD_CHUNK", 64)
+    turns = []
+    real_after_due = tree_module._after_due
+
+    async def counted() -> None:
+        turns.append(gc.get_freeze_count())
+        await real_after_due()
+
+    monkeypatch.setattr(tree_module, "_after_due", counted)
+    app = create_app(FIXTURES / "btree_u64_many")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        (entries,) = nodes_of_kind(app, "entries")
+        move_tree_cursor(app, entries)
+        await pilot.press("enter")
+        await settle(pilot)
+        page = entries.children[3]
+        move_tree_cursor(app, page)
+        turns.clear()
+        await pilot.press("enter")
+        await settle(pilot)
+        built = page.data.children()
+        assert [c.data for c in page.children] == built and len(built) == 1000
+        # One turn before the page's regions are frozen, then one before each of the 16 chunks.
+        assert len(turns) == 1 + 16
+        assert turns[1] > turns[0], "the page's regions and labels were frozen before its nodes were added"
+
+
+@run_async
+async def test_a_page_replaced_while_it_is_being_added_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decoder change (the node's region replaced) between two chunks: the old page's nodes stop coming."""
+    import inspector.tui.tree as tree_module
+
+    require_fixtures()
+    monkeypatch.setattr(tree_module, "ADD_CHUNK", 100)
+    app = create_app(FIXTURES / "btree_u64_many")
+    replacement = Region("replaced", "group")
+    turns = 0
+    real_after_due = tree_module._after_due
+
+    async def replace_on_third_turn() -> None:
+        nonlocal turns
+        turns += 1
+        if turns == 3:
+            app.region_tree.replace_subtree(page, replacement)
+        await real_after_due()
+
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        (entries,) = nodes_of_kind(app, "entries")
+        move_tree_cursor(app, entries)
+        await pilot.press("enter")
+        await settle(pilot)
+        page = entries.children[5]
+        old = page.data
+        monkeypatch.setattr(tree_module, "_after_due", replace_on_third_turn)
+        move_tree_cursor(app, page)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert page.data is replacement and turns == 3
+        old_entries = {id(r) for r in old.children()}
+        assert not [c for c in page.children if id(c.data) in old_entries]
+        assert not app.region_tree.is_populated(page)
+        assert not [key for key in app._tasks if key.startswith("load-")], "its loading task ended"
+
+
+@run_async
+async def test_the_app_holds_the_collectors_full_passes_and_hands_them_back() -> None:
+    import gc
+
+    from inspector.tui.collector import FULL_AFTER_YOUNG_PASSES
+
+    before = gc.get_threshold()
+    app = create_app(pre_upgrade())
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        young, middle, full = gc.get_threshold()
+        assert (young, middle) == before[:2] and full > 1_000 * FULL_AFTER_YOUNG_PASSES
+        assert gc.get_freeze_count() > 0, "the first screen is frozen once painted"
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0

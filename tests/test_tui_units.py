@@ -267,3 +267,42 @@ def test_show_value_never_raises_and_escapes() -> None:
     assert shown is not None and shown.text == "[red]hi\\x1b[0m" and shown.value == {"a": 1} and not shown.ok
     assert show_value(None) is None
     assert show_value(b"\x00ab").value == "006162"  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------- collector
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_collector_makes_full_passes_only_when_due_and_hands_back() -> None:
+    import gc
+    import weakref
+
+    from inspector.tui.collector import FULL_AFTER_YOUNG_PASSES, Collector
+
+    before = gc.get_threshold()
+    collector = Collector()
+    collector.take_over()
+    try:
+        assert gc.get_threshold()[:2] == before[:2] and gc.get_threshold()[2] > before[2]
+        gc.collect()
+        cycle = _Cycle()
+        ref = weakref.ref(cycle)
+        gc.collect(1)  # the cycle survives a young pass: it is in the oldest generation now
+        del cycle
+        collector.collect_if_due()
+        assert ref() is not None, "one young pass since the last full one: not due"
+        for _ in range(FULL_AFTER_YOUNG_PASSES):
+            gc.collect(1)
+        collector.collect_if_due()
+        assert ref() is None, "due: the full pass found the old garbage"
+        frozen = gc.get_freeze_count()
+        kept = [_Cycle() for _ in range(10)]
+        collector.settle()
+        assert gc.get_freeze_count() >= frozen + 10 and all(k.me is k for k in kept)
+    finally:
+        collector.hand_back()
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0

@@ -13,7 +13,6 @@ cursor is remembered in ``_from_hex``, so the two never bounce each other around
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
@@ -41,6 +40,7 @@ from inspector.regions import build_tree
 from inspector.safe_text import escape_control, safe_rich_text
 from inspector.search import Match, find_all, next_match
 from inspector.session import Session
+from inspector.tui.collector import COLLECT_EVERY_S, SETTLE_AFTER_S, Collector
 from inspector.tui.data_inspector import DataInspector
 from inspector.tui.details import DetailsPanel
 from inspector.tui.hexview import HexView
@@ -67,19 +67,6 @@ from inspector.views.value_display import CORE_LOCK
 AUTO_EXPAND = frozenset({"mm_header", "memories", "memory", "unreachable"}) | STRUCTURE_KINDS
 AUTO_EXPAND_MAX_MEMORIES = 16
 DECODER_AUTO = "auto"
-
-
-# A full (generation 2) garbage collection walks every tracked object and holds the event loop meanwhile:
-# with a big map open (Textual's objects, the region tree, pages of entries) that took 0.1 s and more,
-# the longest stall measured while scrolling the 20M-entry map. So, at moments that have just built many
-# long-lived objects (a page of the tree added), ``_settle_heap`` collects what is garbage then (a pass
-# over only what was made since the last freeze: a few ms) and freezes the survivors, and later full
-# passes walk only what was made since (the first screen is frozen as it is, right after its paint).
-# ``gc.unfreeze`` hands them back when a reload drops the old tree and when the app closes, so nothing
-# frozen is kept for good.
-def _settle_heap() -> None:
-    gc.collect()
-    gc.freeze()
 
 
 def decoder_choices() -> tuple[str, ...]:
@@ -213,6 +200,7 @@ class InspectorApp(App[int]):
         self.did_path = did_path
         self.schema_path = schema_path
         self._owns_session = owns_session
+        self._collector = Collector()
         self.root_region = build_tree(self.analysis)
         self.index = OffsetIndex(self.root_region, self.analysis)
         self.map_model = MapModel(self.analysis, self.index)
@@ -237,7 +225,13 @@ class InspectorApp(App[int]):
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="main"):
-            yield RegionTree(self.root_region, self._register_region, self._tree_loaded, id="tree")
+            yield RegionTree(
+                self.root_region,
+                self._register_region,
+                self._tree_loaded,
+                settle=self._collector.settle,
+                id="tree",
+            )
             with Vertical(id="right"):
                 yield DiagnosisPanel(id="diagnosis")
                 yield MemoryMap(self.map_model, id="map")
@@ -270,6 +264,8 @@ class InspectorApp(App[int]):
         return self.query_one("#diagnosis", DiagnosisPanel)
 
     def on_mount(self) -> None:
+        self._collector.take_over()
+        self.set_interval(COLLECT_EVERY_S, self._collector.collect_if_due, name="collect")
         self.query_one("#task-bar", ProgressBar).display = False
         self.hex_view.border_title = "Hex"
         self.details_panel.border_title = "Details"
@@ -350,9 +346,10 @@ class InspectorApp(App[int]):
         self._repaint_new_regions()
         self._task_end(f"load-{node.id}")
         self._auto_expand_children(node)
-        # A page of entries: a thousand regions and tree nodes that stay. On a turn of its own, so the
-        # event loop is not held for the page and the collection at once.
-        self.call_later(_settle_heap)
+        # A page of entries: a thousand regions and tree nodes that stay. On a timer, once the page is on
+        # screen: a timer runs after the keys and timers already due, where a queued callback (``call_later``)
+        # would run right after the page's repaint, and the two held the loop 0.1 s+.
+        self.set_timer(SETTLE_AFTER_S, self._collector.settle, name="settle-heap")
 
     def _auto_expand_children(self, node: TreeNode[Any]) -> None:
         if node.id not in self._auto_nodes:
@@ -992,9 +989,7 @@ class InspectorApp(App[int]):
     # ---------------------------------------------------------------- scan
 
     def _scan_map(self) -> None:
-        # The first screen is painted: what it built stays. Frozen without a collection first (that
-        # would walk all of it, the stall this avoids); its few garbage cycles wait for the unfreeze.
-        gc.freeze()
+        self._collector.freeze()  # the first screen is painted: what it built stays
         self._task_start("scan", "scanning for stray data…")
         self._scan_worker(self.map_model)
 
@@ -1028,7 +1023,7 @@ class InspectorApp(App[int]):
 
     def _rebuild_views(self) -> None:
         """Every view again from ``self.analysis``, keeping the selection where it can."""
-        gc.unfreeze()  # the old tree goes: let the collector have it
+        self._collector.thaw()  # the old tree goes: let the collector have it
         self.root_region = build_tree(self.analysis)
         self.map_model = MapModel(self.analysis, self.index)
         trail = self._selection_trail()
@@ -1041,7 +1036,7 @@ class InspectorApp(App[int]):
             self.memory_map.refresh_states()
 
     def on_unmount(self) -> None:
-        gc.unfreeze()
+        self._collector.hand_back()
         if self._owns_session:
             self.session.close()
 

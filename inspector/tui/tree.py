@@ -9,7 +9,8 @@ markup nor allowed to carry control characters.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 from rich.cells import cell_len
@@ -27,9 +28,17 @@ from inspector.views.value_display import CORE_LOCK
 # Above this many children a node shows the first ones and says how many it left out: the Tree widget
 # keeps every line in Python, and the core already pages big maps by 1,000 entries.
 MAX_CHILDREN = 5_000
+# Children a worker's page adds per event-loop turn (~25 µs each on the bench machine: ~6 ms a chunk).
+ADD_CHUNK = 250
 SEVERITY_CLASS = {"error": "role--corrupt", "warning": "regiontree--warning", "info": "regiontree--info"}
 
 TreeData = Region | None
+
+
+async def _after_due() -> None:
+    """Give the event loop back until the keys and timers already due have run. (A timer, not
+    ``sleep(0)``: what that queues runs before the timers that fell due meanwhile.)"""
+    await asyncio.sleep(0.001)
 
 
 def region_label(region: Region, style_of: Callable[[str], Any]) -> Text:
@@ -78,10 +87,12 @@ class RegionTree(Tree[TreeData]):
         on_register: Callable[[Region, Region | None, int], None],
         on_loaded: Callable[[TreeNode[TreeData]], None],
         *,
+        settle: Callable[[], None] | None = None,
         id: str | None = None,
     ) -> None:
         self._on_register = on_register
         self._on_loaded = on_loaded
+        self._settle = settle  # called once a worker's page is built, before its nodes are added
         self._populated: set[int] = set()
         self._loading: set[int] = set()
         self._region_nodes: dict[int, TreeNode[TreeData]] = {}  # id(region) -> node
@@ -215,17 +226,21 @@ class RegionTree(Tree[TreeData]):
     def _load_worker(self, node: TreeNode[TreeData]) -> None:
         region = node.data
         assert isinstance(region, Region)
+        children: list[Region] | None = None
+        labels: list[Text] | None = None
+        error: Exception | None = None
         try:
             with CORE_LOCK:
                 children = region.children()
             # The labels too (a thousand Texts for a page), while the event loop goes on.
             labels = self._prepare_labels(children)
         except Exception as exc:  # a decoder bug must show up as a line, not end the app
-            self.app.call_from_thread(self._finish_load, node, None, exc)
-            return
-        self.app.call_from_thread(self._finish_load, node, children, None, labels)
+            children, labels, error = None, None, exc
+        # ``_finish_load`` is a coroutine, run on the loop: this returns once every chunk is added. (mypy
+        # cannot solve Textual's ``T | Awaitable[T]`` parameter for a coroutine function.)
+        self.app.call_from_thread(self._finish_load, node, children, error, labels)  # type: ignore[arg-type]
 
-    def _finish_load(
+    async def _finish_load(
         self,
         node: TreeNode[TreeData],
         children: list[Region] | None,
@@ -233,14 +248,53 @@ class RegionTree(Tree[TreeData]):
         labels: list[Text] | None = None,
     ) -> None:
         self._loading.discard(node.id)
-        if not self.is_attached or node.tree is not self or node.data is None or node.id in self._populated:
-            return  # (not attached: the app is closing while a worker finished)
+        region = node.data
+        if node.id in self._populated:
+            return
+        if not self._still_wanted(node, region):
+            self._gave_up(node)
+            return
+        self._populated.add(node.id)  # (a collapse and expand meanwhile must not add the page a second time)
+        # A page is a thousand nodes (~30 ms on the event loop) and the collection that freezes what the
+        # worker built for it (~30 ms): each step on an event-loop turn of its own, after the keys and timers
+        # already due, so no key waits for more than one step.
+        await _after_due()
+        if not self._still_wanted(node, region):
+            self._gave_up(node)
+            return
         node.remove_children()
         if error is not None or children is None:
             self._add_error(node, error)
         else:
-            self._add_region_children(node, children, labels)
+            if self._settle is not None:
+                # The page's regions and labels stay: the app's collector freezes them now, so its passes
+                # while the nodes are added and painted walk only those (see ``inspector.tui.collector``).
+                self._settle()
+            for _ in self._adding(node, children, labels):
+                await _after_due()
+                if not self._still_wanted(node, region):
+                    self._gave_up(node)
+                    return
         self._on_loaded(node)
+
+    def _gave_up(self, node: TreeNode[TreeData]) -> None:
+        """The node was replaced (decoder changed) or the tree reloaded while its page was built or added:
+        nothing more of the old page is added (the node's new owner loads its own), but the load ends
+        (its "loading…" task)."""
+        if self.is_attached:  # (not attached: the app is closing)
+            self._on_loaded(node)
+
+    def _still_wanted(self, node: TreeNode[TreeData], region: TreeData) -> bool:
+        """The node is still this tree's, for the same region (a reload clears the tree, a decoder change
+        replaces a subtree; either can happen while a worker builds or a page is being added)."""
+        if not self.is_attached or region is None or node.data is not region:
+            return False
+        if self._tree_nodes.get(node.id) is not node:  # removed (Textual forgets removed nodes' ids)
+            return False
+        top = node
+        while top.parent is not None:
+            top = top.parent
+        return top is self.root  # (``clear`` leaves the old nodes' ids behind, and reuses them)
 
     def _add_error(self, node: TreeNode[TreeData], error: Exception | None) -> None:
         self._populated.add(node.id)
@@ -250,24 +304,36 @@ class RegionTree(Tree[TreeData]):
     def _add_region_children(
         self, node: TreeNode[TreeData], children: list[Region], labels: list[Text] | None = None
     ) -> None:
+        for _ in self._adding(node, children, labels):
+            pass
+
+    def _adding(
+        self, node: TreeNode[TreeData], children: list[Region], labels: list[Text] | None
+    ) -> Iterator[None]:
+        """Add the children ``ADD_CHUNK`` at a time (the tree's lines rebuilt once a chunk), yielding before
+        each chunk."""
         self._populated.add(node.id)
         parent = node.data if isinstance(node.data, Region) else None
         depth = self._depth(node) + 1
         shown = children[:MAX_CHILDREN]
         if labels is None or len(labels) != len(shown):
             labels = [region_label(child, self._style) for child in shown]
-        self._batch_begin()
-        try:
-            for child, label in zip(shown, labels, strict=True):
-                self._add_region_child(node, child, label, parent, depth)
-            if len(children) > MAX_CHILDREN:
-                node.add_leaf(
-                    Text(f"… {len(children) - MAX_CHILDREN:,} more not shown", style="italic"), data=None
-                )
-        finally:
-            self._batch_end()
         if not children:
             node.allow_expand = False
+        for start in range(0, len(shown), ADD_CHUNK):
+            yield
+            self._batch_begin()
+            try:
+                for child, label in zip(
+                    shown[start : start + ADD_CHUNK], labels[start : start + ADD_CHUNK], strict=True
+                ):
+                    self._add_region_child(node, child, label, parent, depth)
+            finally:
+                self._batch_end()
+        if len(children) > MAX_CHILDREN:
+            node.add_leaf(
+                Text(f"… {len(children) - MAX_CHILDREN:,} more not shown", style="italic"), data=None
+            )
 
     def _add_region_child(
         self, node: TreeNode[TreeData], child: Region, label: Text, parent: Region | None, depth: int
