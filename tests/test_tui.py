@@ -33,8 +33,9 @@ def pre_upgrade() -> Path:
     return FIXTURES / PRE
 
 
-async def open_entries(pilot: Any, memory_id: int = 4) -> Any:
-    """Put the tree cursor on the map's entries node and expand it with one keypress."""
+async def open_entries(pilot: Any, memory_id: int | None = 4) -> Any:
+    """Put the tree cursor on the map's entries node (of memory ``memory_id``, or the only one) and expand it
+    with one keypress."""
     app = pilot.app
     (entries,) = [n for n in nodes_of_kind(app, "entries", memory_id)]
     move_tree_cursor(app, entries)
@@ -352,10 +353,7 @@ async def test_many_memories_and_big_map_stay_responsive() -> None:
     app = create_app(FIXTURES / "btree_u64_many")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        (entries,) = nodes_of_kind(app, "entries")
-        move_tree_cursor(app, entries)
-        await pilot.press("enter")
-        await settle(pilot)
+        entries = await open_entries(pilot, memory_id=None)
         pages = entries.children
         assert len(pages) == 17 and all(p.data.kind == "group" for p in pages)
         move_tree_cursor(app, pages[16])
@@ -491,10 +489,7 @@ async def test_a_worker_page_is_added_a_chunk_per_turn_in_order(monkeypatch: pyt
     app = create_app(FIXTURES / "btree_u64_many")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        (entries,) = nodes_of_kind(app, "entries")
-        move_tree_cursor(app, entries)
-        await pilot.press("enter")
-        await settle(pilot)
+        entries = await open_entries(pilot, memory_id=None)
         page = entries.children[3]
         move_tree_cursor(app, page)
         turns.clear()
@@ -528,10 +523,7 @@ async def test_a_page_replaced_while_it_is_being_added_stops(monkeypatch: pytest
 
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        (entries,) = nodes_of_kind(app, "entries")
-        move_tree_cursor(app, entries)
-        await pilot.press("enter")
-        await settle(pilot)
+        entries = await open_entries(pilot, memory_id=None)
         page = entries.children[5]
         old = page.data
         monkeypatch.setattr(tree_module, "_after_due", replace_on_third_turn)
