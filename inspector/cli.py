@@ -393,7 +393,7 @@ def _flush_streams() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from inspector.snapshot import InputError
+    from inspector.errors import InputError
 
     try:
         # Inside the try: a command module that fails to import is an internal error, not a traceback.

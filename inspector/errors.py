@@ -29,6 +29,12 @@ class UnreadableInput(InspectorError):
     """The input cannot be opened or read (missing, unreadable, not a snapshot)."""
 
 
+class InputError(UnreadableInput):
+    """The input cannot be read as a snapshot. The message is one plain line for the user. (Declared
+    here, not in ``inspector.snapshot``, so the CLI can catch it before the layouts are imported: the
+    children of ``diff`` and ``summary --deep`` are forked before that import.)"""
+
+
 class BadFormat(InspectorError):
     """Bytes that do not follow the on-disk or wire format they are read as."""
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inspector.errors import UnreadableInput
+from inspector.errors import InputError
 from inspector.layouts import WASM_PAGE_SIZE
 from inspector.memory import PhysicalMemory, Range
 from inspector.model import Finding
@@ -42,10 +42,6 @@ METADATA_KEYS = (
     "wasm_module_size",
     "canister_version",
 )
-
-
-class InputError(UnreadableInput):
-    """The input cannot be read as a snapshot. The message is one plain line for the user."""
 
 
 def os_reason(exc: BaseException) -> str:

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from inspector.analysis.analyze import analyze  # noqa: E402
 from inspector.forge import MemoryManagerImage, RawImage  # noqa: E402
-from inspector.forge.btree_grow import GrownBTreeMap, grow_map_from, grow_u64_map  # noqa: E402
+from inspector.forge.btree_grow import NODE_PREFIX_LEN, GrownBTreeMap, grow_map_from, grow_u64_map, mix64  # noqa: E402
 from inspector.forge.structures import vec  # noqa: E402
 from inspector.memory import PhysicalMemory  # noqa: E402
 from inspector.snapshot import open_snapshot  # noqa: E402
@@ -129,6 +129,43 @@ def test_map_under_a_memory_manager_with_interleaved_buckets(
     fast, _slow, answered = _walk_both(lambda: BTreeMap(mem, memory_id=1), monkeypatch)
     assert answered
     assert (fast.entry_count, fast.entries_sha256) == _digest(m.entries())
+
+
+class _PrefixedKeys(GrownBTreeMap):
+    """The grown map with every 8-byte key stored behind its u32 LE length, as a map of keys of one
+    length that are not fixed-size (e.g. Strings all of 8 bytes) stores them."""
+
+    def _stream_len(self, node: Any) -> int:
+        return super()._stream_len(node) + 4 * len(node.keys)
+
+    def _stream(self, node: Any) -> bytes:
+        s = super()._stream(node)
+        at = NODE_PREFIX_LEN + (0 if node.children is None else 8 * len(node.children))
+        keys = s[at : at + 8 * len(node.keys)]
+        prefixed = b"".join(struct.pack("<I", 8) + keys[i : i + 8] for i in range(0, len(keys), 8))
+        return s[:at] + prefixed + s[at + len(keys) :]
+
+
+def test_length_prefixed_keys_of_one_length_take_the_vectorised_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    m = _PrefixedKeys(page_size=1024)
+    keys = [mix64(n) for n in range(3_000)]
+    for k in keys:
+        m.insert(k)
+    for k in keys[:700]:
+        m.remove(k)
+    prefixes: list[int] = []
+    real_blocks = vw._VectorWalker.blocks
+
+    def blocks(self: Any) -> Any:
+        for block in real_blocks(self):
+            prefixes.append(self.kpre)  # (set once the walk has looked at the root)
+            yield block
+
+    monkeypatch.setattr(vw._VectorWalker, "blocks", blocks)
+    fast, _slow, answered = _walk_both(_raw_map(_raw_image(m)), monkeypatch)
+    assert answered and prefixes[0] == 4  # the columns read the keys behind their prefixes
+    assert (fast.entry_count, fast.entries_sha256) == _digest(m.entries()) == (2_300, fast.entries_sha256)
+    assert not fast.findings
 
 
 def test_variable_values_are_left_to_the_validated_walk(monkeypatch: pytest.MonkeyPatch) -> None:
