@@ -522,12 +522,14 @@ class _VectorWalker:
         """Keys from the validated loader as the columns cut them: with their u32 LE length where
         keys carry one."""
         prefix = bytes(self.klen_le) if self.kpre else b""
-        return np.frombuffer(b"".join(prefix + x for x in keys), dtype=np.uint8).reshape(len(keys), -1)
+        raw = b"".join(prefix + x for x in keys)
+        return np.frombuffer(raw, dtype=np.uint8).reshape(len(keys), self.kpre + self.klen)
 
     def _value_items(self, values: list[bytes]) -> U8:
         """Values from the validated loader as the columns cut them: with their u32 LE length."""
         prefix = bytes(self.vlen_le)
-        return np.frombuffer(b"".join(prefix + x for x in values), dtype=np.uint8).reshape(len(values), -1)
+        raw = b"".join(prefix + x for x in values)
+        return np.frombuffer(raw, dtype=np.uint8).reshape(len(values), 4 + self.vlen)
 
     def _level(self, rows: _Rows, addrs: I64, depth: int, leaf: bool, tally: _Tally) -> tuple[_Level, I64]:
         """Check and cut out one level's nodes; return them and their children, in order."""
