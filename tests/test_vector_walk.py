@@ -22,7 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 from inspector.analysis.analyze import analyze  # noqa: E402
 from inspector.forge import MemoryManagerImage, RawImage  # noqa: E402
-from inspector.forge.btree_grow import NODE_PREFIX_LEN, GrownBTreeMap, grow_map_from, grow_u64_map, mix64  # noqa: E402
+from inspector.forge.btree import NODE_PREFIX_LEN  # noqa: E402
+from inspector.forge.btree_grow import GrownBTreeMap, grow_map_from, grow_u64_map, mix64  # noqa: E402
 from inspector.forge.structures import vec  # noqa: E402
 from inspector.memory import PhysicalMemory  # noqa: E402
 from inspector.snapshot import open_snapshot  # noqa: E402
