@@ -56,7 +56,8 @@ def _child_state(path: Path) -> Any:
     assert pending.result() is not None
     pending.chains()
     assert len(frontier._OFFERED) == 1
-    return frontier._OFFERED[0][2]
+    chain, problems, end = frontier._OFFERED[0][2]
+    return list(chain), problems, end  # (a clean list crosses as an array of u64)
 
 
 def test_the_diff_walks_no_free_list_in_the_parent_and_says_the_same(

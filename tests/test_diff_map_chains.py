@@ -624,3 +624,111 @@ def test_chain_ranges_are_logical_ranges_a_run_at_a_time(tmp_path: Path) -> None
             multi += len(want) > 2
     assert checked > 1000 and multi > 500  # long chains, many pages per range
     s.close()
+
+
+def test_the_plan_s_stream_reader_reads_what_the_general_reader_reads(tmp_path: Path) -> None:
+    """``NodeChain.reader``: the same bytes as ``_read_stream`` at every place of every node's stream
+    (keys, length prefixes, pieces across pages, past the end); a piece inside one page is its own
+    ``pread``, anything else goes to the general reader, and a memory without its file is read by it."""
+    from functools import partial
+
+    from inspector.memory import PhysicalMemory
+
+    path = tmp_path / "map.bin"
+    s, m, idx = _indexed_map(path)
+    page, per = m.page_size, m.page_size - OVERFLOW_DATA_OFFSET
+    rng = random.Random(8)
+    inside = across = 0
+    for addr in idx.nodes:
+        chain = idx.chain(addr)
+        stream = page + len(chain) * per
+        general = partial(map_nodes._read_stream, m, addr, chain)
+        slow_calls: list[tuple[int, int]] = []
+
+        def slow(
+            pos: int, n: int, general: Any = general, calls: list[tuple[int, int]] = slow_calls
+        ) -> bytes:
+            calls.append((pos, n))
+            return general(pos, n)
+
+        read = chain.reader(m.mem, page, slow)
+        cases = [(0, 8), (page - 4, 4), (page - 2, 4), (page, 4), (page + per - 4, 4), (page + per - 1, 3)]
+        cases += [(rng.randrange(stream), rng.choice((1, 4, 8, 40, 3 * per))) for _ in range(40)]
+        for pos, n in sorted(cases):  # (in stream order, as the plan reads)
+            one_page = pos + n <= page or (pos >= page and (pos - page) % per + n <= per)
+            if pos + n > stream:
+                with pytest.raises(map_nodes.NodeError):
+                    general(pos, n)
+                with pytest.raises(map_nodes.NodeError):
+                    read(pos, n)
+                continue
+            before = len(slow_calls)
+            assert read(pos, n) == general(pos, n), (addr, pos, n)
+            assert (len(slow_calls) == before) == one_page, (addr, pos, n)
+            inside += one_page
+            across += not one_page
+        # The same map held in memory (no file to read from): the reader is the general one.
+        held = PhysicalMemory(path.read_bytes(), m.mem.size)
+        assert chain.reader(held, page, slow) is slow
+    assert inside > 500 and across > 100
+    s.close()
+
+
+def test_the_tree_walk_reads_the_same_nodes_from_the_file_and_from_memory(tmp_path: Path) -> None:
+    """The chain index's node walk reads each node page with a ``pread`` when the map's file is open and
+    through the buffer otherwise: both give the same nodes, children and chains."""
+    from inspector.memory import PhysicalMemory
+    from inspector.structures.btreemap import BTreeMap
+
+    path = tmp_path / "map.bin"
+    s, m, idx = _indexed_map(path)
+    assert isinstance(m.mem, PhysicalMemory) and m.mem.fd is not None  # (the pread path)
+    data = path.read_bytes()
+    held = BTreeMap(PhysicalMemory(data, len(data)), memory_id="raw")
+    held.key_layout  # noqa: B018
+    again = map_chains.build(held, lambda: None)
+    assert again is not None
+    assert again.nodes == idx.nodes and len(again.nodes) > 20
+    assert (again.starts, again.ends, again.owner, again.first) == (
+        idx.starts,
+        idx.ends,
+        idx.owner,
+        idx.first,
+    )
+    s.close()
+
+
+def test_the_map_locator_keeps_a_bounded_number_of_chunk_headers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``locate`` remembers the chunk headers it read (a diff describes each changed range's chunk again),
+    a bounded number of them, and says the same with or without them."""
+    from inspector import offset_geometry
+    from inspector.offset_index import OffsetIndex
+
+    path = tmp_path / "map.bin"
+    _forge(path)
+    s = load(path)
+    try:
+        size = s.snapshot.size
+        positions = list(range(FIRST_CHUNK_OFFSET, size, 97)) * 2  # every chunk, twice
+
+        def locate_all(kept: int) -> tuple[list[Any], int]:
+            monkeypatch.setattr(offset_geometry, "CHUNKS_KEPT", kept)
+            index = OffsetIndex(None, s.analysis, build=lambda: None)  # type: ignore[arg-type,return-value]
+            got = [index.locate(p) for p in positions]
+            (locator, _mem) = index.geometry._locators["raw"]
+            return got, len(locator._chunks)
+
+        small, held_small = locate_all(8)
+        large, held_large = locate_all(1 << 20)
+        assert 0 < held_small <= 8 < held_large
+        # What a locator that reads every header again says.
+        monkeypatch.setattr(
+            offset_geometry._BTreeLocator, "_chunk", offset_geometry._BTreeLocator._read_chunk
+        )
+        fresh, _ = locate_all(8)
+        assert small == large == fresh
+        assert len({(a.area, a.what) for a in fresh}) > 3  # nodes, overflow pages, free chunks…
+    finally:
+        s.close()

@@ -32,7 +32,7 @@ import struct
 from array import array
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Sequence
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Protocol
 
 from inspector.diff import map_chains
@@ -102,6 +102,8 @@ class _Side:
         self.runs: list[tuple[int, int, int]] = []
         self.loads = 0
         self.touched = 0  # chunks whose headers were read since the last release
+        # Stream readers of shared-chain nodes (``NodeChain.reader``), for the listed values' heads.
+        self.readers: dict[int, Callable[[int, int], bytes]] = {}
 
     def load(self, addr: int) -> NodeShape:
         """(version, type, k, children, keys, None, overflows, value spans) of a node, cached.
@@ -155,7 +157,15 @@ class _Side:
         if spans is None:
             return bytes(self.load_full(addr)[5][slot][:most])
         start, n = spans[slot]
-        return _read_stream(self.m, addr, shape[6], start, n if most is None else min(n, most))
+        n = n if most is None else min(n, most)
+        chain = shape[6]
+        if not isinstance(chain, map_chains.NodeChain):
+            return _read_stream(self.m, addr, chain, start, n)
+        read = self.readers.get(addr)
+        if read is None:
+            slow = partial(_read_stream, self.m, addr, chain)
+            read = self.readers[addr] = chain.reader(self.m.mem, self.m.page_size, slow)
+        return read(start, n)
 
     def load_full(self, addr: int) -> NodeShape:
         self.loads += 1
@@ -528,10 +538,7 @@ def _shared_plan(ma: BTreeMap, mb: BTreeMap, a: Structure, b: Structure, hits: l
     # (The node streams below are read with pread: nothing mapped to let go of on the way.)
     for node, parts in sorted(per_node.items()):
         chain = idx.chain(node)
-
-        def read(pos: int, n: int, node: int = node, chain: map_chains.NodeChain = chain) -> bytes:
-            return _read_stream(ma, node, chain, pos, n)
-
+        read = chain.reader(ma.mem, page, partial(_read_stream, ma, node, chain))
         shape, key_pos = map_chains.node_shape(ma, idx, node, chain, read)
         old.loads += 1
         slots = _value_slots(ma, mb, shape[7], parts)
