@@ -208,6 +208,34 @@ def test_diff_json_writes_every_scalar_as_json_does() -> None:
     assert '"level": 3' in want and '"t": true' in want and '"big": 1180591620717411303424' in want
 
 
+def test_diff_json_writes_flat_lists_of_any_scalar_as_json_does() -> None:
+    """Flat lists are written on one line without json's encoder for ints, strings and lists of ints; a
+    list with anything else in it (bools, None, floats, an int subclass, a pair holding a bool) reads as
+    json writes it all the same, and a list that holds a container deeper down is laid out over lines."""
+    import enum
+
+    from inspector.commands.diff import _dump
+    from inspector.safe_text import json_safe
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    flat = {
+        "pairs": [[1, 2], (3, 4), []],
+        "mixed": [1, "é\n", True, None, 1.5, Level.HIGH, 2**70],
+        "odd_pairs": [[1, True], (None, 2), ["a", 3], [2.5]],
+        "empty": [],
+    }
+    text = _dump(flat, "")
+    assert text == json_safe(
+        "{\n"
+        + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in flat.items())
+        + "\n}"
+    )
+    deep = {"rows": [[1, [2]], 3, [[4]]]}  # (the inner lists hold no deeper container: one line each)
+    assert _dump(deep, "") == '{\n  "rows": [\n    [1, [2]],\n    3,\n    [[4]]\n  ]\n}'
+
+
 def test_a_headless_diff_hands_the_collector_back_what_it_froze(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
