@@ -173,8 +173,8 @@ class NodeChain:
         """``read(pos, n)``: ``n`` bytes of this node's stream from ``pos`` (the node page, then each
         overflow page's data), for the by-node plan's many small reads in stream order (a node's keys,
         then each value's length prefix: ~5,800 over the bench's big-value map pair). A piece inside one
-        page of a file-backed memory is one ``pread`` after a few steps in place (through ``_read_stream``
-        and ``__getitem__`` it took ~8 µs, a third of the plan); anything else (a piece across pages, a
+        page of a file-backed memory is one ``pread`` after a few steps in place, where ``_read_stream``
+        went through ``__getitem__`` and ``Memory.peek`` for it; anything else (a piece across pages, a
         memory without its file, a short read) is ``slow``'s, the general reader."""
         if not isinstance(mem, PhysicalMemory) or mem.fd is None:
             return slow
@@ -533,7 +533,8 @@ def _tree(
                 got = os.pread(fd, span, at)
             except OSError:
                 got = b""
-            # (Short at the end of the file: the mapping's bytes, which fail the same way as before.)
+            # (Short only if the file shrank, the grid counting whole chunks: then the mapping's bytes,
+            # which fail as they did before.)
             blk, at = (got, 0) if len(got) == span else (buf[at : at + span], 0)
         cm, cv, al, _pad, _cn, nm, nv, ntype, k, ovf = CHUNK_NODE.unpack_from(blk, at)
         if (cm, cv, al, nm, nv) != (CHUNK_MAGIC, 1, 1, NODE_MAGIC, 2) or ntype > 1 or not 1 <= k <= 11:
