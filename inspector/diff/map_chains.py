@@ -173,21 +173,17 @@ class NodeChain:
         """``read(pos, n)``: ``n`` bytes of this node's stream from ``pos`` (the node page, then each
         overflow page's data), for the by-node plan's many small reads in stream order (a node's keys,
         then each value's length prefix: ~5,800 over the bench's big-value map pair). A piece inside one
-        page of a file-backed memory is one ``pread`` after a few steps in place, where ``_read_stream``
-        went through ``__getitem__`` and ``Memory.peek`` for it; anything else (a piece across pages, a
+        page of a file-backed memory is one ``pread`` after the page lookup, where ``_read_stream`` went
+        through ``Memory.peek`` and its checks for it; anything else (a piece across pages, a
         memory without its file, a short read) is ``slow``'s, the general reader."""
         if not isinstance(mem, PhysicalMemory) or mem.fd is None:
             return slow
-        fd, size = mem.fd, mem.size
-        at, chunk, cs, count = self._at, self._chunk, self._cs, self._len
-        runs = len(at)
+        fd, size, count = mem.fd, mem.size, self._len
         body = page_size - OVERFLOW_DATA_OFFSET
-        node, data = self.node, FIRST_CHUNK_OFFSET + CHUNK_HEADER_SIZE + OVERFLOW_DATA_OFFSET
+        node, page_at = self.node, self.__getitem__  # (the chain's own lookup, by run, of page j)
         pread = os.pread
-        r = 0  # the run of the previous read: reads go forward through the stream
 
         def read(pos: int, n: int) -> bytes:
-            nonlocal r
             if pos + n <= page_size:
                 v = node + pos
             elif pos < page_size:
@@ -196,9 +192,7 @@ class NodeChain:
                 j, off = divmod(pos - page_size, body)
                 if off + n > body or j >= count:
                     return slow(pos, n)
-                if not (at[r] <= j and (r + 1 == runs or j < at[r + 1])):
-                    r = bisect_right(at, j) - 1
-                v = data + (chunk[r] + j - at[r]) * cs + off
+                v = page_at(j) + OVERFLOW_DATA_OFFSET + off
             if pos >= 0 and n >= 0 and v + n <= size:
                 try:
                     got = pread(fd, n, v)

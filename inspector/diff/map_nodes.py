@@ -161,11 +161,16 @@ class _Side:
         chain = shape[6]
         if not isinstance(chain, map_chains.NodeChain):
             return _read_stream(self.m, addr, chain, start, n)
+        return self.stream(addr, chain)(start, n)
+
+    def stream(self, addr: int, chain: map_chains.NodeChain) -> Callable[[int, int], bytes]:
+        """``read(pos, n)`` of the stream of the shared-chain node at ``addr`` on this side (kept: the plan
+        reads its keys and lengths, the listing its values' heads)."""
         read = self.readers.get(addr)
         if read is None:
             slow = partial(_read_stream, self.m, addr, chain)
             read = self.readers[addr] = chain.reader(self.m.mem, self.m.page_size, slow)
-        return read(start, n)
+        return read
 
     def load_full(self, addr: int) -> NodeShape:
         self.loads += 1
@@ -538,8 +543,7 @@ def _shared_plan(ma: BTreeMap, mb: BTreeMap, a: Structure, b: Structure, hits: l
     # (The node streams below are read with pread: nothing mapped to let go of on the way.)
     for node, parts in sorted(per_node.items()):
         chain = idx.chain(node)
-        read = chain.reader(ma.mem, page, partial(_read_stream, ma, node, chain))
-        shape, key_pos = map_chains.node_shape(ma, idx, node, chain, read)
+        shape, key_pos = map_chains.node_shape(ma, idx, node, chain, old.stream(node, chain))
         old.loads += 1
         slots = _value_slots(ma, mb, shape[7], parts)
         if slots is None:
